@@ -1,0 +1,29 @@
+# Ferry's build. `make test` is the test command; `make up` sets up and runs a local cluster.
+K8S_VERSION := v1.37.2
+LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(K8S_VERSION) \
+	-X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=37 \
+	-X github.com/ferryvm/ferry/internal/version.Version=$(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: build generate deps up test test-unit test-e2e vet
+
+build:
+	go build -ldflags "$(LDFLAGS)" -o bin/ferry ./cmd/ferry
+
+generate:
+	go tool controller-gen object paths=./api/...
+	go tool controller-gen crd paths=./api/... output:crd:artifacts:config=api/crds
+
+deps:
+	bash scripts/setup.sh
+
+up: deps build
+	./bin/ferry up
+
+vet:
+	go vet ./...
+	test -z "$$(gofmt -l api cmd internal test)"
+
+test:
+	bash scripts/test.sh

@@ -1,0 +1,87 @@
+package v1alpha2
+
+// Condition types of a VirtualMachine.
+const (
+	// VMConditionRunning is True while the guest is up and its heartbeat is fresh.
+	VMConditionRunning = "Running"
+	// VMConditionBlockDevicesReady is True when every disk of the VM is ready and held by it.
+	VMConditionBlockDevicesReady = "BlockDevicesReady"
+	// VMConditionIPAddressReady is True when the VM holds a lease on its address.
+	VMConditionIPAddressReady = "IPAddressReady"
+	// VMConditionPodScheduled mirrors the launcher pod's scheduling.
+	VMConditionPodScheduled = "Scheduled"
+	// VMConditionMigratable says whether the VM can be live-migrated.
+	VMConditionMigratable = "Migratable"
+	// VMConditionEvictionRequired is set when the VM's node is being drained.
+	VMConditionEvictionRequired = "EvictionRequired"
+)
+
+// Reasons on VirtualMachine conditions.
+const (
+	ReasonGuestHeartbeat     = "GuestHeartbeat"
+	ReasonGuestSilent        = "GuestSilent"
+	ReasonVMStopped          = "Stopped"
+	ReasonPodNotRunning      = "PodNotRunning"
+	ReasonDiskNotFound       = "DiskNotFound"
+	ReasonDiskNotReady       = "DiskNotReady"
+	ReasonDiskInUse          = "DiskInUse"
+	ReasonDisksReady         = "DisksReady"
+	ReasonImageFailed        = "ImageFailed"
+	ReasonIPLeased           = "IPAddressLeased"
+	ReasonIPUnavailable      = "IPAddressUnavailable"
+	ReasonUnschedulable      = "Unschedulable"
+	ReasonScheduled          = "Scheduled"
+	ReasonLauncherFailed     = "LauncherFailed"
+	ReasonStoppedByPolicy    = "StoppedByRunPolicy"
+	ReasonStoppedManually    = "StoppedManually"
+	ReasonGuestShutdown      = "GuestShutdown"
+	ReasonCrashed            = "Crashed"
+	ReasonRestartBackoff     = "RestartBackoff"
+)
+
+// Condition types of a VirtualMachineOperation.
+const (
+	// OpConditionCompleted is True when the operation ended well, False with a reason otherwise.
+	OpConditionCompleted = "Completed"
+)
+
+// Reasons on VirtualMachineOperation conditions.
+const (
+	ReasonVMNotFound          = "VirtualMachineNotFound"
+	ReasonNotApplicable       = "NotApplicableForRunPolicy"
+	ReasonNotApplicableState  = "NotApplicableForVMState"
+	ReasonOperationInProgress = "InProgress"
+	ReasonOperationCompleted  = "OperationCompleted"
+	ReasonOtherOperation      = "OtherOperationInProgress"
+	ReasonVMDeleted           = "VirtualMachineDeleted"
+	ReasonTimedOut            = "TimedOut"
+)
+
+// Condition types and reasons of images and disks.
+const (
+	ImageConditionReady   = "Ready"
+	ReasonImported        = "Imported"
+	ReasonImportFailed    = "ImportFailed"
+	ReasonProvisioning    = "Provisioning"
+	ReasonSourceNotReady  = "SourceNotReady"
+	ReasonSourceNotFound  = "SourceNotFound"
+	ReasonProvisionFailed = "ProvisioningFailed"
+)
+
+// Labels and annotations that Ferry sets.
+const (
+	// LabelVMName is on every launcher pod: it names the VM (the seed's drain selector).
+	LabelVMName = "vm.kubevirt.internal.virtualization.deckhouse.io/name"
+	// LabelLauncher marks launcher pods.
+	LabelLauncher = "kubevirt.internal.virtualization.deckhouse.io"
+	// AnnotationPowerState is what the last Start/Stop operation or guest shutdown asked for: On or Off.
+	AnnotationPowerState = "virtualization.ferryvm.io/power-state"
+	// AnnotationRunDir is where a launcher keeps its sockets and the guest's serial log.
+	AnnotationRunDir = "virtualization.ferryvm.io/run-dir"
+	// FinalizerVM keeps a VM until its pods, disks and address are released.
+	FinalizerVM = "virtualization.ferryvm.io/vm"
+	// FinalizerStorage keeps an image or disk until its file is removed.
+	FinalizerStorage = "virtualization.ferryvm.io/storage"
+	// FinalizerIPLease keeps a lease of an address while a VM holds it.
+	FinalizerIPLease = "virtualization.ferryvm.io/ip-lease"
+)

@@ -1,0 +1,84 @@
+// Command ferry is the whole of Ferry in one binary: `ferry up` runs an all-in-one
+// cluster, `ferry k` is kubectl, `ferry v` the VM verbs, and `controller`, `agent` and
+// `launcher` are the processes of a Ferry installation.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferryvm/ferry/internal/cli"
+	"github.com/ferryvm/ferry/internal/ipam"
+	"github.com/ferryvm/ferry/internal/kubectl"
+	"github.com/ferryvm/ferry/internal/personality"
+	"github.com/ferryvm/ferry/internal/up"
+	"github.com/ferryvm/ferry/internal/version"
+)
+
+func main() {
+	// Run as kube-apiserver or etcd when called by those names (envtest execs them).
+	if run := personality.Lookup(filepath.Base(os.Args[0])); run != nil {
+		os.Exit(run(os.Args[1:]))
+	}
+	if err := newRoot().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	stateDir := up.DefaultStateDir()
+	root := &cobra.Command{
+		Use:           "ferry",
+		Short:         "Ferry: virtual machines on Kubernetes that survive node maintenance and failure",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	root.PersistentFlags().StringVar(&stateDir, "state-dir", stateDir, "state directory of `ferry up` (env FERRY_STATE_DIR)")
+	kubeconfig := func() string {
+		if k := os.Getenv("KUBECONFIG"); k != "" {
+			return k
+		}
+		return up.KubeconfigPath(stateDir)
+	}
+	root.AddCommand(
+		upCommand(&stateDir),
+		kubectl.NewCommandWithResolver(func() string { return up.KubeconfigPath(stateDir) }),
+		cli.NewCommand(kubeconfig),
+		controllerCommand(),
+		agentCommand(),
+		launcherCommand(),
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print Ferry's version",
+			Run: func(cmd *cobra.Command, _ []string) {
+				fmt.Fprintf(cmd.OutOrStdout(), "ferry %s (Kubernetes v1.37.2 control plane)\n", version.Version)
+			},
+		},
+	)
+	return root
+}
+
+func upCommand(stateDir *string) *cobra.Command {
+	o := up.Options{Out: os.Stdout}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run an all-in-one Ferry cluster: control plane, controller, nodes and a sample VM",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.StateDir = *stateDir
+			return up.Run(o)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Nodes, "nodes", 3, "number of nodes")
+	f.BoolVar(&o.NetNS, "netns", os.Geteuid() == 0, "give each node its own network namespace (root only)")
+	f.IntVar(&o.Port, "port", 6443, "apiserver port")
+	f.StringVar(&o.IPRange, "ip-range", ipam.DefaultRange, "CIDR that VM addresses come from")
+	f.BoolVar(&o.SampleVM, "sample-vm", true, "create the sample VM linux-vm on first start")
+	f.StringVar(&o.NodeCPU, "node-cpu", "4", "CPU each node offers to VMs")
+	f.StringVar(&o.NodeMemory, "node-memory", "8Gi", "memory each node offers to VMs")
+	return cmd
+}

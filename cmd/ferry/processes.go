@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/ferryvm/ferry/internal/agent"
+	"github.com/ferryvm/ferry/internal/controller"
+	"github.com/ferryvm/ferry/internal/ipam"
+	"github.com/ferryvm/ferry/internal/launcher"
+)
+
+func controllerCommand() *cobra.Command {
+	var kubeconfig string
+	o := controller.Options{}
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run Ferry's controllers (a Deployment on a real cluster)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctrl.SetLogger(zap.New())
+			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+			if err != nil {
+				return err
+			}
+			cfg.QPS, cfg.Burst = 50, 100
+			return controller.Run(ctrl.SetupSignalHandler(), cfg, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
+	f.StringVar(&o.StorageDir, "storage-dir", "/var/lib/ferry/storage", "shared storage for images and disks")
+	f.StringVar(&o.IPRange, "ip-range", ipam.DefaultRange, "CIDR that VM addresses come from")
+	f.StringVar(&o.LauncherImage, "launcher-image", "ferry/launcher:latest", "container image of launcher pods")
+	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint (0 turns it off)")
+	f.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "health endpoint (0 turns it off)")
+	f.BoolVar(&o.LeaderElection, "leader-elect", false, "elect one active replica")
+	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease")
+	return cmd
+}
+
+func agentCommand() *cobra.Command {
+	var kubeconfig, labels string
+	o := agent.Options{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a node's agent (a DaemonSet on a real cluster; a process per node under ferry up)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Log = zap.New().WithValues("node", o.NodeName)
+			ctrl.SetLogger(o.Log)
+			if o.NodeName == "" || o.NodeIP == "" {
+				return fmt.Errorf("--node-name and --node-ip are required")
+			}
+			o.Labels = map[string]string{}
+			for _, kv := range strings.Split(labels, ",") {
+				if k, v, ok := strings.Cut(kv, "="); ok {
+					o.Labels[k] = v
+				}
+			}
+			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+			if err != nil {
+				return err
+			}
+			return agent.Run(ctrl.SetupSignalHandler(), cfg, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
+	f.StringVar(&o.NodeName, "node-name", "", "this node's name")
+	f.StringVar(&o.NodeIP, "node-ip", "", "this node's address")
+	f.StringVar(&o.StateDir, "state-dir", "/var/lib/ferry/node", "where the node keeps its pods' run directories")
+	f.StringVar(&o.CPU, "cpu", "4", "CPU the node offers")
+	f.StringVar(&o.Memory, "memory", "8Gi", "memory the node offers")
+	f.StringVar(&labels, "node-labels", "", "labels of the Node, key=value,...")
+	return cmd
+}
+
+func launcherCommand() *cobra.Command {
+	o := launcher.Options{RunDir: os.Getenv("FERRY_RUN_DIR")}
+	cmd := &cobra.Command{
+		Use:    "launcher",
+		Short:  "Run one VM's QEMU (the process of a launcher pod)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			os.Exit(launcher.Run(ctx, o, os.Stderr))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.VMName, "vm", "", "VM name")
+	f.StringVar(&o.Namespace, "namespace", "", "VM namespace")
+	f.IntVar(&o.CPUs, "cpus", 1, "virtual CPUs")
+	f.StringVar(&o.Memory, "memory", "128Mi", "guest memory")
+	f.StringArrayVar(&o.Disks, "disk", nil, "disk path[:format], first boots (repeatable)")
+	f.StringVar(&o.RunDir, "run-dir", o.RunDir, "directory for sockets and the serial log (env FERRY_RUN_DIR)")
+	f.BoolVar(&o.Incoming, "incoming", false, "wait for an incoming live migration")
+	return cmd
+}

@@ -1,0 +1,67 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/ferryvm/ferry/internal/agent/kubelet"
+	"github.com/ferryvm/ferry/internal/launcher"
+)
+
+// Options configure one node's agent.
+type Options struct {
+	NodeName string
+	NodeIP   string
+	Labels   map[string]string
+	CPU      string
+	Memory   string
+	StateDir string
+	Log      logr.Logger
+}
+
+// Run runs the node until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, o Options) error {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cpu, err := resource.ParseQuantity(o.CPU)
+	if err != nil {
+		return fmt.Errorf("--cpu: %w", err)
+	}
+	mem, err := resource.ParseQuantity(o.Memory)
+	if err != nil {
+		return fmt.Errorf("--memory: %w", err)
+	}
+	k := kubelet.New(cs, kubelet.Options{
+		NodeName:   o.NodeName,
+		NodeIP:     o.NodeIP,
+		Labels:     o.Labels,
+		CPU:        cpu,
+		Memory:     mem,
+		StateDir:   o.StateDir,
+		Executable: exe,
+		Probe:      probeLauncher,
+		Log:        o.Log,
+	})
+	return k.Run(ctx)
+}
+
+// probeLauncher is the VM handler's question to a launcher: how is the guest?
+func probeLauncher(ctx context.Context, runDir string) (kubelet.GuestState, error) {
+	st, err := launcher.StatusOf(ctx, runDir)
+	if err != nil {
+		return kubelet.GuestState{}, err
+	}
+	return kubelet.GuestState{Booted: st.Booted, Heartbeat: st.Heartbeat, HeartbeatAt: st.HeartbeatAt}, nil
+}

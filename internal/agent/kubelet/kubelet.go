@@ -1,0 +1,189 @@
+package kubelet
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// GuestState is what a launcher reports about its guest.
+type GuestState struct {
+	// Booted is true once the guest printed its first output.
+	Booted bool
+	// HeartbeatAt is when the guest's heartbeat was last seen.
+	HeartbeatAt time.Time
+	// Heartbeat is the guest's last counter.
+	Heartbeat int64
+}
+
+// Probe asks the launcher in runDir about its guest.
+type Probe func(ctx context.Context, runDir string) (GuestState, error)
+
+// Options configure the kubelet role of one node.
+type Options struct {
+	NodeName string
+	NodeIP   string
+	Labels   map[string]string
+	CPU      resource.Quantity
+	Memory   resource.Quantity
+	// StateDir keeps one run directory per pod.
+	StateDir string
+	// Executable runs containers whose command is "ferry".
+	Executable string
+	// LeaseInterval is how often the node Lease is renewed; LeaseDuration is what it claims.
+	LeaseInterval  time.Duration
+	LeaseDuration  time.Duration
+	StatusInterval time.Duration
+	// HeartbeatStale is how old a guest heartbeat may be before the pod is not Ready.
+	HeartbeatStale time.Duration
+	// OnLeaseRenewed is called after each successful Lease renewal.
+	OnLeaseRenewed func()
+	Probe          Probe
+	Log            logr.Logger
+}
+
+func (o *Options) defaults() {
+	if o.LeaseInterval == 0 {
+		o.LeaseInterval = 2 * time.Second
+	}
+	if o.LeaseDuration == 0 {
+		o.LeaseDuration = 40 * time.Second
+	}
+	if o.StatusInterval == 0 {
+		o.StatusInterval = 30 * time.Second
+	}
+	if o.HeartbeatStale == 0 {
+		o.HeartbeatStale = 15 * time.Second
+	}
+	if o.CPU.IsZero() {
+		o.CPU = resource.MustParse("4")
+	}
+	if o.Memory.IsZero() {
+		o.Memory = resource.MustParse("16Gi")
+	}
+}
+
+// Kubelet runs one node's pods.
+type Kubelet struct {
+	o      Options
+	client kubernetes.Interface
+	log    logr.Logger
+	queue  workqueue.TypedRateLimitingInterface[types.UID]
+	pods   cache.Indexer
+
+	mu    sync.Mutex
+	procs map[types.UID]*process
+	keys  map[types.UID]string // pod UID → namespace/name, for pods gone from the store
+}
+
+// New makes the kubelet role for a node.
+func New(c kubernetes.Interface, o Options) *Kubelet {
+	o.defaults()
+	return &Kubelet{
+		o: o, client: c, log: o.Log,
+		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[types.UID]()),
+		procs: map[types.UID]*process{},
+		keys:  map[types.UID]string{},
+	}
+}
+
+// Run registers the node and runs its pods until ctx ends; then it stops every launcher.
+func (k *Kubelet) Run(ctx context.Context) error {
+	if err := k.register(ctx); err != nil {
+		return err
+	}
+	if err := k.renewLease(ctx); err != nil {
+		return fmt.Errorf("creating the node lease: %w", err)
+	}
+	k.log.Info("Registered node", "node", k.o.NodeName, "ip", k.o.NodeIP)
+
+	factory := informers.NewSharedInformerFactoryWithOptions(k.client, 0,
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+			lo.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", k.o.NodeName).String()
+		}))
+	inf := factory.Core().V1().Pods().Informer()
+	k.pods = inf.GetIndexer()
+	enqueue := func(obj any) {
+		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		if p, ok := obj.(*corev1.Pod); ok {
+			k.mu.Lock()
+			k.keys[p.UID] = p.Namespace + "/" + p.Name
+			k.mu.Unlock()
+			k.queue.Add(p.UID)
+		}
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue,
+	}); err != nil {
+		return err
+	}
+	if err := k.pods.AddIndexers(cache.Indexers{"uid": func(obj any) ([]string, error) {
+		return []string{string(obj.(*corev1.Pod).UID)}, nil
+	}}); err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return ctx.Err()
+	}
+
+	var wg sync.WaitGroup
+	wg.Go(func() { k.heartbeat(ctx) })
+	for range 2 {
+		wg.Go(func() {
+			for k.processNext(ctx) {
+			}
+		})
+	}
+	<-ctx.Done()
+	k.queue.ShutDown()
+	k.stopAll()
+	wg.Wait()
+	return nil
+}
+
+func (k *Kubelet) processNext(ctx context.Context) bool {
+	uid, quit := k.queue.Get()
+	if quit {
+		return false
+	}
+	defer k.queue.Done(uid)
+	if err := k.sync(ctx, uid); err != nil {
+		if ctx.Err() == nil {
+			k.log.Error(err, "Could not sync pod", "pod", k.keyOf(uid))
+		}
+		k.queue.AddRateLimited(uid)
+		return true
+	}
+	k.queue.Forget(uid)
+	return true
+}
+
+func (k *Kubelet) keyOf(uid types.UID) string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.keys[uid]
+}
+
+// podByUID returns the pod from the informer's store, or nil once it is gone.
+func (k *Kubelet) podByUID(uid types.UID) *corev1.Pod {
+	objs, err := k.pods.ByIndex("uid", string(uid))
+	if err != nil || len(objs) == 0 {
+		return nil
+	}
+	return objs[0].(*corev1.Pod)
+}

@@ -1,0 +1,230 @@
+package kubelet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+)
+
+// AnnotationRunDir on a pod says where its launcher keeps the guest's serial log.
+const AnnotationRunDir = "virtualization.ferryvm.io/run-dir"
+
+// Reasons the agent gives on pods.
+const (
+	reasonNodeRestarted = "NodeRestarted"
+	reasonStartFailed   = "StartFailed"
+	reasonGuestBooting  = "GuestBooting"
+	reasonGuestSilent   = "GuestSilent"
+)
+
+// sync brings one pod of this node toward its spec and reports its status.
+func (k *Kubelet) sync(ctx context.Context, uid types.UID) error {
+	pod := k.podByUID(uid)
+	k.mu.Lock()
+	proc := k.procs[uid]
+	k.mu.Unlock()
+
+	if pod == nil {
+		// Removed from the API (e.g. force-deleted): nothing may keep running for it.
+		if proc != nil {
+			go k.finish(proc, 0)
+		}
+		return nil
+	}
+	if pod.DeletionTimestamp != nil {
+		return k.terminate(ctx, pod, proc)
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return nil
+	}
+	if proc == nil {
+		if pod.Status.Phase == corev1.PodRunning {
+			// Ours from before this agent started: its process died with the old agent.
+			return k.fail(ctx, pod, reasonNodeRestarted, "the node's agent restarted and the VM's process is gone")
+		}
+		p, err := k.start(ctx, pod)
+		if err != nil {
+			return k.fail(ctx, pod, reasonStartFailed, err.Error())
+		}
+		k.mu.Lock()
+		k.procs[uid] = p
+		k.mu.Unlock()
+		proc = p
+		if err := k.annotateRunDir(ctx, pod, p.runDir); err != nil {
+			return err
+		}
+		k.log.Info("Started launcher", "pod", pod.Namespace+"/"+pod.Name, "pid", p.cmd.Process.Pid)
+	}
+	return k.report(ctx, pod, proc)
+}
+
+// terminate stops the pod's process within its grace period, then removes the pod.
+func (k *Kubelet) terminate(ctx context.Context, pod *corev1.Pod, proc *process) error {
+	if proc != nil && !proc.exited() {
+		proc.mu.Lock()
+		already := proc.stopping
+		proc.stopping = true
+		proc.mu.Unlock()
+		if !already {
+			grace := time.Duration(ptr.Deref(pod.DeletionGracePeriodSeconds, 30)) * time.Second
+			go k.finish(proc, grace)
+		}
+		return nil // the process's end wakes us again
+	}
+	k.mu.Lock()
+	delete(k.procs, pod.UID)
+	k.mu.Unlock()
+	err := k.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+		GracePeriodSeconds: ptr.To[int64](0),
+		Preconditions:      &metav1.Preconditions{UID: &pod.UID},
+	})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return err
+	}
+	k.log.Info("Removed pod", "pod", pod.Namespace+"/"+pod.Name)
+	return nil
+}
+
+func (k *Kubelet) finish(p *process, grace time.Duration) {
+	p.stop(grace)
+	k.queue.Add(p.uid)
+}
+
+func (k *Kubelet) annotateRunDir(ctx context.Context, pod *corev1.Pod, dir string) error {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{AnnotationRunDir: dir}}})
+	_, err := k.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
+}
+
+// fail ends a pod that cannot run (or was lost) with a reason and message.
+func (k *Kubelet) fail(ctx context.Context, pod *corev1.Pod, reason, msg string) error {
+	st := pod.Status.DeepCopy()
+	st.Phase = corev1.PodFailed
+	st.Reason, st.Message = reason, msg
+	now := metav1.Now()
+	st.ContainerStatuses = []corev1.ContainerStatus{{
+		Name:  pod.Spec.Containers[0].Name,
+		Image: pod.Spec.Containers[0].Image,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: 128, Reason: reason, Message: msg, FinishedAt: now,
+		}},
+	}}
+	setCond(st, corev1.PodReady, corev1.ConditionFalse, reason, msg)
+	setCond(st, corev1.ContainersReady, corev1.ConditionFalse, reason, msg)
+	k.log.Info("Pod failed", "pod", pod.Namespace+"/"+pod.Name, "reason", reason, "message", msg)
+	return k.writeStatus(ctx, pod, st)
+}
+
+// report writes the pod's status from its process, when it changed.
+func (k *Kubelet) report(ctx context.Context, pod *corev1.Pod, p *process) error {
+	st := pod.Status.DeepCopy()
+	c := pod.Spec.Containers[0]
+	started := metav1.NewTime(p.started)
+	st.HostIP, st.PodIP = k.o.NodeIP, k.o.NodeIP
+	st.HostIPs = []corev1.HostIP{{IP: k.o.NodeIP}}
+	st.PodIPs = []corev1.PodIP{{IP: k.o.NodeIP}}
+	if st.StartTime == nil {
+		st.StartTime = &started
+	}
+	setCond(st, corev1.PodInitialized, corev1.ConditionTrue, "", "")
+
+	p.mu.Lock()
+	ready, everReady, code, finished := k.ready(p), p.everReady, p.exitCode, p.finishedAt
+	p.mu.Unlock()
+
+	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, ContainerID: fmt.Sprintf("ferry://%d", p.cmd.Process.Pid)}
+	if p.exited() {
+		reason := "Completed"
+		st.Phase = corev1.PodSucceeded
+		if code != 0 {
+			reason, st.Phase = "Error", corev1.PodFailed
+		}
+		cs.State.Terminated = &corev1.ContainerStateTerminated{
+			ExitCode: int32(code), Reason: reason, Message: p.terminationMessage(),
+			StartedAt: started, FinishedAt: metav1.NewTime(finished),
+		}
+		setCond(st, corev1.ContainersReady, corev1.ConditionFalse, "PodCompleted", "")
+		setCond(st, corev1.PodReady, corev1.ConditionFalse, "PodCompleted", "")
+	} else {
+		st.Phase = corev1.PodRunning
+		cs.Started = ptr.To(true)
+		cs.Ready = ready
+		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: started}
+		switch {
+		case ready:
+			setCond(st, corev1.ContainersReady, corev1.ConditionTrue, "", "")
+			setCond(st, corev1.PodReady, corev1.ConditionTrue, "", "")
+		case everReady:
+			msg := "the guest's heartbeat has stopped"
+			setCond(st, corev1.ContainersReady, corev1.ConditionFalse, reasonGuestSilent, msg)
+			setCond(st, corev1.PodReady, corev1.ConditionFalse, reasonGuestSilent, msg)
+		default:
+			msg := "waiting for the guest's first heartbeat"
+			setCond(st, corev1.ContainersReady, corev1.ConditionFalse, reasonGuestBooting, msg)
+			setCond(st, corev1.PodReady, corev1.ConditionFalse, reasonGuestBooting, msg)
+		}
+	}
+	st.ContainerStatuses = []corev1.ContainerStatus{cs}
+	if sameStatus(&pod.Status, st) {
+		return nil
+	}
+	return k.writeStatus(ctx, pod, st)
+}
+
+func (k *Kubelet) writeStatus(ctx context.Context, pod *corev1.Pod, st *corev1.PodStatus) error {
+	cp := pod.DeepCopy()
+	cp.Status = *st
+	_, err := k.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// setCond sets a pod condition, keeping its transition time when the status is unchanged.
+func setCond(st *corev1.PodStatus, t corev1.PodConditionType, s corev1.ConditionStatus, reason, msg string) {
+	now := metav1.Now()
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == t {
+			c := &st.Conditions[i]
+			if c.Status != s {
+				c.LastTransitionTime = now
+			}
+			c.Status, c.Reason, c.Message = s, reason, msg
+			return
+		}
+	}
+	st.Conditions = append(st.Conditions, corev1.PodCondition{Type: t, Status: s, Reason: reason, Message: msg, LastTransitionTime: now})
+}
+
+// sameStatus compares what matters to readers, so unchanged pods cause no writes.
+func sameStatus(a, b *corev1.PodStatus) bool {
+	if a.Phase != b.Phase || a.PodIP != b.PodIP || len(a.ContainerStatuses) != len(b.ContainerStatuses) {
+		return false
+	}
+	for _, c := range b.Conditions {
+		found := false
+		for _, o := range a.Conditions {
+			if o.Type == c.Type {
+				found = o.Status == c.Status && o.Reason == c.Reason
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	for i := range a.ContainerStatuses {
+		x, y := a.ContainerStatuses[i], b.ContainerStatuses[i]
+		if x.Ready != y.Ready || (x.State.Running == nil) != (y.State.Running == nil) || (x.State.Terminated == nil) != (y.State.Terminated == nil) {
+			return false
+		}
+	}
+	return true
+}

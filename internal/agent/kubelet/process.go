@@ -1,0 +1,186 @@
+package kubelet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// process is one running container of a pod: a launcher and, below it, QEMU.
+type process struct {
+	uid     types.UID
+	runDir  string
+	cmd     *exec.Cmd
+	started time.Time
+	done    chan struct{}
+
+	mu         sync.Mutex
+	exitCode   int
+	finishedAt time.Time
+	guest      GuestState
+	everReady  bool
+	stopping   bool
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// runDirOf is where a pod's launcher keeps its sockets and the guest's serial log.
+func (k *Kubelet) runDirOf(pod *corev1.Pod) string {
+	return filepath.Join(k.o.StateDir, "pods", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, string(pod.UID)[:8]))
+}
+
+// start runs the pod's container as a process in its own process group, so that stopping
+// it reaches QEMU too. Only Ferry's own commands run here: this is no container runtime.
+func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) {
+	if len(pod.Spec.Containers) != 1 {
+		return nil, fmt.Errorf("the Ferry node agent runs pods of exactly one container; pod has %d", len(pod.Spec.Containers))
+	}
+	c := pod.Spec.Containers[0]
+	if len(c.Command) == 0 || c.Command[0] != "ferry" {
+		return nil, fmt.Errorf("the Ferry node agent runs only Ferry launcher pods (command \"ferry ...\"); container %s has command %q", c.Name, c.Command)
+	}
+	runDir := k.runDirOf(pod)
+	if err := os.MkdirAll(runDir, 0o750); err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(filepath.Join(runDir, "launcher.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	args := append(append([]string{}, c.Command[1:]...), c.Args...)
+	cmd := exec.Command(k.o.Executable, args...)
+	cmd.Dir = runDir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(),
+		"FERRY_RUN_DIR="+runDir,
+		"FERRY_POD_NAME="+pod.Name,
+		"FERRY_POD_NAMESPACE="+pod.Namespace,
+		"FERRY_NODE_NAME="+k.o.NodeName,
+	)
+	for _, e := range c.Env {
+		cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
+	}
+	// The launcher dies with the agent (a node's processes go down together) and QEMU with
+	// the launcher; a new agent finds their pods and reports them lost.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the launcher: %w", err)
+	}
+	p := &process{uid: pod.UID, runDir: runDir, cmd: cmd, started: time.Now(), done: make(chan struct{})}
+	go k.watch(ctx, p)
+	return p, nil
+}
+
+// watch waits for the process to end and probes its guest meanwhile; it wakes the pod's
+// sync whenever something a status shows has changed.
+func (k *Kubelet) watch(ctx context.Context, p *process) {
+	go func() {
+		err := p.cmd.Wait()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+			if code < 0 {
+				code = 137 // killed by a signal
+			}
+		}
+		p.mu.Lock()
+		p.exitCode, p.finishedAt = code, time.Now()
+		p.mu.Unlock()
+		close(p.done)
+		k.queue.Add(p.uid)
+	}()
+	if k.o.Probe == nil {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.done:
+			return
+		case <-t.C:
+		}
+		g, err := k.o.Probe(ctx, p.runDir)
+		if err != nil {
+			continue
+		}
+		p.mu.Lock()
+		before := k.ready(p)
+		p.guest = g
+		after := k.ready(p)
+		if after {
+			p.everReady = true
+		}
+		p.mu.Unlock()
+		if before != after {
+			k.queue.Add(p.uid)
+		}
+	}
+}
+
+// ready tells whether the guest's heartbeat is fresh. Call with p.mu held.
+func (k *Kubelet) ready(p *process) bool {
+	return p.guest.Heartbeat > 0 && time.Since(p.guest.HeartbeatAt) < k.o.HeartbeatStale
+}
+
+// stop ends the process: SIGTERM to the launcher (which shuts the guest down), then
+// SIGKILL to the whole group after grace.
+func (p *process) stop(grace time.Duration) {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+	// QEMU may linger a moment after its launcher: make sure the group is gone.
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+}
+
+// terminationMessage is what the launcher left to explain its exit.
+func (p *process) terminationMessage() string {
+	b, err := os.ReadFile(filepath.Join(p.runDir, "termination-message"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// stopAll ends every process of the node (the node is going down).
+func (k *Kubelet) stopAll() {
+	k.mu.Lock()
+	procs := make([]*process, 0, len(k.procs))
+	for _, p := range k.procs {
+		procs = append(procs, p)
+	}
+	k.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Go(func() { p.stop(3 * time.Second) })
+	}
+	wg.Wait()
+}

@@ -1,0 +1,91 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/power"
+	"github.com/ferryvm/ferry/internal/controller/storage"
+	"github.com/ferryvm/ferry/internal/controller/vm"
+	"github.com/ferryvm/ferry/internal/ipam"
+)
+
+// Options configure the controller process.
+type Options struct {
+	// StorageDir is the shared storage that holds images and disks.
+	StorageDir string
+	// IPRange is the CIDR that VM addresses come from.
+	IPRange string
+	// LauncherImage is the container image of launcher pods on a real cluster.
+	LauncherImage string
+	// MetricsAddr serves Prometheus metrics ("0" turns them off).
+	MetricsAddr string
+	// HealthAddr serves /healthz and /readyz ("0" turns them off).
+	HealthAddr string
+	// LeaderElection makes replicas elect one active controller.
+	LeaderElection          bool
+	LeaderElectionNamespace string
+}
+
+// NewScheme returns a scheme with the Kubernetes and Ferry types.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = v1alpha2.AddToScheme(s)
+	_ = deckhousev1.AddToScheme(s)
+	return s
+}
+
+// Run starts every controller and blocks until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, o Options) error {
+	r, err := ipam.ParseRange(o.IPRange)
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  NewScheme(),
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.HealthAddr,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        "ferry-controller",
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only launcher pods matter to Ferry; do not cache every pod of the cluster.
+			&corev1.Pod{}: {Label: launcherSelector()},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the controller manager: %w", err)
+	}
+	if err := power.IndexOperations(ctx, mgr); err != nil {
+		return err
+	}
+	setups := []interface{ SetupWithManager(ctrl.Manager) error }{
+		&vm.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Range: r, LauncherImage: o.LauncherImage},
+		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir},
+		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir},
+		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},
+	}
+	for _, s := range setups {
+		if err := s.SetupWithManager(mgr); err != nil {
+			return err
+		}
+	}
+	return mgr.Start(ctx)
+}
+
+func launcherSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{v1alpha2.LabelLauncher: "virt-launcher"})
+}

@@ -1,0 +1,163 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/ipam"
+)
+
+// Reconciler runs VirtualMachines.
+type Reconciler struct {
+	Client   client.Client
+	Recorder record.EventRecorder
+	Range    ipam.Range
+	// LauncherImage is the container image of launcher pods (used on a real cluster).
+	LauncherImage string
+	Now           func() time.Time
+}
+
+// scope is what one reconcile observed and decided; status.go derives the status from it.
+type scope struct {
+	vm *v1alpha2.VirtualMachine
+
+	active      *corev1.Pod   // the newest pod that runs or will run the VM
+	extraActive []*corev1.Pod // other live pods (a migration target, or leftovers)
+	terminating []*corev1.Pod
+	ended       []*corev1.Pod
+
+	disks        []attachedDisk
+	disksReady   bool
+	diskReason   string
+	diskMessage  string
+	ipReady      bool
+	ipReason     string
+	ipMessage    string
+	wantRun      bool
+	lastEnd      string // why the VM last stopped by itself
+	lastEndCause string
+	requeue      time.Duration
+}
+
+// SetupWithManager registers the controller.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha2.VirtualMachine{}).
+		Owns(&corev1.Pod{}).
+		Watches(&v1alpha2.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfDisk)).
+		Named("virtualmachine").
+		Complete(r)
+}
+
+// Reconcile brings one VM toward its spec.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	vm := &v1alpha2.VirtualMachine{}
+	if err := r.Client.Get(ctx, req.NamespacedName, vm); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !vm.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, vm)
+	}
+	if controllerutil.AddFinalizer(vm, v1alpha2.FinalizerVM) {
+		if err := r.Client.Update(ctx, vm); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	s := &scope{vm: vm}
+	orig := vm.DeepCopy()
+	defer func() {
+		r.deriveStatus(s)
+		if perr := r.Client.Status().Patch(ctx, vm, client.MergeFrom(orig)); perr != nil && !apierrors.IsNotFound(perr) {
+			err = errors.Join(err, perr)
+		}
+		if err == nil && s.requeue > 0 {
+			res = ctrl.Result{RequeueAfter: s.requeue}
+		}
+	}()
+
+	for _, phase := range []func(context.Context, *scope) error{
+		r.observePods,
+		r.ensureAddress,
+		r.ensureDisks,
+		r.handleEndedPods,
+		r.applyPower,
+	} {
+		if err := phase(ctx, s); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// finalize releases what the VM held: its pods first (so no QEMU writes the disks any
+// more), then its disks and its address.
+func (r *Reconciler) finalize(ctx context.Context, vm *v1alpha2.VirtualMachine) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(vm, v1alpha2.FinalizerVM) {
+		return ctrl.Result{}, nil
+	}
+	pods, err := r.listPods(ctx, vm)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(pods) > 0 {
+		for _, p := range pods {
+			if p.DeletionTimestamp.IsZero() {
+				if err := r.Client.Delete(ctx, p); client.IgnoreNotFound(err) != nil {
+					return ctrl.Result{}, err
+				}
+			}
+		}
+		if vm.Status.Phase != v1alpha2.MachineTerminating {
+			orig := vm.DeepCopy()
+			vm.Status.Phase = v1alpha2.MachineTerminating
+			if err := r.Client.Status().Patch(ctx, vm, client.MergeFrom(orig)); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(err)
+			}
+		}
+		// Pod deletions wake us up through the Owns watch.
+		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
+	}
+	if err := r.detachDisks(ctx, vm); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.releaseAddress(ctx, vm); err != nil {
+		return ctrl.Result{}, err
+	}
+	controllerutil.RemoveFinalizer(vm, v1alpha2.FinalizerVM)
+	if err := r.Client.Update(ctx, vm); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, err
+	}
+	r.Recorder.Event(vm, corev1.EventTypeNormal, "Deleted", "Released the VM's pods, disks and address")
+	return ctrl.Result{}, nil
+}
+
+func (r *Reconciler) listPods(ctx context.Context, vm *v1alpha2.VirtualMachine) ([]*corev1.Pod, error) {
+	var list corev1.PodList
+	if err := r.Client.List(ctx, &list, client.InNamespace(vm.Namespace), client.MatchingLabels{v1alpha2.LabelVMName: vm.Name}); err != nil {
+		return nil, fmt.Errorf("listing launcher pods: %w", err)
+	}
+	var out []*corev1.Pod
+	for i := range list.Items {
+		p := &list.Items[i]
+		if ref := metav1.GetControllerOf(p); ref != nil && ref.UID == vm.UID {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,132 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// observePods sorts the VM's launcher pods into live, terminating and ended ones.
+// The newest live pod is the active one.
+func (r *Reconciler) observePods(ctx context.Context, s *scope) error {
+	pods, err := r.listPods(ctx, s.vm)
+	if err != nil {
+		return err
+	}
+	sort.Slice(pods, func(i, j int) bool {
+		return pods[i].CreationTimestamp.Before(&pods[j].CreationTimestamp)
+	})
+	var live []*corev1.Pod
+	for _, p := range pods {
+		switch {
+		case !p.DeletionTimestamp.IsZero():
+			s.terminating = append(s.terminating, p)
+		default:
+			if _, ended := podEnded(p); ended {
+				s.ended = append(s.ended, p)
+			} else {
+				live = append(live, p)
+			}
+		}
+	}
+	if n := len(live); n > 0 {
+		s.active = live[0]
+		s.extraActive = live[1:]
+	}
+	return nil
+}
+
+// handleEndedPods applies the runPolicy to pods that ended on their own (guest shutdown or
+// crash), then removes them. A crash restart waits out a growing delay.
+func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
+	vm := s.vm
+	for _, p := range s.ended {
+		outcome, _ := podEnded(p)
+		recordOff, reason := afterEnd(vm.Spec.RunPolicy, outcome)
+		s.lastEnd, s.lastEndCause = reason, endMessage(p)
+		if recordOff {
+			if err := r.setPower(ctx, vm, PowerOff); err != nil {
+				return err
+			}
+		} else if outcome == crashed && s.active == nil {
+			delay := restartDelay(vm.Status.RestartCount)
+			if wait := endTime(p).Add(delay).Sub(r.Now()); wait > 0 {
+				s.requeue = wait
+				s.lastEnd = v1alpha2.ReasonRestartBackoff
+				s.lastEndCause = fmt.Sprintf("%s; restarting in %s", endMessage(p), wait.Round(1e9))
+				return nil
+			}
+			vm.Status.RestartCount++
+		}
+		r.Recorder.Eventf(vm, corev1.EventTypeWarning, reason, "Launcher pod %s ended: %s", p.Name, endMessage(p))
+		if err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("removing ended pod %s: %w", p.Name, err)
+		}
+		ctrl.LoggerFrom(ctx).Info("Removed ended launcher pod", "pod", p.Name, "reason", reason)
+	}
+	return nil
+}
+
+func endTime(p *corev1.Pod) time.Time {
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil && !t.FinishedAt.IsZero() {
+			return t.FinishedAt.Time
+		}
+	}
+	return p.CreationTimestamp.Time
+}
+
+// setPower records the power request on the VM (annotation).
+func (r *Reconciler) setPower(ctx context.Context, vm *v1alpha2.VirtualMachine, power string) error {
+	if vm.Annotations[v1alpha2.AnnotationPowerState] == power {
+		return nil
+	}
+	return SetPowerState(ctx, r.Client, vm, power)
+}
+
+// applyPower starts or stops the VM's pod to match its runPolicy and power request.
+func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
+	vm := s.vm
+	s.wantRun = shouldRun(vm.Spec.RunPolicy, vm.Annotations[v1alpha2.AnnotationPowerState])
+	if !s.wantRun {
+		for _, p := range append([]*corev1.Pod{s.active}, s.extraActive...) {
+			if p == nil {
+				continue
+			}
+			if err := r.Client.Delete(ctx, p); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("stopping pod %s: %w", p.Name, err)
+			}
+			r.Recorder.Eventf(vm, corev1.EventTypeNormal, "Stopping", "Stopping the VM: deleting launcher pod %s", p.Name)
+		}
+		return nil
+	}
+	if s.active != nil {
+		if podReady(s.active) && s.active.Status.StartTime != nil && r.Now().Sub(s.active.Status.StartTime.Time) > stableAfter {
+			vm.Status.RestartCount = 0
+		}
+		return nil
+	}
+	if len(s.terminating) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady {
+		// Never start a second instance while an old one may still run.
+		return nil
+	}
+	pod := launcherPod(vm, s.disks, r.LauncherImage)
+	if err := r.Client.Create(ctx, pod); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return fmt.Errorf("creating launcher pod: %w", err)
+	}
+	s.active = pod
+	r.Recorder.Eventf(vm, corev1.EventTypeNormal, "Starting", "Created launcher pod %s", pod.Name)
+	ctrl.LoggerFrom(ctx).Info("Created launcher pod", "pod", pod.Name)
+	return nil
+}

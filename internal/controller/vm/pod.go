@@ -1,0 +1,138 @@
+package vm
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// launcherOverhead is the memory a launcher needs beyond the guest's RAM: QEMU's own
+// code and buffers (measured: an idle 128 MiB guest's QEMU has ~200 MiB RSS).
+var launcherOverhead = resource.MustParse("128Mi")
+
+// attachedDisk is a disk the VM boots or reads, resolved to its file.
+type attachedDisk struct {
+	Path   string
+	Format string
+}
+
+// launcherArg renders the launcher's --disk value.
+func (d attachedDisk) launcherArg() string {
+	if d.Format == "" {
+		return d.Path
+	}
+	return d.Path + ":" + d.Format
+}
+
+// LauncherPodPrefix starts every launcher pod's name.
+const LauncherPodPrefix = "virt-launcher-"
+
+// launcherPod builds the pod that runs the VM: one container whose process is
+// `ferry launcher`, with the VM's placement, and resource requests from its size.
+func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string) *corev1.Pod {
+	cores := max(vm.Spec.CPU.Cores, 1)
+	fraction := 100
+	if f, err := strconv.Atoi(strings.TrimSuffix(vm.Spec.CPU.CoreFraction, "%")); err == nil && f > 0 {
+		fraction = f
+	}
+	cpu := resource.NewMilliQuantity(int64(cores*fraction*10), resource.DecimalSI)
+	mem := vm.Spec.Memory.Size.DeepCopy()
+	mem.Add(launcherOverhead)
+
+	args := []string{"launcher",
+		"--vm", vm.Name,
+		"--namespace", vm.Namespace,
+		"--cpus", strconv.Itoa(cores),
+		"--memory", vm.Spec.Memory.Size.String(),
+	}
+	for _, d := range disks {
+		args = append(args, "--disk", d.launcherArg())
+	}
+	grace := ptr.Deref(vm.Spec.TerminationGracePeriodSeconds, 60)
+
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: LauncherPodPrefix + vm.Name + "-",
+			Namespace:    vm.Namespace,
+			Labels: map[string]string{
+				v1alpha2.LabelVMName:   vm.Name,
+				v1alpha2.LabelLauncher: "virt-launcher",
+			},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm, v1alpha2.GroupVersion.WithKind("VirtualMachine"))},
+		},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: &grace,
+			NodeSelector:                  vm.Spec.NodeSelector,
+			Affinity:                      vm.Spec.Affinity,
+			Tolerations:                   vm.Spec.Tolerations,
+			AutomountServiceAccountToken:  ptr.To(false),
+			EnableServiceLinks:            ptr.To(false),
+			Containers: []corev1.Container{{
+				Name:    "compute",
+				Image:   image,
+				Command: []string{"ferry"},
+				Args:    args,
+				Resources: corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceCPU: *cpu, corev1.ResourceMemory: mem},
+				},
+				TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+			}},
+		},
+	}
+}
+
+// podEnded tells whether a pod has finished, and how.
+func podEnded(p *corev1.Pod) (podOutcome, bool) {
+	switch p.Status.Phase {
+	case corev1.PodSucceeded:
+		return guestShutdown, true
+	case corev1.PodFailed:
+		return crashed, true
+	}
+	return 0, false
+}
+
+// podReady tells whether the pod's Ready condition is True.
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// podUnschedulable returns the scheduler's message when it could not place the pod.
+func podUnschedulable(p *corev1.Pod) (string, bool) {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return c.Message, true
+		}
+	}
+	return "", false
+}
+
+// endMessage says why a pod ended, from its container's termination state.
+func endMessage(p *corev1.Pod) string {
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil {
+			msg := strings.TrimSpace(t.Message)
+			if msg == "" {
+				msg = t.Reason
+			}
+			return fmt.Sprintf("launcher exited with code %d: %s", t.ExitCode, msg)
+		}
+	}
+	if p.Status.Message != "" {
+		return p.Status.Message
+	}
+	return string(p.Status.Phase)
+}

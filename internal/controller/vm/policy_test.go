@@ -1,0 +1,64 @@
+package vm
+
+import (
+	"testing"
+	"time"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+func TestShouldRun(t *testing.T) {
+	tests := []struct {
+		policy v1alpha2.RunPolicy
+		power  string
+		want   bool
+	}{
+		{v1alpha2.AlwaysOn, "", true},
+		{v1alpha2.AlwaysOn, PowerOff, true},
+		{v1alpha2.AlwaysOff, "", false},
+		{v1alpha2.AlwaysOff, PowerOn, false},
+		{v1alpha2.Manual, "", false},
+		{v1alpha2.Manual, PowerOn, true},
+		{v1alpha2.Manual, PowerOff, false},
+		{v1alpha2.AlwaysOnUnlessStoppedManually, "", true},
+		{v1alpha2.AlwaysOnUnlessStoppedManually, PowerOn, true},
+		{v1alpha2.AlwaysOnUnlessStoppedManually, PowerOff, false},
+		{"", "", true},
+	}
+	for _, tc := range tests {
+		if got := shouldRun(tc.policy, tc.power); got != tc.want {
+			t.Errorf("shouldRun(%q, %q) = %v, want %v", tc.policy, tc.power, got, tc.want)
+		}
+	}
+}
+
+func TestAfterEnd(t *testing.T) {
+	tests := []struct {
+		policy v1alpha2.RunPolicy
+		o      podOutcome
+		off    bool
+	}{
+		{v1alpha2.AlwaysOn, crashed, false},
+		{v1alpha2.AlwaysOn, guestShutdown, false},
+		{v1alpha2.AlwaysOnUnlessStoppedManually, crashed, false},
+		{v1alpha2.AlwaysOnUnlessStoppedManually, guestShutdown, true},
+		{v1alpha2.Manual, crashed, true},
+		{v1alpha2.Manual, guestShutdown, true},
+		{v1alpha2.AlwaysOff, crashed, true},
+	}
+	for _, tc := range tests {
+		off, reason := afterEnd(tc.policy, tc.o)
+		if off != tc.off || reason == "" {
+			t.Errorf("afterEnd(%s, %d) = %v %q, want off=%v and a reason", tc.policy, tc.o, off, reason, tc.off)
+		}
+	}
+}
+
+func TestRestartDelay(t *testing.T) {
+	want := []time.Duration{0, 5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 2 * time.Minute, 2 * time.Minute}
+	for i, w := range want {
+		if got := restartDelay(int32(i)); got != w {
+			t.Errorf("restartDelay(%d) = %v, want %v", i, got, w)
+		}
+	}
+}

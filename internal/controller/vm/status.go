@@ -1,0 +1,113 @@
+package vm
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// deriveStatus sets the VM's phase, node and conditions from what the reconcile observed.
+func (r *Reconciler) deriveStatus(s *scope) {
+	vm := s.vm
+	st := &vm.Status
+	gen := vm.Generation
+
+	set := func(t string, ok bool, reason, msg string) {
+		status := metav1.ConditionFalse
+		if ok {
+			status = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
+	}
+
+	if s.ipReason != "" {
+		set(v1alpha2.VMConditionIPAddressReady, s.ipReady, s.ipReason, s.ipMessage)
+	}
+	if s.diskReason != "" {
+		set(v1alpha2.VMConditionBlockDevicesReady, s.disksReady, s.diskReason, s.diskMessage)
+	}
+
+	st.VirtualMachinePods = st.VirtualMachinePods[:0]
+	for _, p := range append(append([]*corev1.Pod{s.active}, s.extraActive...), s.terminating...) {
+		if p != nil && p.Name != "" {
+			st.VirtualMachinePods = append(st.VirtualMachinePods, v1alpha2.VirtualMachinePod{Name: p.Name, Active: p == s.active})
+		}
+	}
+
+	p := s.active
+	switch {
+	case p == nil:
+		st.NodeName = ""
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha2.VMConditionPodScheduled)
+		switch {
+		case len(s.terminating) > 0:
+			st.Phase = v1alpha2.MachineStopping
+			set(v1alpha2.VMConditionRunning, false, v1alpha2.ReasonPodNotRunning, "the VM's launcher pod is shutting down")
+		case s.wantRun:
+			st.Phase = v1alpha2.MachinePending
+			reason, msg := v1alpha2.ReasonPodNotRunning, "waiting to start"
+			switch {
+			case s.lastEnd != "":
+				reason, msg = s.lastEnd, s.lastEndCause
+			case !s.ipReady:
+				reason, msg = s.ipReason, s.ipMessage
+			case !s.disksReady:
+				reason, msg = s.diskReason, s.diskMessage
+			}
+			set(v1alpha2.VMConditionRunning, false, reason, msg)
+		default:
+			st.Phase = v1alpha2.MachineStopped
+			reason, msg := v1alpha2.ReasonVMStopped, stoppedMessage(vm)
+			if s.lastEnd != "" {
+				reason, msg = s.lastEnd, s.lastEndCause
+			}
+			set(v1alpha2.VMConditionRunning, false, reason, msg)
+		}
+	default:
+		if why, unschedulable := podUnschedulable(p); unschedulable {
+			st.Phase = v1alpha2.MachinePending
+			st.NodeName = ""
+			set(v1alpha2.VMConditionPodScheduled, false, v1alpha2.ReasonUnschedulable, why)
+			set(v1alpha2.VMConditionRunning, false, v1alpha2.ReasonUnschedulable, "no node can run the VM: "+why)
+			break
+		}
+		st.NodeName = p.Spec.NodeName
+		if p.Spec.NodeName != "" {
+			set(v1alpha2.VMConditionPodScheduled, true, v1alpha2.ReasonScheduled, "the VM is placed on node "+p.Spec.NodeName)
+		}
+		switch {
+		case podReady(p):
+			st.Phase = v1alpha2.MachineRunning
+			set(v1alpha2.VMConditionRunning, true, v1alpha2.ReasonGuestHeartbeat, "the guest is up and its heartbeat is fresh")
+		case p.Status.Phase == corev1.PodRunning && wasReady(p):
+			st.Phase = v1alpha2.MachineDegraded
+			set(v1alpha2.VMConditionRunning, false, v1alpha2.ReasonGuestSilent, "QEMU runs but the guest's heartbeat has stopped")
+		default:
+			st.Phase = v1alpha2.MachineStarting
+			set(v1alpha2.VMConditionRunning, false, v1alpha2.ReasonPodNotRunning, "the guest is booting")
+		}
+	}
+	st.ObservedGeneration = gen
+}
+
+// wasReady tells whether a pod's Ready condition once was True and then went False.
+func wasReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionFalse && c.Reason == "GuestSilent"
+		}
+	}
+	return false
+}
+
+func stoppedMessage(vm *v1alpha2.VirtualMachine) string {
+	switch vm.Spec.RunPolicy {
+	case v1alpha2.AlwaysOff:
+		return "runPolicy AlwaysOff keeps the VM off"
+	case v1alpha2.Manual:
+		return "runPolicy Manual: start the VM with a Start VirtualMachineOperation (ferry v start)"
+	}
+	return "the VM was stopped; start it with a Start VirtualMachineOperation (ferry v start)"
+}

@@ -1,0 +1,73 @@
+package ipam
+
+import "testing"
+
+func TestRange(t *testing.T) {
+	r, err := ParseRange(DefaultRange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		addr string
+		ok   bool
+	}{
+		{"10.66.10.14", true},
+		{"10.66.10.2", true},
+		{"10.66.10.254", true},
+		{"10.66.10.0", false},
+		{"10.66.10.1", false},
+		{"10.66.10.255", false},
+		{"10.66.11.3", false},
+		{"nonsense", false},
+	}
+	for _, tc := range tests {
+		if err := r.Check(tc.addr); (err == nil) != tc.ok {
+			t.Errorf("Check(%s) = %v, want ok=%v", tc.addr, err, tc.ok)
+		}
+	}
+}
+
+func TestFirstFree(t *testing.T) {
+	r, _ := ParseRange("10.0.0.0/29")
+	used := map[string]bool{}
+	var got []string
+	for {
+		a, ok := r.FirstFree(used)
+		if !ok {
+			break
+		}
+		used[a.String()] = true
+		got = append(got, a.String())
+	}
+	want := []string{"10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+}
+
+func TestLeaseNameRoundTrip(t *testing.T) {
+	n := LeaseName("10.66.10.14")
+	if n != "ip-10-66-10-14" {
+		t.Fatalf("LeaseName = %s", n)
+	}
+	a, ok := AddressOf(n)
+	if !ok || a != "10.66.10.14" {
+		t.Fatalf("AddressOf(%s) = %s %v", n, a, ok)
+	}
+	if _, ok := AddressOf("something"); ok {
+		t.Fatal("AddressOf accepted a foreign name")
+	}
+}
+
+func TestParseRangeErrors(t *testing.T) {
+	for _, c := range []string{"10.66.10.0/30", "fd00::/64", "x"} {
+		if _, err := ParseRange(c); err == nil {
+			t.Errorf("ParseRange(%s) accepted", c)
+		}
+	}
+}

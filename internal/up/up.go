@@ -1,0 +1,276 @@
+package up
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ferryvm/ferry/api/crds"
+	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	"github.com/ferryvm/ferry/internal/controller"
+	"github.com/ferryvm/ferry/internal/controlplane"
+	"github.com/ferryvm/ferry/internal/ipam"
+)
+
+// Options configure `ferry up`.
+type Options struct {
+	StateDir string
+	Nodes    int
+	// NetNS puts each node in its own network namespace (needs root).
+	NetNS    bool
+	Port     int
+	IPRange  string
+	SampleVM bool
+	// NodeCPU and NodeMemory are what each node offers to VMs.
+	NodeCPU    string
+	NodeMemory string
+	Out        io.Writer
+}
+
+// DefaultStateDir is /var/lib/ferry for root and ~/.local/share/ferry otherwise; the
+// FERRY_STATE_DIR environment variable overrides it.
+func DefaultStateDir() string {
+	if d := os.Getenv("FERRY_STATE_DIR"); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/ferry"
+	}
+	if d, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(d, ".local", "share", "ferry")
+	}
+	return "ferry-state"
+}
+
+// KubeconfigPath is where `up` writes the admin kubeconfig of a state directory.
+func KubeconfigPath(stateDir string) string {
+	return filepath.Join(stateDir, "control-plane", "admin.kubeconfig")
+}
+
+// Run runs the cluster until SIGINT or SIGTERM, then stops all of it.
+func Run(o Options) error {
+	if o.Nodes < 0 || o.Nodes > 50 {
+		return fmt.Errorf("--nodes must be between 0 and 50, not %d", o.Nodes)
+	}
+	if _, err := ipam.ParseRange(o.IPRange); err != nil {
+		return err
+	}
+	if o.NetNS && os.Geteuid() != 0 {
+		return errors.New("node network namespaces need root: run as root or pass --netns=false")
+	}
+	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
+		return err
+	}
+	unlock, err := lockState(o.StateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	say := func(format string, args ...any) { fmt.Fprintf(o.Out, format+"\n", args...) }
+	started := time.Now()
+
+	nodes := planNodes(o.Nodes, o.NetNS)
+	bind := "127.0.0.1"
+	if o.NetNS {
+		if err := setupNetwork(nodes); err != nil {
+			return err
+		}
+		defer teardownNetwork(nodes)
+		bind = bridgeAddr
+	}
+
+	say("Starting the control plane (state in %s)…", o.StateDir)
+	cp, err := controlplane.Start(ctx, controlplane.Options{
+		DataDir:     filepath.Join(o.StateDir, "control-plane"),
+		BindAddress: bind,
+		SecurePort:  o.Port,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the control plane: %w", err)
+	}
+	stopCP := sync.OnceFunc(func() { _ = cp.Stop(3 * time.Second) })
+	defer stopCP()
+	say("Control plane ready at %s (%.1fs)", cp.Server, time.Since(started).Seconds())
+
+	c, err := client.New(cp.RESTConfig, client.Options{Scheme: controller.NewScheme()})
+	if err != nil {
+		return err
+	}
+	if err := installCRDs(ctx, c); err != nil {
+		return err
+	}
+
+	logs := filepath.Join(o.StateDir, "logs")
+	storage := filepath.Join(o.StateDir, "storage")
+	ctl := &child{name: "controller", log: filepath.Join(logs, "controller.log"), argv: []string{exe, "controller",
+		"--kubeconfig", cp.Kubeconfig, "--storage-dir", storage, "--ip-range", o.IPRange,
+		"--metrics-bind-address", "127.0.0.1:8080", "--health-probe-bind-address", "127.0.0.1:8081"}}
+	children := []*child{ctl}
+	for _, n := range nodes {
+		argv := []string{exe, "agent", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
+			"--state-dir", filepath.Join(o.StateDir, "nodes", n.Name), "--cpu", o.NodeCPU, "--memory", o.NodeMemory,
+			"--node-labels", deckhousev1.LabelNodeGroup + "=worker"}
+		if n.Namespace != "" {
+			argv = append([]string{"ip", "netns", "exec", n.Namespace}, argv...)
+		}
+		children = append(children, &child{name: n.Name, argv: argv, log: filepath.Join(logs, n.Name+".log")})
+	}
+	for _, ch := range children {
+		if err := ch.start(); err != nil {
+			return err
+		}
+		go ch.supervise(func(msg string) { say("%s", msg) })
+	}
+	stopChildren := sync.OnceFunc(func() {
+		var wg sync.WaitGroup
+		for _, ch := range children[1:] {
+			wg.Go(func() { ch.stop(5 * time.Second) })
+		}
+		wg.Wait()
+		ctl.stop(2 * time.Second)
+	})
+	defer stopChildren()
+
+	if err := waitNodesReady(ctx, c, nodes); err != nil {
+		return err
+	}
+	say("%d node(s) Ready (%.1fs since start)", len(nodes), time.Since(started).Seconds())
+
+	if o.SampleVM && len(nodes) > 0 {
+		if err := ensureSample(ctx, c, o.StateDir, say); err != nil {
+			say("Could not create the sample VM: %v", err)
+		}
+	}
+	printNext(o, cp.Kubeconfig, say)
+	<-ctx.Done()
+
+	say("Stopping Ferry…")
+	t := time.Now()
+	stopChildren()
+	stopCP()
+	if o.NetNS {
+		teardownNetwork(nodes)
+	}
+	say("Stopped in %.1fs.", time.Since(t).Seconds())
+	return nil
+}
+
+func printNext(o Options, kubeconfig string, say func(string, ...any)) {
+	stateFlag := ""
+	if o.StateDir != DefaultStateDir() {
+		stateFlag = " --state-dir " + strconv.Quote(o.StateDir)
+	}
+	say(`
+Ferry is up. In another terminal:
+  ferry%[1]s k get nodes                 # the nodes
+  ferry%[1]s k get vm                    # NAME PHASE NODE IPADDRESS AGE
+  ferry%[1]s v console linux-vm          # the guest's serial console (Ctrl-C to leave)
+  ferry%[1]s v stop|start|restart linux-vm --wait
+  export KUBECONFIG=%[2]s   # for any other kubectl
+Logs are in %[3]s. Press Ctrl-C to stop everything.`, stateFlag, kubeconfig, filepath.Join(o.StateDir, "logs"))
+}
+
+// installCRDs applies Ferry's CRDs (server-side apply, so re-running updates them) and
+// waits until the apiserver serves them.
+func installCRDs(ctx context.Context, c client.Client) error {
+	list, err := crds.All()
+	if err != nil {
+		return err
+	}
+	for _, crd := range list {
+		if err := createOrUpdate(ctx, c, crd); err != nil {
+			return fmt.Errorf("installing CRD %s: %w", crd.Name, err)
+		}
+	}
+	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		for _, crd := range list {
+			var got apiextensionsv1.CustomResourceDefinition
+			if err := c.Get(ctx, client.ObjectKey{Name: crd.Name}, &got); err != nil {
+				return false, nil
+			}
+			established := false
+			for _, cond := range got.Status.Conditions {
+				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+					established = true
+				}
+			}
+			if !established {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// createOrUpdate creates obj, or replaces the spec of an existing one.
+func createOrUpdate(ctx context.Context, c client.Client, obj client.Object) error {
+	err := c.Create(ctx, obj)
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	existing := obj.DeepCopyObject().(client.Object)
+	if err := c.Get(ctx, client.ObjectKeyFromObject(obj), existing); err != nil {
+		return err
+	}
+	obj.SetResourceVersion(existing.GetResourceVersion())
+	return c.Update(ctx, obj)
+}
+
+func waitNodesReady(ctx context.Context, c client.Client, nodes []nodeNet) error {
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		for _, n := range nodes {
+			var node corev1.Node
+			if err := c.Get(ctx, client.ObjectKey{Name: n.Name}, &node); err != nil {
+				return false, nil
+			}
+			ready := false
+			for _, cond := range node.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					ready = true
+				}
+			}
+			if !ready {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("nodes did not become Ready: %w (see the node logs)", err)
+	}
+	return nil
+}
+
+// lockState makes sure one `ferry up` at a time uses a state directory.
+func lockState(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, "ferry.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another ferry up is using %s", dir)
+	}
+	return func() { f.Close() }, nil
+}
