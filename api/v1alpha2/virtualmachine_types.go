@@ -82,6 +82,7 @@ const (
 type BlockDeviceRef struct {
 	Kind BlockDeviceKind `json:"kind"`
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name"`
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +23,15 @@ func main() {
 	// Run as kube-apiserver or etcd when called by those names (envtest execs them).
 	if run := personality.Lookup(filepath.Base(os.Args[0])); run != nil {
 		os.Exit(run(os.Args[1:]))
+	}
+	// `ferry --state-dir X k ...`: kubectl gets every argument after `k` untouched, so
+	// the global flag is taken off the front here.
+	if len(os.Args) > 2 && os.Args[1] == "--state-dir" {
+		os.Setenv("FERRY_STATE_DIR", os.Args[2])
+		os.Args = append(os.Args[:1], os.Args[3:]...)
+	} else if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], "--state-dir=") {
+		os.Setenv("FERRY_STATE_DIR", strings.TrimPrefix(os.Args[1], "--state-dir="))
+		os.Args = append(os.Args[:1], os.Args[2:]...)
 	}
 	if err := newRoot().Execute(); err != nil {
 		os.Exit(1)

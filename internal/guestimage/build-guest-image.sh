@@ -121,6 +121,14 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs -o size=90% tmpfs /dirty
 exec </dev/ttyS0 >/dev/ttyS0 2>&1
 
+# The power button must work from the first heartbeat on: a stop requested as soon as the
+# platform sees the guest up (ACPI system_powerdown) is otherwise missed.
+for m in button evdev; do
+	[ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
+done
+mkdir -p /var/log
+acpid -c /etc/acpi -l /dev/null 2>/dev/null
+
 echo "FERRY-GUEST BOOTED"
 
 # Heartbeat: one line a second, counter lives in guest memory so it survives
@@ -168,11 +176,9 @@ dirty_start() {
 
 (
 	for m in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev \
-		virtio_pci failover net_failover virtio_net button evdev; do
+		virtio_pci failover net_failover virtio_net; do
 		[ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
 	done
-	mkdir -p /var/log
-	acpid -c /etc/acpi -l /dev/null 2>/dev/null
 	i=0
 	while [ $i -lt 20 ] && [ ! -e /sys/class/net/eth0 ]; do
 		sleep 0.1

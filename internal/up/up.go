@@ -113,7 +113,11 @@ func Run(o Options) error {
 	defer stopCP()
 	say("Control plane ready at %s (%.1fs)", cp.Server, time.Since(started).Seconds())
 
-	c, err := client.New(cp.RESTConfig, client.Options{Scheme: controller.NewScheme()})
+	scheme := controller.NewScheme()
+	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	c, err := client.New(cp.RESTConfig, client.Options{Scheme: scheme})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,1 @@
+../internal/guestimage/build-guest-image.sh

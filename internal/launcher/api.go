@@ -1,0 +1,148 @@
+package launcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// Status is the launcher's view of its VM (GET /status).
+type Status struct {
+	VMName    string `json:"vmName,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	// QEMU is the QMP run state: "running", "paused", "inmigrate",
+	// "postmigrate", "shutdown", ..., or "unknown" when QMP did not answer.
+	QEMU        string    `json:"qemu"`
+	Booted      bool      `json:"booted"`
+	Heartbeat   int64     `json:"heartbeat"`
+	HeartbeatAt time.Time `json:"heartbeatAt,omitzero"` // RFC 3339 (nanoseconds)
+	PID         int       `json:"pid"`
+	IP          string    `json:"ip,omitempty"`
+	Accel       string    `json:"accel,omitempty"`
+	Stopping    bool      `json:"stopping,omitempty"`
+}
+
+// handler serves:
+//
+//	GET  /status    Status as JSON
+//	POST /shutdown  graceful stop (202; the launcher then exits 0)
+//
+// /migrate/... is reserved for live migration.
+func (l *launcher) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", l.handleStatus)
+	mux.HandleFunc("POST /shutdown", l.handleShutdown)
+	mux.HandleFunc("/migrate/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "migration is not implemented yet"})
+	})
+	return mux
+}
+
+func (l *launcher) status(ctx context.Context) Status {
+	st := Status{VMName: l.o.VMName, Namespace: l.o.Namespace, PID: l.vm.PID(), Accel: l.accel, Stopping: l.isStopping()}
+	select {
+	case <-l.vm.Done():
+		st.QEMU = "exited"
+	default:
+		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		s, err := l.vm.Status(qctx)
+		cancel()
+		if err != nil {
+			s = "unknown"
+		}
+		st.QEMU = s
+	}
+	st.Booted = l.hb.Booted()
+	if n, at, ok := l.hb.Heartbeat(); ok {
+		st.Heartbeat, st.HeartbeatAt = n, at.UTC()
+	}
+	if ip, ok := l.hb.(interface{ IP() string }); ok {
+		st.IP = ip.IP()
+	}
+	return st
+}
+
+func (l *launcher) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, l.status(r.Context()))
+}
+
+func (l *launcher) handleShutdown(w http.ResponseWriter, r *http.Request) {
+	l.requestStop("shutdown requested via API")
+	writeJSON(w, http.StatusAccepted, map[string]bool{"accepted": true})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// client returns an HTTP client that talks to RunDir/launcher.sock.
+func client(runDir string) *http.Client {
+	sock := filepath.Join(runDir, SocketName)
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		DisableKeepAlives: true,
+	}}
+}
+
+func call(ctx context.Context, runDir, method, path string, want int, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://launcher"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client(runDir).Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (%s): %v", ErrNoLauncher, runDir, err)
+		}
+		return fmt.Errorf("launcher %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("launcher %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode != want {
+		return fmt.Errorf("launcher %s %s: %s: %s", method, path, resp.Status, oneLine(string(body)))
+	}
+	if out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			return fmt.Errorf("launcher %s %s: decode: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// StatusOf asks the launcher serving runDir for its Status. It returns an
+// error wrapping ErrNoLauncher when nothing listens there.
+func StatusOf(ctx context.Context, runDir string) (Status, error) {
+	var st Status
+	err := call(ctx, runDir, http.MethodGet, "/status", http.StatusOK, &st)
+	return st, err
+}
+
+// RequestShutdown asks the launcher serving runDir to stop its VM
+// gracefully. It returns once the request was accepted; the launcher exits
+// when the VM is gone.
+func RequestShutdown(ctx context.Context, runDir string) error {
+	return call(ctx, runDir, http.MethodPost, "/shutdown", http.StatusAccepted, nil)
+}
+
+// TerminationMessage returns the content of RunDir/termination-message, if
+// any.
+func TerminationMessage(runDir string) string {
+	b, _ := os.ReadFile(filepath.Join(runDir, TerminationMessageName))
+	return string(b)
+}

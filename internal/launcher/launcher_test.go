@@ -1,0 +1,349 @@
+package launcher
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ferryvm/ferry/internal/hypervisor"
+)
+
+const setupHint = "run: apt-get install -y --no-install-recommends qemu-system-x86 qemu-utils " +
+	"linux-image-cloud-amd64 busybox-static dosfstools mtools syslinux syslinux-common fdisk cpio"
+
+var (
+	guestOnce sync.Once
+	guestPath string
+	guestErr  error
+)
+
+// guestImage builds (once, cached in $FERRY_GUEST_DIR or
+// ~/.cache/ferry/guest) the test guest image. Missing QEMU fails the test.
+func guestImage(t *testing.T) string {
+	t.Helper()
+	for _, bin := range []string{hypervisor.DefaultBinary, "qemu-img"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found; %s", bin, setupHint)
+		}
+	}
+	guestOnce.Do(func() {
+		_, self, _, _ := runtime.Caller(0)
+		script := filepath.Join(filepath.Dir(self), "..", "..", "hack", "build-guest-image.sh")
+		dir := os.Getenv("FERRY_GUEST_DIR")
+		if dir == "" {
+			cache, err := os.UserCacheDir()
+			if err != nil {
+				cache = os.TempDir()
+			}
+			dir = filepath.Join(cache, "ferry", "guest")
+		}
+		out, err := exec.Command("bash", script, dir).CombinedOutput()
+		if err != nil {
+			guestErr = errors.New(strings.TrimSpace(string(out)) + ": " + err.Error())
+			return
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		guestPath = lines[len(lines)-1]
+	})
+	if guestErr != nil {
+		t.Fatalf("building guest image: %v; %s", guestErr, setupHint)
+	}
+	return guestPath
+}
+
+func overlay(t *testing.T, base string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.qcow2")
+	out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", p).CombinedOutput()
+	if err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	return p
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type runResult struct {
+	code int
+	log  *syncBuffer
+	done chan struct{}
+}
+
+func startRun(ctx context.Context, o Options) *runResult {
+	r := &runResult{log: &syncBuffer{}, done: make(chan struct{})}
+	go func() {
+		r.code = Run(ctx, o, r.log)
+		close(r.done)
+	}()
+	return r
+}
+
+func (r *runResult) wait(t *testing.T, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-r.done:
+		return r.code
+	case <-time.After(d):
+		t.Fatalf("Run did not return within %v; log:\n%s", d, r.log)
+		return -1
+	}
+}
+
+// pollStatus polls StatusOf every 100ms until cond holds or d elapses.
+func pollStatus(t *testing.T, r *runResult, runDir string, d time.Duration, what string, cond func(Status) bool) Status {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last Status
+	var lastErr error
+	for time.Now().Before(deadline) {
+		select {
+		case <-r.done:
+			t.Fatalf("Run exited (%d) while waiting for %s; log:\n%s", r.code, what, r.log)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		last, lastErr = StatusOf(ctx, runDir)
+		cancel()
+		if lastErr == nil && cond(last) {
+			return last
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s: last status %+v, err %v; log:\n%s", d, what, last, lastErr, r.log)
+	return last
+}
+
+func TestRunBootStatusAndSIGTERM(t *testing.T) {
+	img := guestImage(t)
+	runDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	t0 := time.Now()
+	r := startRun(ctx, Options{VMName: "vm1", Namespace: "default", CPUs: 1, Memory: "128Mi",
+		Disks: []string{overlay(t, img) + ":qcow2"}, RunDir: runDir})
+
+	st := pollStatus(t, r, runDir, 90*time.Second, "heartbeat >= 2", func(s Status) bool { return s.Heartbeat >= 2 })
+	t.Logf("heartbeat %d after %v: %+v", st.Heartbeat, time.Since(t0), st)
+	if st.QEMU != "running" || !st.Booted || st.PID <= 0 || st.HeartbeatAt.IsZero() || st.VMName != "vm1" {
+		t.Errorf("unexpected status %+v", st)
+	}
+	args, _ := os.ReadFile(filepath.Join("/proc", itoa(st.PID), "cmdline"))
+	if !bytes.Contains(args, []byte("131064K")) {
+		t.Errorf("qemu not started with 131064K: %q", args)
+	}
+
+	// Raw JSON shape for the node agent.
+	var raw map[string]any
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := call(ctx2, runDir, http.MethodGet, "/status", http.StatusOK, &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"qemu", "booted", "heartbeat", "heartbeatAt", "pid"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("status JSON lacks %q: %v", k, raw)
+		}
+	}
+	if _, err := time.Parse(time.RFC3339Nano, raw["heartbeatAt"].(string)); err != nil {
+		t.Errorf("heartbeatAt: %v", err)
+	}
+
+	t1 := time.Now()
+	cancel() // SIGTERM
+	if code := r.wait(t, 60*time.Second); code != ExitStopped {
+		t.Fatalf("exit code %d, want 0; log:\n%s", code, r.log)
+	}
+	t.Logf("graceful stop took %v; log:\n%s", time.Since(t1), r.log)
+	serial, _ := os.ReadFile(filepath.Join(runDir, hypervisor.SerialLogName))
+	if !bytes.Contains(serial, []byte("ACPI POWERDOWN")) {
+		t.Errorf("guest did not see the ACPI powerdown")
+	}
+	if _, err := StatusOf(context.Background(), runDir); !errors.Is(err, ErrNoLauncher) {
+		t.Errorf("StatusOf after exit: %v, want ErrNoLauncher", err)
+	}
+}
+
+func TestRunGuestPowersOff(t *testing.T) {
+	img := guestImage(t)
+	runDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := startRun(ctx, Options{VMName: "vm2", Memory: "128Mi", Disks: []string{overlay(t, img)}, RunDir: runDir})
+	pollStatus(t, r, runDir, 90*time.Second, "heartbeat >= 1", func(s Status) bool { return s.Heartbeat >= 1 })
+
+	// Type "poweroff" through the interactive console helper.
+	var out syncBuffer
+	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+	defer ccancel()
+	if err := hypervisor.Console(cctx, runDir, strings.NewReader("poweroff\n"), &out); err != nil {
+		t.Errorf("Console: %v", err)
+	}
+	if !strings.Contains(out.String(), "CNT ") {
+		t.Errorf("console output lacks the log tail / heartbeat: %q", out.String())
+	}
+	if code := r.wait(t, 60*time.Second); code != ExitStopped {
+		t.Fatalf("exit code %d, want 0; log:\n%s", code, r.log)
+	}
+	if !strings.Contains(r.log.String(), "guest powered off") {
+		t.Errorf("log does not say the guest powered off:\n%s", r.log)
+	}
+}
+
+func TestRunQEMUKilled(t *testing.T) {
+	img := guestImage(t)
+	runDir := t.TempDir()
+	r := startRun(context.Background(), Options{VMName: "vm3", Disks: []string{overlay(t, img)}, RunDir: runDir})
+	st := pollStatus(t, r, runDir, 60*time.Second, "a pid", func(s Status) bool { return s.PID > 0 })
+	syscall.Kill(st.PID, syscall.SIGKILL)
+	if code := r.wait(t, 30*time.Second); code != ExitQEMUDied {
+		t.Fatalf("exit code %d, want 2; log:\n%s", code, r.log)
+	}
+	if msg := TerminationMessage(runDir); !strings.Contains(msg, "killed") {
+		t.Errorf("termination message %q does not mention the kill", msg)
+	}
+}
+
+func TestRunBrokenDisk(t *testing.T) {
+	if _, err := exec.LookPath(hypervisor.DefaultBinary); err != nil {
+		t.Fatalf("%s not found; %s", hypervisor.DefaultBinary, setupHint)
+	}
+	runDir := t.TempDir()
+	garbage := filepath.Join(t.TempDir(), "garbage.img")
+	os.WriteFile(garbage, bytes.Repeat([]byte("garbage!"), 4096), 0o644)
+	for _, disk := range []string{garbage, garbage + ":qcow2", garbage + ".missing"} {
+		var log syncBuffer
+		code := Run(context.Background(), Options{VMName: "bad", Disks: []string{disk}, RunDir: runDir}, &log)
+		if code != ExitNoStart {
+			t.Fatalf("%s: exit code %d, want 1; log:\n%s", disk, code, log.String())
+		}
+		path := strings.TrimSuffix(disk, ":qcow2")
+		msg := TerminationMessage(runDir)
+		if !strings.Contains(msg, path) || strings.Count(strings.TrimSpace(msg), "\n") != 0 {
+			t.Errorf("%s: termination message %q should be one line naming the image", disk, msg)
+		}
+		if !strings.Contains(log.String(), path) {
+			t.Errorf("%s: log %q should name the image", disk, log.String())
+		}
+		t.Logf("%s -> %s", disk, strings.TrimSpace(msg))
+	}
+}
+
+func TestLoopWithFake(t *testing.T) {
+	newL := func() (*launcher, *hypervisor.Fake) {
+		f := hypervisor.NewFake(hypervisor.Config{Name: "fake"})
+		return &launcher{o: Options{VMName: "fake"}, vm: f, hb: f, log: &logger{}, stop: make(chan string, 1)}, f
+	}
+
+	// Status and POST /shutdown through the HTTP handler.
+	l, f := newL()
+	f.Tick()
+	f.Tick()
+	srv := httptest.NewServer(l.handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st Status
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if st.QEMU != "running" || st.Heartbeat != 2 || !st.Booted || st.PID != 4242 {
+		t.Errorf("status %+v", st)
+	}
+	resp, err = http.Post(srv.URL+"/shutdown", "", nil)
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /shutdown: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if code, msg := l.loop(context.Background()); code != ExitStopped || !strings.Contains(msg, "guest powered off on request") {
+		t.Errorf("after /shutdown: %d %q", code, msg)
+	}
+
+	l, f = newL()
+	f.GuestPowerOff()
+	if code, msg := l.loop(context.Background()); code != ExitStopped || msg != "guest powered off" {
+		t.Errorf("guest poweroff: %d %q", code, msg)
+	}
+
+	l, f = newL()
+	f.Crash("signal: segmentation fault")
+	if code, msg := l.loop(context.Background()); code != ExitQEMUDied || !strings.Contains(msg, "segmentation") {
+		t.Errorf("crash: %d %q", code, msg)
+	}
+
+	l, _ = newL()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if code, _ := l.loop(ctx); code != ExitStopped {
+		t.Errorf("cancelled ctx: %d", code)
+	}
+}
+
+func TestParseMemory(t *testing.T) {
+	good := map[string]int64{
+		"128Mi": 128 << 20, "1Gi": 1 << 30, "1.5Gi": 3 << 29, "512M": 512e6, "134217728": 134217728,
+		"1e9": 1e9, "2k": 2000, "1Ti": 1 << 40, " 64Mi ": 64 << 20,
+	}
+	for in, want := range good {
+		if got, err := ParseMemory(in); err != nil || got != want {
+			t.Errorf("ParseMemory(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "Mi", "-1Gi", "0", "1.5", "12x", "100m", "1/2Gi", "abc"} {
+		if got, err := ParseMemory(in); err == nil {
+			t.Errorf("ParseMemory(%q) = %d, want error", in, got)
+		}
+	}
+	if kib, err := memoryKiB("128Mi"); err != nil || kib != 131064 {
+		t.Errorf("memoryKiB(128Mi) = %d, %v; want 131064", kib, err)
+	}
+	if kib, err := memoryKiB("100000Ki"); err != nil || kib != 100000 {
+		t.Errorf("memoryKiB(100000Ki) = %d, %v", kib, err)
+	}
+}
+
+func TestParseDisk(t *testing.T) {
+	for in, want := range map[string]hypervisor.Disk{
+		"/d/a.img":         {Path: "/d/a.img"},
+		"/d/a.qcow2:qcow2": {Path: "/d/a.qcow2", Format: "qcow2"},
+		"/d/a:raw":         {Path: "/d/a", Format: "raw"},
+		"/d/x:y/a.img":     {Path: "/d/x:y/a.img"},
+	} {
+		if got, err := parseDisk(in); err != nil || got != want {
+			t.Errorf("parseDisk(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}

@@ -1,0 +1,114 @@
+package launcher
+
+import (
+	"fmt"
+	"math/big"
+	"strings"
+
+	"github.com/ferryvm/ferry/internal/hypervisor"
+)
+
+// Options configures one VM pod's launcher.
+type Options struct {
+	VMName, Namespace string
+	CPUs              int
+	// Memory is a Kubernetes-style quantity: "128Mi", "1Gi", "1.5Gi",
+	// "512M", "134217728". Default 128Mi.
+	Memory string
+	// Disks are "path[:format][:ro]"; the first disk boots. Format defaults to
+	// sniffing (qcow2 by magic, raw otherwise).
+	Disks []string
+	// RunDir holds QEMU's sockets and logs, launcher.sock and
+	// termination-message.
+	RunDir string
+	// Incoming starts QEMU waiting for an incoming live migration.
+	Incoming bool
+}
+
+var binarySuffixes = map[string]int64{
+	"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60,
+}
+
+var decimalSuffixes = map[string]int64{
+	"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+}
+
+// ParseMemory parses a Kubernetes-style memory quantity into bytes. It
+// accepts binary (Ki..Ei) and decimal (k..E) suffixes, decimal fractions
+// ("1.5Gi") and exponents ("1e9"); the result must be a positive whole
+// number of bytes.
+func ParseMemory(s string) (int64, error) {
+	in := strings.TrimSpace(s)
+	if in == "" {
+		return 0, fmt.Errorf("memory: empty quantity")
+	}
+	num, mult := in, int64(1)
+	found := false
+	for suf, m := range binarySuffixes {
+		if strings.HasSuffix(in, suf) {
+			num, mult, found = strings.TrimSuffix(in, suf), m, true
+			break
+		}
+	}
+	if !found {
+		if i := strings.IndexAny(in, "eE"); i > 0 && i < len(in)-1 {
+			// Exponent form: 1e9, 5E6 (a trailing E is the exa suffix).
+			num = in
+		} else {
+			last := in[len(in)-1:]
+			if m, ok := decimalSuffixes[last]; ok && last != "" {
+				num, mult = in[:len(in)-1], m
+			}
+		}
+	}
+	if num == "" || strings.HasPrefix(num, "-") || strings.ContainsAny(num, "/ ") {
+		return 0, fmt.Errorf("memory: invalid quantity %q", s)
+	}
+	r, ok := new(big.Rat).SetString(num)
+	if !ok {
+		return 0, fmt.Errorf("memory: invalid quantity %q", s)
+	}
+	r.Mul(r, new(big.Rat).SetInt64(mult))
+	if !r.IsInt() || r.Sign() <= 0 || !r.Num().IsInt64() {
+		return 0, fmt.Errorf("memory: %q is not a positive whole number of bytes", s)
+	}
+	return r.Num().Int64(), nil
+}
+
+// memoryKiB converts a quantity to the KiB value handed to QEMU, applying
+// hypervisor.SafeMemoryKiB (a 128Mi request runs as 131064K, see there).
+func memoryKiB(s string) (int64, error) {
+	if s == "" {
+		s = "128Mi"
+	}
+	b, err := ParseMemory(s)
+	if err != nil {
+		return 0, err
+	}
+	kib := b / 1024
+	if kib < 16*1024 {
+		return 0, fmt.Errorf("memory: %s is too small (minimum 16Mi)", s)
+	}
+	return hypervisor.SafeMemoryKiB(kib), nil
+}
+
+var diskFormats = map[string]bool{
+	"raw": true, "qcow2": true, "qed": true, "vmdk": true, "vdi": true, "vhdx": true, "vpc": true, "luks": true,
+}
+
+// parseDisk parses "path[:format][:ro]". A suffix that is not a known format is
+// part of the path; ":ro" attaches the disk read-only (a shared boot image).
+func parseDisk(s string) (hypervisor.Disk, error) {
+	var d hypervisor.Disk
+	if rest, ok := strings.CutSuffix(s, ":ro"); ok {
+		s, d.ReadOnly = rest, true
+	}
+	if s == "" {
+		return hypervisor.Disk{}, fmt.Errorf("disk: empty path")
+	}
+	d.Path = s
+	if i := strings.LastIndexByte(s, ':'); i > 0 && diskFormats[s[i+1:]] {
+		d.Path, d.Format = s[:i], s[i+1:]
+	}
+	return d, nil
+}
