@@ -6,7 +6,7 @@ LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 	-X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=37 \
 	-X github.com/ferryvm/ferry/internal/version.Version=$(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build generate deps up test test-unit test-e2e vet
+.PHONY: build generate deps up test vet print-ldflags
 
 build:
 	go build -ldflags "$(LDFLAGS)" -o bin/ferry ./cmd/ferry
@@ -27,3 +27,6 @@ vet:
 
 test:
 	bash scripts/test.sh
+
+print-ldflags:
+	@echo '$(LDFLAGS)'

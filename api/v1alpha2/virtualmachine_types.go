@@ -99,7 +99,7 @@ type VirtualMachineSpec struct {
 	// +optional
 	Bootloader string `json:"bootloader,omitempty"`
 	// +optional
-	VirtualMachineClassName string `json:"virtualMachineClassName,omitempty"`
+	VirtualMachineClassName string     `json:"virtualMachineClassName,omitempty"`
 	CPU                     CPUSpec    `json:"cpu"`
 	Memory                  MemorySpec `json:"memory"`
 	// BlockDeviceRefs are the VM's disks in boot order.
@@ -139,11 +139,11 @@ type MigrationEndpoint struct {
 
 // MigrationState records the last live migration of the VM.
 type MigrationState struct {
-	StartTimestamp *metav1.Time       `json:"startTimestamp,omitempty"`
-	EndTimestamp   *metav1.Time       `json:"endTimestamp,omitempty"`
-	Source         MigrationEndpoint  `json:"source,omitempty"`
-	Target         MigrationEndpoint  `json:"target,omitempty"`
-	Result         MigrationResult    `json:"result,omitempty"`
+	StartTimestamp *metav1.Time      `json:"startTimestamp,omitempty"`
+	EndTimestamp   *metav1.Time      `json:"endTimestamp,omitempty"`
+	Source         MigrationEndpoint `json:"source,omitempty"`
+	Target         MigrationEndpoint `json:"target,omitempty"`
+	Result         MigrationResult   `json:"result,omitempty"`
 }
 
 // VirtualMachinePod is a launcher pod of the VM.

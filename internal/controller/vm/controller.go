@@ -83,7 +83,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	orig := vm.DeepCopy()
 	defer func() {
 		r.deriveStatus(s)
-		if perr := r.Client.Status().Patch(ctx, vm, client.MergeFrom(orig)); perr != nil && !apierrors.IsNotFound(perr) {
+		// The optimistic lock keeps a reconcile that read a stale VM from overwriting what a
+		// newer one recorded (e.g. why the VM stopped); a conflict just retries.
+		// Our own writes in this reconcile (the power annotation) moved the version on.
+		orig.ResourceVersion = vm.ResourceVersion
+		perr := r.Client.Status().Patch(ctx, vm, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+		switch {
+		case perr == nil, apierrors.IsNotFound(perr):
+		case apierrors.IsConflict(perr):
+			if err == nil {
+				res = ctrl.Result{Requeue: true}
+			}
+			return
+		default:
 			err = errors.Join(err, perr)
 		}
 		if err == nil && s.requeue > 0 {

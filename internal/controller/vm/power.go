@@ -16,15 +16,20 @@ func SetPowerState(ctx context.Context, c client.Client, vm *v1alpha2.VirtualMac
 	if vm.Annotations[v1alpha2.AnnotationPowerState] == power {
 		return nil
 	}
-	patch := client.RawPatch("application/merge-patch+json",
-		fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, v1alpha2.AnnotationPowerState, power))
-	// Patch a copy: the caller's object keeps serving as the base of its status patch.
-	if err := c.Patch(ctx, vm.DeepCopy(), patch); err != nil {
+	cp := vm.DeepCopy()
+	patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	if cp.Annotations == nil {
+		cp.Annotations = map[string]string{}
+	}
+	cp.Annotations[v1alpha2.AnnotationPowerState] = power
+	// Locked to the version the caller read: a decision made on a stale VM is retried.
+	if err := c.Patch(ctx, cp, patch); err != nil {
 		return fmt.Errorf("recording power state %s on VM %s: %w", power, vm.Name, err)
 	}
 	if vm.Annotations == nil {
 		vm.Annotations = map[string]string{}
 	}
 	vm.Annotations[v1alpha2.AnnotationPowerState] = power
+	vm.ResourceVersion = cp.ResourceVersion
 	return nil
 }

@@ -62,6 +62,10 @@ func (r *Reconciler) deriveStatus(s *scope) {
 			reason, msg := v1alpha2.ReasonVMStopped, stoppedMessage(vm)
 			if s.lastEnd != "" {
 				reason, msg = s.lastEnd, s.lastEndCause
+			} else if c := meta.FindStatusCondition(st.Conditions, v1alpha2.VMConditionRunning); c != nil &&
+				c.Status == metav1.ConditionFalse && (c.Reason == v1alpha2.ReasonGuestShutdown || c.Reason == v1alpha2.ReasonCrashed) {
+				// The pod that told why the VM stopped is gone; keep saying why.
+				reason, msg = c.Reason, c.Message
 			}
 			set(v1alpha2.VMConditionRunning, false, reason, msg)
 		}

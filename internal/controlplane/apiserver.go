@@ -1,0 +1,145 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/rest"
+	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+)
+
+// apiserverFiles are the on-disk inputs of kube-apiserver.
+type apiserverFiles struct {
+	caFile, servingCert, servingKey string
+	saKey, saPub                    string
+	kubeletClientCert               string
+	kubeletClientKey                string
+}
+
+func apiserverArgs(o Options, etcdURL string, f apiserverFiles) []string {
+	return []string{
+		"--etcd-servers=" + etcdURL,
+		"--bind-address=" + o.BindAddress,
+		"--advertise-address=" + o.BindAddress,
+		"--secure-port=" + strconv.Itoa(o.SecurePort),
+		"--tls-cert-file=" + f.servingCert,
+		"--tls-private-key-file=" + f.servingKey,
+		"--client-ca-file=" + f.caFile,
+		"--kubelet-certificate-authority=" + f.caFile,
+		"--kubelet-client-certificate=" + f.kubeletClientCert,
+		"--kubelet-client-key=" + f.kubeletClientKey,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + f.saPub,
+		"--service-account-signing-key-file=" + f.saKey,
+		"--api-audiences=https://kubernetes.default.svc.cluster.local",
+		"--service-cluster-ip-range=" + o.ServiceCIDR,
+		"--authorization-mode=Node,RBAC",
+		"--allow-privileged=true",
+		"--endpoint-reconciler-type=none",
+		"--enable-bootstrap-token-auth=true",
+		"--profiling=false",
+		// Close long-running connections quickly on shutdown instead of
+		// waiting up to 60s for watchers to go away.
+		"--shutdown-send-retry-after=true",
+		"--shutdown-delay-duration=0s",
+	}
+}
+
+// runAPIServer parses args like the kube-apiserver binary would and starts
+// the server in a goroutine. The server stops when ctx is cancelled; done is
+// closed once Run has returned (its error, if any, is sent first).
+func runAPIServer(ctx context.Context, args []string, flagOut io.Writer) (done <-chan error, err error) {
+	s := apiserveroptions.NewServerRunOptions()
+	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
+	fs.SetOutput(flagOut)
+	for _, f := range s.Flags().FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+		return nil, err
+	}
+	name, err := informerName("kube-apiserver")
+	if err != nil {
+		return nil, err
+	}
+	s.InformerName = name
+	completed, err := s.Complete(ctx)
+	if err != nil {
+		name.Release()
+		return nil, err
+	}
+	if errs := completed.Validate(); len(errs) != 0 {
+		name.Release()
+		return nil, utilerrors.NewAggregate(errs)
+	}
+	ch := make(chan error, 1)
+	go func() {
+		defer close(ch)
+		defer name.Release()
+		if err := apiserverapp.Run(ctx, completed); err != nil && ctx.Err() == nil {
+			ch <- err
+		}
+	}()
+	return ch, nil
+}
+
+// waitReady polls /readyz until it answers 200 "ok", the apiserver exits,
+// or the deadline passes.
+func waitReady(ctx context.Context, cfg *rest.Config, apiDone <-chan error, deadline time.Duration) error {
+	tlsCfg, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		return err
+	}
+	if tlsCfg == nil {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	client := &http.Client{
+		Transport: &http.Transport{TLSClientConfig: tlsCfg},
+		Timeout:   2 * time.Second,
+	}
+	defer client.CloseIdleConnections()
+	url := cfg.Host + "/readyz"
+	ctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("status %d: %s", resp.StatusCode, body)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case err, ok := <-apiDone:
+			if ok && err != nil {
+				return fmt.Errorf("kube-apiserver exited: %w", err)
+			}
+			return fmt.Errorf("kube-apiserver exited before becoming ready")
+		case <-ctx.Done():
+			return fmt.Errorf("kube-apiserver not ready after %s (last: %s)", deadline, last)
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what Ferry needs on a fresh Debian 12 machine (idempotent), then builds bin/ferry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static dosfstools mtools
+	syslinux syslinux-common fdisk cpio iproute2 util-linux)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "setup: installing ${missing[*]}"
+	if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null; then
+	export PATH=$PATH:/usr/local/go/bin
+fi
+command -v go >/dev/null || { echo "setup: Go 1.26 is needed (https://go.dev/dl)" >&2; exit 1; }
+
+echo "setup: building bin/ferry (the first build compiles Kubernetes: ~15-20 min on 2 cores)"
+make --no-print-directory build

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test suite: unit and controller tests (against a real kube-apiserver and etcd run
+# from bin/ferry), then end-to-end tests on `ferry up` with real QEMU guests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+# envtest runs binaries named kube-apiserver and etcd: bin/ferry is both.
+mkdir -p bin/envtest
+ln -sf ../ferry bin/envtest/kube-apiserver
+ln -sf ../ferry bin/envtest/etcd
+export KUBEBUILDER_ASSETS=$PWD/bin/envtest
+export FERRY_BIN=$PWD/bin/ferry
+
+echo "== go vet, gofmt"
+go vet ./...
+bad=$(gofmt -l api cmd internal test)
+[[ -z $bad ]] || { echo "gofmt would change: $bad" >&2; exit 1; }
+
+ldflags=$(make --no-print-directory -s print-ldflags)
+echo "== unit and controller tests (race detector on the controllers and the agent)"
+go test -ldflags "$ldflags" -race -count=1 ./internal/controller/... ./internal/agent/... ./internal/ipam/...
+go test -ldflags "$ldflags" -count=1 $(go list ./... | grep -v -e /internal/controller -e /internal/agent -e /internal/ipam -e /test/e2e)
+
+echo "== end-to-end tests on ferry up with real guests"
+go test -count=1 -timeout 40m -v ./test/e2e/...
