@@ -23,3 +23,10 @@ command -v go >/dev/null || { echo "setup: Go 1.26 is needed (https://go.dev/dl)
 
 echo "setup: building bin/ferry (the first build compiles Kubernetes: ~15-20 min on 2 cores)"
 make --no-print-directory build
+
+# `ferry` on the PATH, as the README uses it.
+if [[ $(id -u) -eq 0 ]]; then
+	ln -sf "$PWD/bin/ferry" /usr/local/bin/ferry
+else
+	echo "setup: add $PWD/bin to your PATH to run ferry"
+fi
