@@ -55,6 +55,39 @@ const (
 	ReasonOtherOperation      = "OtherOperationInProgress"
 	ReasonVMDeleted           = "VirtualMachineDeleted"
 	ReasonTimedOut            = "TimedOut"
+
+	// Migration reasons, as Deckhouse names them.
+	ReasonMigrationPending    = "MigrationPending"
+	ReasonWaitingForSyncSlot  = "WaitingForSyncSlot"
+	ReasonTargetScheduling    = "TargetScheduling"
+	ReasonTargetPreparing     = "TargetPreparing"
+	ReasonSyncing             = "Syncing"
+	ReasonTargetUnschedulable = "TargetUnschedulable"
+	ReasonTargetFailed        = "TargetFailed"
+	ReasonSourceFailed        = "SourceFailed"
+	ReasonNotConverging       = "NotConverging"
+	ReasonAborted             = "Aborted"
+	ReasonOtherMigration      = "OtherMigrationInProgress"
+	ReasonForceNotAllowed     = "ForceNotAllowedByPolicy"
+	ReasonVMNotRunning        = "VirtualMachineNotRunning"
+	ReasonMigrationFailed     = "MigrationFailed"
+)
+
+// Launcher pod labels and annotations of a migration.
+const (
+	// LabelMigrationTarget marks a pod that waits for an incoming migration; its value is the
+	// operation's name. The label is removed when the pod takes over the VM.
+	LabelMigrationTarget = "virtualization.ferryvm.io/migration-target"
+	// AnnotationIncomingURI on a target pod is where its QEMU listens (set by the node agent).
+	AnnotationIncomingURI = "virtualization.ferryvm.io/incoming-uri"
+	// AnnotationMigrateTo on a source pod asks its node agent to migrate (JSON MigrationRequest).
+	AnnotationMigrateTo = "virtualization.ferryvm.io/migrate-to"
+	// AnnotationMigrationAbort on a source pod asks its node agent to cancel the migration.
+	AnnotationMigrationAbort = "virtualization.ferryvm.io/migration-abort"
+	// AnnotationMigrationStatus on a source pod is the migration's progress (JSON, by the agent).
+	AnnotationMigrationStatus = "virtualization.ferryvm.io/migration-status"
+	// ReasonPodMigrated is the terminated reason of a source pod whose VM moved away.
+	ReasonPodMigrated = "Migrated"
 )
 
 // Condition types and reasons of images and disks.

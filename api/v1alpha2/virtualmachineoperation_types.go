@@ -51,8 +51,42 @@ type VirtualMachineOperationSpec struct {
 	Migrate *MigrateSpec `json:"migrate,omitempty"`
 }
 
+// MigrationPhase is the step a live migration is at; the controller resumes from it.
+type MigrationPhase string
+
+const (
+	MigrationPending      MigrationPhase = "Pending"
+	MigrationScheduling   MigrationPhase = "TargetScheduling"
+	MigrationPreparing    MigrationPhase = "TargetPreparing"
+	MigrationTransferring MigrationPhase = "Transferring"
+	MigrationDone         MigrationPhase = "Done"
+	MigrationAborting     MigrationPhase = "Aborting"
+)
+
+// OperationMigrationStatus is what a migration operation recorded about its migration.
+type OperationMigrationStatus struct {
+	Phase      MigrationPhase `json:"phase,omitempty"`
+	SourceNode string         `json:"sourceNode,omitempty"`
+	SourcePod  string         `json:"sourcePod,omitempty"`
+	TargetNode string         `json:"targetNode,omitempty"`
+	TargetPod  string         `json:"targetPod,omitempty"`
+	// AutoConverge says whether the guest's CPU may be throttled to make it converge.
+	AutoConverge bool         `json:"autoConverge,omitempty"`
+	StartTime    *metav1.Time `json:"startTime,omitempty"`
+	// TransferStartTime is when memory started to move.
+	TransferStartTime *metav1.Time `json:"transferStartTime,omitempty"`
+	EndTime           *metav1.Time `json:"endTime,omitempty"`
+	// DowntimeMs is how long the guest was paused at switchover, as QEMU measured it.
+	DowntimeMs int64 `json:"downtimeMs,omitempty"`
+	// TransferMs is QEMU's total migration time.
+	TransferMs int64 `json:"transferMs,omitempty"`
+}
+
 // VirtualMachineOperationStatus is the progress of an operation.
 type VirtualMachineOperationStatus struct {
+	// Migration is set for Evict and Migrate operations.
+	// +optional
+	Migration *OperationMigrationStatus `json:"migration,omitempty"`
 	// +optional
 	Phase OperationPhase `json:"phase,omitempty"`
 	// +optional

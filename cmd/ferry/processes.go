@@ -14,13 +14,14 @@ import (
 
 	"github.com/ferryvm/ferry/internal/agent"
 	"github.com/ferryvm/ferry/internal/controller"
+	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcher"
 )
 
 func controllerCommand() *cobra.Command {
 	var kubeconfig string
-	o := controller.Options{}
+	o := controller.Options{Migration: migration.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "controller",
 		Short: "Run Ferry's controllers (a Deployment on a real cluster)",
@@ -42,6 +43,15 @@ func controllerCommand() *cobra.Command {
 	f.StringVar(&o.LauncherImage, "launcher-image", "ferry/launcher:latest", "container image of launcher pods")
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint (0 turns it off)")
 	f.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "health endpoint (0 turns it off)")
+	m := &o.Migration
+	f.Int64Var(&m.MaxBandwidthBytes, "migration-bandwidth", m.MaxBandwidthBytes, "live migration bandwidth cap, bytes/s")
+	f.DurationVar(&m.DowntimeLimit, "migration-downtime-limit", m.DowntimeLimit, "longest guest pause QEMU may plan at switchover")
+	f.DurationVar(&m.CompletionTimeoutPerGiB, "migration-completion-timeout-per-gib", m.CompletionTimeoutPerGiB, "transfer time allowed per GiB of guest memory")
+	f.DurationVar(&m.ProgressTimeout, "migration-progress-timeout", m.ProgressTimeout, "fail a migration that stops making progress this long")
+	f.DurationVar(&m.SchedulingTimeout, "migration-scheduling-timeout", m.SchedulingTimeout, "fail a migration whose target finds no node this long")
+	f.IntVar(&m.MaxOutboundPerNode, "migrations-per-node-outbound", m.MaxOutboundPerNode, "concurrent migrations out of one node")
+	f.IntVar(&m.MaxInboundPerNode, "migrations-per-node-inbound", m.MaxInboundPerNode, "concurrent migrations into one node")
+	f.IntVar(&m.MaxParallel, "migrations-parallel", m.MaxParallel, "concurrent migrations in the cluster (0: max(2, nodes))")
 	f.BoolVar(&o.LeaderElection, "leader-elect", false, "elect one active replica")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease")
 	return cmd
@@ -106,5 +116,6 @@ func launcherCommand() *cobra.Command {
 	f.StringArrayVar(&o.Disks, "disk", nil, "disk path[:format], first boots (repeatable)")
 	f.StringVar(&o.RunDir, "run-dir", o.RunDir, "directory for sockets and the serial log (env FERRY_RUN_DIR)")
 	f.BoolVar(&o.Incoming, "incoming", false, "wait for an incoming live migration")
+	f.StringVar(&o.MigrationAddress, "migration-address", "", "address an incoming migration listens on (default $FERRY_NODE_IP, else 127.0.0.1)")
 	return cmd
 }

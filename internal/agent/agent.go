@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/agent/kubelet"
 	"github.com/ferryvm/ferry/internal/launcher"
 )
@@ -52,7 +53,22 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		StateDir:   o.StateDir,
 		Executable: exe,
 		Probe:      probeLauncher,
-		Log:        o.Log,
+		Migrate: func(ctx context.Context, runDir string, r v1alpha2.MigrationRequest) error {
+			return launcher.StartMigration(ctx, runDir, launcher.MigrationRequest{
+				URI: r.URI, MaxBandwidthBytes: r.MaxBandwidthBytes, DowntimeLimitMs: r.DowntimeLimitMs,
+				AutoConverge: r.AutoConverge, CompletionTimeoutSeconds: r.CompletionTimeoutSeconds,
+				ProgressTimeoutSeconds: r.ProgressTimeoutSeconds,
+			})
+		},
+		CancelMigration: launcher.CancelMigration,
+		FinalMigration: func(runDir string) (*v1alpha2.MigrationProgress, error) {
+			m, err := launcher.FinalMigration(runDir)
+			if err != nil {
+				return nil, err
+			}
+			return progressOf(m), nil
+		},
+		Log: o.Log,
 	})
 	return k.Run(ctx)
 }
@@ -63,5 +79,17 @@ func probeLauncher(ctx context.Context, runDir string) (kubelet.GuestState, erro
 	if err != nil {
 		return kubelet.GuestState{}, err
 	}
-	return kubelet.GuestState{Booted: st.Booted, Heartbeat: st.Heartbeat, HeartbeatAt: st.HeartbeatAt}, nil
+	g := kubelet.GuestState{Booted: st.Booted, Heartbeat: st.Heartbeat, HeartbeatAt: st.HeartbeatAt, IncomingURI: st.IncomingURI}
+	if st.Migration != nil {
+		g.Migration = progressOf(st.Migration)
+	}
+	return g, nil
+}
+
+func progressOf(m *launcher.MigrationStatus) *v1alpha2.MigrationProgress {
+	return &v1alpha2.MigrationProgress{
+		Status: m.Status, TotalTimeMs: m.TotalTimeMs, DowntimeMs: m.DowntimeMs,
+		TransferredBytes: m.TransferredBytes, RemainingBytes: m.RemainingBytes, TotalBytes: m.TotalBytes,
+		ThrottlePercent: m.ThrottlePercent, Error: m.Error,
+	}
 }

@@ -42,9 +42,11 @@ func NewCommand(kubeconfig func() string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "v",
 		Short: "Virtual machine verbs: start, stop, restart, evict, migrate, console",
+		Long: "Each verb creates a VirtualMachineOperation, as `ferry k apply` of one would; --wait follows it.\n" +
+			"evict moves a running VM live to any other node that fits it; migrate does the same, optionally to --target-node.",
 	}
 	cmd.PersistentFlags().StringVarP(&g.Namespace, "namespace", "n", "default", "namespace of the VM")
-	for _, t := range []v1alpha2.OperationType{v1alpha2.OpStart, v1alpha2.OpStop, v1alpha2.OpRestart} {
+	for _, t := range []v1alpha2.OperationType{v1alpha2.OpStart, v1alpha2.OpStop, v1alpha2.OpRestart, v1alpha2.OpEvict, v1alpha2.OpMigrate} {
 		cmd.AddCommand(operationCommand(g, t))
 	}
 	cmd.AddCommand(consoleCommand(g))
@@ -54,6 +56,7 @@ func NewCommand(kubeconfig func() string) *cobra.Command {
 func operationCommand(g *Globals, t v1alpha2.OperationType) *cobra.Command {
 	var waitFor bool
 	var force bool
+	var targetNode string
 	var timeout time.Duration
 	verb := strings.ToLower(string(t))
 	cmd := &cobra.Command{
@@ -72,6 +75,9 @@ func operationCommand(g *Globals, t v1alpha2.OperationType) *cobra.Command {
 			if force {
 				op.Spec.Force = ptr.To(true)
 			}
+			if targetNode != "" {
+				op.Spec.Migrate = &v1alpha2.MigrateSpec{NodeSelector: map[string]string{"kubernetes.io/hostname": targetNode}}
+			}
 			ctx := cmd.Context()
 			if err := c.Create(ctx, op); err != nil {
 				return err
@@ -84,7 +90,15 @@ func operationCommand(g *Globals, t v1alpha2.OperationType) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&waitFor, "wait", false, "wait until the operation ends, showing its progress")
-	cmd.Flags().BoolVar(&force, "force", false, "do not wait for the guest (stop, restart)")
+	switch t {
+	case v1alpha2.OpEvict, v1alpha2.OpMigrate:
+		cmd.Flags().BoolVar(&force, "force", false, "let the migration throttle the guest's CPU to converge (as the VM's liveMigrationPolicy allows)")
+	default:
+		cmd.Flags().BoolVar(&force, "force", false, "do not wait for the guest to shut down")
+	}
+	if t == v1alpha2.OpMigrate {
+		cmd.Flags().StringVar(&targetNode, "target-node", "", "node to migrate to (default: any that fits)")
+	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "how long --wait waits")
 	return cmd
 }

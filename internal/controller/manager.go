@@ -16,6 +16,7 @@ import (
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/controller/power"
 	"github.com/ferryvm/ferry/internal/controller/storage"
 	"github.com/ferryvm/ferry/internal/controller/vm"
@@ -34,6 +35,8 @@ type Options struct {
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz ("0" turns them off).
 	HealthAddr string
+	// Migration tunes live migrations.
+	Migration migration.Config
 	// LeaderElection makes replicas elect one active controller.
 	LeaderElection          bool
 	LeaderElectionNamespace string
@@ -77,6 +80,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir},
 		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir},
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},
+		&migration.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("migration-controller"), Config: o.Migration},
 	}
 	for _, s := range setups {
 		if err := s.SetupWithManager(mgr); err != nil {

@@ -43,6 +43,7 @@
 //		MigrationStatus(ctx context.Context) (MigrationInfo, error)
 //		WaitMigration(ctx context.Context, interval time.Duration) (MigrationInfo, error)
 //		CancelMigration(ctx context.Context) error
+//		Resume(ctx context.Context) error
 //	}
 //
 // The guest image used by tests and demos is built by

@@ -252,3 +252,15 @@ func (f *Fake) CancelMigration(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Resume moves a paused (or postmigrate) fake back to "running".
+func (f *Fake) Resume(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("Resume")
+	if f.exited {
+		return fmt.Errorf("qmp cont: %w", ErrQMPClosed)
+	}
+	f.status = "running"
+	return nil
+}

@@ -164,3 +164,9 @@ func (inst *Instance) WaitMigration(ctx context.Context, interval time.Duration)
 func (inst *Instance) CancelMigration(ctx context.Context) error {
 	return inst.qmp.Execute(ctx, "migrate_cancel", nil, nil)
 }
+
+// Resume continues a paused guest (QMP cont), e.g. a source left paused by
+// a migration that failed after it had stopped the vCPUs.
+func (inst *Instance) Resume(ctx context.Context) error {
+	return inst.qmp.Execute(ctx, "cont", nil, nil)
+}

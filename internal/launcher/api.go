@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,21 +29,28 @@ type Status struct {
 	IP          string    `json:"ip,omitempty"`
 	Accel       string    `json:"accel,omitempty"`
 	Stopping    bool      `json:"stopping,omitempty"`
+	// IncomingURI is where a target launcher (Options.Incoming) waits for
+	// the migration stream, "tcp:ADDR:PORT"; set while QEMU is "inmigrate".
+	IncomingURI string `json:"incomingURI,omitempty"`
+	// Migration is the current or last outgoing migration, if any.
+	Migration *MigrationStatus `json:"migration,omitempty"`
 }
 
 // handler serves:
 //
-//	GET  /status    Status as JSON
-//	POST /shutdown  graceful stop (202; the launcher then exits 0)
+//	GET  /status          Status as JSON
+//	POST /shutdown        graceful stop (202; the launcher then exits 0)
+//	POST /migrate         start a live migration, MigrationRequest as JSON
+//	                      (202; 400 bad request, 409 one is running)
+//	POST /migrate/cancel  cancel it (202; 409 none is running)
 //
-// /migrate/... is reserved for live migration.
+// Errors are {"error":"..."}.
 func (l *launcher) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", l.handleStatus)
 	mux.HandleFunc("POST /shutdown", l.handleShutdown)
-	mux.HandleFunc("/migrate/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "migration is not implemented yet"})
-	})
+	mux.HandleFunc("POST /migrate", l.handleMigrate)
+	mux.HandleFunc("POST /migrate/cancel", l.handleMigrateCancel)
 	return mux
 }
 
@@ -60,7 +68,16 @@ func (l *launcher) status(ctx context.Context) Status {
 		}
 		st.QEMU = s
 	}
-	st.Booted = l.hb.Booted()
+	st.Booted = l.hb.Booted() || l.incomingDone(st.QEMU)
+	if l.incomingURI != "" && st.QEMU == "inmigrate" {
+		st.IncomingURI = l.incomingURI
+	}
+	l.mu.Lock()
+	if l.migStatus != nil {
+		m := *l.migStatus
+		st.Migration = &m
+	}
+	l.mu.Unlock()
 	if n, at, ok := l.hb.Heartbeat(); ok {
 		st.Heartbeat, st.HeartbeatAt = n, at.UTC()
 	}
@@ -77,6 +94,10 @@ func (l *launcher) handleStatus(w http.ResponseWriter, r *http.Request) {
 func (l *launcher) handleShutdown(w http.ResponseWriter, r *http.Request) {
 	l.requestStop("shutdown requested via API")
 	writeJSON(w, http.StatusAccepted, map[string]bool{"accepted": true})
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -98,9 +119,20 @@ func client(runDir string) *http.Client {
 }
 
 func call(ctx context.Context, runDir, method, path string, want int, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://launcher"+path, nil)
+	return callBody(ctx, runDir, method, path, nil, want, out)
+}
+
+func callBody(ctx context.Context, runDir, method, path string, body []byte, want int, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://launcher"+path, rd)
 	if err != nil {
 		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := client(runDir).Do(req)
 	if err != nil {
@@ -110,15 +142,21 @@ func call(ctx context.Context, runDir, method, path string, want int, out any) e
 		return fmt.Errorf("launcher %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return fmt.Errorf("launcher %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode != want {
-		return fmt.Errorf("launcher %s %s: %s: %s", method, path, resp.Status, oneLine(string(body)))
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("launcher %s %s: %s: %s", method, path, resp.Status, e.Error)
+		}
+		return fmt.Errorf("launcher %s %s: %s: %s", method, path, resp.Status, oneLine(string(data)))
 	}
 	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
+		if err := json.Unmarshal(data, out); err != nil {
 			return fmt.Errorf("launcher %s %s: decode: %w", method, path, err)
 		}
 	}

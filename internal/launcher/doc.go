@@ -6,18 +6,37 @@
 //	0  the guest powered off (from inside or on request: SIGTERM, POST /shutdown)
 //	1  the VM could not be started (bad options, missing or broken disk image)
 //	2  QEMU died unexpectedly (crash, killed)
+//	3  the VM live-migrated away (ExitMigrated); the guest runs on the target
 //
-// For exit codes 1 and 2 a one-line reason is also written to
-// RunDir/termination-message for the node agent (and Kubernetes'
-// terminationMessagePath) to report.
+// A one-line outcome is also written to RunDir/termination-message for the
+// node agent (and Kubernetes' terminationMessagePath) to report; for 3 it
+// reads "migrated to URI: total ..., downtime ..., N MiB sent".
 //
 // API (HTTP over RunDir/launcher.sock):
 //
-//	GET  /status    {"qemu":"running","booted":true,"heartbeat":12,"heartbeatAt":"...","pid":123,...}
-//	POST /shutdown  graceful stop: ACPI powerdown, 10 s grace, then quit/kill
-//	/migrate/...    reserved for live migration (501 for now)
+//	GET  /status          {"qemu":"running","booted":true,"heartbeat":12,"heartbeatAt":"...","pid":123,...}
+//	POST /shutdown        graceful stop: ACPI powerdown, 10 s grace, then quit/kill
+//	POST /migrate         start a live migration (MigrationRequest)
+//	POST /migrate/cancel  cancel it; the guest keeps running here
 //
-// StatusOf and RequestShutdown are the client side, for the node agent.
+// StatusOf, RequestShutdown, StartMigration and CancelMigration are the
+// client side, for the node agent.
+//
+// Live migration (shared storage: both sides open the same disk files):
+// the target launcher runs with Options.Incoming; QEMU starts with
+// -incoming defer and listens on tcp:MigrationAddress:PORT (a free port),
+// reported as Status.IncomingURI while QEMU is "inmigrate". The migration
+// controller then POSTs that URI to the source launcher's /migrate. The
+// source polls query-migrate (Status.Migration), cancels the migration
+// when it does not complete within the completion timeout or its remaining
+// bytes stop decreasing for the progress timeout, and, once it completed,
+// quits QEMU and exits ExitMigrated. After a failed or cancelled migration
+// the guest keeps running on the source (resumed with cont if QEMU left it
+// paused) and the launcher stays up. The target runs the guest as soon as
+// the stream is complete; its serial log continues with the guest's
+// output. A target stopped before that exits 0; a target whose stream
+// broke off (source cancelled or died) exits 2, "incoming migration
+// failed".
 //
 // Memory is given as a Kubernetes quantity and handed to QEMU in KiB,
 // lowered by 8 KiB when a multiple of 256 KiB (hypervisor.SafeMemoryKiB

@@ -21,6 +21,7 @@ const (
 	ExitStopped   = 0 // guest powered off, or stopped on request
 	ExitNoStart   = 1 // VM could not be started (bad options, broken disk, ...)
 	ExitQEMUDied  = 2 // QEMU died unexpectedly (crash, killed)
+	ExitMigrated  = 3 // the VM live-migrated away; the guest runs on the target
 	ShutdownGrace = 10 * time.Second
 )
 
@@ -38,6 +39,11 @@ type vm interface {
 	Status(ctx context.Context) (string, error)
 	Shutdown(ctx context.Context, grace time.Duration) error
 	Wait() (guestShutdown bool, err error)
+	PrepareIncoming(ctx context.Context, uri string) error
+	MigrateOut(ctx context.Context, uri string, p hypervisor.MigrationParams) error
+	MigrationStatus(ctx context.Context) (hypervisor.MigrationInfo, error)
+	CancelMigration(ctx context.Context) error
+	Resume(ctx context.Context) error
 }
 
 // heartbeats is satisfied by *hypervisor.SerialFollower and *hypervisor.Fake.
@@ -53,9 +59,22 @@ type launcher struct {
 	accel string
 	log   *logger
 	stop  chan string // stop requests (reason), buffered
+	// memoryKiB is the guest RAM handed to QEMU.
+	memoryKiB int64
+	// incomingURI is where a target waits for the migration stream.
+	incomingURI string
+	// migrated receives the URI once an outgoing migration completed.
+	migrated chan string
 
-	mu       sync.Mutex
-	stopping bool
+	mu         sync.Mutex
+	stopping   bool
+	migratedIn bool             // the incoming migration completed
+	mig        *migrationRun    // current or last outgoing migration
+	migStatus  *MigrationStatus // its last known status
+}
+
+func newLauncher(o Options, v vm, hb heartbeats, lg *logger) *launcher {
+	return &launcher{o: o, vm: v, hb: hb, log: lg, stop: make(chan string, 1), migrated: make(chan string, 1)}
 }
 
 type logger struct {
@@ -81,9 +100,15 @@ func oneLine(s string) string {
 // launcher API on RunDir/launcher.sock and returns when QEMU is gone.
 //
 // Cancel ctx (SIGTERM) for a graceful stop: ACPI powerdown with a 10 s
-// grace, then quit/kill. Exit codes: 0 the guest powered off (by itself or
-// on request), 1 the VM could not start, 2 QEMU died unexpectedly. For 1
-// and 2 a one-line reason goes to log and to RunDir/termination-message.
+// grace, then quit/kill (an outgoing migration is cancelled first). Exit
+// codes: 0 the guest powered off (by itself or on request), 1 the VM could
+// not start, 2 QEMU died unexpectedly, 3 the VM migrated away. A one-line
+// outcome goes to log and to RunDir/termination-message ("migrated to URI:
+// ..." for 3).
+//
+// With Options.Incoming QEMU waits for an incoming migration on a free port
+// of the migration address (Status.IncomingURI) and runs the guest once it
+// arrived.
 func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 	lg := &logger{w: log}
 	if o.RunDir == "" {
@@ -137,7 +162,23 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	follower := hypervisor.FollowSerial(runCtx, filepath.Join(o.RunDir, hypervisor.SerialLogName), 250*time.Millisecond)
-	l := &launcher{o: o, vm: inst, hb: follower, accel: inst.Accel(), log: lg, stop: make(chan string, 1)}
+	l := newLauncher(o, inst, follower, lg)
+	l.accel, l.memoryKiB = inst.Accel(), kib
+	if o.Incoming {
+		uri, err := prepareIncoming(ctx, inst, migrationAddress(o))
+		if err != nil {
+			inst.Kill()
+			inst.Wait()
+			if ctx.Err() != nil {
+				lg.printf("stopped before VM %s was ready for the incoming migration", name)
+				return ExitStopped
+			}
+			return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
+		}
+		l.incomingURI = uri
+		lg.printf("VM %s: waiting for the incoming migration on %s", name, uri)
+		go l.watchIncoming(runCtx)
+	}
 
 	sock := filepath.Join(o.RunDir, SocketName)
 	os.Remove(sock)
@@ -157,7 +198,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 	}()
 
 	code, msg := l.loop(ctx)
-	if code != ExitStopped {
+	if code != ExitStopped && code != ExitMigrated {
 		return fail(code, "VM %s: %s", name, msg)
 	}
 	lg.printf("VM %s: %s", name, msg)
@@ -187,6 +228,9 @@ func (l *launcher) loop(ctx context.Context) (int, string) {
 	case <-l.vm.Done():
 		guest, err := l.vm.Wait()
 		if err != nil {
+			if l.incomingURI != "" && !l.incomingDone("") {
+				return ExitQEMUDied, "incoming migration failed: " + err.Error()
+			}
 			return ExitQEMUDied, err.Error()
 		}
 		if guest {
@@ -196,10 +240,20 @@ func (l *launcher) loop(ctx context.Context) (int, string) {
 	case <-ctx.Done():
 		reason = "termination signal"
 	case reason = <-l.stop:
+	case uri := <-l.migrated:
+		return l.quitMigrated(uri)
 	}
 	l.mu.Lock()
 	l.stopping = true
 	l.mu.Unlock()
+	if l.cancelActiveMigration(30 * time.Second) {
+		l.mu.Lock()
+		uri := l.mig.uri
+		l.mu.Unlock()
+		l.log.printf("the migration completed before it could be cancelled (%s)", reason)
+		return l.quitMigrated(uri)
+	}
+	waiting := l.incomingURI != "" && !l.incomingDone("")
 	l.log.printf("stopping VM (%s): ACPI powerdown, %v grace", reason, ShutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace+15*time.Second)
 	defer cancel()
@@ -211,10 +265,69 @@ func (l *launcher) loop(ctx context.Context) (int, string) {
 	case err != nil:
 		// Died on its own while we were stopping it; still a requested stop.
 		return ExitStopped, fmt.Sprintf("stopped on request (%s); qemu: %v", reason, err)
+	case waiting:
+		return ExitStopped, fmt.Sprintf("stopped on request (%s) before the incoming migration completed", reason)
 	case guest:
 		return ExitStopped, fmt.Sprintf("guest powered off on request (%s)", reason)
 	default:
 		return ExitStopped, fmt.Sprintf("stopped on request (%s); guest did not power off in time", reason)
+	}
+}
+
+// quitMigrated quits the source QEMU (paused in "postmigrate" after the
+// migration completed) and reports ExitMigrated.
+func (l *launcher) quitMigrated(uri string) (int, string) {
+	l.mu.Lock()
+	l.stopping = true
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := l.vm.Shutdown(ctx, ShutdownGrace); err != nil {
+		l.log.printf("quitting the migrated source: %v", err)
+	}
+	if _, err := l.vm.Wait(); err != nil {
+		l.log.printf("source qemu after the migration: %v", err)
+	}
+	l.saveFinalMigration()
+	return ExitMigrated, l.migrationSummary(uri)
+}
+
+// incomingDone reports whether the incoming migration has completed; state
+// is a freshly queried run state ("" if none), which may prove it.
+func (l *launcher) incomingDone(state string) bool {
+	if l.incomingURI == "" {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch state {
+	case "", "inmigrate", "unknown", "exited", "shutdown":
+	default:
+		l.migratedIn = true
+	}
+	return l.migratedIn
+}
+
+// watchIncoming logs when the incoming migration completed (QEMU leaves
+// "inmigrate" and runs the guest).
+func (l *launcher) watchIncoming(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		state, err := l.vm.Status(qctx)
+		cancel()
+		if err == nil && l.incomingDone(state) {
+			l.log.printf("incoming migration completed; guest %s", state)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.vm.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

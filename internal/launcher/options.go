@@ -21,8 +21,12 @@ type Options struct {
 	// RunDir holds QEMU's sockets and logs, launcher.sock and
 	// termination-message.
 	RunDir string
-	// Incoming starts QEMU waiting for an incoming live migration.
+	// Incoming starts QEMU waiting for an incoming live migration: it
+	// listens on a free TCP port of MigrationAddress (Status.IncomingURI).
 	Incoming bool
+	// MigrationAddress is the address an incoming migration listens on
+	// (flag --migration-address); default $FERRY_NODE_IP, else 127.0.0.1.
+	MigrationAddress string
 }
 
 var binarySuffixes = map[string]int64{

@@ -16,6 +16,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 // GuestState is what a launcher reports about its guest.
@@ -26,6 +28,15 @@ type GuestState struct {
 	HeartbeatAt time.Time
 	// Heartbeat is the guest's last counter.
 	Heartbeat int64
+	// IncomingURI is where a migration target's QEMU listens.
+	IncomingURI string
+	// Migration is the progress of an outgoing migration.
+	Migration *v1alpha2.MigrationProgress
+}
+
+// migrating tells whether a migration is under way in or out of this launcher.
+func (g GuestState) migrating() bool {
+	return g.IncomingURI != "" || (g.Migration != nil && !g.Migration.Finished())
 }
 
 // Probe asks the launcher in runDir about its guest.
@@ -51,6 +62,11 @@ type Options struct {
 	// OnLeaseRenewed is called after each successful Lease renewal.
 	OnLeaseRenewed func()
 	Probe          Probe
+	// Migrate asks the launcher in runDir to migrate its VM out; CancelMigration stops that.
+	Migrate         func(ctx context.Context, runDir string, req v1alpha2.MigrationRequest) error
+	CancelMigration func(ctx context.Context, runDir string) error
+	// FinalMigration reads what a launcher that migrated away saved about the migration.
+	FinalMigration func(runDir string) (*v1alpha2.MigrationProgress, error)
 	Log            logr.Logger
 }
 

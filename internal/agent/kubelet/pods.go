@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 // AnnotationRunDir on a pod says where its launcher keeps the guest's serial log.
@@ -61,6 +63,9 @@ func (k *Kubelet) sync(ctx context.Context, uid types.UID) error {
 			return err
 		}
 		k.log.Info("Started launcher", "pod", pod.Namespace+"/"+pod.Name, "pid", p.cmd.Process.Pid)
+	}
+	if err := k.syncMigration(ctx, pod, proc); err != nil {
+		return err
 	}
 	return k.report(ctx, pod, proc)
 }
@@ -143,7 +148,11 @@ func (k *Kubelet) report(ctx context.Context, pod *corev1.Pod, p *process) error
 	if p.exited() {
 		reason := "Completed"
 		st.Phase = corev1.PodSucceeded
-		if code != 0 {
+		switch code {
+		case 0:
+		case exitMigrated:
+			reason = v1alpha2.ReasonPodMigrated
+		default:
 			reason, st.Phase = "Error", corev1.PodFailed
 		}
 		cs.State.Terminated = &corev1.ContainerStateTerminated{

@@ -14,6 +14,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 // process is one running container of a pod: a launcher and, below it, QEMU.
@@ -30,6 +32,10 @@ type process struct {
 	guest      GuestState
 	everReady  bool
 	stopping   bool
+	// migrateReq is the migration request this process was given; aborted, whether it was
+	// told to cancel it.
+	migrateReq string
+	aborted    bool
 }
 
 func (p *process) exited() bool {
@@ -74,6 +80,7 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) 
 		"FERRY_POD_NAME="+pod.Name,
 		"FERRY_POD_NAMESPACE="+pod.Namespace,
 		"FERRY_NODE_NAME="+k.o.NodeName,
+		"FERRY_NODE_IP="+k.o.NodeIP,
 	)
 	for _, e := range c.Env {
 		cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
@@ -111,32 +118,43 @@ func (k *Kubelet) watch(ctx context.Context, p *process) {
 	if k.o.Probe == nil {
 		return
 	}
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
+	interval := time.Second
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.done:
 			return
-		case <-t.C:
+		case <-time.After(interval):
 		}
 		g, err := k.o.Probe(ctx, p.runDir)
 		if err != nil {
 			continue
 		}
 		p.mu.Lock()
-		before := k.ready(p)
+		before, old := k.ready(p), p.guest
 		p.guest = g
 		after := k.ready(p)
 		if after {
 			p.everReady = true
 		}
 		p.mu.Unlock()
-		if before != after {
+		if before != after || old.IncomingURI != g.IncomingURI || !sameProgress(old.Migration, g.Migration) {
 			k.queue.Add(p.uid)
 		}
+		// A migration's switchover is watched closely: its end is on the VM's critical path.
+		interval = time.Second
+		if g.migrating() {
+			interval = 100 * time.Millisecond
+		}
 	}
+}
+
+func sameProgress(a, b *v1alpha2.MigrationProgress) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 // ready tells whether the guest's heartbeat is fresh. Call with p.mu held.

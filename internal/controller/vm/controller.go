@@ -34,7 +34,8 @@ type scope struct {
 	vm *v1alpha2.VirtualMachine
 
 	active      *corev1.Pod   // the newest pod that runs or will run the VM
-	extraActive []*corev1.Pod // other live pods (a migration target, or leftovers)
+	extraActive []*corev1.Pod // other live pods (leftovers)
+	targets     []*corev1.Pod // live pods waiting for the VM to migrate in
 	terminating []*corev1.Pod
 	ended       []*corev1.Pod
 

@@ -14,8 +14,9 @@ import (
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
-// observePods sorts the VM's launcher pods into live, terminating and ended ones.
-// The newest live pod is the active one.
+// observePods sorts the VM's launcher pods into live, migration targets, terminating and
+// ended ones. The oldest live pod is the active one: a promoted migration target takes over
+// once the pod it migrated from has ended.
 func (r *Reconciler) observePods(ctx context.Context, s *scope) error {
 	pods, err := r.listPods(ctx, s.vm)
 	if err != nil {
@@ -32,6 +33,8 @@ func (r *Reconciler) observePods(ctx context.Context, s *scope) error {
 		default:
 			if _, ended := podEnded(p); ended {
 				s.ended = append(s.ended, p)
+			} else if _, target := p.Labels[v1alpha2.LabelMigrationTarget]; target {
+				s.targets = append(s.targets, p)
 			} else {
 				live = append(live, p)
 			}
@@ -49,6 +52,13 @@ func (r *Reconciler) observePods(ctx context.Context, s *scope) error {
 func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
 	vm := s.vm
 	for _, p := range s.ended {
+		if migratedAway(p) {
+			// The VM lives on in the pod it migrated to: nothing ended.
+			if err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("removing migrated-away pod %s: %w", p.Name, err)
+			}
+			continue
+		}
 		outcome, _ := podEnded(p)
 		recordOff, reason := afterEnd(vm.Spec.RunPolicy, outcome)
 		s.lastEnd, s.lastEndCause = reason, endMessage(p)
@@ -97,7 +107,7 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 	vm := s.vm
 	s.wantRun = shouldRun(vm.Spec.RunPolicy, vm.Annotations[v1alpha2.AnnotationPowerState])
 	if !s.wantRun {
-		for _, p := range append([]*corev1.Pod{s.active}, s.extraActive...) {
+		for _, p := range append(append([]*corev1.Pod{s.active}, s.extraActive...), s.targets...) {
 			if p == nil {
 				continue
 			}
@@ -114,8 +124,9 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		}
 		return nil
 	}
-	if len(s.terminating) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady {
-		// Never start a second instance while an old one may still run.
+	if len(s.terminating) > 0 || len(s.targets) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady {
+		// Never start a second instance while an old one may still run, or while the VM
+		// is moving into a migration target.
 		return nil
 	}
 	pod := launcherPod(vm, s.disks, r.LauncherImage)

@@ -100,6 +100,16 @@ func podEnded(p *corev1.Pod) (podOutcome, bool) {
 	return 0, false
 }
 
+// migratedAway tells whether a pod ended because its VM live-migrated to another pod.
+func migratedAway(p *corev1.Pod) bool {
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil && t.Reason == v1alpha2.ReasonPodMigrated {
+			return true
+		}
+	}
+	return false
+}
+
 // podReady tells whether the pod's Ready condition is True.
 func podReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {

@@ -30,13 +30,23 @@ func (r *Reconciler) deriveStatus(s *scope) {
 	}
 
 	st.VirtualMachinePods = st.VirtualMachinePods[:0]
-	for _, p := range append(append([]*corev1.Pod{s.active}, s.extraActive...), s.terminating...) {
+	for _, p := range append(append(append([]*corev1.Pod{s.active}, s.extraActive...), s.targets...), s.terminating...) {
 		if p != nil && p.Name != "" {
 			st.VirtualMachinePods = append(st.VirtualMachinePods, v1alpha2.VirtualMachinePod{Name: p.Name, Active: p == s.active})
 		}
 	}
 
 	p := s.active
+	// A migration shows as Migrating, on its source node, from its start until the migration
+	// controller records its end (the guest's heartbeat came from the target), whichever pod
+	// holds the VM in between.
+	if ms := st.MigrationState; ms != nil && ms.StartTimestamp != nil && ms.EndTimestamp == nil && (p != nil || len(s.targets) > 0) {
+		st.Phase = v1alpha2.MachineMigrating
+		st.NodeName = ms.Source.Node
+		set(v1alpha2.VMConditionRunning, true, v1alpha2.ReasonGuestHeartbeat, "the guest is being migrated from node "+ms.Source.Node)
+		st.ObservedGeneration = gen
+		return
+	}
 	switch {
 	case p == nil:
 		st.NodeName = ""

@@ -1,0 +1,37 @@
+package v1alpha2
+
+// MigrationRequest is what the migration controller asks a source node's agent to do, in
+// the source pod's AnnotationMigrateTo. It is not an API object.
+// +kubebuilder:object:generate=false
+type MigrationRequest struct {
+	// URI is where the target's QEMU listens (tcp:ADDR:PORT).
+	URI                      string `json:"uri"`
+	MaxBandwidthBytes        int64  `json:"maxBandwidthBytes"`
+	DowntimeLimitMs          int64  `json:"downtimeLimitMs"`
+	AutoConverge             bool   `json:"autoConverge"`
+	CompletionTimeoutSeconds int64  `json:"completionTimeoutSeconds"`
+	ProgressTimeoutSeconds   int64  `json:"progressTimeoutSeconds"`
+}
+
+// MigrationProgress is what a source node's agent reports, in AnnotationMigrationStatus.
+// +kubebuilder:object:generate=false
+type MigrationProgress struct {
+	// Status is QEMU's: setup, active, completed, failed, cancelled, ...
+	Status           string `json:"status"`
+	TotalTimeMs      int64  `json:"totalTimeMs,omitempty"`
+	DowntimeMs       int64  `json:"downtimeMs,omitempty"`
+	TransferredBytes int64  `json:"transferredBytes,omitempty"`
+	RemainingBytes   int64  `json:"remainingBytes,omitempty"`
+	TotalBytes       int64  `json:"totalBytes,omitempty"`
+	ThrottlePercent  int64  `json:"throttlePercent,omitempty"`
+	Error            string `json:"error,omitempty"`
+}
+
+// Finished tells whether the migration ended, well or not.
+func (p MigrationProgress) Finished() bool {
+	switch p.Status {
+	case "completed", "failed", "cancelled":
+		return true
+	}
+	return false
+}

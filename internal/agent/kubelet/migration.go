@@ -1,0 +1,76 @@
+package kubelet
+
+import (
+	"context"
+	"encoding/json"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// exitMigrated is the launcher's exit code after its VM moved to another node.
+const exitMigrated = 3
+
+// syncMigration is the VM handler's part of a live migration, through the pod's
+// annotations: it publishes where a target listens, starts or cancels an outgoing migration
+// when the migration controller asks, and reports its progress.
+func (k *Kubelet) syncMigration(ctx context.Context, pod *corev1.Pod, p *process) error {
+	p.mu.Lock()
+	g, started, aborted, code := p.guest, p.migrateReq, p.aborted, p.exitCode
+	p.mu.Unlock()
+	if p.exited() {
+		// The launcher leaves the last word on a completed migration in a file.
+		if code != exitMigrated || k.o.FinalMigration == nil {
+			return nil
+		}
+		final, err := k.o.FinalMigration(p.runDir)
+		if err != nil {
+			return nil
+		}
+		g.Migration = final
+	}
+
+	ann := map[string]any{}
+	if g.IncomingURI != "" && pod.Annotations[v1alpha2.AnnotationIncomingURI] != g.IncomingURI {
+		ann[v1alpha2.AnnotationIncomingURI] = g.IncomingURI
+	}
+	if raw := pod.Annotations[v1alpha2.AnnotationMigrateTo]; raw != "" && raw != started && k.o.Migrate != nil {
+		var req v1alpha2.MigrationRequest
+		err := json.Unmarshal([]byte(raw), &req)
+		if err == nil {
+			err = k.o.Migrate(ctx, p.runDir, req)
+		}
+		p.mu.Lock()
+		p.migrateReq = raw
+		p.mu.Unlock()
+		if err != nil {
+			b, _ := json.Marshal(v1alpha2.MigrationProgress{Status: "failed", Error: err.Error()})
+			ann[v1alpha2.AnnotationMigrationStatus] = string(b)
+			k.log.Error(err, "Could not start the migration", "pod", pod.Namespace+"/"+pod.Name)
+		} else {
+			k.log.Info("Started migration", "pod", pod.Namespace+"/"+pod.Name, "to", req.URI)
+		}
+	}
+	if pod.Annotations[v1alpha2.AnnotationMigrationAbort] == "true" && !aborted && k.o.CancelMigration != nil {
+		if err := k.o.CancelMigration(ctx, p.runDir); err != nil {
+			k.log.Error(err, "Could not cancel the migration", "pod", pod.Namespace+"/"+pod.Name)
+		}
+		p.mu.Lock()
+		p.aborted = true
+		p.mu.Unlock()
+	}
+	if g.Migration != nil {
+		if b, _ := json.Marshal(g.Migration); pod.Annotations[v1alpha2.AnnotationMigrationStatus] != string(b) {
+			ann[v1alpha2.AnnotationMigrationStatus] = string(b)
+		}
+	}
+	if len(ann) == 0 {
+		return nil
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	_, err := k.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
+}

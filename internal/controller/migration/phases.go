@@ -1,0 +1,301 @@
+package migration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// pending checks preconditions, waits for a slot and creates the target pod.
+func (r *Reconciler) pending(ctx context.Context, op *v1alpha2.VirtualMachineOperation) (step, error) {
+	vm := &v1alpha2.VirtualMachine{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: op.Namespace, Name: op.Spec.VirtualMachineName}, vm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fail(v1alpha2.ReasonVMNotFound, "VirtualMachine %s not found in namespace %s", op.Spec.VirtualMachineName, op.Namespace), nil
+		}
+		return step{}, err
+	}
+	if other, err := r.otherMigration(ctx, op); err != nil {
+		return step{}, err
+	} else if other != "" {
+		return fail(v1alpha2.ReasonOtherMigration, "VM %s is already being migrated by VirtualMachineOperation %s", vm.Name, other), nil
+	}
+	if vm.Spec.RunPolicy == v1alpha2.AlwaysOff || vm.Status.Phase != v1alpha2.MachineRunning {
+		return fail(v1alpha2.ReasonVMNotRunning, "VM %s is %s: only a Running VM can be migrated", vm.Name, vm.Status.Phase), nil
+	}
+	ac, err := autoConverge(vm.Spec.LiveMigrationPolicy, op.Spec.Force)
+	if err != nil {
+		return fail(v1alpha2.ReasonForceNotAllowed, "%v", err), nil
+	}
+	source, err := r.sourcePod(ctx, vm)
+	if err != nil {
+		return step{}, err
+	}
+	if source == nil || source.Spec.NodeName == "" {
+		return fail(v1alpha2.ReasonVMNotRunning, "VM %s has no running launcher pod", vm.Name), nil
+	}
+	if why, err := r.slotFree(ctx, op, source.Spec.NodeName); err != nil {
+		return step{}, err
+	} else if why != "" {
+		op.Status.Phase = v1alpha2.OpPending
+		return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonWaitingForSyncSlot, message: why, requeue: 2 * time.Second}, nil
+	}
+
+	target := targetPod(op, source, vm)
+	if err := r.Client.Create(ctx, target); err != nil {
+		return step{}, fmt.Errorf("creating the target pod: %w", err)
+	}
+	now := metav1.NewTime(r.Now())
+	ms := op.Status.Migration
+	ms.Phase = v1alpha2.MigrationScheduling
+	ms.SourceNode, ms.SourcePod, ms.TargetPod = source.Spec.NodeName, source.Name, target.Name
+	ms.AutoConverge, ms.StartTime = ac, &now
+	if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) {
+		*st = v1alpha2.MigrationState{StartTimestamp: &now,
+			Source: v1alpha2.MigrationEndpoint{Node: source.Spec.NodeName, Pod: source.Name},
+			Target: v1alpha2.MigrationEndpoint{Pod: target.Name}}
+	}); err != nil {
+		return step{}, err
+	}
+	r.Recorder.Eventf(vm, corev1.EventTypeNormal, "MigrationStarted", "Migrating from node %s (operation %s)", source.Spec.NodeName, op.Name)
+	return wait(v1alpha2.ReasonTargetScheduling, fmt.Sprintf("waiting for a node for target pod %s", target.Name), time.Second), nil
+}
+
+// scheduling waits for the scheduler to place the target pod.
+func (r *Reconciler) scheduling(ctx context.Context, op *v1alpha2.VirtualMachineOperation) (step, error) {
+	ms := op.Status.Migration
+	target, err := r.pod(ctx, op.Namespace, ms.TargetPod)
+	if err != nil {
+		return step{}, err
+	}
+	if target == nil || !target.DeletionTimestamp.IsZero() {
+		return fail(v1alpha2.ReasonTargetFailed, "target pod %s disappeared", ms.TargetPod), nil
+	}
+	if target.Spec.NodeName != "" {
+		ms.TargetNode = target.Spec.NodeName
+		ms.Phase = v1alpha2.MigrationPreparing
+		return wait(v1alpha2.ReasonTargetPreparing, fmt.Sprintf("target pod %s starting on node %s", target.Name, target.Spec.NodeName), time.Second), nil
+	}
+	why := "waiting for the scheduler"
+	for _, c := range target.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			why = c.Message
+		}
+	}
+	if r.Now().Sub(ms.StartTime.Time) > r.Config.SchedulingTimeout {
+		return fail(v1alpha2.ReasonTargetUnschedulable, "no node can take VM %s within %s: %s", op.Spec.VirtualMachineName, r.Config.SchedulingTimeout, why), nil
+	}
+	return wait(v1alpha2.ReasonTargetScheduling, "target pod not placed yet: "+why, 2*time.Second), nil
+}
+
+// preparing waits for the target's QEMU to listen, then asks the source to migrate.
+func (r *Reconciler) preparing(ctx context.Context, op *v1alpha2.VirtualMachineOperation) (step, error) {
+	ms := op.Status.Migration
+	target, err := r.pod(ctx, op.Namespace, ms.TargetPod)
+	if err != nil {
+		return step{}, err
+	}
+	if target == nil || !target.DeletionTimestamp.IsZero() || ended(target) {
+		return fail(v1alpha2.ReasonTargetFailed, "target pod %s failed before the transfer: %s", ms.TargetPod, podEndMessage(target)), nil
+	}
+	uri := target.Annotations[v1alpha2.AnnotationIncomingURI]
+	if uri == "" {
+		if r.Now().Sub(ms.StartTime.Time) > r.Config.SchedulingTimeout+r.Config.ProgressTimeout {
+			return fail(v1alpha2.ReasonTargetFailed, "target pod %s did not get ready to receive", target.Name), nil
+		}
+		return wait(v1alpha2.ReasonTargetPreparing, fmt.Sprintf("waiting for target pod %s on node %s to listen", target.Name, target.Spec.NodeName), time.Second), nil
+	}
+	if why, err := r.inboundFree(ctx, op, target.Spec.NodeName); err != nil {
+		return step{}, err
+	} else if why != "" {
+		return wait(v1alpha2.ReasonWaitingForSyncSlot, why, 2*time.Second), nil
+	}
+	vm := &v1alpha2.VirtualMachine{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: op.Namespace, Name: op.Spec.VirtualMachineName}, vm); err != nil {
+		return step{}, client.IgnoreNotFound(err)
+	}
+	req := v1alpha2.MigrationRequest{
+		URI:                      uri,
+		MaxBandwidthBytes:        r.Config.MaxBandwidthBytes,
+		DowntimeLimitMs:          r.Config.DowntimeLimit.Milliseconds(),
+		AutoConverge:             ms.AutoConverge,
+		CompletionTimeoutSeconds: completionTimeout(vm, r.Config.CompletionTimeoutPerGiB),
+		ProgressTimeoutSeconds:   int64(r.Config.ProgressTimeout.Seconds()),
+	}
+	b, _ := json.Marshal(req)
+	if err := r.annotate(ctx, op.Namespace, ms.SourcePod, map[string]any{v1alpha2.AnnotationMigrateTo: string(b)}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fail(v1alpha2.ReasonSourceFailed, "source pod %s disappeared", ms.SourcePod), nil
+		}
+		return step{}, err
+	}
+	now := metav1.NewTime(r.Now())
+	ms.TransferStartTime = &now
+	ms.Phase = v1alpha2.MigrationTransferring
+	if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) { st.Target.Node = target.Spec.NodeName }); err != nil {
+		return step{}, err
+	}
+	return wait(v1alpha2.ReasonSyncing, fmt.Sprintf("transfer to node %s starting", target.Spec.NodeName), time.Second), nil
+}
+
+// completionTimeout scales with the guest's memory, at least one GiB's worth.
+func completionTimeout(vm *v1alpha2.VirtualMachine, perGiB time.Duration) int64 {
+	gib := float64(vm.Spec.Memory.Size.Value()) / (1 << 30)
+	return int64(max(gib, 1) * perGiB.Seconds())
+}
+
+// transferring follows the source's report until the VM runs on the target.
+func (r *Reconciler) transferring(ctx context.Context, op *v1alpha2.VirtualMachineOperation) (step, error) {
+	ms := op.Status.Migration
+	target, err := r.pod(ctx, op.Namespace, ms.TargetPod)
+	if err != nil {
+		return step{}, err
+	}
+	source, err := r.pod(ctx, op.Namespace, ms.SourcePod)
+	if err != nil {
+		return step{}, err
+	}
+	var prog v1alpha2.MigrationProgress
+	if source != nil {
+		_ = json.Unmarshal([]byte(source.Annotations[v1alpha2.AnnotationMigrationStatus]), &prog)
+	}
+	// The source's launcher exits as soon as the target runs, maybe before its agent
+	// reported "completed": a pod that ended as Migrated says the same.
+	if ms.Phase == v1alpha2.MigrationDone || prog.Status == "completed" || (source != nil && migratedAway(source)) {
+		return r.completing(ctx, op, target, prog)
+	}
+	if target == nil || !target.DeletionTimestamp.IsZero() || ended(target) {
+		return fail(v1alpha2.ReasonTargetFailed, "target pod %s ended during the transfer: %s", ms.TargetPod, podEndMessage(target)), nil
+	}
+	if source == nil || !source.DeletionTimestamp.IsZero() || (ended(source) && !migratedAway(source)) {
+		return fail(v1alpha2.ReasonSourceFailed, "source pod %s ended during the transfer: %s", ms.SourcePod, podEndMessage(source)), nil
+	}
+	switch prog.Status {
+	case "failed", "cancelled":
+		reason := v1alpha2.ReasonMigrationFailed
+		if strings.Contains(prog.Error, "converge") || strings.Contains(prog.Error, "progress") {
+			reason = v1alpha2.ReasonNotConverging
+		}
+		return fail(reason, "migration %s: %s", prog.Status, prog.Error), nil
+	}
+	msg := "transfer starting"
+	if prog.TotalBytes > 0 {
+		done := prog.TotalBytes - prog.RemainingBytes
+		msg = fmt.Sprintf("%d%% of %d MiB sent (%d MiB transferred, %.1fs)", 100*done/prog.TotalBytes, prog.TotalBytes>>20, prog.TransferredBytes>>20, float64(prog.TotalTimeMs)/1000)
+		if prog.ThrottlePercent > 0 {
+			msg += fmt.Sprintf(", guest CPU throttled %d%%", prog.ThrottlePercent)
+		}
+	}
+	return wait(v1alpha2.ReasonSyncing, msg, 2*time.Second), nil
+}
+
+// completing hands the VM to the target pod and ends the operation when the guest's
+// heartbeat comes from the target.
+func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachineOperation, target *corev1.Pod, prog v1alpha2.MigrationProgress) (step, error) {
+	ms := op.Status.Migration
+	if ms.Phase != v1alpha2.MigrationDone {
+		ms.Phase = v1alpha2.MigrationDone
+		ms.DowntimeMs, ms.TransferMs = prog.DowntimeMs, prog.TotalTimeMs
+	}
+	if target == nil || ended(target) {
+		return fail(v1alpha2.ReasonTargetFailed, "the VM moved to pod %s, which then ended: %s", ms.TargetPod, podEndMessage(target)), nil
+	}
+	if _, isTarget := target.Labels[v1alpha2.LabelMigrationTarget]; isTarget {
+		// Promote: from now on the VM controller treats the target as the VM's pod.
+		if err := r.annotateLabels(ctx, target, map[string]any{v1alpha2.LabelMigrationTarget: nil}); err != nil {
+			return step{}, err
+		}
+	}
+	if !podReady(target) {
+		if r.Now().Sub(ms.TransferStartTime.Time) > r.Config.ProgressTimeout {
+			return fail(v1alpha2.ReasonTargetFailed, "the guest gave no heartbeat on node %s after the transfer", ms.TargetNode), nil
+		}
+		return wait(v1alpha2.ReasonSyncing, fmt.Sprintf("transfer completed (downtime %d ms); waiting for the guest's heartbeat on node %s", ms.DowntimeMs, ms.TargetNode), time.Second), nil
+	}
+	now := metav1.NewTime(r.Now())
+	ms.EndTime = &now
+	vm := &v1alpha2.VirtualMachine{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: op.Namespace, Name: op.Spec.VirtualMachineName}, vm); err == nil {
+		if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) {
+			st.EndTimestamp, st.Result = &now, v1alpha2.MigrationSucceeded
+			st.Target = v1alpha2.MigrationEndpoint{Node: ms.TargetNode, Pod: ms.TargetPod}
+		}); err != nil {
+			return step{}, err
+		}
+		r.Recorder.Eventf(vm, corev1.EventTypeNormal, "Migrated", "Migrated from node %s to node %s (transfer %d ms, downtime %d ms)", ms.SourceNode, ms.TargetNode, ms.TransferMs, ms.DowntimeMs)
+	}
+	migrationsTotal.WithLabelValues(string(v1alpha2.MigrationSucceeded)).Inc()
+	migrationDuration.Observe(now.Sub(ms.StartTime.Time).Seconds())
+	migrationDowntime.Observe(float64(ms.DowntimeMs) / 1000)
+	return step{opPhase: v1alpha2.OpCompleted, reason: v1alpha2.ReasonOperationCompleted,
+		message: fmt.Sprintf("VM %s migrated from node %s to node %s (transfer %d ms, downtime %d ms)", op.Spec.VirtualMachineName, ms.SourceNode, ms.TargetNode, ms.TransferMs, ms.DowntimeMs)}, nil
+}
+
+// cleanupFailed removes the target and the source's migration request, so the VM keeps
+// running on the source, and records the result on the VM.
+func (r *Reconciler) cleanupFailed(ctx context.Context, op *v1alpha2.VirtualMachineOperation, s step) error {
+	ms := op.Status.Migration
+	if ms == nil || ms.TargetPod == "" {
+		migrationsTotal.WithLabelValues(string(v1alpha2.MigrationFailed)).Inc()
+		return nil
+	}
+	if ms.Phase == v1alpha2.MigrationTransferring {
+		if err := r.annotate(ctx, op.Namespace, ms.SourcePod, map[string]any{v1alpha2.AnnotationMigrationAbort: "true"}); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	if ms.Phase != v1alpha2.MigrationDone {
+		if err := r.deletePod(ctx, op.Namespace, ms.TargetPod); err != nil {
+			return err
+		}
+	}
+	now := metav1.NewTime(r.Now())
+	ms.EndTime = &now
+	vm := &v1alpha2.VirtualMachine{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: op.Namespace, Name: op.Spec.VirtualMachineName}, vm); err == nil {
+		if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) { st.EndTimestamp, st.Result = &now, v1alpha2.MigrationFailed }); err != nil {
+			return err
+		}
+		r.Recorder.Eventf(vm, corev1.EventTypeWarning, "MigrationFailed", "Migration by %s failed (%s): %s; the VM stays on node %s", op.Name, s.reason, s.message, ms.SourceNode)
+	}
+	result := string(v1alpha2.MigrationFailed)
+	if s.reason == v1alpha2.ReasonAborted {
+		result = v1alpha2.ReasonAborted
+	}
+	migrationsTotal.WithLabelValues(result).Inc()
+	return nil
+}
+
+// abort cancels a migration whose operation is being deleted: the source is told to stop,
+// the target pod goes away, the VM stays where it was.
+func (r *Reconciler) abort(ctx context.Context, op *v1alpha2.VirtualMachineOperation) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(op, finalizer) {
+		return ctrl.Result{}, nil
+	}
+	if !finished(op) && op.Status.Migration != nil {
+		s := fail(v1alpha2.ReasonAborted, "cancelled: the operation was deleted")
+		if err := r.cleanupFailed(ctx, op, s); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.Recorder.Eventf(op, corev1.EventTypeWarning, v1alpha2.ReasonAborted, "Migration cancelled; the VM stays on node %s", op.Status.Migration.SourceNode)
+	}
+	if ms := op.Status.Migration; ms != nil && ms.TargetPod != "" && ms.Phase != v1alpha2.MigrationDone && !finished(op) {
+		if p, err := r.pod(ctx, op.Namespace, ms.TargetPod); err != nil {
+			return ctrl.Result{}, err
+		} else if p != nil {
+			return ctrl.Result{RequeueAfter: time.Second}, nil // wait until the target is gone
+		}
+	}
+	return ctrl.Result{}, r.release(ctx, op)
+}
