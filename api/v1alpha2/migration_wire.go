@@ -16,6 +16,8 @@ type MigrationRequest struct {
 // MigrationProgress is what a source node's agent reports, in AnnotationMigrationStatus.
 // +kubebuilder:object:generate=false
 type MigrationProgress struct {
+	// URI is the target of the migration this is about.
+	URI string `json:"uri,omitempty"`
 	// Status is QEMU's: setup, active, completed, failed, cancelled, ...
 	Status           string `json:"status"`
 	TotalTimeMs      int64  `json:"totalTimeMs,omitempty"`

@@ -88,7 +88,7 @@ func probeLauncher(ctx context.Context, runDir string) (kubelet.GuestState, erro
 
 func progressOf(m *launcher.MigrationStatus) *v1alpha2.MigrationProgress {
 	return &v1alpha2.MigrationProgress{
-		Status: m.Status, TotalTimeMs: m.TotalTimeMs, DowntimeMs: m.DowntimeMs,
+		URI: m.URI, Status: m.Status, TotalTimeMs: m.TotalTimeMs, DowntimeMs: m.DowntimeMs,
 		TransferredBytes: m.TransferredBytes, RemainingBytes: m.RemainingBytes, TotalBytes: m.TotalBytes,
 		ThrottlePercent: m.ThrottlePercent, Error: m.Error,
 	}

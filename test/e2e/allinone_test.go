@@ -172,6 +172,7 @@ func TestInvalidVMIsRefused(t *testing.T) {
 // `ferry up` on the same state directory brings the VM back.
 func TestStopAndResume(t *testing.T) {
 	vm := waitRunning(t, "linux-vm", 2*time.Minute)
+	pod := activePod(t, "linux-vm")
 	took := cl.stop()
 	t.Logf("ferry up stopped in %s", took)
 	if took > 10*time.Second {
@@ -186,7 +187,18 @@ func TestStopAndResume(t *testing.T) {
 	if err := cl.start(); err != nil {
 		t.Fatal(err)
 	}
-	again := waitRunning(t, "linux-vm", 2*time.Minute)
+	// The status read first is the one from before the stop: wait for the new pod.
+	var again *v1alpha2.VirtualMachine
+	eventually(t, 2*time.Minute, "linux-vm running in a new pod", func() (bool, string) {
+		again = getVM(t, "linux-vm")
+		p := ""
+		for _, x := range again.Status.VirtualMachinePods {
+			if x.Active {
+				p = x.Name
+			}
+		}
+		return again.Status.Phase == v1alpha2.MachineRunning && p != "" && p != pod, fmt.Sprintf("%s in %s", again.Status.Phase, p)
+	})
 	if again.UID != vm.UID || again.Status.IPAddress != vm.Status.IPAddress {
 		t.Errorf("after resume: uid %s ip %s, before uid %s ip %s", again.UID, again.Status.IPAddress, vm.UID, vm.Status.IPAddress)
 	}

@@ -63,7 +63,7 @@ func runMain(m *testing.M) int {
 	if err != nil {
 		panic(err)
 	}
-	cl = &cluster{bin: bin, stateDir: dir, port: 16443, nodes: 2}
+	cl = &cluster{bin: bin, stateDir: dir, port: 16443, nodes: 3}
 	if err := cl.start(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		cl.stop()

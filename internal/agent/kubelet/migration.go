@@ -44,8 +44,9 @@ func (k *Kubelet) syncMigration(ctx context.Context, pod *corev1.Pod, p *process
 			err = k.o.Migrate(ctx, p.runDir, req)
 		}
 		p.mu.Lock()
-		p.migrateReq = raw
+		p.migrateReq, p.aborted = raw, false
 		p.mu.Unlock()
+		started, aborted = raw, false
 		if err != nil {
 			b, _ := json.Marshal(v1alpha2.MigrationProgress{Status: "failed", Error: err.Error()})
 			ann[v1alpha2.AnnotationMigrationStatus] = string(b)
@@ -62,7 +63,10 @@ func (k *Kubelet) syncMigration(ctx context.Context, pod *corev1.Pod, p *process
 		p.aborted = true
 		p.mu.Unlock()
 	}
-	if g.Migration != nil {
+	var current v1alpha2.MigrationRequest
+	_ = json.Unmarshal([]byte(started), &current)
+	// Only the migration asked for now is reported: the launcher keeps an earlier one's end.
+	if g.Migration != nil && g.Migration.URI == current.URI && current.URI != "" {
 		if b, _ := json.Marshal(g.Migration); pod.Annotations[v1alpha2.AnnotationMigrationStatus] != string(b) {
 			ann[v1alpha2.AnnotationMigrationStatus] = string(b)
 		}

@@ -62,7 +62,9 @@ type Reconciler struct {
 	Client   client.Client
 	Recorder record.EventRecorder
 	Config   Config
-	Now      func() time.Time
+	// APIReader reads the configuration object without caching every ConfigMap.
+	APIReader client.Reader
+	Now       func() time.Time
 }
 
 func isMigration(t v1alpha2.OperationType) bool {

@@ -93,8 +93,9 @@ func (r *Reconciler) scheduling(ctx context.Context, op *v1alpha2.VirtualMachine
 			why = c.Message
 		}
 	}
-	if r.Now().Sub(ms.StartTime.Time) > r.Config.SchedulingTimeout {
-		return fail(v1alpha2.ReasonTargetUnschedulable, "no node can take VM %s within %s: %s", op.Spec.VirtualMachineName, r.Config.SchedulingTimeout, why), nil
+	cfg, _ := r.effective(ctx)
+	if r.Now().Sub(ms.StartTime.Time) > cfg.SchedulingTimeout {
+		return fail(v1alpha2.ReasonTargetUnschedulable, "no node can take VM %s within %s: %s", op.Spec.VirtualMachineName, cfg.SchedulingTimeout, why), nil
 	}
 	return wait(v1alpha2.ReasonTargetScheduling, "target pod not placed yet: "+why, 2*time.Second), nil
 }
@@ -125,16 +126,22 @@ func (r *Reconciler) preparing(ctx context.Context, op *v1alpha2.VirtualMachineO
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: op.Namespace, Name: op.Spec.VirtualMachineName}, vm); err != nil {
 		return step{}, client.IgnoreNotFound(err)
 	}
+	cfg, err := r.effective(ctx)
+	if err != nil {
+		r.Recorder.Eventf(op, corev1.EventTypeWarning, "BadConfiguration", "%v; using the controller's settings", err)
+	}
 	req := v1alpha2.MigrationRequest{
 		URI:                      uri,
-		MaxBandwidthBytes:        r.Config.MaxBandwidthBytes,
-		DowntimeLimitMs:          r.Config.DowntimeLimit.Milliseconds(),
+		MaxBandwidthBytes:        cfg.MaxBandwidthBytes,
+		DowntimeLimitMs:          cfg.DowntimeLimit.Milliseconds(),
 		AutoConverge:             ms.AutoConverge,
-		CompletionTimeoutSeconds: completionTimeout(vm, r.Config.CompletionTimeoutPerGiB),
-		ProgressTimeoutSeconds:   int64(r.Config.ProgressTimeout.Seconds()),
+		CompletionTimeoutSeconds: completionTimeout(vm, cfg.CompletionTimeoutPerGiB),
+		ProgressTimeoutSeconds:   int64(cfg.ProgressTimeout.Seconds()),
 	}
 	b, _ := json.Marshal(req)
-	if err := r.annotate(ctx, op.Namespace, ms.SourcePod, map[string]any{v1alpha2.AnnotationMigrateTo: string(b)}); err != nil {
+	// Clear what an earlier migration of this pod left behind in the same write.
+	ann := map[string]any{v1alpha2.AnnotationMigrateTo: string(b), v1alpha2.AnnotationMigrationStatus: nil, v1alpha2.AnnotationMigrationAbort: nil}
+	if err := r.annotate(ctx, op.Namespace, ms.SourcePod, ann); err != nil {
 		if apierrors.IsNotFound(err) {
 			return fail(v1alpha2.ReasonSourceFailed, "source pod %s disappeared", ms.SourcePod), nil
 		}
@@ -167,8 +174,11 @@ func (r *Reconciler) transferring(ctx context.Context, op *v1alpha2.VirtualMachi
 		return step{}, err
 	}
 	var prog v1alpha2.MigrationProgress
-	if source != nil {
+	if source != nil && target != nil {
 		_ = json.Unmarshal([]byte(source.Annotations[v1alpha2.AnnotationMigrationStatus]), &prog)
+		if prog.URI != target.Annotations[v1alpha2.AnnotationIncomingURI] {
+			prog = v1alpha2.MigrationProgress{} // about an earlier migration
+		}
 	}
 	// The source's launcher exits as soon as the target runs, maybe before its agent
 	// reported "completed": a pod that ended as Migrated says the same.

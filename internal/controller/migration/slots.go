@@ -54,14 +54,15 @@ func (r *Reconciler) slotFree(ctx context.Context, op *v1alpha2.VirtualMachineOp
 	if len(busy) >= limit {
 		return fmt.Sprintf("waiting: %d migrations already run in the cluster (limit %d)", len(busy), limit), nil
 	}
+	cfg, _ := r.effective(ctx)
 	out := 0
 	for _, b := range busy {
 		if b.Status.Migration.SourceNode == sourceNode {
 			out++
 		}
 	}
-	if out >= r.Config.MaxOutboundPerNode {
-		return fmt.Sprintf("waiting: node %s already sends %d migration(s) (limit %d)", sourceNode, out, r.Config.MaxOutboundPerNode), nil
+	if out >= cfg.MaxOutboundPerNode {
+		return fmt.Sprintf("waiting: node %s already sends %d migration(s) (limit %d)", sourceNode, out, cfg.MaxOutboundPerNode), nil
 	}
 	return "", nil
 }

@@ -31,6 +31,11 @@ func (r *Reconciler) observePods(ctx context.Context, s *scope) error {
 		case !p.DeletionTimestamp.IsZero():
 			s.terminating = append(s.terminating, p)
 		default:
+			_, isTarget := p.Labels[v1alpha2.LabelMigrationTarget]
+			if _, ended := podEnded(p); ended && isTarget {
+				// A target that failed before taking over: the migration controller's to clean.
+				continue
+			}
 			if _, ended := podEnded(p); ended {
 				s.ended = append(s.ended, p)
 			} else if _, target := p.Labels[v1alpha2.LabelMigrationTarget]; target {

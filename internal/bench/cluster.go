@@ -1,0 +1,150 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// upProcess is a `ferry up` that the benchmark started.
+type upProcess struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  string // where its output goes
+}
+
+// otherFerryUp says why another `ferry up` seems to run on this machine, or "".
+func otherFerryUp(port int) string {
+	if m, _ := filepath.Glob("/run/netns/ferry-node-*"); len(m) > 0 {
+		var names []string
+		for _, p := range m {
+			names = append(names, filepath.Base(p))
+		}
+		return "network namespaces " + strings.Join(names, ", ") + " exist"
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second); err == nil {
+		c.Close()
+		return fmt.Sprintf("port %d is in use", port)
+	}
+	return ""
+}
+
+// startUp runs `bin up` in stateDir and returns once it printed "Ferry is up". Its output
+// goes to stateDir/ferry-up.log. It runs in its own process group (a Ctrl-C reaches only
+// the benchmark, which then cleans up and stops it) and gets SIGTERM if the benchmark dies.
+func startUp(ctx context.Context, bin, stateDir string, port int, say func(string, ...any)) (*upProcess, error) {
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(stateDir, "ferry-up.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "up", "--state-dir", stateDir, "--nodes", "2", "--port", strconv.Itoa(port), "--sample-vm=false")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("starting %s up: %w", bin, err)
+	}
+	p := &upProcess{cmd: cmd, done: make(chan struct{}), log: logPath}
+	up := make(chan struct{})
+	var once sync.Once
+	go func() {
+		s := bufio.NewScanner(pr)
+		for s.Scan() {
+			fmt.Fprintln(logf, s.Text())
+			if strings.HasPrefix(s.Text(), "Ferry is up") {
+				once.Do(func() { close(up) })
+			}
+		}
+		logf.Close()
+	}()
+	go func() {
+		_ = cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	say("Starting `%s up --nodes 2 --port %d` in %s…", bin, port, stateDir)
+	t := time.NewTimer(5 * time.Minute)
+	defer t.Stop()
+	select {
+	case <-up:
+		return p, nil
+	case <-p.done:
+		return nil, fmt.Errorf("ferry up exited before it was up; see %s:\n%s", logPath, tail(logPath, 20))
+	case <-t.C:
+		p.stop()
+		return nil, fmt.Errorf("ferry up not up within 5 minutes; see %s", logPath)
+	case <-ctx.Done():
+		p.stop()
+		return nil, ctx.Err()
+	}
+}
+
+// stop sends SIGTERM and waits for the process to end (SIGKILL after 60 s).
+func (p *upProcess) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// tail returns the last n lines of a file.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// grepLogs returns the lines of dir/*.log that contain any of words, at most max of them
+// (the last ones), each prefixed with its file's name.
+func grepLogs(dir string, max int, words ...string) []string {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	var out []string
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		s := bufio.NewScanner(fh)
+		s.Buffer(make([]byte, 64<<10), 1<<20)
+		for s.Scan() {
+			for _, w := range words {
+				if w != "" && strings.Contains(s.Text(), w) {
+					out = append(out, filepath.Base(f)+": "+s.Text())
+					break
+				}
+			}
+		}
+		fh.Close()
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return out
+}
+
+var errStopped = errors.New("interrupted")

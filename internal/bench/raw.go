@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/ferryvm/ferry/internal/hypervisor"
+)
+
+// rawBench migrates a guest between bare QEMU processes on loopback.
+type rawBench struct {
+	image    string // the ferry-guest raw image
+	dir      string // work directory of the scenario
+	memKiB   int64
+	params   hypervisor.MigrationParams
+	timeout  time.Duration
+	say      func(string, ...any)
+	serial   int // run directories made so far
+	src, dst *hypervisor.Instance
+}
+
+func (r *rawBench) start(ctx context.Context, disk string, incoming bool) (*hypervisor.Instance, error) {
+	r.serial++
+	cfg := hypervisor.Config{Name: "ferry-bench-raw", CPUs: 1, MemoryKiB: r.memKiB,
+		Disks:  []hypervisor.Disk{{Path: disk, Format: "qcow2"}},
+		RunDir: filepath.Join(r.dir, "g"+strconv.Itoa(r.serial)), Incoming: incoming}
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return hypervisor.Start(sctx, cfg)
+}
+
+func stopInstance(inst *hypervisor.Instance) {
+	if inst == nil {
+		return
+	}
+	inst.Kill()
+	inst.Wait()
+}
+
+// close kills whatever QEMU is still running.
+func (r *rawBench) close() {
+	stopInstance(r.dst)
+	stopInstance(r.src)
+	r.src, r.dst = nil, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// run boots a guest, starts dirtying when dirtyMiB > 0 (waiting warmup), and migrates it
+// runs times between two QEMU processes, measuring each migration.
+func (r *rawBench) run(ctx context.Context, runs, dirtyMiB int, warmup time.Duration, progress func(i int, s Sample)) (Series, error) {
+	defer r.close()
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		return Series{}, err
+	}
+	disk := filepath.Join(r.dir, "disk.qcow2")
+	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-b", r.image, "-F", "raw", disk).CombinedOutput(); err != nil {
+		return Series{}, fmt.Errorf("qemu-img create: %v: %s", err, out)
+	}
+	var err error
+	if r.src, err = r.start(ctx, disk, false); err != nil {
+		return Series{}, err
+	}
+	if err := waitCounting(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), 2, 3*time.Minute); err != nil {
+		return Series{}, err
+	}
+	dirtying := false
+	var series Series
+	for i := range runs {
+		if dirtyMiB > 0 && !dirtying {
+			n := strconv.Itoa(dirtyMiB)
+			if err := typeLine(ctx, r.src.RunDir(), "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
+				return series, err
+			}
+			if err := sleep(ctx, warmup); err != nil {
+				return series, err
+			}
+			dirtying = true
+		}
+		s, err := r.migrateOnce(ctx, disk)
+		if err != nil {
+			return series, err
+		}
+		if s.Outcome == PostFailure {
+			dirtying = false // the guest may have rebooted
+		}
+		series.Samples = append(series.Samples, s)
+		progress(i, s)
+	}
+	return series, nil
+}
+
+func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error) {
+	var err error
+	if r.dst, err = r.start(ctx, disk, true); err != nil {
+		return Sample{}, fmt.Errorf("starting the destination QEMU: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return Sample{}, err
+	}
+	uri := "tcp:127.0.0.1:" + strconv.Itoa(port)
+	if err := r.dst.PrepareIncoming(ctx, uri); err != nil {
+		return Sample{}, fmt.Errorf("migrate-incoming: %w", err)
+	}
+	srcF := hypervisor.NewSerialFollower(filepath.Join(r.src.RunDir(), hypervisor.SerialLogName))
+	srcF.Poll()
+	failed := func(format string, args ...any) (Sample, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = r.src.CancelMigration(cctx)
+		if st, err := r.src.Status(cctx); err == nil && st != "running" {
+			_ = r.src.Resume(cctx)
+		}
+		stopInstance(r.dst)
+		r.dst = nil
+		return Sample{Outcome: MigrationFailed, Detail: fmt.Sprintf(format, args...)}, ctx.Err()
+	}
+
+	t0 := time.Now()
+	if err := r.src.MigrateOut(ctx, uri, r.params); err != nil {
+		return failed("migrate: %v", err)
+	}
+	mctx, cancel := context.WithTimeout(ctx, r.timeout)
+	info, err := r.src.WaitMigration(mctx, 20*time.Millisecond)
+	cancel()
+	if err != nil {
+		return failed("raw migration: %v (status %s, %d of %d MiB left)", err, info.Status, info.RAMRemaining>>20, info.RAMTotal>>20)
+	}
+	if info.Status != "completed" {
+		return failed("raw migration ended %s: %s", info.Status, info.Error)
+	}
+	for {
+		st, err := r.dst.Status(ctx)
+		if err == nil && st == "running" {
+			break
+		}
+		if time.Since(t0) > r.timeout {
+			return failed("destination not running after the migration (status %q, %v)", st, err)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return Sample{}, err
+		}
+	}
+	s := Sample{E2E: time.Since(t0), Transfer: info.TotalTime, Downtime: info.Downtime, Outcome: OK}
+	srcF.Poll()
+	last, _, _ := srcF.Heartbeat()
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	_ = r.src.Shutdown(sctx, 5*time.Second)
+	cancel()
+	r.src.Wait()
+	r.src, r.dst = r.dst, nil
+	if why := heartbeatCheck(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), last, postMigrationWindow); why != "" {
+		s.Outcome, s.Detail = PostFailure, "raw: "+why
+	}
+	return s, ctx.Err()
+}

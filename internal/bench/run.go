@@ -1,0 +1,366 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/ferryvm/ferry/internal/guestimage"
+	"github.com/ferryvm/ferry/internal/hypervisor"
+)
+
+// Options configure RunMigration.
+type Options struct {
+	// FerryBin is the ferry binary that runs the cluster.
+	FerryBin string
+	// Kubeconfig points at a running cluster; empty starts `ferry up --nodes 2`.
+	Kubeconfig string
+	// StateDir of the started cluster (empty: a temporary one, removed unless something
+	// failed), or of the cluster that Kubeconfig points at (to find its logs).
+	StateDir string
+	// Port of the started cluster's apiserver.
+	Port      int
+	Namespace string
+	// VMName is the benchmark VM's name; its disk is VMName-root.
+	VMName string
+	// Memory of the guest, as a Kubernetes quantity.
+	Memory string
+	// Runs is the number of migrations per scenario and system.
+	Runs int
+	// DirtyMiB is how much memory the busy guest rewrites in a loop.
+	DirtyMiB int
+	// DirtyWarmup is how long the guest dirties before the first migration of a scenario.
+	DirtyWarmup time.Duration
+	// Scenarios to run: "idle", "dirty".
+	Scenarios []string
+	// SkipRaw skips the bare-QEMU baseline.
+	SkipRaw bool
+	// MigrationTimeout bounds one migration.
+	MigrationTimeout time.Duration
+	// WaitOther is how long to wait for another `ferry up` on this machine to end.
+	WaitOther time.Duration
+	// Bandwidth and DowntimeLimit are the raw baseline's parameters when no Ferry migration
+	// showed the controller's (e.g. all failed).
+	Bandwidth     int64
+	DowntimeLimit time.Duration
+	Out           io.Writer
+}
+
+// DefaultOptions are the command's defaults.
+func DefaultOptions() Options {
+	return Options{
+		FerryBin:         "bin/ferry",
+		Port:             17443,
+		Namespace:        "default",
+		VMName:           "ferry-bench",
+		Memory:           "512Mi",
+		Runs:             3,
+		DirtyMiB:         256,
+		DirtyWarmup:      10 * time.Second,
+		Scenarios:        []string{"idle", "dirty"},
+		MigrationTimeout: 5 * time.Minute,
+		Bandwidth:        1 << 30,
+		DowntimeLimit:    300 * time.Millisecond,
+		Out:              os.Stdout,
+	}
+}
+
+type scenario struct {
+	name  string
+	dirty int // MiB, 0 for idle
+}
+
+// RunMigration runs the migration benchmark and prints its table to o.Out. It cleans up
+// (VM, cluster, QEMU processes) also when ctx is cancelled.
+func RunMigration(ctx context.Context, o Options) (err error) {
+	out := o.Out
+	if out == nil {
+		out = os.Stdout
+	}
+	say := func(format string, args ...any) {
+		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+	if o.Runs < 1 {
+		return errors.New("--runs must be at least 1")
+	}
+	mem, err := resource.ParseQuantity(o.Memory)
+	if err != nil {
+		return fmt.Errorf("--memory: %w", err)
+	}
+	memMiB := mem.Value() >> 20
+	if memMiB < 96 {
+		return fmt.Errorf("--memory %s: a guest needs at least 96Mi", o.Memory)
+	}
+	dirty := o.DirtyMiB
+	if limit := int(memMiB / 2); dirty > limit {
+		say("Note: --dirty-mib %d does not fit a %s guest's tmpfs; dirtying %d MiB instead", dirty, o.Memory, limit)
+		dirty = limit
+	}
+	var scenarios []scenario
+	for _, s := range o.Scenarios {
+		switch strings.TrimSpace(s) {
+		case "idle":
+			scenarios = append(scenarios, scenario{name: "idle"})
+		case "dirty":
+			if dirty > 0 {
+				scenarios = append(scenarios, scenario{name: fmt.Sprintf("dirty-%dMiB", dirty), dirty: dirty})
+			}
+		default:
+			return fmt.Errorf("unknown scenario %q (idle, dirty)", s)
+		}
+	}
+	if len(scenarios) == 0 {
+		return errors.New("no scenario to run")
+	}
+
+	// Where the cluster lives.
+	kubeconfig, stateDir, tempState := o.Kubeconfig, o.StateDir, false
+	failures := 0
+	if kubeconfig == "" {
+		bin, err := filepath.Abs(o.FerryBin)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("--ferry %s: %w (run `make build`)", o.FerryBin, err)
+		}
+		if err := waitNoOtherCluster(ctx, o.Port, o.WaitOther, say); err != nil {
+			return err
+		}
+		if stateDir == "" {
+			if stateDir, err = os.MkdirTemp("", "ferry-bench-"); err != nil {
+				return err
+			}
+			tempState = true
+		}
+		up, err := startUp(ctx, bin, stateDir, o.Port, say)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			say("Stopping ferry up…")
+			up.stop()
+			if tempState && failures == 0 && err == nil {
+				os.RemoveAll(stateDir)
+			} else {
+				say("State and logs kept in %s", stateDir)
+			}
+		}()
+		kubeconfig = filepath.Join(stateDir, "control-plane", "admin.kubeconfig")
+		say("Cluster is up")
+	} else if stateDir == "" {
+		// `ferry up` keeps its kubeconfig in STATE/control-plane/.
+		stateDir = filepath.Dir(filepath.Dir(kubeconfig))
+	}
+	logsDir := filepath.Join(stateDir, "logs")
+	if _, err := os.Stat(logsDir); err != nil {
+		logsDir = ""
+	}
+	workDir := filepath.Join(stateDir, "bench")
+	if o.Kubeconfig != "" && o.StateDir == "" {
+		if workDir, err = os.MkdirTemp("", "ferry-bench-raw-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(workDir)
+	}
+
+	cacheDir, err := os.UserCacheDir()
+	if err != nil {
+		cacheDir = os.TempDir()
+	}
+	image, err := guestimage.Ensure(ctx, filepath.Join(cacheDir, "ferry", "guest"))
+	if err != nil {
+		return err
+	}
+
+	c, err := newClient(kubeconfig)
+	if err != nil {
+		return err
+	}
+	fb := &ferryBench{c: c, ns: o.Namespace, vm: o.VMName, disk: o.VMName + "-root", logsDir: logsDir,
+		timeout: o.MigrationTimeout, say: say, imageURL: "file://" + image}
+	if err := fb.ensureImage(ctx); err != nil {
+		return err
+	}
+	say("Creating VM %s/%s (%s, 1 core) from %s", o.Namespace, o.VMName, o.Memory, imageName)
+	cleanupVM := func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		if err := fb.deleteVM(cctx); err != nil {
+			say("Could not delete the benchmark VM: %v", err)
+		}
+	}
+	vmDeleted := false
+	defer func() {
+		if !vmDeleted {
+			say("Deleting VM %s…", o.VMName)
+			cleanupVM()
+		}
+	}()
+	if err := fb.createVM(ctx, mem); err != nil {
+		return err
+	}
+	t := time.Now()
+	p, err := fb.waitReady(ctx, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	say("VM running on %s (pod %s) with a heartbeat after %.1fs", p.node, p.pod, time.Since(t).Seconds())
+
+	results := make([]ScenarioResult, len(scenarios))
+	var runErr error
+	for i, sc := range scenarios {
+		results[i].Name = sc.name
+		if runErr = ferryScenario(ctx, fb, sc, o, &results[i].Ferry, say); runErr != nil {
+			break
+		}
+	}
+	say("Deleting VM %s…", o.VMName)
+	cleanupVM()
+	vmDeleted = true
+
+	params := hypervisor.MigrationParams{MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit}
+	if fb.params != nil {
+		params = hypervisor.MigrationParams{MaxBandwidth: fb.params.MaxBandwidthBytes,
+			DowntimeLimit: time.Duration(fb.params.DowntimeLimitMs) * time.Millisecond, AutoConverge: fb.params.AutoConverge}
+		say("Ferry's controller asked for: bandwidth %d MiB/s, downtime limit %d ms, auto-converge %v", fb.params.MaxBandwidthBytes>>20, fb.params.DowntimeLimitMs, fb.params.AutoConverge)
+	}
+	for i, sc := range scenarios {
+		if o.SkipRaw || runErr != nil {
+			results[i].Raw.Skipped = true
+			continue
+		}
+		say("[raw %s] bare QEMU, %d MiB/s, downtime limit %s, auto-converge %v", sc.name, params.MaxBandwidth>>20, params.DowntimeLimit, params.AutoConverge)
+		rb := &rawBench{image: image, dir: filepath.Join(workDir, "raw-"+sc.name), memKiB: hypervisor.SafeMemoryKiB(mem.Value() >> 10),
+			params: params, timeout: o.MigrationTimeout, say: say}
+		results[i].Raw, runErr = rb.run(ctx, o.Runs, sc.dirty, o.DirtyWarmup, func(n int, s Sample) {
+			report(say, "raw "+sc.name, n, o.Runs, s)
+		})
+		if runErr != nil {
+			for j := i + 1; j < len(scenarios); j++ {
+				results[j].Raw.Skipped = true
+			}
+			break
+		}
+	}
+
+	fmt.Fprintf(out, "\nMigration benchmark: %s guest, %d run(s) per scenario, Ferry = Evict operations on `ferry up --nodes 2`, raw = bare QEMU on loopback. Times in ms.\n\n", o.Memory, o.Runs)
+	if err := Table(out, results); err != nil {
+		return err
+	}
+	var details []string
+	for _, r := range results {
+		for _, sys := range []struct {
+			name string
+			s    Series
+		}{{"ferry", r.Ferry}, {"raw", r.Raw}} {
+			for i, s := range sys.s.Samples {
+				if s.Outcome != OK {
+					failures++
+					details = append(details, fmt.Sprintf("%s %s #%d: %s: %s", sys.name, r.Name, i+1, s.Outcome, s.Detail))
+				}
+			}
+		}
+	}
+	if len(details) > 0 {
+		fmt.Fprintf(out, "\nFailures:\n%s\n", strings.Join(details, "\n"))
+	}
+	if runErr != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted; the table shows what was measured")
+		}
+		return fmt.Errorf("benchmark stopped early: %w", runErr)
+	}
+	return nil
+}
+
+// ferryScenario runs o.Runs Evict operations of the benchmark VM.
+func ferryScenario(ctx context.Context, fb *ferryBench, sc scenario, o Options, series *Series, say func(string, ...any)) error {
+	dirtying := false
+	var where placement
+	for i := range o.Runs {
+		if sc.dirty > 0 && !dirtying {
+			p, err := fb.waitReady(ctx, 3*time.Minute)
+			if err != nil {
+				return err
+			}
+			n := fmt.Sprint(sc.dirty)
+			if err := typeLine(ctx, p.runDir, "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
+				return err
+			}
+			say("[ferry %s] guest dirtying %s MiB; warming up %s", sc.name, n, o.DirtyWarmup)
+			if err := sleep(ctx, o.DirtyWarmup); err != nil {
+				return err
+			}
+			dirtying = true
+		}
+		s, p, err := fb.migrate(ctx)
+		if err != nil {
+			return err
+		}
+		where = p
+		if s.Outcome == PostFailure {
+			dirtying = false // the guest may have rebooted; type dirty again
+		}
+		series.Samples = append(series.Samples, s)
+		report(say, "ferry "+sc.name, i, o.Runs, s)
+	}
+	if sc.dirty > 0 {
+		p, err := fb.waitReady(ctx, 3*time.Minute)
+		if err != nil {
+			return err
+		}
+		if err := typeLine(ctx, p.runDir, "stop", "DIRTY STOPPED"); err != nil {
+			say("[ferry %s] could not stop the dirtying on %s: %v", sc.name, where.node, err)
+		}
+	}
+	return nil
+}
+
+func report(say func(string, ...any), what string, i, n int, s Sample) {
+	msg := fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms: %s", what, i+1, n,
+		s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Outcome)
+	if s.Outcome == MigrationFailed {
+		msg = fmt.Sprintf("[%s %d/%d] %s", what, i+1, n, s.Outcome)
+	}
+	if s.Detail != "" {
+		msg += ": " + firstLine(s.Detail)
+	}
+	say("%s", msg)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// waitNoOtherCluster waits up to wait for another `ferry up` on this machine to end.
+func waitNoOtherCluster(ctx context.Context, port int, wait time.Duration, say func(string, ...any)) error {
+	deadline := time.Now().Add(wait)
+	announced := false
+	for {
+		why := otherFerryUp(port)
+		if why == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another `ferry up` seems to run on this machine (%s); only one can run at a time: wait for it (--wait-other) or benchmark it with --kubeconfig", why)
+		}
+		if !announced {
+			say("Another `ferry up` runs (%s); waiting up to %s for it to end…", why, wait)
+			announced = true
+		}
+		if err := sleep(ctx, 5*time.Second); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Outcome is how one migration ended.
+type Outcome int
+
+const (
+	// OK: the migration completed and the guest went on counting.
+	OK Outcome = iota
+	// PostFailure: the migration completed, but the guest did not count on within 10 s or
+	// rebooted.
+	PostFailure
+	// MigrationFailed: the migration itself failed (operation Failed, QEMU error, timeout).
+	MigrationFailed
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OK:
+		return "ok"
+	case PostFailure:
+		return "POST-MIGRATION FAILURE"
+	case MigrationFailed:
+		return "MIGRATION FAILED"
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
+}
+
+// Sample is one measured migration.
+type Sample struct {
+	// E2E is the whole operation as a user sees it (Ferry: vmop created → Completed; raw:
+	// migrate command → destination running).
+	E2E time.Duration
+	// Transfer is QEMU's total migration time.
+	Transfer time.Duration
+	// Downtime is how long QEMU paused the guest at switchover.
+	Downtime time.Duration
+	Outcome  Outcome
+	// Detail explains a failure.
+	Detail string
+}
+
+// Summary is the median and maximum of some durations.
+type Summary struct {
+	N      int
+	Median time.Duration
+	Max    time.Duration
+}
+
+// Summarize returns the median (the mean of the two middle values for an even count) and
+// the maximum of ds. An empty ds gives N == 0.
+func Summarize(ds []time.Duration) Summary {
+	if len(ds) == 0 {
+		return Summary{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	n := len(s)
+	med := s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return Summary{N: n, Median: med, Max: s[n-1]}
+}
+
+// Series is the samples of one system (ferry or raw) in one scenario.
+type Series struct {
+	Samples []Sample
+	// Skipped says the series was not run (e.g. --skip-raw).
+	Skipped bool
+}
+
+// Completed are the samples whose migration completed (including post-migration failures).
+func (s Series) Completed() []Sample {
+	var out []Sample
+	for _, x := range s.Samples {
+		if x.Outcome != MigrationFailed {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Count is the number of samples with outcome o.
+func (s Series) Count(o Outcome) int {
+	n := 0
+	for _, x := range s.Samples {
+		if x.Outcome == o {
+			n++
+		}
+	}
+	return n
+}
+
+// Stat summarizes one duration of the completed samples.
+func (s Series) Stat(f func(Sample) time.Duration) Summary {
+	var ds []time.Duration
+	for _, x := range s.Completed() {
+		ds = append(ds, f(x))
+	}
+	return Summarize(ds)
+}
+
+func e2eOf(s Sample) time.Duration      { return s.E2E }
+func transferOf(s Sample) time.Duration { return s.Transfer }
+func downtimeOf(s Sample) time.Duration { return s.Downtime }
+
+// ScenarioResult is what one scenario measured.
+type ScenarioResult struct {
+	Name  string
+	Ferry Series
+	Raw   Series
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
+
+func medMax(s Summary) (string, string) {
+	if s.N == 0 {
+		return "-", "-"
+	}
+	return ms(s.Median), ms(s.Max)
+}
+
+// Table writes the results: one row per scenario and system with medians and maxima in
+// milliseconds, then Ferry's end-to-end median against the raw transfer median, then the
+// failure totals.
+func Table(w io.Writer, results []ScenarioResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tSYSTEM\tN\tE2E MED\tE2E MAX\tTRANSFER MED\tTRANSFER MAX\tDOWNTIME MED\tDOWNTIME MAX\tMIGRATION FAILED\tPOST-MIGRATION FAILURES")
+	for _, r := range results {
+		for _, sys := range []struct {
+			name string
+			s    Series
+		}{{"ferry", r.Ferry}, {"raw", r.Raw}} {
+			if sys.s.Skipped {
+				fmt.Fprintf(tw, "%s\t%s\t-\t(skipped)\t\t\t\t\t\t\t\n", r.Name, sys.name)
+				continue
+			}
+			row := []string{r.Name, sys.name, fmt.Sprint(len(sys.s.Completed()))}
+			for _, f := range []func(Sample) time.Duration{e2eOf, transferOf, downtimeOf} {
+				m, x := medMax(sys.s.Stat(f))
+				row = append(row, m, x)
+			}
+			total := len(sys.s.Samples)
+			row = append(row,
+				fmt.Sprintf("%d/%d", sys.s.Count(MigrationFailed), total),
+				fmt.Sprintf("%d/%d", sys.s.Count(PostFailure), len(sys.s.Completed())))
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
+		}
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "SCENARIO\tFERRY E2E / RAW TRANSFER (MEDIANS)\tFERRY E2E - RAW TRANSFER (MEDIANS, ms)\tFERRY E2E - RAW E2E (MEDIANS, ms)")
+	for _, r := range results {
+		fe, rt, re := r.Ferry.Stat(e2eOf), r.Raw.Stat(transferOf), r.Raw.Stat(e2eOf)
+		ratio, diff, diffE2E := "-", "-", "-"
+		if fe.N > 0 && rt.N > 0 {
+			if rt.Median > 0 {
+				ratio = fmt.Sprintf("%.1fx", float64(fe.Median)/float64(rt.Median))
+			}
+			diff = ms(fe.Median - rt.Median)
+		}
+		if fe.N > 0 && re.N > 0 {
+			diffE2E = ms(fe.Median - re.Median)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, ratio, diff, diffE2E)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var ferryPost, ferryDone, ferryFailed, ferryTotal, rawPost, rawDone int
+	for _, r := range results {
+		ferryPost += r.Ferry.Count(PostFailure)
+		ferryDone += len(r.Ferry.Completed())
+		ferryFailed += r.Ferry.Count(MigrationFailed)
+		ferryTotal += len(r.Ferry.Samples)
+		rawPost += r.Raw.Count(PostFailure)
+		rawDone += len(r.Raw.Completed())
+	}
+	_, err := fmt.Fprintf(w, "\nPost-migration failures: Ferry %d/%d completed migrations, raw %d/%d. Failed Ferry migrations: %d/%d.\n",
+		ferryPost, ferryDone, rawPost, rawDone, ferryFailed, ferryTotal)
+	return err
+}
