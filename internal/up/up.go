@@ -93,6 +93,12 @@ func Run(o Options) error {
 	nodes := planNodes(o.Nodes, o.NetNS)
 	bind := "127.0.0.1"
 	if o.NetNS {
+		// The bridge and the node namespaces have fixed names: one `ferry up` at a time.
+		unlockNet, err := lockFile(filepath.Join(os.TempDir(), "ferry-netns.lock"), "another ferry up is using the node network namespaces (ferry-node-*): stop it first, or pass --netns=false")
+		if err != nil {
+			return err
+		}
+		defer unlockNet()
 		if err := setupNetwork(nodes); err != nil {
 			return err
 		}
@@ -268,13 +274,18 @@ func waitNodesReady(ctx context.Context, c client.Client, nodes []nodeNet) error
 
 // lockState makes sure one `ferry up` at a time uses a state directory.
 func lockState(dir string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(dir, "ferry.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	return lockFile(filepath.Join(dir, "ferry.lock"), "another ferry up is using "+dir)
+}
+
+// lockFile takes an exclusive lock on path for the life of the process, or says busy.
+func lockFile(path, busy string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("another ferry up is using %s", dir)
+		return nil, errors.New(busy)
 	}
 	return func() { f.Close() }, nil
 }
