@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
 // pending checks preconditions, waits for a slot and creates the target pod.
@@ -107,8 +108,8 @@ func (r *Reconciler) preparing(ctx context.Context, op *v1alpha2.VirtualMachineO
 	if err != nil {
 		return step{}, err
 	}
-	if target == nil || !target.DeletionTimestamp.IsZero() || ended(target) {
-		return fail(v1alpha2.ReasonTargetFailed, "target pod %s failed before the transfer: %s", ms.TargetPod, podEndMessage(target)), nil
+	if target == nil || !target.DeletionTimestamp.IsZero() || launcherpod.Ended(target) {
+		return fail(v1alpha2.ReasonTargetFailed, "target pod %s failed before the transfer: %s", ms.TargetPod, launcherpod.EndMessage(target)), nil
 	}
 	uri := target.Annotations[v1alpha2.AnnotationIncomingURI]
 	if uri == "" {
@@ -182,14 +183,14 @@ func (r *Reconciler) transferring(ctx context.Context, op *v1alpha2.VirtualMachi
 	}
 	// The source's launcher exits as soon as the target runs, maybe before its agent
 	// reported "completed": a pod that ended as Migrated says the same.
-	if ms.Phase == v1alpha2.MigrationDone || prog.Status == "completed" || (source != nil && migratedAway(source)) {
+	if ms.Phase == v1alpha2.MigrationDone || prog.Status == "completed" || (source != nil && launcherpod.MigratedAway(source)) {
 		return r.completing(ctx, op, target, prog)
 	}
-	if target == nil || !target.DeletionTimestamp.IsZero() || ended(target) {
-		return fail(v1alpha2.ReasonTargetFailed, "target pod %s ended during the transfer: %s", ms.TargetPod, podEndMessage(target)), nil
+	if target == nil || !target.DeletionTimestamp.IsZero() || launcherpod.Ended(target) {
+		return fail(v1alpha2.ReasonTargetFailed, "target pod %s ended during the transfer: %s", ms.TargetPod, launcherpod.EndMessage(target)), nil
 	}
-	if source == nil || !source.DeletionTimestamp.IsZero() || (ended(source) && !migratedAway(source)) {
-		return fail(v1alpha2.ReasonSourceFailed, "source pod %s ended during the transfer: %s", ms.SourcePod, podEndMessage(source)), nil
+	if source == nil || !source.DeletionTimestamp.IsZero() || (launcherpod.Ended(source) && !launcherpod.MigratedAway(source)) {
+		return fail(v1alpha2.ReasonSourceFailed, "source pod %s ended during the transfer: %s", ms.SourcePod, launcherpod.EndMessage(source)), nil
 	}
 	switch prog.Status {
 	case "failed", "cancelled":
@@ -218,8 +219,8 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 		ms.Phase = v1alpha2.MigrationDone
 		ms.DowntimeMs, ms.TransferMs = prog.DowntimeMs, prog.TotalTimeMs
 	}
-	if target == nil || ended(target) {
-		return fail(v1alpha2.ReasonTargetFailed, "the VM moved to pod %s, which then ended: %s", ms.TargetPod, podEndMessage(target)), nil
+	if target == nil || launcherpod.Ended(target) {
+		return fail(v1alpha2.ReasonTargetFailed, "the VM moved to pod %s, which then ended: %s", ms.TargetPod, launcherpod.EndMessage(target)), nil
 	}
 	if _, isTarget := target.Labels[v1alpha2.LabelMigrationTarget]; isTarget {
 		// Promote: from now on the VM controller treats the target as the VM's pod.
@@ -227,7 +228,7 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 			return step{}, err
 		}
 	}
-	if !podReady(target) {
+	if !launcherpod.Ready(target) {
 		if r.Now().Sub(ms.TransferStartTime.Time) > r.Config.ProgressTimeout {
 			return fail(v1alpha2.ReasonTargetFailed, "the guest gave no heartbeat on node %s after the transfer", ms.TargetNode), nil
 		}

@@ -3,7 +3,6 @@ package migration
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"maps"
 	"slices"
 	"sort"
@@ -15,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
 // sourcePod is the VM's live launcher pod that is not a migration target.
@@ -27,7 +27,7 @@ func (r *Reconciler) sourcePod(ctx context.Context, vm *v1alpha2.VirtualMachine)
 	for i := range list.Items {
 		p := &list.Items[i]
 		ref := metav1.GetControllerOf(p)
-		if ref == nil || ref.UID != vm.UID || !p.DeletionTimestamp.IsZero() || ended(p) {
+		if ref == nil || ref.UID != vm.UID || !p.DeletionTimestamp.IsZero() || launcherpod.Ended(p) {
 			continue
 		}
 		if _, target := p.Labels[v1alpha2.LabelMigrationTarget]; target {
@@ -101,44 +101,6 @@ func targetPod(op *v1alpha2.VirtualMachineOperation, source *corev1.Pod, vm *v1a
 		},
 		Spec: spec,
 	}
-}
-
-func ended(p *corev1.Pod) bool {
-	return p != nil && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed)
-}
-
-// migratedAway tells whether a pod ended because its VM moved to another pod.
-func migratedAway(p *corev1.Pod) bool {
-	for _, cs := range p.Status.ContainerStatuses {
-		if t := cs.State.Terminated; t != nil && t.Reason == v1alpha2.ReasonPodMigrated {
-			return true
-		}
-	}
-	return false
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func podEndMessage(p *corev1.Pod) string {
-	if p == nil {
-		return "the pod is gone"
-	}
-	for _, cs := range p.Status.ContainerStatuses {
-		if t := cs.State.Terminated; t != nil {
-			return fmt.Sprintf("exit code %d, %s %s", t.ExitCode, t.Reason, t.Message)
-		}
-	}
-	if !p.DeletionTimestamp.IsZero() {
-		return "the pod is being deleted"
-	}
-	return string(p.Status.Phase)
 }
 
 // annotate merges annotations into a pod; a nil value removes one.

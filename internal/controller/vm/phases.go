@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
 // observePods sorts the VM's launcher pods into live, migration targets, terminating and
@@ -57,7 +58,7 @@ func (r *Reconciler) observePods(ctx context.Context, s *scope) error {
 func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
 	vm := s.vm
 	for _, p := range s.ended {
-		if migratedAway(p) {
+		if launcherpod.MigratedAway(p) {
 			// The VM lives on in the pod it migrated to: nothing ended.
 			if err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("removing migrated-away pod %s: %w", p.Name, err)
@@ -66,7 +67,7 @@ func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
 		}
 		outcome, _ := podEnded(p)
 		recordOff, reason := afterEnd(vm.Spec.RunPolicy, outcome)
-		s.lastEnd, s.lastEndCause = reason, endMessage(p)
+		s.lastEnd, s.lastEndCause = reason, launcherpod.EndMessage(p)
 		if recordOff {
 			if err := r.setPower(ctx, vm, PowerOff); err != nil {
 				return err
@@ -76,12 +77,12 @@ func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
 			if wait := endTime(p).Add(delay).Sub(r.Now()); wait > 0 {
 				s.requeue = wait
 				s.lastEnd = v1alpha2.ReasonRestartBackoff
-				s.lastEndCause = fmt.Sprintf("%s; restarting in %s", endMessage(p), wait.Round(1e9))
+				s.lastEndCause = fmt.Sprintf("%s; restarting in %s", launcherpod.EndMessage(p), wait.Round(1e9))
 				return nil
 			}
 			vm.Status.RestartCount++
 		}
-		r.Recorder.Eventf(vm, corev1.EventTypeWarning, reason, "Launcher pod %s ended: %s", p.Name, endMessage(p))
+		r.Recorder.Eventf(vm, corev1.EventTypeWarning, reason, "Launcher pod %s ended: %s", p.Name, launcherpod.EndMessage(p))
 		if err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("removing ended pod %s: %w", p.Name, err)
 		}
@@ -124,7 +125,7 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		return nil
 	}
 	if s.active != nil {
-		if podReady(s.active) && s.active.Status.StartTime != nil && r.Now().Sub(s.active.Status.StartTime.Time) > stableAfter {
+		if launcherpod.Ready(s.active) && s.active.Status.StartTime != nil && r.Now().Sub(s.active.Status.StartTime.Time) > stableAfter {
 			vm.Status.RestartCount = 0
 		}
 		return nil

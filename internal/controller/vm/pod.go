@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 
@@ -98,51 +97,4 @@ func podEnded(p *corev1.Pod) (podOutcome, bool) {
 		return crashed, true
 	}
 	return 0, false
-}
-
-// migratedAway tells whether a pod ended because its VM live-migrated to another pod.
-func migratedAway(p *corev1.Pod) bool {
-	for _, cs := range p.Status.ContainerStatuses {
-		if t := cs.State.Terminated; t != nil && t.Reason == v1alpha2.ReasonPodMigrated {
-			return true
-		}
-	}
-	return false
-}
-
-// podReady tells whether the pod's Ready condition is True.
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// podUnschedulable returns the scheduler's message when it could not place the pod.
-func podUnschedulable(p *corev1.Pod) (string, bool) {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-			return c.Message, true
-		}
-	}
-	return "", false
-}
-
-// endMessage says why a pod ended, from its container's termination state.
-func endMessage(p *corev1.Pod) string {
-	for _, cs := range p.Status.ContainerStatuses {
-		if t := cs.State.Terminated; t != nil {
-			msg := strings.TrimSpace(t.Message)
-			if msg == "" {
-				msg = t.Reason
-			}
-			return fmt.Sprintf("launcher exited with code %d: %s", t.ExitCode, msg)
-		}
-	}
-	if p.Status.Message != "" {
-		return p.Status.Message
-	}
-	return string(p.Status.Phase)
 }

@@ -6,6 +6,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
 // deriveStatus sets the VM's phase, node and conditions from what the reconcile observed.
@@ -80,7 +81,7 @@ func (r *Reconciler) deriveStatus(s *scope) {
 			set(v1alpha2.VMConditionRunning, false, reason, msg)
 		}
 	default:
-		if why, unschedulable := podUnschedulable(p); unschedulable {
+		if why, unschedulable := launcherpod.Unschedulable(p); unschedulable {
 			st.Phase = v1alpha2.MachinePending
 			st.NodeName = ""
 			set(v1alpha2.VMConditionPodScheduled, false, v1alpha2.ReasonUnschedulable, why)
@@ -92,7 +93,7 @@ func (r *Reconciler) deriveStatus(s *scope) {
 			set(v1alpha2.VMConditionPodScheduled, true, v1alpha2.ReasonScheduled, "the VM is placed on node "+p.Spec.NodeName)
 		}
 		switch {
-		case podReady(p):
+		case launcherpod.Ready(p):
 			st.Phase = v1alpha2.MachineRunning
 			set(v1alpha2.VMConditionRunning, true, v1alpha2.ReasonGuestHeartbeat, "the guest is up and its heartbeat is fresh")
 		case p.Status.Phase == corev1.PodRunning && wasReady(p):

@@ -1,0 +1,75 @@
+// Package launcherpod reads the state of launcher pods as Ferry's controllers see it:
+// ended or not and how, ready, migrated away. It holds no state and writes nothing.
+package launcherpod
+
+import (
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// Ended tells whether a pod has finished.
+func Ended(p *corev1.Pod) bool {
+	return p != nil && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed)
+}
+
+// Ready tells whether the pod's Ready condition is True (the guest's heartbeat is fresh).
+func Ready(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// MigratedAway tells whether a pod ended because its VM live-migrated to another pod.
+func MigratedAway(p *corev1.Pod) bool {
+	if t := terminated(p); t != nil {
+		return t.Reason == v1alpha2.ReasonPodMigrated
+	}
+	return false
+}
+
+// Unschedulable returns the scheduler's message when it could not place the pod.
+func Unschedulable(p *corev1.Pod) (string, bool) {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return c.Message, true
+		}
+	}
+	return "", false
+}
+
+// EndMessage says why a pod ended (or is going), from its container's termination state.
+func EndMessage(p *corev1.Pod) string {
+	if p == nil {
+		return "the pod is gone"
+	}
+	if t := terminated(p); t != nil {
+		msg := strings.TrimSpace(t.Message)
+		if msg == "" {
+			msg = t.Reason
+		}
+		return fmt.Sprintf("launcher exited with code %d: %s", t.ExitCode, msg)
+	}
+	if p.DeletionTimestamp != nil {
+		return "the pod is being deleted"
+	}
+	if p.Status.Message != "" {
+		return p.Status.Message
+	}
+	return string(p.Status.Phase)
+}
+
+func terminated(p *corev1.Pod) *corev1.ContainerStateTerminated {
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil {
+			return t
+		}
+	}
+	return nil
+}
