@@ -49,7 +49,7 @@ ferry-guest (created from the locally built guest image when missing) and waits 
 runs and its guest counts ("CNT n" on the serial console).
 
 For each scenario, idle guest and guest rewriting --dirty-mib MiB in a loop ("dirty N"
-typed on its console, "stop" at the end; at most half the guest's memory), it creates
+typed on its console, "stop" at the end; at most half the memory and 96 MiB less than it), it creates
 --runs Evict operations one after another and records:
   e2e       from creating the VirtualMachineOperation to seeing it Completed (±0.1 s)
   transfer  QEMU's total migration time (status.migration.transferMs)

@@ -59,7 +59,7 @@ func DefaultOptions() Options {
 		FerryBin:         "bin/ferry",
 		Port:             17443,
 		Namespace:        "default",
-		VMName:           "ferry-bench",
+		VMName:           "bench",
 		Memory:           "512Mi",
 		Runs:             3,
 		DirtyMiB:         256,
@@ -79,7 +79,7 @@ type scenario struct {
 
 // RunMigration runs the migration benchmark and prints its table to o.Out. It cleans up
 // (VM, cluster, QEMU processes) also when ctx is cancelled.
-func RunMigration(ctx context.Context, o Options) (err error) {
+func RunMigration(ctx context.Context, o Options) (retErr error) {
 	out := o.Out
 	if out == nil {
 		out = os.Stdout
@@ -99,8 +99,10 @@ func RunMigration(ctx context.Context, o Options) (err error) {
 		return fmt.Errorf("--memory %s: a guest needs at least 96Mi", o.Memory)
 	}
 	dirty := o.DirtyMiB
-	if limit := int(memMiB / 2); dirty > limit {
-		say("Note: --dirty-mib %d does not fit a %s guest's tmpfs; dirtying %d MiB instead", dirty, o.Memory, limit)
+	// The buffer lives in the guest's tmpfs next to its kernel and initramfs: past half the
+	// memory, or within 96 MiB of it, the guest's OOM killer ends the heartbeat loop.
+	if limit := int(min(memMiB/2, memMiB-96)); dirty > limit {
+		say("Note: --dirty-mib %d does not fit a %s guest (its OOM killer would end it); dirtying %d MiB instead", dirty, o.Memory, limit)
 		dirty = limit
 	}
 	var scenarios []scenario
@@ -135,10 +137,17 @@ func RunMigration(ctx context.Context, o Options) (err error) {
 			return err
 		}
 		if stateDir == "" {
-			if stateDir, err = os.MkdirTemp("", "ferry-bench-"); err != nil {
+			// Short: launcher sockets live below it (see checkSocketPath).
+			if stateDir, err = os.MkdirTemp("", "fb-"); err != nil {
 				return err
 			}
 			tempState = true
+		}
+		if err := checkSocketPath(stateDir, o.Namespace, o.VMName); err != nil {
+			if tempState {
+				os.RemoveAll(stateDir)
+			}
+			return err
 		}
 		up, err := startUp(ctx, bin, stateDir, o.Port, say)
 		if err != nil {
@@ -147,7 +156,7 @@ func RunMigration(ctx context.Context, o Options) (err error) {
 		defer func() {
 			say("Stopping ferry up…")
 			up.stop()
-			if tempState && failures == 0 && err == nil {
+			if tempState && failures == 0 && retErr == nil {
 				os.RemoveAll(stateDir)
 			} else {
 				say("State and logs kept in %s", stateDir)
@@ -218,9 +227,13 @@ func RunMigration(ctx context.Context, o Options) (err error) {
 	var runErr error
 	for i, sc := range scenarios {
 		results[i].Name = sc.name
-		if runErr = ferryScenario(ctx, fb, sc, o, &results[i].Ferry, say); runErr != nil {
-			break
+	}
+	for i, sc := range scenarios {
+		if runErr != nil {
+			results[i].Ferry.Skipped = true
+			continue
 		}
+		runErr = ferryScenario(ctx, fb, sc, o, &results[i].Ferry, say)
 	}
 	say("Deleting VM %s…", o.VMName)
 	cleanupVM()
@@ -341,6 +354,21 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// checkSocketPath refuses a state directory, namespace and VM name whose launcher sockets
+// (STATE/nodes/node-N/pods/NS_virt-launcher-VM-xxxxx_UID8/launcher.sock) would not fit the
+// 107 bytes of a unix socket path: the launcher cannot start then and the VM crash-loops.
+func checkSocketPath(stateDir, ns, vm string) error {
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(abs, "nodes", "node-2", "pods", ns+"_virt-launcher-"+vm+"-xxxxx_xxxxxxxx", "launcher.sock")
+	if len(p) > 107 {
+		return fmt.Errorf("launcher sockets would be %d bytes long, more than a unix socket path allows (107): use a shorter --state-dir or --vm-name (%s)", len(p), p)
+	}
+	return nil
 }
 
 // waitNoOtherCluster waits up to wait for another `ferry up` on this machine to end.

@@ -135,7 +135,8 @@ func Run(o Options) error {
 	storage := filepath.Join(o.StateDir, "storage")
 	ctl := &child{name: "controller", log: filepath.Join(logs, "controller.log"), argv: []string{exe, "controller",
 		"--kubeconfig", cp.Kubeconfig, "--storage-dir", storage, "--ip-range", o.IPRange,
-		"--metrics-bind-address", "127.0.0.1:8080", "--health-probe-bind-address", "127.0.0.1:8081"}}
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)),
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)+1)}}
 	children := []*child{ctl}
 	for _, n := range nodes {
 		argv := []string{exe, "agent", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
@@ -186,6 +187,10 @@ func Run(o Options) error {
 	return nil
 }
 
+// metricsPort is where the controller serves metrics: derived from the apiserver's port, so
+// that two clusters on one machine (e.g. tests beside a developer's) do not collide.
+func metricsPort(apiPort int) int { return apiPort + 2000 }
+
 func printNext(o Options, kubeconfig string, say func(string, ...any)) {
 	stateFlag := ""
 	if o.StateDir != DefaultStateDir() {
@@ -198,7 +203,8 @@ Ferry is up. In another terminal:
   ferry%[1]s v console linux-vm          # the guest's serial console (Ctrl-C to leave)
   ferry%[1]s v stop|start|restart linux-vm --wait
   export KUBECONFIG=%[2]s   # for any other kubectl
-Logs are in %[3]s. Press Ctrl-C to stop everything.`, stateFlag, kubeconfig, filepath.Join(o.StateDir, "logs"))
+Controller metrics: http://127.0.0.1:%[4]d/metrics. Logs are in %[3]s.
+Press Ctrl-C to stop everything.`, stateFlag, kubeconfig, filepath.Join(o.StateDir, "logs"), metricsPort(o.Port))
 }
 
 // installCRDs applies Ferry's CRDs (server-side apply, so re-running updates them) and
