@@ -143,7 +143,7 @@ func RunMigration(ctx context.Context, o Options) (retErr error) {
 			}
 			tempState = true
 		}
-		if err := checkSocketPath(stateDir, o.Namespace, o.VMName); err != nil {
+		if err := checkSocketPath(stateDir); err != nil {
 			if tempState {
 				os.RemoveAll(stateDir)
 			}
@@ -356,17 +356,17 @@ func firstLine(s string) string {
 	return s
 }
 
-// checkSocketPath refuses a state directory, namespace and VM name whose launcher sockets
-// (STATE/nodes/node-N/pods/NS_virt-launcher-VM-xxxxx_UID8/launcher.sock) would not fit the
-// 107 bytes of a unix socket path: the launcher cannot start then and the VM crash-loops.
-func checkSocketPath(stateDir, ns, vm string) error {
+// checkSocketPath refuses a state directory whose launcher sockets
+// (STATE/nodes/node-N/pods/POD-UID/launcher.sock) would not fit the 107 bytes of a unix
+// socket path: the launcher could not start then.
+func checkSocketPath(stateDir string) error {
 	abs, err := filepath.Abs(stateDir)
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(abs, "nodes", "node-2", "pods", ns+"_virt-launcher-"+vm+"-xxxxx_xxxxxxxx", "launcher.sock")
+	p := filepath.Join(abs, "nodes", "node-2", "pods", "00000000-0000-0000-0000-000000000000", "launcher.sock")
 	if len(p) > 107 {
-		return fmt.Errorf("launcher sockets would be %d bytes long, more than a unix socket path allows (107): use a shorter --state-dir or --vm-name (%s)", len(p), p)
+		return fmt.Errorf("launcher sockets would be %d bytes long, more than a unix socket path allows (107): use a shorter --state-dir (%s)", len(p), p)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -179,7 +180,8 @@ func (k *Kubelet) processNext(ctx context.Context) bool {
 	}
 	defer k.queue.Done(uid)
 	if err := k.sync(ctx, uid); err != nil {
-		if ctx.Err() == nil {
+		// A conflict only means the pod changed meanwhile: retry without noise.
+		if ctx.Err() == nil && !apierrors.IsConflict(err) {
 			k.log.Error(err, "Could not sync pod", "pod", k.keyOf(uid))
 		}
 		k.queue.AddRateLimited(uid)

@@ -47,10 +47,17 @@ func (p *process) exited() bool {
 	}
 }
 
-// runDirOf is where a pod's launcher keeps its sockets and the guest's serial log.
+// runDirOf is where a pod's launcher keeps its sockets and the guest's serial log. It is
+// named by the pod's UID alone: unix socket paths must stay under 108 bytes.
 func (k *Kubelet) runDirOf(pod *corev1.Pod) string {
-	return filepath.Join(k.o.StateDir, "pods", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, string(pod.UID)[:8]))
+	return filepath.Join(k.o.StateDir, "pods", string(pod.UID))
 }
+
+// maxSocketPath is the longest unix socket path Linux takes (sun_path less its NUL).
+const maxSocketPath = 107
+
+// longestSocket is the longest socket name a launcher makes in its run directory.
+const longestSocket = "/launcher.sock"
 
 // start runs the pod's container as a process in its own process group, so that stopping
 // it reaches QEMU too. Only Ferry's own commands run here: this is no container runtime.
@@ -63,6 +70,9 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) 
 		return nil, fmt.Errorf("the Ferry node agent runs only Ferry launcher pods (command \"ferry ...\"); container %s has command %q", c.Name, c.Command)
 	}
 	runDir := k.runDirOf(pod)
+	if n := len(runDir) + len(longestSocket); n > maxSocketPath {
+		return nil, fmt.Errorf("the node's state directory %s is too long: the launcher's socket path would be %d bytes, Linux allows %d; use a shorter --state-dir", k.o.StateDir, n, maxSocketPath)
+	}
 	if err := os.MkdirAll(runDir, 0o750); err != nil {
 		return nil, err
 	}
@@ -135,7 +145,8 @@ func (k *Kubelet) watch(ctx context.Context, p *process) {
 		before, old := k.ready(p), p.guest
 		p.guest = g
 		after := k.ready(p)
-		if after {
+		// A guest that migrated in was up before it arrived: silence after that is not a boot.
+		if after || (old.IncomingURI != "" && g.IncomingURI == "") {
 			p.everReady = true
 		}
 		p.mu.Unlock()
@@ -143,8 +154,10 @@ func (k *Kubelet) watch(ctx context.Context, p *process) {
 			k.queue.Add(p.uid)
 		}
 		// A migration's switchover is watched closely: its end is on the VM's critical path.
+		// A young launcher is watched closely too: a migration target publishes where it
+		// listens, and a guest's first heartbeat, on the VM's critical path.
 		interval = time.Second
-		if g.migrating() {
+		if g.migrating() || time.Since(p.started) < 15*time.Second {
 			interval = 100 * time.Millisecond
 		}
 	}

@@ -112,6 +112,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		r.applyPower,
 	} {
 		if err := phase(ctx, s); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{Requeue: true}, nil // decided on a stale object: redo
+			}
 			return ctrl.Result{}, err
 		}
 	}
