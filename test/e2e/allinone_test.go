@@ -47,7 +47,7 @@ func TestSampleVM(t *testing.T) {
 // TestPowerOperations: Stop, Start and Restart through `ferry v … --wait`.
 func TestPowerOperations(t *testing.T) {
 	waitRunning(t, "linux-vm", 2*time.Minute)
-	before := activePod(t, "linux-vm")
+	before := runDirOf(t, activePod(t, "linux-vm")) + "/"
 
 	mustFerry(t, "v", "stop", "linux-vm", "--wait", "--timeout", "2m")
 	if vm := getVM(t, "linux-vm"); vm.Status.Phase != v1alpha2.MachineStopped {
@@ -135,7 +135,7 @@ func TestAlwaysOnComesBackAndDeleteCleansUp(t *testing.T) {
 	waitHeartbeat(t, "always", 1, time.Minute)
 
 	vm := getVM(t, "always")
-	last := activePod(t, "always")
+	last := vmQEMUMarker("always")
 	mustFerry(t, "k", "delete", "vm", "always", "--wait=true", "--timeout=2m")
 	var pods corev1.PodList
 	if err := cl.c.List(context.Background(), &pods, client.InNamespace("default"), client.MatchingLabels{v1alpha2.LabelVMName: "always"}); err != nil {

@@ -230,7 +230,12 @@ func waitHeartbeat(t *testing.T, vm string, min int, timeout time.Duration) int 
 	return last
 }
 
-// qemuProcesses lists the command lines of running QEMU processes that mention s.
+// vmQEMUMarker is what a QEMU running VM vm in namespace default has on its command line.
+func vmQEMUMarker(vm string) string {
+	return "-name guest=default/" + vm + " "
+}
+
+// qemuProcesses lists the QEMU processes whose command line contains s.
 func qemuProcesses(s string) []string {
 	out, _ := exec.Command("pgrep", "-af", "qemu-system").Output()
 	var found []string

@@ -108,7 +108,7 @@ func assertContinued(t *testing.T, vm string, last int) {
 func assertOneQEMU(t *testing.T, vm string) {
 	t.Helper()
 	eventually(t, 30*time.Second, "exactly one QEMU for "+vm, func() (bool, string) {
-		q := qemuProcesses("virt-launcher-" + vm + "-")
+		q := qemuProcesses(vmQEMUMarker(vm))
 		return len(q) == 1, fmt.Sprintf("%d: %v", len(q), q)
 	})
 }

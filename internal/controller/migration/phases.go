@@ -234,10 +234,18 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 		}
 		return wait(v1alpha2.ReasonSyncing, fmt.Sprintf("transfer completed (downtime %d ms); waiting for the guest's heartbeat on node %s", ms.DowntimeMs, ms.TargetNode), time.Second), nil
 	}
-	now := metav1.NewTime(r.Now())
-	ms.EndTime = &now
 	vm := &v1alpha2.VirtualMachine{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: op.Namespace, Name: op.Spec.VirtualMachineName}, vm); err == nil {
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: op.Namespace, Name: op.Spec.VirtualMachineName}, vm); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return step{}, err
+		}
+		now := metav1.NewTime(r.Now())
+		ms.EndTime = &now
+		return step{opPhase: v1alpha2.OpCompleted, reason: v1alpha2.ReasonOperationCompleted,
+			message: fmt.Sprintf("VM %s migrated to node %s and was then deleted", op.Spec.VirtualMachineName, ms.TargetNode)}, nil
+	}
+	if st := vm.Status.MigrationState; st == nil || st.EndTimestamp == nil {
+		now := metav1.NewTime(r.Now())
 		if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) {
 			st.EndTimestamp, st.Result = &now, v1alpha2.MigrationSucceeded
 			st.Target = v1alpha2.MigrationEndpoint{Node: ms.TargetNode, Pod: ms.TargetPod}
@@ -246,6 +254,13 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 		}
 		r.Recorder.Eventf(vm, corev1.EventTypeNormal, "Migrated", "Migrated from node %s to node %s (transfer %d ms, downtime %d ms)", ms.SourceNode, ms.TargetNode, ms.TransferMs, ms.DowntimeMs)
 	}
+	if vm.Status.NodeName != ms.TargetNode || vm.Status.Phase != v1alpha2.MachineRunning {
+		// The operation ends once the VM's own status says where it runs now, so whoever
+		// saw it Completed and reads the VM next finds the new node.
+		return wait(v1alpha2.ReasonSyncing, fmt.Sprintf("the guest runs on node %s; waiting for the VM's status to follow", ms.TargetNode), 200*time.Millisecond), nil
+	}
+	now := *vm.Status.MigrationState.EndTimestamp
+	ms.EndTime = &now
 	migrationsTotal.WithLabelValues(string(v1alpha2.MigrationSucceeded)).Inc()
 	migrationDuration.Observe(now.Sub(ms.StartTime.Time).Seconds())
 	migrationDowntime.Observe(float64(ms.DowntimeMs) / 1000)
