@@ -210,6 +210,13 @@ func (r *Reconciler) record(ctx context.Context, op, orig *v1alpha2.VirtualMachi
 
 // release drops the finalizer of an ended operation.
 func (r *Reconciler) release(ctx context.Context, op *v1alpha2.VirtualMachineOperation) error {
+	if controllerutil.ContainsFinalizer(op, finalizer) {
+		// A target no pass adopted (its creation's status write was lost) must not outlive
+		// the operation.
+		if err := r.deleteTargets(ctx, op); err != nil {
+			return err
+		}
+	}
 	if controllerutil.RemoveFinalizer(op, finalizer) {
 		return client.IgnoreNotFound(r.Client.Update(ctx, op))
 	}

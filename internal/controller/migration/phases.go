@@ -53,9 +53,23 @@ func (r *Reconciler) pending(ctx context.Context, op *v1alpha2.VirtualMachineOpe
 		return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonWaitingForSyncSlot, message: why, requeue: 2 * time.Second}, nil
 	}
 
-	target := targetPod(op, source, vm)
-	if err := r.Client.Create(ctx, target); err != nil {
-		return step{}, fmt.Errorf("creating the target pod: %w", err)
+	// A target made by an earlier pass whose status write was lost is adopted, not doubled.
+	targets, err := r.targetsOf(ctx, op)
+	if err != nil {
+		return step{}, err
+	}
+	var target *corev1.Pod
+	for i := range targets {
+		if targets[i].DeletionTimestamp.IsZero() && !launcherpod.Ended(&targets[i]) {
+			target = &targets[i]
+			break
+		}
+	}
+	if target == nil {
+		target = targetPod(op, source, vm)
+		if err := r.Client.Create(ctx, target); err != nil {
+			return step{}, fmt.Errorf("creating the target pod: %w", err)
+		}
 	}
 	now := metav1.NewTime(r.Now())
 	ms := op.Status.Migration
@@ -282,7 +296,7 @@ func (r *Reconciler) cleanupFailed(ctx context.Context, op *v1alpha2.VirtualMach
 		}
 	}
 	if ms.Phase != v1alpha2.MigrationDone {
-		if err := r.deletePod(ctx, op.Namespace, ms.TargetPod); err != nil {
+		if err := r.deleteTargets(ctx, op); err != nil {
 			return err
 		}
 	}
@@ -316,10 +330,10 @@ func (r *Reconciler) abort(ctx context.Context, op *v1alpha2.VirtualMachineOpera
 		}
 		r.Recorder.Eventf(op, corev1.EventTypeWarning, v1alpha2.ReasonAborted, "Migration cancelled; the VM stays on node %s", op.Status.Migration.SourceNode)
 	}
-	if ms := op.Status.Migration; ms != nil && ms.TargetPod != "" && ms.Phase != v1alpha2.MigrationDone && !finished(op) {
-		if p, err := r.pod(ctx, op.Namespace, ms.TargetPod); err != nil {
+	if ms := op.Status.Migration; ms != nil && ms.Phase != v1alpha2.MigrationDone && !finished(op) {
+		if targets, err := r.targetsOf(ctx, op); err != nil {
 			return ctrl.Result{}, err
-		} else if p != nil {
+		} else if len(targets) > 0 {
 			return ctrl.Result{RequeueAfter: time.Second}, nil // wait until the target is gone
 		}
 	}

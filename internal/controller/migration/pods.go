@@ -116,6 +116,37 @@ func (r *Reconciler) annotateLabels(ctx context.Context, p *corev1.Pod, labels m
 	return r.Client.Patch(ctx, p.DeepCopy(), client.RawPatch(types.MergePatchType, patch))
 }
 
+// targetsOf lists the pods still labelled as the operation's migration target, read from
+// the API server: a pod this controller has just created may not be in its cache yet.
+func (r *Reconciler) targetsOf(ctx context.Context, op *v1alpha2.VirtualMachineOperation) ([]corev1.Pod, error) {
+	reader := client.Reader(r.Client)
+	if r.APIReader != nil {
+		reader = r.APIReader
+	}
+	var pods corev1.PodList
+	if err := reader.List(ctx, &pods, client.InNamespace(op.Namespace), client.MatchingLabels{v1alpha2.LabelMigrationTarget: op.Name}); err != nil {
+		return nil, err
+	}
+	return pods.Items, nil
+}
+
+// deleteTargets removes every pod labelled as the operation's migration target. A promoted
+// target has lost that label and stays.
+func (r *Reconciler) deleteTargets(ctx context.Context, op *v1alpha2.VirtualMachineOperation) error {
+	targets, err := r.targetsOf(ctx, op)
+	if err != nil {
+		return err
+	}
+	for i := range targets {
+		if targets[i].DeletionTimestamp.IsZero() {
+			if err := r.deletePod(ctx, op.Namespace, targets[i].Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (r *Reconciler) deletePod(ctx context.Context, ns, name string) error {
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	return client.IgnoreNotFound(r.Client.Delete(ctx, p, client.GracePeriodSeconds(1)))
