@@ -37,6 +37,11 @@ const (
 	ReasonGuestShutdown   = "GuestShutdown"
 	ReasonCrashed         = "Crashed"
 	ReasonRestartBackoff  = "RestartBackoff"
+
+	// Reasons of EvictionRequired: the node was cordoned and is drained, or a pod eviction
+	// was asked for on a schedulable node.
+	ReasonNodeDrained       = "NodeDrained"
+	ReasonEvictionRequested = "EvictionRequested"
 )
 
 // Condition types of a VirtualMachineOperation.
@@ -111,6 +116,12 @@ const (
 	AnnotationPowerState = "virtualization.ferryvm.io/power-state"
 	// AnnotationRunDir is where a launcher keeps its sockets and the guest's serial log.
 	AnnotationRunDir = "virtualization.ferryvm.io/run-dir"
+	// AnnotationEvacuateFrom on a VM names the node it must leave: an eviction of its
+	// launcher pod was refused so that the VM can be live-migrated off that node first.
+	AnnotationEvacuateFrom = "virtualization.ferryvm.io/evacuate-from"
+	// LabelEvacuation on a VirtualMachineOperation created by Ferry to move a VM off a node
+	// being drained; its value is that node.
+	LabelEvacuation = "virtualization.ferryvm.io/evacuation"
 	// FinalizerVM keeps a VM until its pods, disks and address are released.
 	FinalizerVM = "virtualization.ferryvm.io/vm"
 	// FinalizerStorage keeps an image or disk until its file is removed.

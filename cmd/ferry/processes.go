@@ -43,6 +43,11 @@ func controllerCommand() *cobra.Command {
 	f.StringVar(&o.LauncherImage, "launcher-image", "ferry/launcher:latest", "container image of launcher pods")
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint (0 turns it off)")
 	f.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "health endpoint (0 turns it off)")
+	f.IntVar(&o.Webhook.Port, "webhook-port", 9443, "port of the admission webhooks (TLS; 0 turns them off)")
+	f.StringVar(&o.Webhook.Host, "webhook-host", "", "address the admission webhooks listen on (empty: all)")
+	f.StringVar(&o.Webhook.CertDir, "webhook-cert-dir", "/etc/ferry/webhook", "directory of the webhooks' serving certificate and key")
+	f.StringVar(&o.Webhook.CertName, "webhook-cert-name", "tls.crt", "serving certificate file in --webhook-cert-dir")
+	f.StringVar(&o.Webhook.KeyName, "webhook-key-name", "tls.key", "serving key file in --webhook-cert-dir")
 	m := &o.Migration
 	f.Int64Var(&m.MaxBandwidthBytes, "migration-bandwidth", m.MaxBandwidthBytes, "live migration bandwidth cap, bytes/s")
 	f.DurationVar(&m.DowntimeLimit, "migration-downtime-limit", m.DowntimeLimit, "longest guest pause QEMU may plan at switchover")

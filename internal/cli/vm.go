@@ -41,7 +41,7 @@ func NewCommand(kubeconfig func() string) *cobra.Command {
 	g := &Globals{Kubeconfig: kubeconfig, Out: os.Stdout}
 	cmd := &cobra.Command{
 		Use:   "v",
-		Short: "Virtual machine verbs: start, stop, restart, evict, migrate, console",
+		Short: "Virtual machine verbs: start, stop, restart, evict, migrate, console, drain",
 		Long: "Each verb creates a VirtualMachineOperation, as `ferry k apply` of one would; --wait follows it.\n" +
 			"evict moves a running VM live to any other node that fits it; migrate does the same, optionally to --target-node.",
 	}
@@ -49,7 +49,7 @@ func NewCommand(kubeconfig func() string) *cobra.Command {
 	for _, t := range []v1alpha2.OperationType{v1alpha2.OpStart, v1alpha2.OpStop, v1alpha2.OpRestart, v1alpha2.OpEvict, v1alpha2.OpMigrate} {
 		cmd.AddCommand(operationCommand(g, t))
 	}
-	cmd.AddCommand(consoleCommand(g))
+	cmd.AddCommand(consoleCommand(g), drainCommand(g))
 	return cmd
 }
 

@@ -13,9 +13,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/evacuation"
 	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/controller/power"
 	"github.com/ferryvm/ferry/internal/controller/storage"
@@ -37,9 +39,20 @@ type Options struct {
 	HealthAddr string
 	// Migration tunes live migrations.
 	Migration migration.Config
+	// Webhook serves the admission webhooks over TLS; Port 0 turns them off.
+	Webhook WebhookOptions
 	// LeaderElection makes replicas elect one active controller.
 	LeaderElection          bool
 	LeaderElectionNamespace string
+}
+
+// WebhookOptions say where the admission webhooks listen and which certificate they show.
+type WebhookOptions struct {
+	Host     string
+	Port     int
+	CertDir  string
+	CertName string
+	KeyName  string
 }
 
 // NewScheme returns a scheme with the Kubernetes and Ferry types.
@@ -57,7 +70,13 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	var hooks webhook.Server
+	if o.Webhook.Port > 0 {
+		hooks = webhook.NewServer(webhook.Options{Host: o.Webhook.Host, Port: o.Webhook.Port,
+			CertDir: o.Webhook.CertDir, CertName: o.Webhook.CertName, KeyName: o.Webhook.KeyName})
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		WebhookServer:           hooks,
 		Scheme:                  NewScheme(),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.HealthAddr,
@@ -81,9 +100,17 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir},
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},
 		&migration.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("migration-controller"), Config: o.Migration, APIReader: mgr.GetAPIReader()},
+		&evacuation.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("evacuation-controller")},
 	}
 	for _, s := range setups {
 		if err := s.SetupWithManager(mgr); err != nil {
+			return err
+		}
+	}
+	if hooks != nil {
+		// Asking the manager for its webhook server is what makes it run the server.
+		mgr.GetWebhookServer().Register(evacuation.WebhookPath, &webhook.Admission{Handler: &evacuation.Webhook{Client: mgr.GetClient(), Backoff: evacuation.DefaultBackoff}})
+		if err := mgr.AddReadyzCheck("webhook", hooks.StartedChecker()); err != nil {
 			return err
 		}
 	}

@@ -286,3 +286,14 @@ func writeFile(path string, data []byte, perm os.FileMode) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// IssueServingCert writes name.crt/name.key into the control plane's PKI directory: a
+// serving certificate for hosts signed by the cluster CA (whose PEM is CAData), kept
+// while it is valid. The Ferry controller's webhooks show it to the apiserver.
+func (c *ControlPlane) IssueServingCert(name string, hosts ...string) (dir, certName, keyName string, err error) {
+	dir = filepath.Dir(c.CAFile)
+	if _, _, err := c.ca.ensurePair(dir, name, leafSpec{commonName: name, hosts: hosts, server: true}); err != nil {
+		return "", "", "", err
+	}
+	return dir, name + ".crt", name + ".key", nil
+}

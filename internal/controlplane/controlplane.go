@@ -319,12 +319,3 @@ func (c *ControlPlane) Err() <-chan error { return c.errCh }
 func (c *ControlPlane) IssueClientCert(commonName string, orgs []string) (certPEM, keyPEM []byte, err error) {
 	return c.ca.issue(leafSpec{commonName: commonName, orgs: orgs, client: true})
 }
-
-// IssueServingCert issues a TLS serving certificate for hosts (DNS names
-// and/or IPs) signed by the cluster CA. The first host is the common name.
-func (c *ControlPlane) IssueServingCert(hosts []string) (certPEM, keyPEM []byte, err error) {
-	if len(hosts) == 0 {
-		return nil, nil, errors.New("IssueServingCert: no hosts")
-	}
-	return c.ca.issue(leafSpec{commonName: hosts[0], hosts: hosts, server: true})
-}

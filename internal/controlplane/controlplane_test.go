@@ -173,9 +173,12 @@ func checkIssuedCerts(t *testing.T, cp *ControlPlane) {
 		t.Fatalf("client cert subject = %v", c.Subject)
 	}
 
-	certPEM, _, err = cp.IssueServingCert([]string{"webhook.ferry-system.svc", "127.0.0.1"})
+	dir, certName, _, err := cp.IssueServingCert("webhook", "webhook.ferry-system.svc", "127.0.0.1")
 	if err != nil {
 		t.Fatalf("IssueServingCert: %v", err)
+	}
+	if certPEM, err = os.ReadFile(filepath.Join(dir, certName)); err != nil {
+		t.Fatal(err)
 	}
 	if c, err = decodeCert(certPEM); err != nil {
 		t.Fatal(err)

@@ -131,12 +131,22 @@ func Run(o Options) error {
 		return err
 	}
 
+	hookDir, hookCert, hookKey, err := cp.IssueServingCert("webhook", "127.0.0.1", "localhost")
+	if err != nil {
+		return fmt.Errorf("issuing the webhook certificate: %w", err)
+	}
+	if err := registerEvictionWebhook(ctx, c, webhookPort(o.Port), cp.CAData); err != nil {
+		return fmt.Errorf("registering the eviction webhook: %w", err)
+	}
+
 	logs := filepath.Join(o.StateDir, "logs")
 	storage := filepath.Join(o.StateDir, "storage")
 	ctl := &child{name: "controller", log: filepath.Join(logs, "controller.log"), argv: []string{exe, "controller",
 		"--kubeconfig", cp.Kubeconfig, "--storage-dir", storage, "--ip-range", o.IPRange,
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)),
-		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)+1)}}
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)+1),
+		"--webhook-host", "127.0.0.1", "--webhook-port", strconv.Itoa(webhookPort(o.Port)),
+		"--webhook-cert-dir", hookDir, "--webhook-cert-name", hookCert, "--webhook-key-name", hookKey}}
 	children := []*child{ctl}
 	for _, n := range nodes {
 		argv := []string{exe, "agent", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,

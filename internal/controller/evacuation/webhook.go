@@ -1,0 +1,160 @@
+package evacuation
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/launcherpod"
+)
+
+// WebhookPath is where the eviction webhook is served.
+const WebhookPath = "/validate-pods-eviction"
+
+// Webhook answers evictions of launcher pods: a VM that runs in the pod is moved first.
+type Webhook struct {
+	Client  client.Client
+	Backoff Backoff
+	Now     func() time.Time
+}
+
+// Handle lets an eviction through unless the pod runs a VM; for a VM it marks the VM for
+// evacuation and answers 429 with what happens to the VM, so that kubectl drain prints
+// it and retries.
+func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.Response {
+	if req.SubResource != "eviction" || req.Operation != admissionv1.Create {
+		return admission.Allowed("")
+	}
+	pod := &corev1.Pod{}
+	if err := w.Client.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: req.Name}, pod); err != nil {
+		// Only launcher pods are cached: any other pod is none of Ferry's business.
+		if apierrors.IsNotFound(err) {
+			return admission.Allowed("")
+		}
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	vmName := pod.Labels[v1alpha2.LabelVMName]
+	if _, target := pod.Labels[v1alpha2.LabelMigrationTarget]; target || vmName == "" ||
+		launcherpod.Ended(pod) || !pod.DeletionTimestamp.IsZero() || pod.Spec.NodeName == "" {
+		// A migration target going away only cancels that migration; an ended or
+		// unscheduled pod runs no guest.
+		return admission.Allowed("")
+	}
+	vm := &v1alpha2.VirtualMachine{}
+	if err := w.Client.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: vmName}, vm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return admission.Allowed("")
+		}
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	if ref := metav1.GetControllerOf(pod); ref == nil || ref.UID != vm.UID || !vm.DeletionTimestamp.IsZero() {
+		return admission.Allowed("")
+	}
+	if !isActive(vm, pod.Name) && vm.Status.NodeName != pod.Spec.NodeName {
+		return admission.Allowed("") // the VM has already moved; this pod is on its way out
+	}
+	node := pod.Spec.NodeName
+	now := w.now()
+	if req.DryRun == nil || !*req.DryRun {
+		if err := w.mark(ctx, vm, node); err != nil {
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("marking VM %s/%s for evacuation: %w", vm.Namespace, vm.Name, err))
+		}
+	}
+	s, err := Observe(ctx, w.Client, vm, w.Backoff)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Eviction refused: VM to move first", "vm", vm.Namespace+"/"+vm.Name, "pod", pod.Name, "node", node)
+	return tooManyRequests(Explain(vm, node, s, now))
+}
+
+// Explain says what happens to vm, which must leave node, in the state s.
+func Explain(vm *v1alpha2.VirtualMachine, node string, s State, now time.Time) string {
+	name := vm.Namespace + "/" + vm.Name
+	switch ok, reason, msg := s.migratable(); {
+	case s.InFlight != nil:
+		p := s.InFlight.Status.Progress
+		if p == "" {
+			p = "starting"
+		}
+		return fmt.Sprintf("VM %s is being live-migrated off node %s by VirtualMachineOperation %s (%s); its pod ends when the VM runs elsewhere", name, node, s.InFlight.Name, p)
+	case !ok && reason == ReasonMigrationFails:
+		m := fmt.Sprintf("VM %s cannot leave node %s yet: %s", name, node, msg)
+		if wait := s.NextTry.Sub(now); wait > 0 {
+			m += fmt.Sprintf("; next try in %s", wait.Round(time.Second))
+		}
+		return m + "; it keeps running on the node"
+	case !ok:
+		return fmt.Sprintf("VM %s cannot be live-migrated off node %s (%s): %s; it keeps running, so the drain waits: make room elsewhere, change the VM's placement, or stop it (ferry v stop %s -n %s)", name, node, reason, msg, vm.Name, vm.Namespace)
+	case s.NextTry.After(now):
+		return fmt.Sprintf("VM %s: the last evacuation off node %s failed (%s); next try in %s", name, node, failureText(s.LastFailure), s.NextTry.Sub(now).Round(time.Second))
+	default:
+		return fmt.Sprintf("VM %s will be live-migrated off node %s (%s); its pod ends when the VM runs elsewhere", name, node, msg)
+	}
+}
+
+// mark asks for the VM's evacuation off node: an annotation for the controller and the
+// EvictionRequired condition for people.
+func (w *Webhook) mark(ctx context.Context, vm *v1alpha2.VirtualMachine, node string) error {
+	if vm.Annotations[v1alpha2.AnnotationEvacuateFrom] != node {
+		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, v1alpha2.AnnotationEvacuateFrom, node))
+		if err := w.Client.Patch(ctx, vm, patch); err != nil {
+			return err
+		}
+	}
+	n := &corev1.Node{}
+	reason, msg := v1alpha2.ReasonEvictionRequested, fmt.Sprintf("an eviction of the VM's pod on node %s was requested: the VM moves off the node first", node)
+	if err := w.Client.Get(ctx, client.ObjectKey{Name: node}, n); err == nil && n.Spec.Unschedulable {
+		reason, msg = v1alpha2.ReasonNodeDrained, fmt.Sprintf("node %s is cordoned and being drained: the VM moves off it", node)
+	}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &v1alpha2.VirtualMachine{}
+		if err := w.Client.Get(ctx, client.ObjectKeyFromObject(vm), cur); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(cur.Status.Conditions, v1alpha2.VMConditionEvictionRequired); c != nil && c.Status == metav1.ConditionTrue && c.Reason == reason && c.Message == msg {
+			return nil
+		}
+		orig := cur.DeepCopy()
+		meta.SetStatusCondition(&cur.Status.Conditions, metav1.Condition{Type: v1alpha2.VMConditionEvictionRequired, Status: metav1.ConditionTrue,
+			Reason: reason, Message: msg, ObservedGeneration: cur.Generation})
+		return w.Client.Status().Patch(ctx, cur, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	})
+}
+
+func isActive(vm *v1alpha2.VirtualMachine, pod string) bool {
+	for _, p := range vm.Status.VirtualMachinePods {
+		if p.Name == pod {
+			return p.Active
+		}
+	}
+	return false
+}
+
+func (w *Webhook) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
+}
+
+func tooManyRequests(msg string) admission.Response {
+	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
+		Allowed: false,
+		Result: &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusTooManyRequests,
+			Reason: metav1.StatusReasonTooManyRequests, Message: msg},
+	}}
+}
