@@ -103,6 +103,8 @@ type State struct {
 	Pod *corev1.Pod
 	// InFlight is the VM's unfinished migration operation.
 	InFlight *v1alpha2.VirtualMachineOperation
+	// Cancelled is an evacuation operation someone is deleting: that cancels the evacuation.
+	Cancelled *v1alpha2.VirtualMachineOperation
 	// Failures counts the evacuations that failed in a row, the last one LastFailure.
 	Failures    int
 	LastFailure *v1alpha2.VirtualMachineOperation
@@ -145,8 +147,12 @@ func Observe(ctx context.Context, c client.Reader, vm *v1alpha2.VirtualMachine, 
 		if op.Spec.VirtualMachineName != vm.Name || op.Spec.Type != v1alpha2.OpEvict && op.Spec.Type != v1alpha2.OpMigrate {
 			continue
 		}
-		if !finished(op) && op.DeletionTimestamp.IsZero() {
+		_, evacuation := op.Labels[v1alpha2.LabelEvacuation]
+		switch {
+		case !finished(op) && op.DeletionTimestamp.IsZero():
 			s.InFlight = op
+		case !finished(op) && evacuation:
+			s.Cancelled = op
 		}
 		if _, ok := op.Labels[v1alpha2.LabelEvacuation]; ok && finished(op) {
 			evacuations = append(evacuations, op)
@@ -248,6 +254,11 @@ func (r *Reconciler) evacuate(ctx context.Context, vm *v1alpha2.VirtualMachine, 
 	}
 	if cond != nil && cond.Reason == v1alpha2.ReasonNodeDrained && !node.Spec.Unschedulable {
 		r.Recorder.Eventf(vm, corev1.EventTypeNormal, "EvacuationStopped", "Node %s was uncordoned: the VM is not moved off it", from)
+		return ctrl.Result{}, r.clear(ctx, vm, "")
+	}
+	if s.Cancelled != nil && s.InFlight == nil {
+		// Deleting the evacuation operation cancels the move; a drain that goes on asks again.
+		r.Recorder.Eventf(vm, corev1.EventTypeNormal, "EvacuationCancelled", "Operation %s was deleted: the VM stays on node %s", s.Cancelled.Name, from)
 		return ctrl.Result{}, r.clear(ctx, vm, "")
 	}
 	if s.InFlight != nil {
