@@ -18,10 +18,11 @@ const exitMigrated = 3
 // annotations: it publishes where a target listens, starts or cancels an outgoing migration
 // when the migration controller asks, and reports its progress.
 func (k *Kubelet) syncMigration(ctx context.Context, pod *corev1.Pod, p *process) error {
+	exited := p.exited() // before the exit code, which is set before the end is signalled
 	p.mu.Lock()
 	g, started, aborted, code := p.guest, p.migrateReq, p.aborted, p.exitCode
 	p.mu.Unlock()
-	if p.exited() {
+	if exited {
 		// The launcher leaves the last word on a completed migration in a file.
 		if code != exitMigrated || k.o.FinalMigration == nil {
 			return nil

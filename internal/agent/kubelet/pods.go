@@ -140,12 +140,16 @@ func (k *Kubelet) report(ctx context.Context, pod *corev1.Pod, p *process) error
 	}
 	setCond(st, corev1.PodInitialized, corev1.ConditionTrue, "", "")
 
+	// Whether the process ended is read before its exit code: the code is set before the
+	// end is signalled, so a process that ends meanwhile is not reported with code 0 (which
+	// would turn a migrated-away pod into a guest shutdown).
+	exited := p.exited()
 	p.mu.Lock()
 	ready, everReady, code, finished := k.ready(p), p.everReady, p.exitCode, p.finishedAt
 	p.mu.Unlock()
 
 	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, ContainerID: fmt.Sprintf("ferry://%d", p.cmd.Process.Pid)}
-	if p.exited() {
+	if exited {
 		reason := "Completed"
 		st.Phase = corev1.PodSucceeded
 		switch code {
