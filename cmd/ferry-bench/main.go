@@ -1,6 +1,7 @@
 // Command ferry-bench measures Ferry. `ferry-bench migration` compares Ferry's live
 // migration (Evict operations on a `ferry up` cluster) with bare QEMU migrations of the
-// same guest; see package internal/bench.
+// same guest; `ferry-bench drain` times `kubectl drain` of a node running VMs against
+// single live migrations; see package internal/bench.
 package main
 
 import (
@@ -28,7 +29,7 @@ func main() {
 		Short:        "Benchmarks of Ferry",
 		SilenceUsage: true,
 	}
-	root.AddCommand(migrationCommand())
+	root.AddCommand(migrationCommand(), drainCommand())
 	if err := root.ExecuteContext(ctx); err != nil {
 		os.Exit(1)
 	}
@@ -97,5 +98,82 @@ raw QEMU processes).`,
 	f.DurationVar(&o.WaitOther, "wait-other", 0, "wait this long for another `ferry up` on this machine to end")
 	f.Int64Var(&o.Bandwidth, "raw-bandwidth", o.Bandwidth, "raw baseline bandwidth (bytes/s) when no Ferry migration reported the controller's")
 	f.DurationVar(&o.DowntimeLimit, "raw-downtime-limit", o.DowntimeLimit, "raw baseline downtime limit when no Ferry migration reported the controller's")
+	return cmd
+}
+
+func drainCommand() *cobra.Command {
+	o := bench.DefaultDrainOptions()
+	cmd := &cobra.Command{
+		Use:   "drain",
+		Short: "Time `kubectl drain` of a node running VMs against single live migrations",
+		Long: `Measures how long ` + "`kubectl drain`" + ` takes to empty a node that runs N VMs, which
+Ferry live-migrates instead of letting their launcher pods be evicted, against N single
+live migrations.
+
+Unless --kubeconfig points at a running cluster, starts its own
+` + "`ferry up --nodes 3 --port 17443 --sample-vm=false`" + ` (--nodes; in --state-dir or a
+temporary directory; only one ` + "`ferry up`" + ` can run on a machine, see --wait-other). The
+cluster needs nodes node-1 and node-2. With --outbound K it sets migrationsPerNodeOutbound
+to K in the ConfigMap ferry-system/ferry-config for the run (restored afterwards).
+
+With every other node cordoned, it creates the VMs drain-bench-1 … drain-bench-N
+(--vms, --memory, 1 core), each with its own VirtualDisk from the ClusterVirtualImage
+ferry-guest (created from the locally built guest image when missing), waits until all
+run on node-1 and their guests count ("CNT n" on the serial console), and uncordons the
+other nodes.
+
+Baseline: for each VM in turn, a Migrate operation to node-2
+(spec.migrate.nodeSelector kubernetes.io/hostname) and one back to node-1, each timed
+from creating the VirtualMachineOperation to seeing it Completed (±0.1 s); single is the
+median of these 2N samples, checked like ` + "`ferry-bench migration`" + `'s.
+
+Drain: runs ` + "`ferry k drain node-1 --ignore-daemonsets --delete-emptydir-data`" + ` and
+times it until it exits 0 (the benchmark fails with its output when it exits otherwise
+or runs past --drain-timeout). kubectl retries a refused eviction every 5 s, so the drain
+ends up to 5 s after the last VM left. Then every VM must run on another node with the
+same status.ipAddress, and its guest must count on from where the source stopped without
+"FERRY-GUEST BOOTED" in its new serial log (within 3 minutes, and 10 s for the counter);
+node-1 must be cordoned. A VM that does not is a post-drain failure. Then
+` + "`ferry k uncordon node-1`" + `.
+
+Without Ferry's eviction webhook (a ValidatingWebhookConfiguration named *ferry*),
+kubectl drain deletes the launcher pods and the VMs restart elsewhere: every VM is then
+a post-drain failure.
+
+It prints (in ms) the drain time, the single migration median and maximum, N × the
+median, the ratio drain / (N × single median) and the post-drain failures, one row per VM
+(nodes, addresses, when it was first seen Running off node-1), and each failure's
+details (VM status, operations, log lines naming its source pod). Ctrl-C stops the
+benchmark, uncordons what it cordoned, deletes the VMs (unless --keep) and stops the
+cluster it started; the temporary state directory is kept when something failed.
+
+At most N+1 guests run at once (N + one migration target) unless --outbound, or the
+cluster's own settings, let the drain migrate several VMs at a time.`,
+		Example: `  ferry-bench drain --vms 2 --memory 128Mi
+  ferry-bench drain --vms 4 --outbound 2
+  ferry-bench drain --kubeconfig /var/lib/ferry/control-plane/admin.kubeconfig --vms 2`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Out = cmd.OutOrStdout()
+			return bench.RunDrain(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.FerryBin, "ferry-bin", "", "ferry binary that runs the cluster, drain and uncordon (default: ferry next to ferry-bench, else bin/ferry)")
+	f.StringVar(&o.FerryBin, "ferry", "", "same as --ferry-bin")
+	_ = f.MarkHidden("ferry")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "benchmark the running cluster of this kubeconfig instead of starting one")
+	f.StringVar(&o.StateDir, "state-dir", "", "state directory of the cluster it starts (default: a temporary directory); with --kubeconfig, the cluster's, to find its logs")
+	f.IntVar(&o.Port, "port", o.Port, "apiserver port of the cluster it starts")
+	f.IntVar(&o.Nodes, "nodes", o.Nodes, "nodes of the cluster it starts (at least 2)")
+	f.StringVarP(&o.Namespace, "namespace", "n", o.Namespace, "namespace of the benchmark VMs")
+	f.StringVar(&o.VMPrefix, "vm-prefix", o.VMPrefix, "the VMs are PREFIX-1 … PREFIX-N, their disks NAME-root")
+	f.IntVar(&o.VMs, "vms", o.VMs, "VMs on the drained node")
+	f.StringVar(&o.Memory, "memory", o.Memory, "memory of each guest")
+	f.IntVar(&o.Outbound, "outbound", 0, "if above 0, migrationsPerNodeOutbound in ConfigMap ferry-system/ferry-config during the run")
+	f.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "longest the drain may take before the benchmark fails")
+	f.DurationVar(&o.MigrationTimeout, "migration-timeout", o.MigrationTimeout, "longest one single migration may take before it counts as failed")
+	f.DurationVar(&o.WaitOther, "wait-other", 0, "wait this long for another ferry up on this machine to end")
+	f.BoolVar(&o.Keep, "keep", false, "leave the VMs, their disks and the state directory (a cluster it started still stops; ferry up --state-dir DIR resumes it)")
 	return cmd
 }

@@ -40,10 +40,16 @@ func otherFerryUp(port int) string {
 	return ""
 }
 
-// startUp runs `bin up` in stateDir and returns once it printed "Ferry is up". Its output
-// goes to stateDir/ferry-up.log. It runs in its own process group (a Ctrl-C reaches only
-// the benchmark, which then cleans up and stops it) and gets SIGTERM if the benchmark dies.
+// startUp runs `bin up --nodes 2` in stateDir; see startUpNodes.
 func startUp(ctx context.Context, bin, stateDir string, port int, say func(string, ...any)) (*upProcess, error) {
+	return startUpNodes(ctx, bin, stateDir, port, 2, say)
+}
+
+// startUpNodes runs `bin up --nodes nodes` in stateDir and returns once it printed "Ferry
+// is up". Its output goes to stateDir/ferry-up.log. It runs in its own process group (a
+// Ctrl-C reaches only the benchmark, which then cleans up and stops it) and gets SIGTERM if
+// the benchmark dies.
+func startUpNodes(ctx context.Context, bin, stateDir string, port, nodes int, say func(string, ...any)) (*upProcess, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -52,7 +58,7 @@ func startUp(ctx context.Context, bin, stateDir string, port int, say func(strin
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "up", "--state-dir", stateDir, "--nodes", "2", "--port", strconv.Itoa(port), "--sample-vm=false")
+	cmd := exec.Command(bin, "up", "--state-dir", stateDir, "--nodes", strconv.Itoa(nodes), "--port", strconv.Itoa(port), "--sample-vm=false")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -78,7 +84,7 @@ func startUp(ctx context.Context, bin, stateDir string, port int, say func(strin
 		pw.Close()
 		close(p.done)
 	}()
-	say("Starting `%s up --nodes 2 --port %d` in %s…", bin, port, stateDir)
+	say("Starting `%s up --nodes %d --port %d` in %s…", bin, nodes, port, stateDir)
 	t := time.NewTimer(5 * time.Minute)
 	defer t.Stop()
 	select {

@@ -59,6 +59,23 @@ type ferryBench struct {
 	imageURL string
 	// params is the migration request Ferry's controller sent to a source node.
 	params *v1alpha2.MigrationRequest
+	// targetNode, when set, makes migrate create Migrate operations to that node
+	// (spec.migrate.nodeSelector kubernetes.io/hostname) instead of Evict operations.
+	targetNode string
+}
+
+// newOperation is the operation migrate creates: Evict, or Migrate to b.targetNode.
+func (b *ferryBench) newOperation() *v1alpha2.VirtualMachineOperation {
+	op := &v1alpha2.VirtualMachineOperation{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: b.vm + "-evict-", Namespace: b.ns, Labels: b.labels()},
+		Spec:       v1alpha2.VirtualMachineOperationSpec{Type: v1alpha2.OpEvict, VirtualMachineName: b.vm},
+	}
+	if b.targetNode != "" {
+		op.GenerateName = b.vm + "-migrate-"
+		op.Spec.Type = v1alpha2.OpMigrate
+		op.Spec.Migrate = &v1alpha2.MigrateSpec{NodeSelector: map[string]string{corev1.LabelHostname: b.targetNode}}
+	}
+	return op
 }
 
 func (b *ferryBench) labels() map[string]string { return map[string]string{labelBench: benchMarker} }
@@ -194,6 +211,10 @@ func (b *ferryBench) waitReady(ctx context.Context, timeout time.Duration) (plac
 		if time.Now().After(deadline) {
 			return placement{}, fmt.Errorf("VM %s not running with a heartbeat within %s: %s", b.vm, timeout, last)
 		}
+		// No node has room (e.g. more VMs than one node's CPUs): waiting does not help.
+		if strings.Contains(last, v1alpha2.ReasonUnschedulable) && time.Until(deadline) < timeout-30*time.Second {
+			return placement{}, fmt.Errorf("VM %s cannot be scheduled: %s", b.vm, last)
+		}
 		if err := sleep(ctx, 250*time.Millisecond); err != nil {
 			return placement{}, err
 		}
@@ -237,8 +258,9 @@ func (b *ferryBench) ready(ctx context.Context) (placement, string) {
 	return p, ""
 }
 
-// migrate evicts the VM once and measures it. The error is for what stops the benchmark
-// (interrupt, a VM that does not come back); a failed migration is a Sample.
+// migrate evicts the VM once (or migrates it to targetNode) and measures it. The error is
+// for what stops the benchmark (interrupt, a VM that does not come back); a failed
+// migration is a Sample.
 func (b *ferryBench) migrate(ctx context.Context) (Sample, placement, error) {
 	src, err := b.waitReady(ctx, 3*time.Minute)
 	if err != nil {
@@ -246,13 +268,10 @@ func (b *ferryBench) migrate(ctx context.Context) (Sample, placement, error) {
 	}
 	srcF := hypervisor.NewSerialFollower(filepath.Join(src.runDir, hypervisor.SerialLogName))
 	srcF.Poll()
-	op := &v1alpha2.VirtualMachineOperation{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: b.vm + "-evict-", Namespace: b.ns, Labels: b.labels()},
-		Spec:       v1alpha2.VirtualMachineOperationSpec{Type: v1alpha2.OpEvict, VirtualMachineName: b.vm},
-	}
+	op := b.newOperation()
 	t0 := time.Now()
 	if err := b.c.Create(ctx, op); err != nil {
-		return Sample{}, src, fmt.Errorf("creating the Evict operation: %w", err)
+		return Sample{}, src, fmt.Errorf("creating the %s operation: %w", op.Spec.Type, err)
 	}
 	key := client.ObjectKeyFromObject(op)
 	var e2e time.Duration

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -195,4 +197,60 @@ func TestDrainBlockedByVMThatCannotMove(t *testing.T) {
 		_, marked := vm.Annotations[v1alpha2.AnnotationEvacuateFrom]
 		return c == nil && !marked, fmt.Sprintf("condition %v, marked %v", c, marked)
 	})
+}
+
+// TestEvictionAPIAndCancel: an eviction through the API (not drain) of a VM's pod is
+// refused with 429 and starts an evacuation; deleting that evacuation operation cancels
+// the move: the VM stays, the mark goes, no new evacuation starts.
+func TestEvictionAPIAndCancel(t *testing.T) {
+	slowMigrations(t)
+	vm := waitRunning(t, "linux-vm", 2*time.Minute)
+	pod := activePod(t, "linux-vm")
+	eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: pod}}
+	err := cl.c.SubResource("eviction").Create(t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: pod}}, eviction)
+	if !apierrors.IsTooManyRequests(err) || !strings.Contains(err.Error(), "VM default/linux-vm") {
+		t.Fatalf("eviction answered %v, want 429 naming the VM", err)
+	}
+	var op *v1alpha2.VirtualMachineOperation
+	eventually(t, 30*time.Second, "an evacuation operation transferring", func() (bool, string) {
+		var ops v1alpha2.VirtualMachineOperationList
+		if err := cl.c.List(t.Context(), &ops, client.InNamespace("default"), client.MatchingLabels{v1alpha2.LabelEvacuation: vm.Status.NodeName}); err != nil {
+			return false, err.Error()
+		}
+		for i := range ops.Items {
+			o := &ops.Items[i]
+			if o.Spec.VirtualMachineName == "linux-vm" && o.Status.Phase == v1alpha2.OpInProgress && o.Status.Migration != nil && o.Status.Migration.Phase == v1alpha2.MigrationTransferring {
+				op = o
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d evacuation operations", len(ops.Items))
+	})
+	c := meta.FindStatusCondition(getVM(t, "linux-vm").Status.Conditions, v1alpha2.VMConditionEvictionRequired)
+	if c == nil || c.Reason != v1alpha2.ReasonEvictionRequested {
+		t.Errorf("EvictionRequired %+v, want reason %s", c, v1alpha2.ReasonEvictionRequested)
+	}
+	if err := cl.c.Delete(t.Context(), op); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "evacuation cancelled", func() (bool, string) {
+		vm := getVM(t, "linux-vm")
+		c := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionEvictionRequired)
+		_, marked := vm.Annotations[v1alpha2.AnnotationEvacuateFrom]
+		return c == nil && !marked && vm.Status.Phase == v1alpha2.MachineRunning, fmt.Sprintf("%s, condition %v, marked %v", vm.Status.Phase, c, marked)
+	})
+	after := getVM(t, "linux-vm")
+	if after.Status.NodeName != vm.Status.NodeName || activePod(t, "linux-vm") != pod {
+		t.Errorf("VM moved after the cancel: node %s pod %s", after.Status.NodeName, activePod(t, "linux-vm"))
+	}
+	var ops v1alpha2.VirtualMachineOperationList
+	if err := cl.c.List(t.Context(), &ops, client.InNamespace("default"), client.MatchingLabels{v1alpha2.LabelEvacuation: vm.Status.NodeName}); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range ops.Items {
+		if o.Spec.VirtualMachineName == "linux-vm" && o.Name != op.Name && o.CreationTimestamp.After(op.CreationTimestamp.Time) {
+			t.Errorf("a new evacuation %s started after the cancel", o.Name)
+		}
+	}
+	assertOneQEMU(t, "linux-vm")
 }

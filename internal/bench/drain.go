@@ -1,0 +1,937 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/guestimage"
+	"github.com/ferryvm/ferry/internal/hypervisor"
+)
+
+// The nodes of the drain benchmark: its VMs start on drainNode, which is drained; the
+// single migrations of the baseline go to baselineNode and back.
+const (
+	drainNode    = "node-1"
+	baselineNode = "node-2"
+)
+
+// Keys of the ConfigMap that Ferry's migration controller reads at runtime (see
+// internal/controller/migration/config.go).
+const (
+	configNamespace = "ferry-system"
+	configName      = "ferry-config"
+	configOutbound  = "migrationsPerNodeOutbound"
+)
+
+// postDrainWait bounds how long a VM may take, after the drain, to run off the drained
+// node with a heartbeat (long enough for a guest that rebooted to show that it did).
+const postDrainWait = 3 * time.Minute
+
+// DrainOptions configure RunDrain.
+type DrainOptions struct {
+	// FerryBin is the ferry binary that runs the cluster and `ferry k drain`; empty: the
+	// ferry next to the running executable, else bin/ferry.
+	FerryBin string
+	// Kubeconfig points at a running cluster; empty starts `ferry up --nodes Nodes`.
+	Kubeconfig string
+	// StateDir of the started cluster (empty: a temporary one, removed unless something
+	// failed or Keep), or of the cluster that Kubeconfig points at (to find its logs).
+	StateDir string
+	// Port of the started cluster's apiserver.
+	Port int
+	// Nodes of the started cluster (at least 2).
+	Nodes     int
+	Namespace string
+	// VMPrefix names the VMs PREFIX-1 … PREFIX-N; their disks are NAME-root.
+	VMPrefix string
+	// VMs is how many VMs run on the drained node.
+	VMs int
+	// Memory of each guest, as a Kubernetes quantity.
+	Memory string
+	// Outbound, when above 0, is written to the ConfigMap key migrationsPerNodeOutbound
+	// for the run (restored afterwards).
+	Outbound int
+	// DrainTimeout bounds `ferry k drain`.
+	DrainTimeout time.Duration
+	// MigrationTimeout bounds one single migration of the baseline.
+	MigrationTimeout time.Duration
+	// WaitOther is how long to wait for another `ferry up` on this machine to end.
+	WaitOther time.Duration
+	// Keep leaves the VMs, their disks and the state directory in place.
+	Keep bool
+	Out  io.Writer
+}
+
+// DefaultDrainOptions are the command's defaults.
+func DefaultDrainOptions() DrainOptions {
+	return DrainOptions{
+		Port:             17443,
+		Nodes:            3,
+		Namespace:        "default",
+		VMPrefix:         "drain-bench",
+		VMs:              3,
+		Memory:           "128Mi",
+		DrainTimeout:     10 * time.Minute,
+		MigrationTimeout: 5 * time.Minute,
+		Out:              os.Stdout,
+	}
+}
+
+// DrainVM is what the drain did to one VM.
+type DrainVM struct {
+	Name string
+	// From and To are the nodes before and after; IPBefore and IPAfter its addresses.
+	From, To          string
+	IPBefore, IPAfter string
+	// Moved is from the start of the drain until the VM was seen Running off the drained
+	// node (polled every 250 ms); 0 when it was not seen.
+	Moved time.Duration
+	// Failure says why the VM did not keep running and counting; "" when it did.
+	Failure string
+}
+
+// DrainResult is what RunDrain measured.
+type DrainResult struct {
+	// Node is the drained node.
+	Node string
+	// Drain is how long `kubectl drain` ran until it exited 0.
+	Drain time.Duration
+	// DrainFailed says why the drain did not exit 0 in time; "" when it did.
+	DrainFailed string
+	// Single is the baseline: one Migrate operation at a time.
+	Single Series
+	// VMs are the drained VMs, checked after the drain.
+	VMs []DrainVM
+	// Problems are post-drain findings that concern no single VM (the node not cordoned).
+	Problems []string
+}
+
+// PostDrainFailures counts the VMs that did not keep running and counting.
+func (r DrainResult) PostDrainFailures() int {
+	n := 0
+	for _, v := range r.VMs {
+		if v.Failure != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// DrainTable writes the drain result: the drain time against N single migrations, then one
+// row per VM.
+func DrainTable(w io.Writer, r DrainResult) error {
+	n := len(r.VMs)
+	single := r.Single.Stat(e2eOf)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VMS\tDRAIN\tSINGLE MED\tSINGLE MAX\tN × SINGLE MED\tDRAIN / (N × SINGLE MED)\tPOST-DRAIN FAILURES")
+	drain, ratio, post := "-", "-", "-"
+	if r.DrainFailed != "" {
+		drain = "FAILED"
+	} else if r.Drain > 0 {
+		drain = ms(r.Drain)
+		post = fmt.Sprintf("%d/%d", r.PostDrainFailures(), n)
+	}
+	med, mx := medMax(single)
+	nSingle := "-"
+	if single.N > 0 {
+		total := time.Duration(n) * single.Median
+		nSingle = ms(total)
+		if r.DrainFailed == "" && r.Drain > 0 && total > 0 {
+			ratio = fmt.Sprintf("%.2fx", float64(r.Drain)/float64(total))
+		}
+	}
+	fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", n, drain, med, mx, nSingle, ratio, post)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nSingle migrations: %d completed of %d, %d failed, %d post-migration failures.\n",
+		len(r.Single.Completed()), len(r.Single.Samples), r.Single.Count(MigrationFailed), r.Single.Count(PostFailure))
+	if n == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "VM\tFROM\tTO\tIP BEFORE\tIP AFTER\tOFF %s AFTER\tRESULT\n", strings.ToUpper(orDash(r.Node)))
+	for _, v := range r.VMs {
+		moved, result := "-", "ok"
+		if v.Moved > 0 {
+			moved = ms(v.Moved)
+		}
+		if v.Failure != "" {
+			result = "POST-DRAIN FAILURE"
+		}
+		if r.DrainFailed != "" || r.Drain == 0 {
+			result = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, orDash(v.From), orDash(v.To), orDash(v.IPBefore), orDash(v.IPAfter), moved, result)
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// RunDrain runs the drain benchmark and prints its table to o.Out. It cleans up (VMs,
+// cordons, configuration, cluster) also when ctx is cancelled.
+func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
+	out := o.Out
+	if out == nil {
+		out = os.Stdout
+	}
+	say := func(format string, args ...any) {
+		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+	if o.VMs < 1 {
+		return errors.New("--vms must be at least 1")
+	}
+	if o.Nodes < 2 {
+		return errors.New("--nodes must be at least 2")
+	}
+	if o.Outbound < 0 {
+		return errors.New("--outbound must not be negative")
+	}
+	mem, err := resource.ParseQuantity(o.Memory)
+	if err != nil {
+		return fmt.Errorf("--memory: %w", err)
+	}
+	if mem.Value()>>20 < 96 {
+		return fmt.Errorf("--memory %s: a guest needs at least 96Mi", o.Memory)
+	}
+	bin, err := ferryBinary(o.FerryBin)
+	if err != nil {
+		return err
+	}
+
+	// Where the cluster lives.
+	kubeconfig, stateDir, tempState := o.Kubeconfig, o.StateDir, false
+	failed := false // keeps a temporary state directory
+	if kubeconfig == "" {
+		if err := waitNoOtherCluster(ctx, o.Port, o.WaitOther, say); err != nil {
+			return err
+		}
+		if stateDir == "" {
+			// Short: launcher sockets live below it (see checkSocketPath).
+			if stateDir, err = os.MkdirTemp("", "fd-"); err != nil {
+				return err
+			}
+			tempState = true
+		}
+		if err := checkSocketPath(stateDir); err != nil {
+			if tempState {
+				os.RemoveAll(stateDir)
+			}
+			return err
+		}
+		up, err := startUpNodes(ctx, bin, stateDir, o.Port, o.Nodes, say)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			say("Stopping ferry up…")
+			up.stop()
+			if tempState && !failed && !o.Keep && retErr == nil {
+				os.RemoveAll(stateDir)
+			} else {
+				say("State and logs kept in %s", stateDir)
+			}
+		}()
+		kubeconfig = filepath.Join(stateDir, "control-plane", "admin.kubeconfig")
+		say("Cluster is up")
+	} else if stateDir == "" {
+		// `ferry up` keeps its kubeconfig in STATE/control-plane/.
+		stateDir = filepath.Dir(filepath.Dir(kubeconfig))
+	}
+	logsDir := filepath.Join(stateDir, "logs")
+	if _, err := os.Stat(logsDir); err != nil {
+		logsDir = ""
+	}
+
+	cacheDir, err := os.UserCacheDir()
+	if err != nil {
+		cacheDir = os.TempDir()
+	}
+	image, err := guestimage.Ensure(ctx, filepath.Join(cacheDir, "ferry", "guest"))
+	if err != nil {
+		return err
+	}
+	c, err := newClient(kubeconfig)
+	if err != nil {
+		return err
+	}
+	d := &drainBench{c: c, o: o, bin: bin, kubeconfig: kubeconfig, logsDir: logsDir, say: say}
+	for i := 1; i <= o.VMs; i++ {
+		name := fmt.Sprintf("%s-%d", o.VMPrefix, i)
+		d.fbs = append(d.fbs, &ferryBench{c: c, ns: o.Namespace, vm: name, disk: name + "-root", logsDir: logsDir,
+			timeout: o.MigrationTimeout, say: say, imageURL: "file://" + image})
+	}
+	// Everything below undoes itself on the way out, in reverse order; with a context
+	// that outlives a Ctrl-C.
+	cleanupCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+	}
+
+	others, err := d.checkNodes(ctx)
+	if err != nil {
+		return err
+	}
+	if err := d.fbs[0].ensureImage(ctx); err != nil {
+		return err
+	}
+	if o.Outbound > 0 {
+		restore, err := d.setOutbound(ctx, o.Outbound)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := cleanupCtx()
+			defer cancel()
+			if err := restore(cctx); err != nil {
+				say("Could not restore ConfigMap %s/%s: %v", configNamespace, configName, err)
+			}
+		}()
+	}
+	if err := d.deleteVMs(ctx, true); err != nil {
+		return err
+	}
+	defer func() {
+		if o.Keep {
+			say("Keeping VMs %s-1…%d (--keep)", o.VMPrefix, o.VMs)
+			return
+		}
+		say("Deleting the benchmark VMs…")
+		cctx, cancel := cleanupCtx()
+		defer cancel()
+		if err := d.deleteVMs(cctx, false); err != nil {
+			say("Could not delete the benchmark VMs: %v", err)
+		}
+	}()
+	// Whatever is cordoned in the end gets uncordoned (the drained node only when the
+	// drain started).
+	defer func() {
+		cctx, cancel := cleanupCtx()
+		defer cancel()
+		for _, n := range d.cordoned {
+			if err := setUnschedulable(cctx, c, n, false); err != nil {
+				say("Could not uncordon %s: %v", n, err)
+			}
+		}
+	}()
+
+	if err := d.createOnDrainNode(ctx, mem, others); err != nil {
+		failed = true
+		return err
+	}
+	d.warnOthersOnNode(ctx)
+
+	var res DrainResult
+	res.Node = drainNode
+	if err := d.baseline(ctx, &res.Single); err != nil {
+		failed = true
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		return err
+	}
+
+	webhook := d.webhook(ctx)
+	if webhook == "" {
+		say("No ValidatingWebhookConfiguration named *ferry*: kubectl drain will delete the launcher pods; expect the VMs to restart (post-drain failures)")
+	} else {
+		say("Ferry's eviction webhook: %s", webhook)
+	}
+	drainOut, drainErr := d.drain(ctx, &res)
+	if drainErr != nil && ctx.Err() != nil {
+		failed = true
+		return errors.New("interrupted")
+	}
+	if drainErr == nil {
+		if err := d.uncordonDrained(ctx); err != nil {
+			say("%v", err)
+		}
+	}
+
+	outbound := "controller default"
+	if o.Outbound > 0 {
+		outbound = strconv.Itoa(o.Outbound)
+	}
+	fmt.Fprintf(out, "\nDrain benchmark: %d VM(s) of %s on %s drained by `kubectl drain` in a cluster of %d nodes, migrationsPerNodeOutbound %s, eviction webhook %s. "+
+		"Single = one Migrate operation (%s ⇄ %s) from creation to Completed. Times in ms.\n\n",
+		o.VMs, o.Memory, drainNode, 1+len(others), outbound, webhookName(webhook), drainNode, baselineNode)
+	if err := DrainTable(out, res); err != nil {
+		return err
+	}
+	var details []string
+	for i, s := range res.Single.Samples {
+		if s.Outcome != OK {
+			details = append(details, fmt.Sprintf("single migration #%d: %s: %s", i+1, s.Outcome, s.Detail))
+		}
+	}
+	for _, v := range res.VMs {
+		if v.Failure != "" {
+			details = append(details, fmt.Sprintf("%s: POST-DRAIN FAILURE: %s", v.Name, v.Failure))
+		}
+	}
+	details = append(details, res.Problems...)
+	if len(details) > 0 {
+		failed = true
+		fmt.Fprintf(out, "\nFailures:\n%s\n", strings.Join(details, "\n"))
+	}
+	if drainErr != nil {
+		failed = true
+		return fmt.Errorf("%w; its output (end):\n%s", drainErr, lastLines(drainOut, 40))
+	}
+	return nil
+}
+
+// drainBench holds the drain benchmark's VMs and cluster.
+type drainBench struct {
+	c          client.Client
+	o          DrainOptions
+	bin        string // the ferry binary
+	kubeconfig string
+	logsDir    string
+	say        func(string, ...any)
+	fbs        []*ferryBench
+	// cordoned are the nodes the benchmark cordoned and has yet to uncordon.
+	cordoned []string
+}
+
+// checkNodes makes sure the drained and baseline nodes exist and returns the other nodes.
+func (d *drainBench) checkNodes(ctx context.Context) ([]string, error) {
+	var nodes corev1.NodeList
+	if err := d.c.List(ctx, &nodes); err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	var others []string
+	have := map[string]bool{}
+	for _, n := range nodes.Items {
+		have[n.Name] = true
+		if n.Name != drainNode {
+			others = append(others, n.Name)
+		}
+		if n.Spec.Unschedulable {
+			d.say("Note: node %s is cordoned", n.Name)
+		}
+	}
+	for _, n := range []string{drainNode, baselineNode} {
+		if !have[n] {
+			return nil, fmt.Errorf("the cluster has no node %s (it has %d nodes; the benchmark needs %s and %s)", n, len(nodes.Items), drainNode, baselineNode)
+		}
+	}
+	return others, nil
+}
+
+// setOutbound writes migrationsPerNodeOutbound into the controller's ConfigMap and returns
+// what puts the previous state back.
+func (d *drainBench) setOutbound(ctx context.Context, n int) (func(context.Context) error, error) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: configNamespace}}
+	if err := d.c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("namespace %s: %w", configNamespace, err)
+	}
+	key := client.ObjectKey{Namespace: configNamespace, Name: configName}
+	cm := &corev1.ConfigMap{}
+	existed := true
+	if err := d.c.Get(ctx, key, cm); apierrors.IsNotFound(err) {
+		existed = false
+		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: configNamespace, Name: configName}}
+	} else if err != nil {
+		return nil, fmt.Errorf("ConfigMap %s/%s: %w", configNamespace, configName, err)
+	}
+	old, hadOld := cm.Data[configOutbound]
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
+	}
+	cm.Data[configOutbound] = strconv.Itoa(n)
+	var err error
+	if existed {
+		err = d.c.Update(ctx, cm)
+	} else {
+		err = d.c.Create(ctx, cm)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("setting %s in ConfigMap %s/%s: %w", configOutbound, configNamespace, configName, err)
+	}
+	d.say("ConfigMap %s/%s: %s=%d", configNamespace, configName, configOutbound, n)
+	return func(ctx context.Context) error {
+		cm := &corev1.ConfigMap{}
+		if err := d.c.Get(ctx, key, cm); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if !existed && len(cm.Data) <= 1 {
+			return client.IgnoreNotFound(d.c.Delete(ctx, cm))
+		}
+		if hadOld {
+			cm.Data[configOutbound] = old
+		} else {
+			delete(cm.Data, configOutbound)
+		}
+		return d.c.Update(ctx, cm)
+	}, nil
+}
+
+func setUnschedulable(ctx context.Context, c client.Client, node string, on bool) error {
+	n := &corev1.Node{}
+	if err := c.Get(ctx, client.ObjectKey{Name: node}, n); err != nil {
+		return err
+	}
+	if n.Spec.Unschedulable == on {
+		return nil
+	}
+	patch := client.MergeFrom(n.DeepCopy())
+	n.Spec.Unschedulable = on
+	return c.Patch(ctx, n, patch)
+}
+
+// createOnDrainNode creates the VMs with every other node cordoned and waits until all run
+// on the drained node with their guests counting; then it uncordons the other nodes.
+func (d *drainBench) createOnDrainNode(ctx context.Context, mem resource.Quantity, others []string) error {
+	for _, n := range others {
+		nd := &corev1.Node{}
+		if err := d.c.Get(ctx, client.ObjectKey{Name: n}, nd); err != nil {
+			return err
+		}
+		if nd.Spec.Unschedulable {
+			continue // not ours to uncordon
+		}
+		if err := setUnschedulable(ctx, d.c, n, true); err != nil {
+			return fmt.Errorf("cordoning %s: %w", n, err)
+		}
+		d.cordoned = append(d.cordoned, n)
+	}
+	d.say("Cordoned %s; creating %d VM(s) (%s, 1 core) from %s on %s", strings.Join(others, ", "), len(d.fbs), d.o.Memory, imageName, drainNode)
+	for _, fb := range d.fbs {
+		if err := fb.createVM(ctx, mem); err != nil {
+			return err
+		}
+	}
+	t := time.Now()
+	timeout := 5*time.Minute + time.Duration(len(d.fbs))*time.Minute
+	for _, fb := range d.fbs {
+		p, err := fb.waitReady(ctx, timeout-time.Since(t))
+		if err != nil {
+			return err
+		}
+		if p.node != drainNode {
+			return fmt.Errorf("VM %s runs on %s, not %s, although the other nodes are cordoned", fb.vm, p.node, drainNode)
+		}
+		d.say("VM %s running on %s (pod %s) with a heartbeat after %.1fs", fb.vm, p.node, p.pod, time.Since(t).Seconds())
+	}
+	for len(d.cordoned) > 0 {
+		n := d.cordoned[0]
+		if err := setUnschedulable(ctx, d.c, n, false); err != nil {
+			return fmt.Errorf("uncordoning %s: %w", n, err)
+		}
+		d.cordoned = d.cordoned[1:]
+	}
+	d.say("Uncordoned %s", strings.Join(others, ", "))
+	return nil
+}
+
+// warnOthersOnNode says which VMs that are not the benchmark's run on the drained node: the
+// drain moves them too.
+func (d *drainBench) warnOthersOnNode(ctx context.Context) {
+	var vms v1alpha2.VirtualMachineList
+	if err := d.c.List(ctx, &vms); err != nil {
+		return
+	}
+	mine := map[string]bool{}
+	for _, fb := range d.fbs {
+		mine[fb.ns+"/"+fb.vm] = true
+	}
+	var foreign []string
+	for _, vm := range vms.Items {
+		if vm.Status.NodeName == drainNode && !mine[vm.Namespace+"/"+vm.Name] {
+			foreign = append(foreign, vm.Namespace+"/"+vm.Name)
+		}
+	}
+	if len(foreign) > 0 {
+		d.say("Note: %s also run(s) on %s; the drain moves them too and its time includes them", strings.Join(foreign, ", "), drainNode)
+	}
+}
+
+// baseline migrates each VM to baselineNode and back, one migration at a time.
+func (d *drainBench) baseline(ctx context.Context, series *Series) error {
+	total := 2 * len(d.fbs)
+	for _, fb := range d.fbs {
+		for _, target := range []string{baselineNode, drainNode} {
+			p, err := fb.waitReady(ctx, 3*time.Minute)
+			if err != nil {
+				return err
+			}
+			if p.node == target {
+				// The way there failed; the VM is where the way back would take it.
+				continue
+			}
+			fb.targetNode = target
+			s, _, err := fb.migrate(ctx)
+			fb.targetNode = ""
+			if err != nil {
+				return err
+			}
+			series.Samples = append(series.Samples, s)
+			report(d.say, fmt.Sprintf("single %s → %s", fb.vm, target), len(series.Samples)-1, total, s)
+		}
+		p, err := fb.waitReady(ctx, 3*time.Minute)
+		if err != nil {
+			return err
+		}
+		if p.node != drainNode {
+			return fmt.Errorf("VM %s is on %s after the single migrations, not back on %s", fb.vm, p.node, drainNode)
+		}
+	}
+	return nil
+}
+
+// webhook names Ferry's ValidatingWebhookConfiguration, or "".
+func (d *drainBench) webhook(ctx context.Context) string {
+	var l admissionv1.ValidatingWebhookConfigurationList
+	if err := d.c.List(ctx, &l); err != nil {
+		return ""
+	}
+	var names []string
+	for _, w := range l.Items {
+		if strings.Contains(w.Name, "ferry") {
+			names = append(names, w.Name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// before is a VM as it ran before the drain.
+type before struct {
+	node, pod, ip string
+	serial        *hypervisor.SerialFollower // the source's serial log
+}
+
+// drain runs `ferry k drain` on the drained node, measures it and, when it exited 0, checks
+// every VM. It returns the drain's output and an error when it did not exit 0 in time.
+func (d *drainBench) drain(ctx context.Context, res *DrainResult) (string, error) {
+	// What each VM was, and its source's heartbeat, followed until the checks are done
+	// (the source's run directory goes away with its pod).
+	fctx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
+	prev := make([]before, len(d.fbs))
+	for i, fb := range d.fbs {
+		p, err := fb.waitReady(ctx, 3*time.Minute)
+		if err != nil {
+			return "", err
+		}
+		vm := &v1alpha2.VirtualMachine{}
+		if err := d.c.Get(ctx, client.ObjectKey{Namespace: fb.ns, Name: fb.vm}, vm); err != nil {
+			return "", err
+		}
+		prev[i] = before{node: p.node, pod: p.pod, ip: vm.Status.IPAddress,
+			serial: hypervisor.FollowSerial(fctx, filepath.Join(p.runDir, hypervisor.SerialLogName), 100*time.Millisecond)}
+		res.VMs = append(res.VMs, DrainVM{Name: fb.vm, From: p.node, IPBefore: vm.Status.IPAddress})
+	}
+
+	// When each VM is first seen Running off the node.
+	var mu sync.Mutex
+	moved := make([]time.Duration, len(d.fbs))
+	t0 := time.Now()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for fctx.Err() == nil {
+			for i, fb := range d.fbs {
+				vm := &v1alpha2.VirtualMachine{}
+				if d.c.Get(fctx, client.ObjectKey{Namespace: fb.ns, Name: fb.vm}, vm) != nil {
+					continue
+				}
+				mu.Lock()
+				if moved[i] == 0 && vm.Status.Phase == v1alpha2.MachineRunning && vm.Status.NodeName != "" && vm.Status.NodeName != drainNode {
+					moved[i] = time.Since(t0)
+				}
+				mu.Unlock()
+			}
+			_ = sleep(fctx, 250*time.Millisecond)
+		}
+	}()
+
+	args := []string{"k", "drain", drainNode, "--ignore-daemonsets", "--delete-emptydir-data"}
+	d.say("Running `ferry %s` (timeout %s)…", strings.Join(args, " "), d.o.DrainTimeout)
+	// From here on the node is cordoned, whatever happens.
+	d.cordoned = append(d.cordoned, drainNode)
+	output, err := d.runFerry(ctx, d.o.DrainTimeout, "[drain] ", args...)
+	elapsed := time.Since(t0)
+	if err != nil {
+		res.DrainFailed = err.Error()
+		stopFollowing()
+		<-watchDone
+		return output, err
+	}
+	res.Drain = elapsed
+	d.say("Drain finished after %.1fs; checking the VMs", elapsed.Seconds())
+
+	nd := &corev1.Node{}
+	if err := d.c.Get(ctx, client.ObjectKey{Name: drainNode}, nd); err != nil {
+		res.Problems = append(res.Problems, fmt.Sprintf("node %s after the drain: %v", drainNode, err))
+	} else if !nd.Spec.Unschedulable {
+		res.Problems = append(res.Problems, fmt.Sprintf("node %s is not cordoned (spec.unschedulable false) after the drain", drainNode))
+	}
+	for i, fb := range d.fbs {
+		v := &res.VMs[i]
+		v.To, v.IPAfter, v.Failure = d.check(ctx, fb, prev[i])
+		if ctx.Err() != nil {
+			break
+		}
+		if v.Failure == "" {
+			d.say("VM %s: %s → %s, address %s, guest counted on", fb.vm, v.From, v.To, v.IPAfter)
+		} else {
+			d.say("VM %s: POST-DRAIN FAILURE: %s", fb.vm, firstLine(v.Failure))
+		}
+	}
+	stopFollowing()
+	<-watchDone
+	for i := range res.VMs {
+		res.VMs[i].Moved = moved[i]
+	}
+	return output, ctx.Err()
+}
+
+// check says where a VM runs after the drain, with which address, and why it did not keep
+// running and counting ("" when it did).
+func (d *drainBench) check(ctx context.Context, fb *ferryBench, was before) (node, ip, failure string) {
+	deadline := time.Now().Add(postDrainWait)
+	var p placement
+	for {
+		var why string
+		p, why = fb.ready(ctx)
+		if why == "" && p.node == was.node {
+			why = "still on " + p.node + " in pod " + p.pod
+		}
+		if why == "" {
+			break
+		}
+		if time.Now().After(deadline) || sleep(ctx, 250*time.Millisecond) != nil {
+			return "", "", d.describe(ctx, fb, was, fmt.Sprintf("not running off %s with a heartbeat within %s after the drain: %s", was.node, postDrainWait, why))
+		}
+	}
+	vm := &v1alpha2.VirtualMachine{}
+	if err := d.c.Get(ctx, client.ObjectKey{Namespace: fb.ns, Name: fb.vm}, vm); err != nil {
+		return p.node, "", err.Error()
+	}
+	ip = vm.Status.IPAddress
+	var problems []string
+	if ip != was.ip {
+		problems = append(problems, fmt.Sprintf("address changed from %s to %s", was.ip, orDash(ip)))
+	}
+	was.serial.Poll()
+	last, _, _ := was.serial.Heartbeat()
+	if why := heartbeatCheck(ctx, filepath.Join(p.runDir, hypervisor.SerialLogName), last, postMigrationWindow); why != "" {
+		problems = append(problems, why)
+	}
+	if len(problems) == 0 {
+		return p.node, ip, ""
+	}
+	return p.node, ip, d.describe(ctx, fb, was, fmt.Sprintf("now on %s (pod %s): %s", p.node, p.pod, strings.Join(problems, "; ")))
+}
+
+// describe adds to why the VM's migration state and operations and the log lines naming
+// its source pod.
+func (d *drainBench) describe(ctx context.Context, fb *ferryBench, was before, why string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "was on %s (pod %s, %s): %s", was.node, was.pod, was.ip, why)
+	vm := &v1alpha2.VirtualMachine{}
+	if err := d.c.Get(ctx, client.ObjectKey{Namespace: fb.ns, Name: fb.vm}, vm); err == nil {
+		fmt.Fprintf(&sb, "\n    VM phase %s, restartCount %d", vm.Status.Phase, vm.Status.RestartCount)
+		if ms := vm.Status.MigrationState; ms != nil {
+			fmt.Fprintf(&sb, ", last migration %s → %s: %s", ms.Source.Node, ms.Target.Node, orDash(string(ms.Result)))
+		} else {
+			sb.WriteString(", never migrated")
+		}
+	}
+	var ops v1alpha2.VirtualMachineOperationList
+	if err := d.c.List(ctx, &ops, client.InNamespace(fb.ns)); err == nil {
+		for _, op := range ops.Items {
+			if op.Spec.VirtualMachineName == fb.vm && op.Labels[labelBench] != benchMarker {
+				fmt.Fprintf(&sb, "\n    vmop %s %s: %s %s", op.Name, op.Spec.Type, op.Status.Phase, op.Status.Progress)
+			}
+		}
+	}
+	if d.logsDir != "" {
+		for _, l := range grepLogs(d.logsDir, 6, was.pod) {
+			if len(l) > 240 {
+				l = l[:240] + "…"
+			}
+			sb.WriteString("\n    " + l)
+		}
+	}
+	return sb.String()
+}
+
+// uncordonDrained runs `ferry k uncordon` on the drained node.
+func (d *drainBench) uncordonDrained(ctx context.Context) error {
+	out, err := d.runFerry(ctx, time.Minute, "", "k", "uncordon", drainNode)
+	if err != nil {
+		return fmt.Errorf("ferry k uncordon %s: %w: %s", drainNode, err, out)
+	}
+	d.say("Uncordoned %s", drainNode)
+	d.cordoned = slices.DeleteFunc(d.cordoned, func(n string) bool { return n == drainNode })
+	return nil
+}
+
+// runFerry runs the ferry binary against the benchmark's cluster and returns its output;
+// with a prefix, it also says each line as it comes.
+func (d *drainBench) runFerry(ctx context.Context, timeout time.Duration, prefix string, args ...string) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, d.bin, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+d.kubeconfig)
+	cmd.WaitDelay = 5 * time.Second
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	var buf strings.Builder
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		s := bufio.NewScanner(pr)
+		s.Buffer(make([]byte, 64<<10), 1<<20)
+		for s.Scan() {
+			buf.WriteString(s.Text() + "\n")
+			if prefix != "" {
+				d.say("%s%s", prefix, s.Text())
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	err := cmd.Run()
+	pw.Close()
+	<-scanned
+	if err != nil {
+		if errors.Is(cctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("`ferry %s` did not finish within %s", strings.Join(args, " "), timeout)
+		} else {
+			err = fmt.Errorf("`ferry %s`: %w", strings.Join(args, " "), err)
+		}
+	}
+	return buf.String(), err
+}
+
+// deleteVMs deletes the benchmark's VMs, their disks and the operations that name them, and
+// waits until they are gone. With leftovers, also VMs of an earlier run with more VMs
+// (PREFIX-N, labelled by the benchmark).
+func (d *drainBench) deleteVMs(ctx context.Context, leftovers bool) error {
+	ns := d.o.Namespace
+	names := map[string]bool{}
+	for _, fb := range d.fbs {
+		names[fb.vm] = true
+	}
+	if leftovers {
+		var vms v1alpha2.VirtualMachineList
+		if err := d.c.List(ctx, &vms, client.InNamespace(ns), client.MatchingLabels{labelBench: benchMarker}); err != nil {
+			return fmt.Errorf("listing VMs: %w", err)
+		}
+		for _, vm := range vms.Items {
+			if rest, ok := strings.CutPrefix(vm.Name, d.o.VMPrefix+"-"); ok {
+				if _, err := strconv.Atoi(rest); err == nil {
+					names[vm.Name] = true
+				}
+			}
+		}
+	}
+	var ops v1alpha2.VirtualMachineOperationList
+	if err := d.c.List(ctx, &ops, client.InNamespace(ns)); err == nil {
+		for i := range ops.Items {
+			if names[ops.Items[i].Spec.VirtualMachineName] {
+				_ = client.IgnoreNotFound(d.c.Delete(ctx, &ops.Items[i]))
+			}
+		}
+	}
+	var objs []client.Object
+	for name := range names {
+		objs = append(objs,
+			&v1alpha2.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}},
+			&v1alpha2.VirtualDisk{ObjectMeta: metav1.ObjectMeta{Name: name + "-root", Namespace: ns}})
+	}
+	for _, o := range objs {
+		if err := d.c.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting %s: %w", o.GetName(), err)
+		}
+	}
+	deadline := time.Now().Add(2*time.Minute + 10*time.Second*time.Duration(len(names)))
+	for _, o := range objs {
+		for {
+			err := d.c.Get(ctx, client.ObjectKeyFromObject(o), o)
+			if apierrors.IsNotFound(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s still there after its deletion", o.GetName())
+			}
+			if err := sleep(ctx, 250*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func webhookName(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ferryBinary is the absolute path of the ferry binary: flag, or ferry next to this
+// executable, or bin/ferry.
+func ferryBinary(flag string) (string, error) {
+	path := flag
+	if path == "" {
+		path = "bin/ferry"
+		if exe, err := os.Executable(); err == nil {
+			if next := filepath.Join(filepath.Dir(exe), "ferry"); fileExists(next) {
+				path = next
+			}
+		}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if !fileExists(abs) {
+		return "", fmt.Errorf("ferry binary %s not found (run `make build`, or pass --ferry-bin)", abs)
+	}
+	return abs, nil
+}
+
+func fileExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.IsDir()
+}
