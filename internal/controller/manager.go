@@ -109,7 +109,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	if hooks != nil {
 		// Asking the manager for its webhook server is what makes it run the server.
-		mgr.GetWebhookServer().Register(evacuation.WebhookPath, &webhook.Admission{Handler: &evacuation.Webhook{Client: mgr.GetClient(), Backoff: evacuation.DefaultBackoff}})
+		mgr.GetWebhookServer().Register(evacuation.WebhookPath, &webhook.Admission{Handler: &evacuation.Webhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Backoff: evacuation.DefaultBackoff}})
 		if err := mgr.AddReadyzCheck("webhook", hooks.StartedChecker()); err != nil {
 			return err
 		}

@@ -26,9 +26,11 @@ const WebhookPath = "/validate-pods-eviction"
 
 // Webhook answers evictions of launcher pods: a VM that runs in the pod is moved first.
 type Webhook struct {
-	Client  client.Client
-	Backoff Backoff
-	Now     func() time.Time
+	Client client.Client
+	// APIReader reads the VM fresh for the status write (the cache may lag behind).
+	APIReader client.Reader
+	Backoff   Backoff
+	Now       func() time.Time
 }
 
 // Handle lets an eviction through unless the pod runs a VM; for a VM it marks the VM for
@@ -70,7 +72,8 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 	now := w.now()
 	if req.DryRun == nil || !*req.DryRun {
 		if err := w.mark(ctx, vm, node); err != nil {
-			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("marking VM %s/%s for evacuation: %w", vm.Namespace, vm.Name, err))
+			// 429, not 500: kubectl drain gives up on other errors, and this one passes.
+			return tooManyRequests(fmt.Sprintf("VM %s/%s runs in this pod and could not be marked for evacuation yet (%v); retry", vm.Namespace, vm.Name, err))
 		}
 	}
 	s, err := Observe(ctx, w.Client, vm, w.Backoff)
@@ -122,7 +125,11 @@ func (w *Webhook) mark(ctx context.Context, vm *v1alpha2.VirtualMachine, node st
 	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		cur := &v1alpha2.VirtualMachine{}
-		if err := w.Client.Get(ctx, client.ObjectKeyFromObject(vm), cur); err != nil {
+		reader := client.Reader(w.Client)
+		if w.APIReader != nil {
+			reader = w.APIReader
+		}
+		if err := reader.Get(ctx, client.ObjectKeyFromObject(vm), cur); err != nil {
 			return err
 		}
 		if c := meta.FindStatusCondition(cur.Status.Conditions, v1alpha2.VMConditionEvictionRequired); c != nil && c.Status == metav1.ConditionTrue && c.Reason == reason && c.Message == msg {
