@@ -40,11 +40,6 @@ func otherFerryUp(port int) string {
 	return ""
 }
 
-// startUp runs `bin up --nodes 2` in stateDir; see startUpNodes.
-func startUp(ctx context.Context, bin, stateDir string, port int, say func(string, ...any)) (*upProcess, error) {
-	return startUpNodes(ctx, bin, stateDir, port, 2, say)
-}
-
 // startUpNodes runs `bin up --nodes nodes` in stateDir and returns once it printed "Ferry
 // is up". Its output goes to stateDir/ferry-up.log. It runs in its own process group (a
 // Ctrl-C reaches only the benchmark, which then cleans up and stops it) and gets SIGTERM if
@@ -154,3 +149,68 @@ func grepLogs(dir string, max int, words ...string) []string {
 }
 
 var errStopped = errors.New("interrupted")
+
+// benchCluster is where a benchmark runs: a cluster it started, or one given by kubeconfig.
+type benchCluster struct {
+	kubeconfig, stateDir, logsDir string
+	up                            *upProcess
+	temp                          bool
+}
+
+// openCluster attaches to the cluster of kubeconfig or, when it is empty, starts
+// `ferry up --nodes nodes` (bin) in stateDir, a temporary directory named prefix* when
+// empty, after waiting for any other cluster on this machine to end.
+func openCluster(ctx context.Context, bin, kubeconfig, stateDir, prefix string, port, nodes int, waitOther time.Duration, say func(string, ...any)) (*benchCluster, error) {
+	c := &benchCluster{kubeconfig: kubeconfig, stateDir: stateDir}
+	if kubeconfig == "" {
+		if err := waitNoOtherCluster(ctx, port, waitOther, say); err != nil {
+			return nil, err
+		}
+		if c.stateDir == "" {
+			// Short: launcher sockets live below it (see checkSocketPath).
+			dir, err := os.MkdirTemp("", prefix)
+			if err != nil {
+				return nil, err
+			}
+			c.stateDir, c.temp = dir, true
+		}
+		if err := checkSocketPath(c.stateDir); err != nil {
+			c.close(false, say)
+			return nil, err
+		}
+		up, err := startUpNodes(ctx, bin, c.stateDir, port, nodes, say)
+		if err != nil {
+			c.close(true, say)
+			return nil, err
+		}
+		c.up = up
+		c.kubeconfig = filepath.Join(c.stateDir, "control-plane", "admin.kubeconfig")
+		say("Cluster is up")
+	} else if c.stateDir == "" {
+		// `ferry up` keeps its kubeconfig in STATE/control-plane/.
+		c.stateDir = filepath.Dir(filepath.Dir(kubeconfig))
+	}
+	c.logsDir = filepath.Join(c.stateDir, "logs")
+	if _, err := os.Stat(c.logsDir); err != nil {
+		c.logsDir = ""
+	}
+	return c, nil
+}
+
+// close stops a cluster the benchmark started and removes its temporary state directory
+// unless keep (something failed, or the user asked).
+func (c *benchCluster) close(keep bool, say func(string, ...any)) {
+	if c.up != nil {
+		say("Stopping ferry up…")
+		c.up.stop()
+		c.up = nil
+	}
+	if !c.temp {
+		return
+	}
+	if keep {
+		say("State and logs kept in %s", c.stateDir)
+		return
+	}
+	os.RemoveAll(c.stateDir)
+}

@@ -227,48 +227,13 @@ func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
 	}
 
 	// Where the cluster lives.
-	kubeconfig, stateDir, tempState := o.Kubeconfig, o.StateDir, false
 	failed := false // keeps a temporary state directory
-	if kubeconfig == "" {
-		if err := waitNoOtherCluster(ctx, o.Port, o.WaitOther, say); err != nil {
-			return err
-		}
-		if stateDir == "" {
-			// Short: launcher sockets live below it (see checkSocketPath).
-			if stateDir, err = os.MkdirTemp("", "fd-"); err != nil {
-				return err
-			}
-			tempState = true
-		}
-		if err := checkSocketPath(stateDir); err != nil {
-			if tempState {
-				os.RemoveAll(stateDir)
-			}
-			return err
-		}
-		up, err := startUpNodes(ctx, bin, stateDir, o.Port, o.Nodes, say)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			say("Stopping ferry up…")
-			up.stop()
-			if tempState && !failed && !o.Keep && retErr == nil {
-				os.RemoveAll(stateDir)
-			} else {
-				say("State and logs kept in %s", stateDir)
-			}
-		}()
-		kubeconfig = filepath.Join(stateDir, "control-plane", "admin.kubeconfig")
-		say("Cluster is up")
-	} else if stateDir == "" {
-		// `ferry up` keeps its kubeconfig in STATE/control-plane/.
-		stateDir = filepath.Dir(filepath.Dir(kubeconfig))
+	cl, err := openCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fd-", o.Port, o.Nodes, o.WaitOther, say)
+	if err != nil {
+		return err
 	}
-	logsDir := filepath.Join(stateDir, "logs")
-	if _, err := os.Stat(logsDir); err != nil {
-		logsDir = ""
-	}
+	defer func() { cl.close(failed || o.Keep || retErr != nil, say) }()
+	kubeconfig, logsDir := cl.kubeconfig, cl.logsDir
 
 	cacheDir, err := os.UserCacheDir()
 	if err != nil {

@@ -123,55 +123,24 @@ func RunMigration(ctx context.Context, o Options) (retErr error) {
 	}
 
 	// Where the cluster lives.
-	kubeconfig, stateDir, tempState := o.Kubeconfig, o.StateDir, false
 	failures := 0
-	if kubeconfig == "" {
-		bin, err := filepath.Abs(o.FerryBin)
+	bin := o.FerryBin
+	if o.Kubeconfig == "" {
+		abs, err := filepath.Abs(o.FerryBin)
 		if err != nil {
 			return err
 		}
-		if _, err := os.Stat(bin); err != nil {
+		if _, err := os.Stat(abs); err != nil {
 			return fmt.Errorf("--ferry %s: %w (run `make build`)", o.FerryBin, err)
 		}
-		if err := waitNoOtherCluster(ctx, o.Port, o.WaitOther, say); err != nil {
-			return err
-		}
-		if stateDir == "" {
-			// Short: launcher sockets live below it (see checkSocketPath).
-			if stateDir, err = os.MkdirTemp("", "fb-"); err != nil {
-				return err
-			}
-			tempState = true
-		}
-		if err := checkSocketPath(stateDir); err != nil {
-			if tempState {
-				os.RemoveAll(stateDir)
-			}
-			return err
-		}
-		up, err := startUp(ctx, bin, stateDir, o.Port, say)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			say("Stopping ferry up…")
-			up.stop()
-			if tempState && failures == 0 && retErr == nil {
-				os.RemoveAll(stateDir)
-			} else {
-				say("State and logs kept in %s", stateDir)
-			}
-		}()
-		kubeconfig = filepath.Join(stateDir, "control-plane", "admin.kubeconfig")
-		say("Cluster is up")
-	} else if stateDir == "" {
-		// `ferry up` keeps its kubeconfig in STATE/control-plane/.
-		stateDir = filepath.Dir(filepath.Dir(kubeconfig))
+		bin = abs
 	}
-	logsDir := filepath.Join(stateDir, "logs")
-	if _, err := os.Stat(logsDir); err != nil {
-		logsDir = ""
+	cl, err := openCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fb-", o.Port, 2, o.WaitOther, say)
+	if err != nil {
+		return err
 	}
+	defer func() { cl.close(failures > 0 || retErr != nil, say) }()
+	kubeconfig, stateDir, logsDir := cl.kubeconfig, cl.stateDir, cl.logsDir
 	workDir := filepath.Join(stateDir, "bench")
 	if o.Kubeconfig != "" && o.StateDir == "" {
 		if workDir, err = os.MkdirTemp("", "ferry-bench-raw-"); err != nil {
