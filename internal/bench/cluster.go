@@ -15,6 +15,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ferryvm/ferry/internal/guestimage"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // upProcess is a `ferry up` that the benchmark started.
@@ -213,4 +216,18 @@ func (c *benchCluster) close(keep bool, say func(string, ...any)) {
 		return
 	}
 	os.RemoveAll(c.stateDir)
+}
+
+// guestAndClient builds (or finds cached) the guest image and connects to the cluster.
+func guestAndClient(ctx context.Context, kubeconfig string) (string, client.Client, error) {
+	cacheDir, err := os.UserCacheDir()
+	if err != nil {
+		cacheDir = os.TempDir()
+	}
+	image, err := guestimage.Ensure(ctx, filepath.Join(cacheDir, "ferry", "guest"))
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := newClient(kubeconfig)
+	return image, c, err
 }

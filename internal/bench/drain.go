@@ -13,10 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -24,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
-	"github.com/ferryvm/ferry/internal/guestimage"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -97,104 +94,6 @@ func DefaultDrainOptions() DrainOptions {
 	}
 }
 
-// DrainVM is what the drain did to one VM.
-type DrainVM struct {
-	Name string
-	// From and To are the nodes before and after; IPBefore and IPAfter its addresses.
-	From, To          string
-	IPBefore, IPAfter string
-	// Moved is from the start of the drain until the VM was seen Running off the drained
-	// node (polled every 250 ms); 0 when it was not seen.
-	Moved time.Duration
-	// Failure says why the VM did not keep running and counting; "" when it did.
-	Failure string
-}
-
-// DrainResult is what RunDrain measured.
-type DrainResult struct {
-	// Node is the drained node.
-	Node string
-	// Drain is how long `kubectl drain` ran until it exited 0.
-	Drain time.Duration
-	// DrainFailed says why the drain did not exit 0 in time; "" when it did.
-	DrainFailed string
-	// Single is the baseline: one Migrate operation at a time.
-	Single Series
-	// VMs are the drained VMs, checked after the drain.
-	VMs []DrainVM
-	// Problems are post-drain findings that concern no single VM (the node not cordoned).
-	Problems []string
-}
-
-// PostDrainFailures counts the VMs that did not keep running and counting.
-func (r DrainResult) PostDrainFailures() int {
-	n := 0
-	for _, v := range r.VMs {
-		if v.Failure != "" {
-			n++
-		}
-	}
-	return n
-}
-
-// DrainTable writes the drain result: the drain time against N single migrations, then one
-// row per VM.
-func DrainTable(w io.Writer, r DrainResult) error {
-	n := len(r.VMs)
-	single := r.Single.Stat(e2eOf)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "VMS\tDRAIN\tSINGLE MED\tSINGLE MAX\tN × SINGLE MED\tDRAIN / (N × SINGLE MED)\tPOST-DRAIN FAILURES")
-	drain, ratio, post := "-", "-", "-"
-	if r.DrainFailed != "" {
-		drain = "FAILED"
-	} else if r.Drain > 0 {
-		drain = ms(r.Drain)
-		post = fmt.Sprintf("%d/%d", r.PostDrainFailures(), n)
-	}
-	med, mx := medMax(single)
-	nSingle := "-"
-	if single.N > 0 {
-		total := time.Duration(n) * single.Median
-		nSingle = ms(total)
-		if r.DrainFailed == "" && r.Drain > 0 && total > 0 {
-			ratio = fmt.Sprintf("%.2fx", float64(r.Drain)/float64(total))
-		}
-	}
-	fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", n, drain, med, mx, nSingle, ratio, post)
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "\nSingle migrations: %d completed of %d, %d failed, %d post-migration failures.\n",
-		len(r.Single.Completed()), len(r.Single.Samples), r.Single.Count(MigrationFailed), r.Single.Count(PostFailure))
-	if n == 0 {
-		return nil
-	}
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "VM\tFROM\tTO\tIP BEFORE\tIP AFTER\tOFF %s AFTER\tRESULT\n", strings.ToUpper(orDash(r.Node)))
-	for _, v := range r.VMs {
-		moved, result := "-", "ok"
-		if v.Moved > 0 {
-			moved = ms(v.Moved)
-		}
-		if v.Failure != "" {
-			result = "POST-DRAIN FAILURE"
-		}
-		if r.DrainFailed != "" || r.Drain == 0 {
-			result = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, orDash(v.From), orDash(v.To), orDash(v.IPBefore), orDash(v.IPAfter), moved, result)
-	}
-	return tw.Flush()
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 // RunDrain runs the drain benchmark and prints its table to o.Out. It cleans up (VMs,
 // cordons, configuration, cluster) also when ctx is cancelled.
 func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
@@ -235,15 +134,7 @@ func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
 	defer func() { cl.close(failed || o.Keep || retErr != nil, say) }()
 	kubeconfig, logsDir := cl.kubeconfig, cl.logsDir
 
-	cacheDir, err := os.UserCacheDir()
-	if err != nil {
-		cacheDir = os.TempDir()
-	}
-	image, err := guestimage.Ensure(ctx, filepath.Join(cacheDir, "ferry", "guest"))
-	if err != nil {
-		return err
-	}
-	c, err := newClient(kubeconfig)
+	image, c, err := guestAndClient(ctx, kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -370,220 +261,6 @@ func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
 		return fmt.Errorf("%w; its output (end):\n%s", drainErr, lastLines(drainOut, 40))
 	}
 	return nil
-}
-
-// drainBench holds the drain benchmark's VMs and cluster.
-type drainBench struct {
-	c          client.Client
-	o          DrainOptions
-	bin        string // the ferry binary
-	kubeconfig string
-	logsDir    string
-	say        func(string, ...any)
-	fbs        []*ferryBench
-	// cordoned are the nodes the benchmark cordoned and has yet to uncordon.
-	cordoned []string
-}
-
-// checkNodes makes sure the drained and baseline nodes exist and returns the other nodes.
-func (d *drainBench) checkNodes(ctx context.Context) ([]string, error) {
-	var nodes corev1.NodeList
-	if err := d.c.List(ctx, &nodes); err != nil {
-		return nil, fmt.Errorf("listing nodes: %w", err)
-	}
-	var others []string
-	have := map[string]bool{}
-	for _, n := range nodes.Items {
-		have[n.Name] = true
-		if n.Name != drainNode {
-			others = append(others, n.Name)
-		}
-		if n.Spec.Unschedulable {
-			d.say("Note: node %s is cordoned", n.Name)
-		}
-	}
-	for _, n := range []string{drainNode, baselineNode} {
-		if !have[n] {
-			return nil, fmt.Errorf("the cluster has no node %s (it has %d nodes; the benchmark needs %s and %s)", n, len(nodes.Items), drainNode, baselineNode)
-		}
-	}
-	return others, nil
-}
-
-// setOutbound writes migrationsPerNodeOutbound into the controller's ConfigMap and returns
-// what puts the previous state back.
-func (d *drainBench) setOutbound(ctx context.Context, n int) (func(context.Context) error, error) {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: configNamespace}}
-	if err := d.c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("namespace %s: %w", configNamespace, err)
-	}
-	key := client.ObjectKey{Namespace: configNamespace, Name: configName}
-	cm := &corev1.ConfigMap{}
-	existed := true
-	if err := d.c.Get(ctx, key, cm); apierrors.IsNotFound(err) {
-		existed = false
-		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: configNamespace, Name: configName}}
-	} else if err != nil {
-		return nil, fmt.Errorf("ConfigMap %s/%s: %w", configNamespace, configName, err)
-	}
-	old, hadOld := cm.Data[configOutbound]
-	if cm.Data == nil {
-		cm.Data = map[string]string{}
-	}
-	cm.Data[configOutbound] = strconv.Itoa(n)
-	var err error
-	if existed {
-		err = d.c.Update(ctx, cm)
-	} else {
-		err = d.c.Create(ctx, cm)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("setting %s in ConfigMap %s/%s: %w", configOutbound, configNamespace, configName, err)
-	}
-	d.say("ConfigMap %s/%s: %s=%d", configNamespace, configName, configOutbound, n)
-	return func(ctx context.Context) error {
-		cm := &corev1.ConfigMap{}
-		if err := d.c.Get(ctx, key, cm); err != nil {
-			return client.IgnoreNotFound(err)
-		}
-		if !existed && len(cm.Data) <= 1 {
-			return client.IgnoreNotFound(d.c.Delete(ctx, cm))
-		}
-		if hadOld {
-			cm.Data[configOutbound] = old
-		} else {
-			delete(cm.Data, configOutbound)
-		}
-		return d.c.Update(ctx, cm)
-	}, nil
-}
-
-func setUnschedulable(ctx context.Context, c client.Client, node string, on bool) error {
-	n := &corev1.Node{}
-	if err := c.Get(ctx, client.ObjectKey{Name: node}, n); err != nil {
-		return err
-	}
-	if n.Spec.Unschedulable == on {
-		return nil
-	}
-	patch := client.MergeFrom(n.DeepCopy())
-	n.Spec.Unschedulable = on
-	return c.Patch(ctx, n, patch)
-}
-
-// createOnDrainNode creates the VMs with every other node cordoned and waits until all run
-// on the drained node with their guests counting; then it uncordons the other nodes.
-func (d *drainBench) createOnDrainNode(ctx context.Context, mem resource.Quantity, others []string) error {
-	for _, n := range others {
-		nd := &corev1.Node{}
-		if err := d.c.Get(ctx, client.ObjectKey{Name: n}, nd); err != nil {
-			return err
-		}
-		if nd.Spec.Unschedulable {
-			continue // not ours to uncordon
-		}
-		if err := setUnschedulable(ctx, d.c, n, true); err != nil {
-			return fmt.Errorf("cordoning %s: %w", n, err)
-		}
-		d.cordoned = append(d.cordoned, n)
-	}
-	d.say("Cordoned %s; creating %d VM(s) (%s, 1 core) from %s on %s", strings.Join(others, ", "), len(d.fbs), d.o.Memory, imageName, drainNode)
-	for _, fb := range d.fbs {
-		if err := fb.createVM(ctx, mem); err != nil {
-			return err
-		}
-	}
-	t := time.Now()
-	timeout := 5*time.Minute + time.Duration(len(d.fbs))*time.Minute
-	for _, fb := range d.fbs {
-		p, err := fb.waitReady(ctx, timeout-time.Since(t))
-		if err != nil {
-			return err
-		}
-		if p.node != drainNode {
-			return fmt.Errorf("VM %s runs on %s, not %s, although the other nodes are cordoned", fb.vm, p.node, drainNode)
-		}
-		d.say("VM %s running on %s (pod %s) with a heartbeat after %.1fs", fb.vm, p.node, p.pod, time.Since(t).Seconds())
-	}
-	for len(d.cordoned) > 0 {
-		n := d.cordoned[0]
-		if err := setUnschedulable(ctx, d.c, n, false); err != nil {
-			return fmt.Errorf("uncordoning %s: %w", n, err)
-		}
-		d.cordoned = d.cordoned[1:]
-	}
-	d.say("Uncordoned %s", strings.Join(others, ", "))
-	return nil
-}
-
-// warnOthersOnNode says which VMs that are not the benchmark's run on the drained node: the
-// drain moves them too.
-func (d *drainBench) warnOthersOnNode(ctx context.Context) {
-	var vms v1alpha2.VirtualMachineList
-	if err := d.c.List(ctx, &vms); err != nil {
-		return
-	}
-	mine := map[string]bool{}
-	for _, fb := range d.fbs {
-		mine[fb.ns+"/"+fb.vm] = true
-	}
-	var foreign []string
-	for _, vm := range vms.Items {
-		if vm.Status.NodeName == drainNode && !mine[vm.Namespace+"/"+vm.Name] {
-			foreign = append(foreign, vm.Namespace+"/"+vm.Name)
-		}
-	}
-	if len(foreign) > 0 {
-		d.say("Note: %s also run(s) on %s; the drain moves them too and its time includes them", strings.Join(foreign, ", "), drainNode)
-	}
-}
-
-// baseline migrates each VM to baselineNode and back, one migration at a time.
-func (d *drainBench) baseline(ctx context.Context, series *Series) error {
-	total := 2 * len(d.fbs)
-	for _, fb := range d.fbs {
-		for _, target := range []string{baselineNode, drainNode} {
-			p, err := fb.waitReady(ctx, 3*time.Minute)
-			if err != nil {
-				return err
-			}
-			if p.node == target {
-				// The way there failed; the VM is where the way back would take it.
-				continue
-			}
-			fb.targetNode = target
-			s, _, err := fb.migrate(ctx)
-			fb.targetNode = ""
-			if err != nil {
-				return err
-			}
-			series.Samples = append(series.Samples, s)
-			report(d.say, fmt.Sprintf("single %s → %s", fb.vm, target), len(series.Samples)-1, total, s)
-		}
-		p, err := fb.waitReady(ctx, 3*time.Minute)
-		if err != nil {
-			return err
-		}
-		if p.node != drainNode {
-			return fmt.Errorf("VM %s is on %s after the single migrations, not back on %s", fb.vm, p.node, drainNode)
-		}
-	}
-	return nil
-}
-
-// webhook names Ferry's ValidatingWebhookConfiguration, or "".
-func (d *drainBench) webhook(ctx context.Context) string {
-	var l admissionv1.ValidatingWebhookConfigurationList
-	if err := d.c.List(ctx, &l); err != nil {
-		return ""
-	}
-	var names []string
-	for _, w := range l.Items {
-		if strings.Contains(w.Name, "ferry") {
-			names = append(names, w.Name)
-		}
-	}
-	return strings.Join(names, ",")
 }
 
 // before is a VM as it ran before the drain.

@@ -12,7 +12,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/ferryvm/ferry/internal/guestimage"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -149,16 +148,7 @@ func RunMigration(ctx context.Context, o Options) (retErr error) {
 		defer os.RemoveAll(workDir)
 	}
 
-	cacheDir, err := os.UserCacheDir()
-	if err != nil {
-		cacheDir = os.TempDir()
-	}
-	image, err := guestimage.Ensure(ctx, filepath.Join(cacheDir, "ferry", "guest"))
-	if err != nil {
-		return err
-	}
-
-	c, err := newClient(kubeconfig)
+	image, c, err := guestAndClient(ctx, kubeconfig)
 	if err != nil {
 		return err
 	}
