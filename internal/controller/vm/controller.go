@@ -29,6 +29,8 @@ type Reconciler struct {
 	// LauncherImage is the container image of launcher pods (used on a real cluster).
 	LauncherImage string
 	Now           func() time.Time
+	// APIReader reads a VM fresh when a status write conflicts (the cache may lag).
+	APIReader client.Reader
 }
 
 // scope is what one reconcile observed and decided; status.go derives the status from it.
@@ -85,6 +87,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	s := &scope{vm: vm}
 	orig := vm.DeepCopy()
 	defer func() {
+		// Also when a phase stopped early: the status must not show a VM that should run
+		// as Stopped.
+		s.wantRun = shouldRun(vm.Spec.RunPolicy, vm.Annotations[v1alpha2.AnnotationPowerState])
 		r.deriveStatus(s)
 		// The optimistic lock keeps a reconcile that read a stale VM from overwriting what a
 		// newer one recorded (e.g. why the VM stopped); a conflict just retries.
@@ -191,9 +196,13 @@ var foreignConditions = []string{v1alpha2.VMConditionMigratable, v1alpha2.VMCond
 // (an ended pod it has already removed, and why it ended). A change to the spec, the
 // power request or the migration state fails it: the status is then derived again.
 func (r *Reconciler) retryStatus(ctx context.Context, derived, orig *v1alpha2.VirtualMachine) error {
-	for range 3 {
+	reader := client.Reader(r.Client)
+	if r.APIReader != nil {
+		reader = r.APIReader
+	}
+	for range 5 {
 		fresh := &v1alpha2.VirtualMachine{}
-		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(derived), fresh); err != nil {
+		if err := reader.Get(ctx, client.ObjectKeyFromObject(derived), fresh); err != nil {
 			return err
 		}
 		if fresh.Generation != orig.Generation ||

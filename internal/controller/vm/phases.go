@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -71,6 +72,12 @@ func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
 		if recordOff {
 			if err := r.setPower(ctx, vm, PowerOff); err != nil {
 				return err
+			}
+			// The pod is the only record of why the VM stopped until the status says it:
+			// it goes once a status write has kept the reason.
+			if c := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionRunning); c == nil || c.Reason != reason {
+				s.requeue = 100 * time.Millisecond
+				continue
 			}
 		} else if outcome == crashed && s.active == nil {
 			delay := restartDelay(vm.Status.RestartCount)
