@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -72,6 +74,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	var hooks webhook.Server
 	if o.Webhook.Port > 0 {
+		for _, f := range []string{o.Webhook.CertName, o.Webhook.KeyName} {
+			if _, err := os.Stat(filepath.Join(o.Webhook.CertDir, f)); err != nil {
+				return fmt.Errorf("the admission webhooks need their serving certificate: %w (pass --webhook-cert-dir, or --webhook-port 0 to run without them: kubectl drain then kills VMs instead of moving them)", err)
+			}
+		}
 		hooks = webhook.NewServer(webhook.Options{Host: o.Webhook.Host, Port: o.Webhook.Port,
 			CertDir: o.Webhook.CertDir, CertName: o.Webhook.CertName, KeyName: o.Webhook.KeyName})
 	}
