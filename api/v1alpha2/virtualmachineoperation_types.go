@@ -125,3 +125,8 @@ type VirtualMachineOperationList struct {
 func init() {
 	SchemeBuilder.Register(&VirtualMachineOperation{}, &VirtualMachineOperationList{})
 }
+
+// Finished tells whether the operation has ended, well or not.
+func (op *VirtualMachineOperation) Finished() bool {
+	return op.Status.Phase == OpCompleted || op.Status.Phase == OpFailed
+}

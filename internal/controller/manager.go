@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 	setups := []interface{ SetupWithManager(ctrl.Manager) error }{
-		&vm.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Range: r, LauncherImage: o.LauncherImage},
+		&vm.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Range: r, LauncherImage: o.LauncherImage},
 		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir},
 		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir},
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},

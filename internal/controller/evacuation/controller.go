@@ -149,12 +149,12 @@ func Observe(ctx context.Context, c client.Reader, vm *v1alpha2.VirtualMachine, 
 		}
 		_, evacuation := op.Labels[v1alpha2.LabelEvacuation]
 		switch {
-		case !finished(op) && op.DeletionTimestamp.IsZero():
+		case !op.Finished() && op.DeletionTimestamp.IsZero():
 			s.InFlight = op
-		case !finished(op) && evacuation:
+		case !op.Finished() && evacuation:
 			s.Cancelled = op
 		}
-		if _, ok := op.Labels[v1alpha2.LabelEvacuation]; ok && finished(op) {
+		if evacuation && op.Finished() {
 			evacuations = append(evacuations, op)
 		}
 	}
@@ -185,10 +185,6 @@ func failureText(op *v1alpha2.VirtualMachineOperation) string {
 		return c.Reason + ": " + c.Message
 	}
 	return string(op.Status.Phase)
-}
-
-func finished(op *v1alpha2.VirtualMachineOperation) bool {
-	return op.Status.Phase == v1alpha2.OpCompleted || op.Status.Phase == v1alpha2.OpFailed
 }
 
 // migratable is the VM's Migratable condition: the assessment, unless evacuations keep failing.

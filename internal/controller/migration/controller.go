@@ -100,15 +100,11 @@ func (r *Reconciler) opsOfPod(ctx context.Context, pod client.Object) []reconcil
 	}
 	var out []reconcile.Request
 	for _, op := range ops.Items {
-		if isMigration(op.Spec.Type) && (!finished(&op) || controllerutil.ContainsFinalizer(&op, finalizer)) {
+		if isMigration(op.Spec.Type) && (!op.Finished() || controllerutil.ContainsFinalizer(&op, finalizer)) {
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&op)})
 		}
 	}
 	return out
-}
-
-func finished(op *v1alpha2.VirtualMachineOperation) bool {
-	return op.Status.Phase == v1alpha2.OpCompleted || op.Status.Phase == v1alpha2.OpFailed
 }
 
 // step is what one phase handler decided.
@@ -136,7 +132,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !op.DeletionTimestamp.IsZero() {
 		return r.abort(ctx, op)
 	}
-	if finished(op) {
+	if op.Finished() {
 		return ctrl.Result{}, r.release(ctx, op)
 	}
 	if controllerutil.AddFinalizer(op, finalizer) {
@@ -199,7 +195,7 @@ func (r *Reconciler) record(ctx context.Context, op, orig *v1alpha2.VirtualMachi
 		r.Recorder.Eventf(op, kind, s.reason, "%s", s.message)
 		ctrl.LoggerFrom(ctx).Info("Migration stepped", "phase", op.Status.Migration.Phase, "reason", s.reason, "message", s.message)
 	}
-	if finished(op) {
+	if op.Finished() {
 		if err := r.release(ctx, op); err != nil {
 			return ctrl.Result{}, err
 		}

@@ -323,14 +323,14 @@ func (r *Reconciler) abort(ctx context.Context, op *v1alpha2.VirtualMachineOpera
 	if !controllerutil.ContainsFinalizer(op, finalizer) {
 		return ctrl.Result{}, nil
 	}
-	if !finished(op) && op.Status.Migration != nil {
+	if !op.Finished() && op.Status.Migration != nil {
 		s := fail(v1alpha2.ReasonAborted, "cancelled: the operation was deleted")
 		if err := r.cleanupFailed(ctx, op, s); err != nil {
 			return ctrl.Result{}, err
 		}
 		r.Recorder.Eventf(op, corev1.EventTypeWarning, v1alpha2.ReasonAborted, "Migration cancelled; the VM stays on node %s", op.Status.Migration.SourceNode)
 	}
-	if ms := op.Status.Migration; ms != nil && ms.Phase != v1alpha2.MigrationDone && !finished(op) {
+	if ms := op.Status.Migration; ms != nil && ms.Phase != v1alpha2.MigrationDone && !op.Finished() {
 		if targets, err := r.targetsOf(ctx, op); err != nil {
 			return ctrl.Result{}, err
 		} else if len(targets) > 0 {

@@ -19,7 +19,7 @@ func (r *Reconciler) inFlight(ctx context.Context, except *v1alpha2.VirtualMachi
 	}
 	var out []v1alpha2.VirtualMachineOperation
 	for _, op := range ops.Items {
-		if op.UID == except.UID || !isMigration(op.Spec.Type) || finished(&op) || op.Status.Migration == nil {
+		if op.UID == except.UID || !isMigration(op.Spec.Type) || op.Finished() || op.Status.Migration == nil {
 			continue
 		}
 		switch op.Status.Migration.Phase {
@@ -92,7 +92,7 @@ func (r *Reconciler) otherMigration(ctx context.Context, op *v1alpha2.VirtualMac
 		return "", err
 	}
 	for _, o := range ops.Items {
-		if o.UID == op.UID || !isMigration(o.Spec.Type) || finished(&o) || !o.DeletionTimestamp.IsZero() {
+		if o.UID == op.UID || !isMigration(o.Spec.Type) || o.Finished() || !o.DeletionTimestamp.IsZero() {
 			continue
 		}
 		started := o.Status.Migration != nil && o.Status.Migration.Phase != v1alpha2.MigrationPending && o.Status.Migration.Phase != ""

@@ -72,15 +72,11 @@ func (r *Reconciler) opsOfVM(ctx context.Context, vm client.Object) []reconcile.
 	}
 	var out []reconcile.Request
 	for _, op := range ops.Items {
-		if isPowerOp(op.Spec.Type) && !finished(&op) {
+		if isPowerOp(op.Spec.Type) && !op.Finished() {
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&op)})
 		}
 	}
 	return out
-}
-
-func finished(op *v1alpha2.VirtualMachineOperation) bool {
-	return op.Status.Phase == v1alpha2.OpCompleted || op.Status.Phase == v1alpha2.OpFailed
 }
 
 // outcome is what one step of an operation decided.
@@ -108,7 +104,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.Get(ctx, req.NamespacedName, op); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if finished(op) || !op.DeletionTimestamp.IsZero() {
+	if op.Finished() || !op.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
 	vm := &v1alpha2.VirtualMachine{}

@@ -7,9 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -29,8 +27,6 @@ type Reconciler struct {
 	// LauncherImage is the container image of launcher pods (used on a real cluster).
 	LauncherImage string
 	Now           func() time.Time
-	// APIReader reads a VM fresh when a status write conflicts (the cache may lag).
-	APIReader client.Reader
 }
 
 // scope is what one reconcile observed and decided; status.go derives the status from it.
@@ -98,8 +94,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		perr := r.Client.Status().Patch(ctx, vm, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 		switch {
 		case perr == nil, apierrors.IsNotFound(perr):
-		case apierrors.IsConflict(perr) && r.retryStatus(ctx, vm, orig) == nil:
-			// Someone else wrote only what this controller does not derive from.
 		case apierrors.IsConflict(perr):
 			if err == nil {
 				res = ctrl.Result{Requeue: true}
@@ -185,44 +179,4 @@ func (r *Reconciler) listPods(ctx context.Context, vm *v1alpha2.VirtualMachine) 
 		}
 	}
 	return out, nil
-}
-
-// foreignConditions are the VM conditions other controllers keep (evacuation).
-var foreignConditions = []string{v1alpha2.VMConditionMigratable, v1alpha2.VMConditionEvictionRequired}
-
-// retryStatus writes the status this reconcile derived onto a VM that changed meanwhile,
-// as long as the change touched only what other controllers own (their conditions): a
-// second write then loses nothing, while a requeue would forget what this reconcile saw
-// (an ended pod it has already removed, and why it ended). A change to the spec, the
-// power request or the migration state fails it: the status is then derived again.
-func (r *Reconciler) retryStatus(ctx context.Context, derived, orig *v1alpha2.VirtualMachine) error {
-	reader := client.Reader(r.Client)
-	if r.APIReader != nil {
-		reader = r.APIReader
-	}
-	for range 5 {
-		fresh := &v1alpha2.VirtualMachine{}
-		if err := reader.Get(ctx, client.ObjectKeyFromObject(derived), fresh); err != nil {
-			return err
-		}
-		if fresh.Generation != orig.Generation ||
-			fresh.Annotations[v1alpha2.AnnotationPowerState] != derived.Annotations[v1alpha2.AnnotationPowerState] ||
-			!equality.Semantic.DeepEqual(fresh.Status.MigrationState, orig.Status.MigrationState) {
-			return apierrors.NewConflict(v1alpha2.GroupVersion.WithResource("virtualmachines").GroupResource(), derived.Name, errors.New("changed meanwhile"))
-		}
-		next := fresh.DeepCopy()
-		next.Status = *derived.Status.DeepCopy()
-		next.Status.MigrationState = fresh.Status.MigrationState
-		for _, t := range foreignConditions {
-			meta.RemoveStatusCondition(&next.Status.Conditions, t)
-			if c := meta.FindStatusCondition(fresh.Status.Conditions, t); c != nil {
-				next.Status.Conditions = append(next.Status.Conditions, *c)
-			}
-		}
-		err := r.Client.Status().Patch(ctx, next, client.MergeFromWithOptions(fresh, client.MergeFromWithOptimisticLock{}))
-		if !apierrors.IsConflict(err) {
-			return err
-		}
-	}
-	return apierrors.NewConflict(v1alpha2.GroupVersion.WithResource("virtualmachines").GroupResource(), derived.Name, errors.New("still changing"))
 }
