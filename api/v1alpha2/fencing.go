@@ -1,0 +1,39 @@
+package v1alpha2
+
+// Fencing: annotations on Nodes and VMs, condition types and reasons.
+const (
+	// AnnotationFencingDisarmed on a Node disarms its watchdog for planned maintenance; the
+	// value says why. The fencing controller never fences a disarmed node.
+	AnnotationFencingDisarmed = "virtualization.ferryvm.io/fencing-disarmed"
+	// AnnotationWatchdogTimeout on a Node is the timeout its agent armed the watchdog with
+	// (set by the agent, removed when it disarms); a node without it is never fenced.
+	AnnotationWatchdogTimeout = "virtualization.ferryvm.io/watchdog-timeout"
+	// AnnotationLeaseInterval on a Node is how often its agent renews the Lease and feeds
+	// the watchdog.
+	AnnotationLeaseInterval = "virtualization.ferryvm.io/lease-interval"
+	// AnnotationFencingToken on a VM is the generation of its disk lease: every cold start
+	// of the VM gets a higher one, and a launcher holding a lower one may not run.
+	AnnotationFencingToken = "virtualization.ferryvm.io/fencing-token"
+
+	// VMConditionNodeReachable is False while the VM's node does not renew its Lease.
+	VMConditionNodeReachable = "NodeReachable"
+
+	// ReasonNodeFenced ends the launcher pods of a fenced node (pod reason and VM reason).
+	ReasonNodeFenced = "NodeFenced"
+	// ReasonFencingPending: the node is unreachable and will be fenced when its watchdog
+	// has surely fired.
+	ReasonFencingPending = "FencingPending"
+	// ReasonNodeUnreachable: the node is unreachable and has no armed watchdog: Ferry cannot
+	// know whether the VM still runs there, so it does not start it elsewhere.
+	ReasonNodeUnreachable = "NodeUnreachable"
+	// ReasonFencingPaused: too many nodes are unreachable at once to fence any.
+	ReasonFencingPaused = "FencingPaused"
+	// ReasonSuperseded ends a launcher whose disk lease was taken by a newer instance.
+	ReasonSuperseded = "Superseded"
+
+	// NodeGroupConditionFencing is True while the group's fencing may act.
+	NodeGroupConditionFencing = "Fencing"
+	ReasonFencingActive       = "Active"
+	ReasonFencingDisabled     = "Disabled"
+	ReasonTooManyUnreachable  = "TooManyUnreachable"
+)
