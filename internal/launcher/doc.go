@@ -7,6 +7,8 @@
 //	1  the VM could not be started (bad options, missing or broken disk image)
 //	2  QEMU died unexpectedly (crash, killed)
 //	3  the VM live-migrated away (ExitMigrated); the guest runs on the target
+//	4  a newer instance of the VM holds its disk lease (ExitSuperseded): this one
+//	   was fenced and its QEMU killed, or never started
 //
 // A one-line outcome is also written to RunDir/termination-message for the
 // node agent (and Kubernetes' terminationMessagePath) to report; for 3 it

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,16 +14,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferryvm/ferry/internal/disklease"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
 // Exit codes of Run.
 const (
-	ExitStopped   = 0 // guest powered off, or stopped on request
-	ExitNoStart   = 1 // VM could not be started (bad options, broken disk, ...)
-	ExitQEMUDied  = 2 // QEMU died unexpectedly (crash, killed)
-	ExitMigrated  = 3 // the VM live-migrated away; the guest runs on the target
-	ShutdownGrace = 10 * time.Second
+	ExitStopped    = 0 // guest powered off, or stopped on request
+	ExitNoStart    = 1 // VM could not be started (bad options, broken disk, ...)
+	ExitQEMUDied   = 2 // QEMU died unexpectedly (crash, killed)
+	ExitMigrated   = 3 // the VM live-migrated away; the guest runs on the target
+	ExitSuperseded = 4 // a newer instance holds the VM's disk lease; this one was fenced
+	ShutdownGrace  = 10 * time.Second
 )
 
 // File names inside Options.RunDir.
@@ -39,6 +42,7 @@ type vm interface {
 	Status(ctx context.Context) (string, error)
 	Shutdown(ctx context.Context, grace time.Duration) error
 	Wait() (guestShutdown bool, err error)
+	Kill()
 	PrepareIncoming(ctx context.Context, uri string) error
 	MigrateOut(ctx context.Context, uri string, p hypervisor.MigrationParams) error
 	MigrationStatus(ctx context.Context) (hypervisor.MigrationInfo, error)
@@ -65,6 +69,10 @@ type launcher struct {
 	incomingURI string
 	// migrated receives the URI once an outgoing migration completed.
 	migrated chan string
+	// leasePath is the disk lease a migration target takes over ("" for none).
+	leasePath string
+	// fence keeps the disk lease; nil runs without one.
+	fence *fencing
 
 	mu         sync.Mutex
 	stopping   bool
@@ -102,13 +110,20 @@ func oneLine(s string) string {
 // Cancel ctx (SIGTERM) for a graceful stop: ACPI powerdown with a 10 s
 // grace, then quit/kill (an outgoing migration is cancelled first). Exit
 // codes: 0 the guest powered off (by itself or on request), 1 the VM could
-// not start, 2 QEMU died unexpectedly, 3 the VM migrated away. A one-line
-// outcome goes to log and to RunDir/termination-message ("migrated to URI:
-// ..." for 3).
+// not start, 2 QEMU died unexpectedly, 3 the VM migrated away, 4 a newer
+// instance holds the VM's disk lease (ExitSuperseded: this one was fenced, its
+// QEMU killed at once or never started). A one-line outcome goes to log and to
+// RunDir/termination-message ("migrated to URI: ..." for 3, "... this instance
+// was fenced" for 4).
 //
 // With Options.Incoming QEMU waits for an incoming migration on a free port
 // of the migration address (Status.IncomingURI) and runs the guest once it
 // arrived.
+//
+// With Options.FencingToken a cold start first acquires the disk lease
+// (package disklease; waiting one TTL if an older instance may still run) and
+// a migration target takes it over once the guest runs on it; the lease is
+// renewed until QEMU is gone and then released.
 func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 	lg := &logger{w: log}
 	if o.RunDir == "" {
@@ -147,6 +162,28 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 		cfg.Disks = append(cfg.Disks, disk)
 	}
 
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	fence := &fencing{log: lg}
+	defer func() {
+		cancelRun()
+		fence.release() // QEMU is gone: the next start need not wait
+	}()
+	leasePath := leaseFile(o, cfg.Disks)
+	if leasePath != "" && !o.Incoming {
+		lease, err := disklease.Acquire(ctx, leasePath, o.FencingToken, leaseHolder(o), leaseNode(), o.LeaseTTL, lg.printf)
+		var newer *disklease.SupersededError
+		switch {
+		case errors.As(err, &newer):
+			return fail(ExitSuperseded, "VM %s not started: %v; this instance was fenced", name, err)
+		case err != nil && ctx.Err() != nil:
+			lg.printf("stopped before VM %s started", name)
+			return ExitStopped
+		case err != nil:
+			return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
+		}
+		fence.start(runCtx, lease)
+	}
+
 	startCtx, cancelStart := context.WithTimeout(ctx, 2*time.Minute)
 	inst, err := hypervisor.Start(startCtx, cfg)
 	cancelStart()
@@ -157,13 +194,16 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 		}
 		return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
 	}
+	if !fence.attach(inst) {
+		inst.Wait()
+		return fail(ExitSuperseded, "VM %s: %s", name, fence.fencedBy())
+	}
 	lg.printf("VM %s: qemu pid %d (%s, %d KiB, %d vCPU)", name, inst.PID(), inst.Accel(), kib, max(o.CPUs, 1))
 
-	runCtx, cancelRun := context.WithCancel(context.Background())
-	defer cancelRun()
 	follower := hypervisor.FollowSerial(runCtx, filepath.Join(o.RunDir, hypervisor.SerialLogName), 250*time.Millisecond)
 	l := newLauncher(o, inst, follower, lg)
 	l.accel, l.memoryKiB = inst.Accel(), kib
+	l.leasePath, l.fence = leasePath, fence
 	if o.Incoming {
 		uri, err := prepareIncoming(ctx, inst, migrationAddress(o))
 		if err != nil {
@@ -227,6 +267,9 @@ func (l *launcher) loop(ctx context.Context) (int, string) {
 	select {
 	case <-l.vm.Done():
 		guest, err := l.vm.Wait()
+		if why := l.fence.fencedBy(); why != "" {
+			return ExitSuperseded, why
+		}
 		if err != nil {
 			if l.incomingURI != "" && !l.incomingDone("") {
 				return ExitQEMUDied, "incoming migration failed: " + err.Error()
@@ -262,6 +305,8 @@ func (l *launcher) loop(ctx context.Context) (int, string) {
 	}
 	guest, err := l.vm.Wait()
 	switch {
+	case l.fence.fencedBy() != "":
+		return ExitSuperseded, l.fence.fencedBy()
 	case err != nil:
 		// Died on its own while we were stopping it; still a requested stop.
 		return ExitStopped, fmt.Sprintf("stopped on request (%s); qemu: %v", reason, err)
@@ -319,6 +364,7 @@ func (l *launcher) watchIncoming(ctx context.Context) {
 		cancel()
 		if err == nil && l.incomingDone(state) {
 			l.log.printf("incoming migration completed; guest %s", state)
+			l.takeOverLease(ctx)
 			return
 		}
 		select {
@@ -328,6 +374,144 @@ func (l *launcher) watchIncoming(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// takeOverLease passes the disk lease to this migration target once the guest
+// runs here: same token, new holder. Until it succeeds the source's lease
+// stands (the source stops renewing when it sees the handover).
+func (l *launcher) takeOverLease(ctx context.Context) {
+	if l.leasePath == "" || l.fence == nil {
+		return
+	}
+	retry := cmp.Or(l.o.LeaseTTL, disklease.DefaultTTL) / 3
+	for failures := 0; ; failures++ {
+		lease, err := disklease.TakeOver(l.leasePath, l.o.FencingToken, leaseHolder(l.o), leaseNode(), l.o.LeaseTTL)
+		var newer *disklease.SupersededError
+		switch {
+		case errors.As(err, &newer):
+			l.fence.fence(fmt.Sprintf("killed after the incoming migration: %v; this instance was fenced", err))
+			return
+		case err == nil:
+			l.log.printf("disk lease %s taken over with token %d", l.leasePath, l.o.FencingToken)
+			l.fence.start(ctx, lease)
+			return
+		case failures == 0:
+			l.log.printf("could not take over the disk lease yet, retrying every %v: %v", retry, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.vm.Done():
+			return
+		case <-time.After(retry):
+		}
+	}
+}
+
+// fencing keeps this instance's disk lease from the moment it is held until
+// the launcher ends, and kills QEMU at once when a newer instance took it;
+// loop then returns ExitSuperseded.
+type fencing struct {
+	log *logger
+
+	mu     sync.Mutex
+	lease  *disklease.Lease
+	vm     interface{ Kill() } // QEMU, once started
+	reason string              // why this instance was fenced; "" while it was not
+}
+
+// start holds lease and renews it every TTL/3 until ctx ends.
+func (f *fencing) start(ctx context.Context, lease *disklease.Lease) {
+	f.mu.Lock()
+	f.lease = lease
+	f.mu.Unlock()
+	go f.renew(ctx, lease)
+}
+
+// renew ends when the lease passes on. A lease it cannot read (storage
+// unreachable) is only logged and QEMU keeps running: killing every VM of a
+// node on a storage hiccup would be worse, QEMU cannot write a disk it cannot
+// reach either, and cutting off a node for good is the watchdog's job.
+func (f *fencing) renew(ctx context.Context, lease *disklease.Lease) {
+	t := time.NewTicker(lease.TTL() / 3)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, err := lease.Renew()
+		switch {
+		case errors.Is(err, disklease.ErrReleased):
+			return
+		case err != nil:
+			if !failing {
+				f.log.printf("could not renew the disk lease; the VM keeps running: %v", err)
+			}
+			failing = true
+		case st == disklease.Superseded:
+			newer := &disklease.SupersededError{Path: lease.Path(), Token: lease.Token(), Current: lease.Current()}
+			f.fence(fmt.Sprintf("killed: %v; this instance was fenced", newer))
+			return
+		case st == disklease.HandedOver:
+			cur := lease.Current()
+			f.log.printf("disk lease %s handed over to %s on node %s; stopped renewing", lease.Path(), cur.Holder, cur.Node)
+			return
+		case failing:
+			f.log.printf("disk lease %s renewed again", lease.Path())
+			failing = false
+		}
+	}
+}
+
+// fence records why this instance must stop (Run logs it on the way out) and
+// kills QEMU: SIGKILL, no grace, the newer instance may start any moment.
+func (f *fencing) fence(reason string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reason = reason
+	if f.vm != nil {
+		f.vm.Kill()
+	}
+}
+
+// attach hands fencing the started QEMU. It reports false, killing v, if the
+// instance was fenced while QEMU started.
+func (f *fencing) attach(v interface{ Kill() }) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.vm = v
+	if f.reason != "" {
+		v.Kill()
+		return false
+	}
+	return true
+}
+
+// fencedBy says why this instance was fenced; "" if it was not (or runs
+// without a lease).
+func (f *fencing) fencedBy() string {
+	if f == nil {
+		return ""
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reason
+}
+
+// release frees the lease if it is still ours; call it once QEMU is gone.
+func (f *fencing) release() {
+	f.mu.Lock()
+	lease := f.lease
+	f.mu.Unlock()
+	if lease == nil {
+		return
+	}
+	if err := lease.Release(); err != nil {
+		f.log.printf("could not release the disk lease: %v", err)
 	}
 }
 

@@ -11,12 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/internal/disklease"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -346,4 +348,220 @@ func TestParseDisk(t *testing.T) {
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+func TestLeaseFile(t *testing.T) {
+	disks := func(ds ...hypervisor.Disk) []hypervisor.Disk { return ds }
+	for _, tt := range []struct {
+		token int64
+		disks []hypervisor.Disk
+		want  string
+	}{
+		{1, disks(hypervisor.Disk{Path: "/d/a.qcow2"}), "/d/a.qcow2.lease"},
+		{1, disks(hypervisor.Disk{Path: "/d/base.img", ReadOnly: true}, hypervisor.Disk{Path: "/d/data.img"}), "/d/data.img.lease"},
+		{1, disks(hypervisor.Disk{Path: "/d/base.img", ReadOnly: true}), ""},
+		{0, disks(hypervisor.Disk{Path: "/d/a.qcow2"}), ""},
+	} {
+		if got := leaseFile(Options{FencingToken: tt.token}, tt.disks); got != tt.want {
+			t.Errorf("leaseFile(token %d, %+v) = %q, want %q", tt.token, tt.disks, got, tt.want)
+		}
+	}
+}
+
+// leasedFake returns a launcher around a fake QEMU holding the disk lease of
+// o as Run holds it for a cold start.
+func leasedFake(t *testing.T, ctx context.Context, o Options) (*launcher, *hypervisor.Fake, *syncBuffer) {
+	t.Helper()
+	log := &syncBuffer{}
+	lg := &logger{w: log}
+	f := hypervisor.NewFake(hypervisor.Config{Name: o.VMName, Incoming: o.Incoming})
+	l := newLauncher(o, f, f, lg)
+	l.leasePath = leaseFile(o, []hypervisor.Disk{{Path: o.Disks[0]}})
+	l.fence = &fencing{log: lg}
+	if !o.Incoming {
+		lease, err := disklease.Acquire(ctx, l.leasePath, o.FencingToken, leaseHolder(o), leaseNode(), o.LeaseTTL, lg.printf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.fence.start(ctx, lease)
+	}
+	l.fence.attach(f)
+	return l, f, log
+}
+
+func readLease(t *testing.T, path string) disklease.Record {
+	t.Helper()
+	r, err := disklease.Read(path)
+	if err != nil || r == nil {
+		t.Fatalf("reading the lease: %v, %v", r, err)
+	}
+	return *r
+}
+
+func TestFencedWhileRunningWithFake(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const ttl = 600 * time.Millisecond
+	disk := filepath.Join(t.TempDir(), "disk.qcow2")
+	o := Options{VMName: "old", RunDir: t.TempDir(), Disks: []string{disk}, FencingToken: 1, LeaseTTL: ttl}
+	l, f, log := leasedFake(t, ctx, o)
+
+	type outcome struct {
+		code int
+		msg  string
+		at   time.Time
+	}
+	ended := make(chan outcome, 1)
+	go func() {
+		code, msg := l.loop(ctx)
+		ended <- outcome{code, msg, time.Now()}
+	}()
+
+	// A newer instance starts elsewhere with token 2.
+	newerStarts := make(chan time.Time, 1)
+	go func() {
+		if _, err := disklease.Acquire(ctx, l.leasePath, 2, "newer", "n2", ttl, nil); err != nil {
+			t.Errorf("the newer instance's Acquire: %v", err)
+		}
+		newerStarts <- time.Now()
+	}()
+
+	var got outcome
+	select {
+	case got = <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the fenced launcher kept running; log:\n%s", log)
+	}
+	if got.code != ExitSuperseded || !strings.Contains(got.msg, "token 2 > 1, holder newer on node n2") || !strings.Contains(got.msg, "fenced") {
+		t.Errorf("loop = %d %q; want ExitSuperseded naming the newer holder", got.code, got.msg)
+	}
+	if calls := strings.Join(f.Calls(), ","); !strings.Contains(calls, "Kill") || strings.Contains(calls, "Shutdown") {
+		t.Errorf("fake calls %q; want a Kill and no graceful shutdown", calls)
+	}
+	select {
+	case at := <-newerStarts:
+		if at.Before(got.at) {
+			t.Errorf("the newer instance could start %v before the old VM was killed", got.at.Sub(at))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the newer instance's Acquire did not return")
+	}
+	l.fence.release()
+	if r := readLease(t, l.leasePath); r.Token != 2 || r.Holder != "newer" || r.RenewedAt.IsZero() {
+		t.Errorf("lease after the fenced launcher ended: %+v; want the newer holder's", r)
+	}
+	t.Logf("log:\n%s", log)
+}
+
+func TestRunRefusesOlderToken(t *testing.T) {
+	disk := filepath.Join(t.TempDir(), "disk.qcow2")
+	if _, err := disklease.Acquire(context.Background(), disk+".lease", 2, "newer", "n2", time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(disk + ".lease")
+	runDir := t.TempDir()
+	var log syncBuffer
+	code := Run(context.Background(), Options{VMName: "old", Namespace: "default", Disks: []string{disk + ":qcow2"},
+		RunDir: runDir, FencingToken: 1, LeaseTTL: time.Second}, &log)
+	if code != ExitSuperseded {
+		t.Fatalf("exit code %d, want %d; log:\n%s", code, ExitSuperseded, log.String())
+	}
+	msg := TerminationMessage(runDir)
+	for _, want := range []string{"VM default/old not started", "newer instance", "token 2 > 1, holder newer on node n2", "this instance was fenced"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("termination message %q lacks %q", msg, want)
+		}
+	}
+	if after, _ := os.ReadFile(disk + ".lease"); !bytes.Equal(before, after) {
+		t.Errorf("the refused launcher changed the lease:\n%s\n->\n%s", before, after)
+	}
+	entries, _ := os.ReadDir(runDir)
+	for _, e := range entries {
+		if e.Name() != TerminationMessageName {
+			t.Errorf("run directory has %s: QEMU or the API was started", e.Name())
+		}
+	}
+	t.Logf("%s", strings.TrimSpace(msg))
+}
+
+func TestLeaseHandoverWithFake(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const ttl = 300 * time.Millisecond
+	disk := filepath.Join(t.TempDir(), "disk.qcow2")
+	o := Options{VMName: "vm", Disks: []string{disk}, FencingToken: 5, LeaseTTL: ttl}
+	srcO, dstO := o, o
+	srcO.RunDir, dstO.RunDir, dstO.Incoming = t.TempDir(), t.TempDir(), true
+	src, srcVM, srcLog := leasedFake(t, ctx, srcO)
+	dst, dstVM, dstLog := leasedFake(t, ctx, dstO)
+	dst.incomingURI = "tcp:127.0.0.1:4444"
+	go dst.watchIncoming(ctx)
+
+	if r := readLease(t, src.leasePath); r.Holder != leaseHolder(srcO) {
+		t.Fatalf("a waiting target took the lease: %+v", r)
+	}
+	dstVM.FinishIncoming()
+	waitUntil(t, 10*time.Second, "the target's takeover", func() bool {
+		r := readLease(t, src.leasePath)
+		return r.Holder == leaseHolder(dstO) && r.Token == 5 && r.Handover
+	})
+	waitUntil(t, 10*time.Second, "the source to see the handover", func() bool {
+		return strings.Contains(srcLog.String(), "handed over to "+leaseHolder(dstO))
+	})
+	if slices.Contains(srcVM.Calls(), "Kill") || src.fence.fencedBy() != "" {
+		t.Errorf("the handover fenced the source: %v %q", srcVM.Calls(), src.fence.fencedBy())
+	}
+	src.fence.release()
+	taken := readLease(t, src.leasePath)
+	if taken.Holder != leaseHolder(dstO) || taken.RenewedAt.IsZero() {
+		t.Fatalf("the source's release touched the target's lease: %+v", taken)
+	}
+	waitUntil(t, 10*time.Second, "the target to renew", func() bool {
+		return readLease(t, src.leasePath).RenewedAt.After(taken.RenewedAt)
+	})
+
+	// A cold start with a higher token fences the target.
+	newer := make(chan error, 1)
+	go func() {
+		_, err := disklease.Acquire(ctx, src.leasePath, 6, "newer", "n2", ttl, nil)
+		newer <- err
+	}()
+	waitUntil(t, 10*time.Second, "the target to be fenced", func() bool { return slices.Contains(dstVM.Calls(), "Kill") })
+	if why := dst.fence.fencedBy(); !strings.Contains(why, "token 6 > 5") {
+		t.Errorf("target fenced with %q", why)
+	}
+	if code, msg := dst.loop(ctx); code != ExitSuperseded {
+		t.Errorf("target loop = %d %q; want ExitSuperseded", code, msg)
+	}
+	if err := <-newer; err != nil {
+		t.Errorf("the newer instance's Acquire: %v", err)
+	}
+	t.Logf("source log:\n%s\ntarget log:\n%s", srcLog, dstLog)
+}
+
+// TestRunFencedByNewerInstance runs two real launchers on one disk: the one
+// with the older token is killed before the newer one starts its QEMU (which
+// QEMU's own image locking would refuse otherwise).
+func TestRunFencedByNewerInstance(t *testing.T) {
+	disk := overlay(t, guestImage(t))
+	o := Options{VMName: "vm", Memory: "128Mi", Disks: []string{disk + ":qcow2"}, FencingToken: 1, LeaseTTL: time.Second}
+	old, oldDir := startVM(t, o)
+	pollStatus(t, old, oldDir, 60*time.Second, "the old instance's QEMU", func(s Status) bool { return s.PID > 0 })
+
+	o.FencingToken, o.RunDir = 2, ""
+	newer, newerDir := startVM(t, o)
+	if code := old.wait(t, 30*time.Second); code != ExitSuperseded {
+		t.Fatalf("old instance exit code %d, want %d; log:\n%s", code, ExitSuperseded, old.log)
+	}
+	if msg := TerminationMessage(oldDir); !strings.Contains(msg, "token 2 > 1") {
+		t.Errorf("old instance's termination message %q", msg)
+	}
+	st := pollStatus(t, newer, newerDir, 60*time.Second, "the newer instance's QEMU", func(s Status) bool { return s.PID > 0 })
+	if !strings.Contains(newer.log.String(), "waiting") {
+		t.Errorf("the newer instance did not wait for the old one; log:\n%s", newer.log)
+	}
+	if r := readLease(t, disk+".lease"); r.Token != 2 || r.Holder != leaseHolder(Options{RunDir: newerDir}) {
+		t.Errorf("lease %+v", r)
+	}
+	t.Logf("newer instance runs as pid %d; old log:\n%s\nnewer log:\n%s", st.PID, old.log, newer.log)
 }

@@ -3,7 +3,10 @@ package launcher
 import (
 	"fmt"
 	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
@@ -27,6 +30,57 @@ type Options struct {
 	// MigrationAddress is the address an incoming migration listens on
 	// (flag --migration-address); default $FERRY_NODE_IP, else 127.0.0.1.
 	MigrationAddress string
+	// FencingToken (flag --fencing-token) is this instance's token for the
+	// disk lease, <first writable disk>.lease (package disklease); the
+	// controller gives every cold start a token higher than any before. A
+	// migration target carries the source's token and takes the lease over
+	// once the guest runs on it. 0 runs without a lease.
+	FencingToken int64
+	// LeaseTTL (flag --lease-ttl) is how long a lease renewal vouches for
+	// this instance; it renews every LeaseTTL/3. 0 means disklease.DefaultTTL.
+	LeaseTTL time.Duration
+}
+
+// leaseFile is the disk lease of the first writable disk ("" with no token or
+// no writable disk: read-only images are shared by design).
+func leaseFile(o Options, disks []hypervisor.Disk) string {
+	if o.FencingToken <= 0 {
+		return ""
+	}
+	for _, d := range disks {
+		if !d.ReadOnly {
+			return d.Path + ".lease"
+		}
+	}
+	return ""
+}
+
+// leaseHolder names this instance in the disk lease. The launcher is not told
+// its pod's UID, but its run directory is unique per pod (the node agent names
+// it <state-dir>/pods/<pod UID>); the pod's namespace/name (FERRY_POD_NAMESPACE,
+// FERRY_POD_NAME from the agent) is added for people reading the lease.
+func leaseHolder(o Options) string {
+	dir, err := filepath.Abs(o.RunDir)
+	if err != nil {
+		dir = o.RunDir
+	}
+	if pod := os.Getenv("FERRY_POD_NAME"); pod != "" {
+		if ns := os.Getenv("FERRY_POD_NAMESPACE"); ns != "" {
+			pod = ns + "/" + pod
+		}
+		return pod + " (" + dir + ")"
+	}
+	return dir
+}
+
+// leaseNode is the node the lease names: FERRY_NODE_NAME (set by the node
+// agent), else the host name.
+func leaseNode() string {
+	if n := os.Getenv("FERRY_NODE_NAME"); n != "" {
+		return n
+	}
+	n, _ := os.Hostname()
+	return n
 }
 
 var binarySuffixes = map[string]int64{
