@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -20,6 +21,7 @@ import (
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/evacuation"
+	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/controller/power"
 	"github.com/ferryvm/ferry/internal/controller/storage"
@@ -43,6 +45,8 @@ type Options struct {
 	Migration migration.Config
 	// Webhook serves the admission webhooks over TLS; Port 0 turns them off.
 	Webhook WebhookOptions
+	// FencingMaxUnreachable is the share of nodes beyond which no node is fenced.
+	FencingMaxUnreachable float64
 	// LeaderElection makes replicas elect one active controller.
 	LeaderElection          bool
 	LeaderElectionNamespace string
@@ -93,6 +97,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			// Only launcher pods matter to Ferry; do not cache every pod of the cluster.
 			&corev1.Pod{}: {Label: launcherSelector()},
+			// Only node heartbeats, not every lease of the cluster.
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{fencing.LeaseNamespace: {}}},
 		}},
 	})
 	if err != nil {
@@ -108,6 +114,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},
 		&migration.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("migration-controller"), Config: o.Migration, APIReader: mgr.GetAPIReader()},
 		&evacuation.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("evacuation-controller")},
+		&fencing.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("fencing-controller"), MaxUnreachable: o.FencingMaxUnreachable},
 	}
 	for _, s := range setups {
 		if err := s.SetupWithManager(mgr); err != nil {

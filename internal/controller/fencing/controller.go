@@ -1,0 +1,408 @@
+package fencing
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// LeaseNamespace holds the nodes' heartbeats.
+const LeaseNamespace = "kube-node-lease"
+
+// clusterKey is the one request this controller works on: fencing is judged over all nodes
+// at once (the storm guard compares them).
+var clusterKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "nodes"}}
+
+// Reconciler fences failed nodes and says which VMs sit on unreachable ones.
+type Reconciler struct {
+	Client client.Client
+	// APIReader reads past the cache just before fencing: a Lease renewed meanwhile
+	// stops it.
+	APIReader client.Reader
+	Recorder  record.EventRecorder
+	// MaxUnreachable is the share of nodes beyond which nothing is fenced (default 49%).
+	MaxUnreachable float64
+	Now            func() time.Time
+
+	mu   sync.Mutex
+	seen map[string]observed // node → its Lease as last seen
+	// storm is whether the last judgement found too many nodes unreachable.
+	storm bool
+}
+
+// observed is a Lease renewal as this controller saw it: the renew time the node wrote and
+// when, on this controller's clock, it was first seen. Fencing counts from the latter, so
+// the node's clock does not matter and a restarted controller waits a whole period again.
+type observed struct {
+	renewTime time.Time
+	at        time.Time
+}
+
+// SetupWithManager registers the controller.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if r.MaxUnreachable == 0 {
+		r.MaxUnreachable = DefaultMaxUnreachable
+	}
+	r.seen = map[string]observed{}
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{clusterKey}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("fencing").
+		Watches(&corev1.Node{}, all).
+		Watches(&coordinationv1.Lease{}, all).
+		Watches(&deckhousev1.NodeGroup{}, all).
+		Complete(r)
+}
+
+// Reconcile judges every node and acts on the verdicts.
+func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+	var nodes corev1.NodeList
+	if err := r.Client.List(ctx, &nodes); err != nil {
+		return ctrl.Result{}, err
+	}
+	var leases coordinationv1.LeaseList
+	if err := r.Client.List(ctx, &leases, client.InNamespace(LeaseNamespace)); err != nil {
+		return ctrl.Result{}, err
+	}
+	var groups deckhousev1.NodeGroupList
+	if err := r.Client.List(ctx, &groups); err != nil {
+		return ctrl.Result{}, err
+	}
+	now := r.Now()
+	states := r.observe(now, nodes.Items, leases.Items, groups.Items)
+	verdicts, unreachable, storm := Decide(now, states, r.MaxUnreachable)
+
+	byName := map[string]*corev1.Node{}
+	for i := range nodes.Items {
+		byName[nodes.Items[i].Name] = &nodes.Items[i]
+	}
+	r.reportStorm(ctx, storm, unreachable, len(nodes.Items), groups.Items)
+
+	var next time.Duration
+	wake := func(d time.Duration) {
+		if d > 0 && (next == 0 || d < next) {
+			next = d
+		}
+	}
+	stale := map[string]Verdict{}
+	for _, v := range verdicts {
+		switch v.Action {
+		case Reachable:
+			// Look again when the node would become unreachable.
+			st := stateOf(states, v.Node)
+			wake(st.unreachableAfter() - v.Age + 10*time.Millisecond)
+			continue
+		case Pending:
+			wake(v.FenceAt.Sub(now) + 10*time.Millisecond)
+		case Fence:
+			if err := r.fence(ctx, byName[v.Node], v); err != nil {
+				return ctrl.Result{}, err
+			}
+			continue
+		default:
+			wake(5 * time.Second)
+		}
+		stale[v.Node] = v
+	}
+	if err := r.markVMs(ctx, stale); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.updateGroups(ctx, groups.Items, nodes.Items, verdicts); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+func stateOf(states []NodeState, name string) NodeState {
+	for _, s := range states {
+		if s.Name == name {
+			return s
+		}
+	}
+	return NodeState{}
+}
+
+// observe builds each node's state, noting Lease renewals on this controller's clock.
+func (r *Reconciler) observe(now time.Time, nodes []corev1.Node, leases []coordinationv1.Lease, groups []deckhousev1.NodeGroup) []NodeState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	renew := map[string]time.Time{}
+	for _, l := range leases {
+		if l.Spec.RenewTime != nil {
+			renew[l.Name] = l.Spec.RenewTime.Time
+		}
+	}
+	groupOf := map[string]*deckhousev1.NodeGroup{}
+	for i := range groups {
+		groupOf[groups[i].Name] = &groups[i]
+	}
+	present := map[string]bool{}
+	var out []NodeState
+	for _, n := range nodes {
+		present[n.Name] = true
+		seen, ok := r.seen[n.Name]
+		if rt := renew[n.Name]; !ok || !rt.Equal(seen.renewTime) {
+			seen = observed{renewTime: rt, at: now}
+			r.seen[n.Name] = seen
+		}
+		st := NodeState{Name: n.Name, Renewed: seen.at, Group: n.Labels[deckhousev1.LabelNodeGroup],
+			Disarmed: n.Annotations[v1alpha2.AnnotationFencingDisarmed]}
+		if g := groupOf[st.Group]; g != nil {
+			st.GroupFencing = g.FencingEnabled()
+		}
+		st.LeaseInterval, _ = time.ParseDuration(n.Annotations[v1alpha2.AnnotationLeaseInterval])
+		if timeout, err := time.ParseDuration(n.Annotations[v1alpha2.AnnotationWatchdogTimeout]); err == nil && timeout > 0 && st.LeaseInterval > 0 {
+			// What the agent armed, not what the group says now: a group just changed may
+			// not have reached the node yet.
+			t := deckhousev1.Timing{Timeout: timeout, LeaseInterval: st.LeaseInterval, Margin: 2 * st.LeaseInterval}
+			st.Armed = &t
+		}
+		out = append(out, st)
+	}
+	for name := range r.seen {
+		if !present[name] {
+			delete(r.seen, name)
+		}
+	}
+	return out
+}
+
+// fence ends the pods of a node whose watchdog has fired and deletes the Node, unless its
+// Lease was renewed after all.
+func (r *Reconciler) fence(ctx context.Context, node *corev1.Node, v Verdict) error {
+	log := ctrl.LoggerFrom(ctx).WithValues("node", node.Name)
+	r.mu.Lock()
+	seen := r.seen[node.Name]
+	r.mu.Unlock()
+	var lease coordinationv1.Lease
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: LeaseNamespace, Name: node.Name}, &lease)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if err == nil && lease.Spec.RenewTime != nil && !lease.Spec.RenewTime.Time.Equal(seen.renewTime) {
+		log.Info("Not fencing: the node renewed its Lease after all")
+		return nil
+	}
+	r.Recorder.Eventf(node, corev1.EventTypeWarning, "Fencing", "%s; ending its pods and removing the node", v.Why)
+	log.Info("Fencing node", "why", v.Why)
+
+	var pods corev1.PodList
+	if err := r.APIReader.List(ctx, &pods, client.MatchingFields{"spec.nodeName": node.Name}); err != nil {
+		return fmt.Errorf("listing the pods of node %s: %w", node.Name, err)
+	}
+	msg := fmt.Sprintf("node %s was fenced: it last renewed its Lease %s ago, so its watchdog (timeout %s) has stopped its VMs", node.Name, v.Age.Round(100*time.Millisecond), armedTimeout(node))
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if err := r.endPod(ctx, p, msg); err != nil {
+			return err
+		}
+	}
+	if err := r.Client.Delete(ctx, &lease); err != nil && !apierrors.IsNotFound(err) && lease.Name != "" {
+		return err
+	}
+	uid := node.UID
+	if err := r.Client.Delete(ctx, node, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("removing node %s: %w", node.Name, err)
+	}
+	r.Recorder.Eventf(node, corev1.EventTypeNormal, "Fenced", "Removed node %s and ended its %d pod(s); its VMs restart on other nodes as their runPolicy says", node.Name, len(pods.Items))
+	log.Info("Fenced node", "pods", len(pods.Items))
+	r.mu.Lock()
+	delete(r.seen, node.Name)
+	r.mu.Unlock()
+	return nil
+}
+
+func armedTimeout(n *corev1.Node) string {
+	if t := n.Annotations[v1alpha2.AnnotationWatchdogTimeout]; t != "" {
+		return t
+	}
+	return "unknown"
+}
+
+// endPod marks a pod of a fenced node Failed (its process is gone with the node), so that
+// its owner reacts as to any ended pod; other than launcher pods are removed outright.
+func (r *Reconciler) endPod(ctx context.Context, p *corev1.Pod, msg string) error {
+	if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+		now := metav1.Now()
+		p.Status.Phase = corev1.PodFailed
+		p.Status.Reason, p.Status.Message = v1alpha2.ReasonNodeFenced, msg
+		var statuses []corev1.ContainerStatus
+		for _, c := range p.Spec.Containers {
+			statuses = append(statuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image,
+				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+					ExitCode: 137, Reason: v1alpha2.ReasonNodeFenced, Message: msg, FinishedAt: now}}})
+		}
+		p.Status.ContainerStatuses = statuses
+		for i, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady || c.Type == corev1.ContainersReady {
+				p.Status.Conditions[i].Status = corev1.ConditionFalse
+				p.Status.Conditions[i].Reason = v1alpha2.ReasonNodeFenced
+				p.Status.Conditions[i].LastTransitionTime = now
+			}
+		}
+		if err := r.Client.Status().Update(ctx, p); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("ending pod %s/%s: %w", p.Namespace, p.Name, err)
+		}
+	}
+	if _, launcher := p.Labels[v1alpha2.LabelVMName]; !launcher {
+		if err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reportStorm tells, once per change, that fencing is paused or resumed.
+func (r *Reconciler) reportStorm(ctx context.Context, storm bool, unreachable, total int, groups []deckhousev1.NodeGroup) {
+	r.mu.Lock()
+	changed := storm != r.storm
+	r.storm = storm
+	r.mu.Unlock()
+	if !changed {
+		return
+	}
+	for i := range groups {
+		g := &groups[i]
+		if !g.FencingEnabled() {
+			continue
+		}
+		if storm {
+			r.Recorder.Eventf(g, corev1.EventTypeWarning, v1alpha2.ReasonFencingPaused,
+				"%d of %d nodes are unreachable, more than the %.0f%% allowed: no node is fenced until fewer are", unreachable, total, r.MaxUnreachable*100)
+		} else {
+			r.Recorder.Eventf(g, corev1.EventTypeNormal, "FencingResumed", "%d of %d nodes are unreachable: fencing acts again", unreachable, total)
+		}
+	}
+	ctrl.LoggerFrom(ctx).Info("Fencing storm guard", "paused", storm, "unreachable", unreachable, "nodes", total)
+}
+
+// markVMs keeps the NodeReachable condition of VMs: False, saying what happens next, on
+// VMs whose launcher pod is on an unreachable node; removed from all others.
+func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) error {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.HasLabels{v1alpha2.LabelVMName}); err != nil {
+		return err
+	}
+	on := map[types.NamespacedName]Verdict{}
+	for _, p := range pods.Items {
+		if v, ok := stale[p.Spec.NodeName]; ok && p.DeletionTimestamp.IsZero() && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded {
+			on[types.NamespacedName{Namespace: p.Namespace, Name: p.Labels[v1alpha2.LabelVMName]}] = v
+		}
+	}
+	var vms v1alpha2.VirtualMachineList
+	if err := r.Client.List(ctx, &vms); err != nil {
+		return err
+	}
+	for i := range vms.Items {
+		vm := &vms.Items[i]
+		v, unreachable := on[types.NamespacedName{Namespace: vm.Namespace, Name: vm.Name}]
+		orig := vm.DeepCopy()
+		if unreachable {
+			reason := map[Action]string{Unreachable: v1alpha2.ReasonNodeUnreachable, Pending: v1alpha2.ReasonFencingPending, Paused: v1alpha2.ReasonFencingPaused}[v.Action]
+			msg := vmMessage(vm, v)
+			if c := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionNodeReachable); c != nil && c.Reason == reason {
+				continue // the message's age may differ; the reason is what matters
+			}
+			meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: v1alpha2.VMConditionNodeReachable, Status: metav1.ConditionFalse,
+				Reason: reason, Message: msg, ObservedGeneration: vm.Generation})
+			r.Recorder.Event(vm, corev1.EventTypeWarning, reason, msg)
+		} else if !meta.RemoveStatusCondition(&vm.Status.Conditions, v1alpha2.VMConditionNodeReachable) {
+			continue
+		}
+		if err := r.Client.Status().Patch(ctx, vm, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				continue // the next pass (soon: we requeue while nodes are stale) redoes it
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// vmMessage says what happens to a VM on a stale node, given its runPolicy.
+func vmMessage(vm *v1alpha2.VirtualMachine, v Verdict) string {
+	if v.Action != Pending {
+		return v.Why
+	}
+	switch vm.Spec.RunPolicy {
+	case v1alpha2.Manual:
+		return v.Why + "; this VM's runPolicy Manual does not restart it: start it again with ferry v start"
+	}
+	return v.Why
+}
+
+// updateGroups writes each NodeGroup's node counts, fencing timing, unreachable nodes and
+// Fencing condition.
+func (r *Reconciler) updateGroups(ctx context.Context, groups []deckhousev1.NodeGroup, nodes []corev1.Node, verdicts []Verdict) error {
+	r.mu.Lock()
+	storm := r.storm
+	r.mu.Unlock()
+	action := map[string]Action{}
+	for _, v := range verdicts {
+		action[v.Node] = v.Action
+	}
+	for i := range groups {
+		g := &groups[i]
+		orig := g.DeepCopy()
+		g.Status.Nodes, g.Status.Ready = 0, 0
+		var unreachable []string
+		for _, n := range nodes {
+			if n.Labels[deckhousev1.LabelNodeGroup] != g.Name {
+				continue
+			}
+			g.Status.Nodes++
+			if a, ok := action[n.Name]; ok && a == Reachable {
+				g.Status.Ready++
+			} else {
+				unreachable = append(unreachable, n.Name)
+			}
+		}
+		sort.Strings(unreachable)
+		cond := metav1.Condition{Type: v1alpha2.NodeGroupConditionFencing, ObservedGeneration: g.Generation}
+		if g.FencingEnabled() {
+			t := g.Spec.Fencing.Timing()
+			g.Status.Fencing = &deckhousev1.FencingStatus{Timeout: metav1.Duration{Duration: t.Timeout},
+				LeaseInterval: metav1.Duration{Duration: t.LeaseInterval}, FenceAfter: metav1.Duration{Duration: t.FenceAfter()}, Unreachable: unreachable}
+			cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha2.ReasonFencingActive
+			cond.Message = "nodes that stop renewing their Lease are fenced: " + t.String()
+			if storm {
+				cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha2.ReasonTooManyUnreachable
+				cond.Message = fmt.Sprintf("more than %.0f%% of the cluster's nodes are unreachable: no node is fenced while that lasts", r.MaxUnreachable*100)
+			}
+		} else {
+			g.Status.Fencing = nil
+			cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha2.ReasonFencingDisabled
+			cond.Message = "the group has no fencing: VMs of its unreachable nodes are not restarted elsewhere"
+		}
+		meta.SetStatusCondition(&g.Status.Conditions, cond)
+		if equality.Semantic.DeepEqual(orig.Status, g.Status) {
+			continue
+		}
+		if err := r.Client.Status().Patch(ctx, g, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("updating NodeGroup %s: %w", g.Name, err)
+		}
+	}
+	return nil
+}
