@@ -60,6 +60,8 @@ func newRoot() *cobra.Command {
 		controllerCommand(),
 		agentCommand(),
 		launcherCommand(),
+		watchdogCommand(),
+		nodeCommand(&stateDir),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print Ferry's version",
@@ -90,5 +92,6 @@ func upCommand(stateDir *string) *cobra.Command {
 	f.BoolVar(&o.SampleVM, "sample-vm", true, "create the sample VM linux-vm on first start")
 	f.StringVar(&o.NodeCPU, "node-cpu", "4", "CPU each node offers to VMs")
 	f.StringVar(&o.NodeMemory, "node-memory", "8Gi", "memory each node offers to VMs")
+	f.StringVar(&o.FencingProfile, "fencing-profile", up.DefaultFencingProfile, "watchdog profile of the nodes' NodeGroup: Critical (2s), Fast (5s), Balanced (10s), Tolerant (20s), or off")
 	return cmd
 }

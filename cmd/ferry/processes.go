@@ -14,7 +14,9 @@ import (
 
 	"github.com/ferryvm/ferry/internal/agent"
 	"github.com/ferryvm/ferry/internal/controller"
+	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/controller/migration"
+	"github.com/ferryvm/ferry/internal/disklease"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcher"
 )
@@ -27,6 +29,9 @@ func controllerCommand() *cobra.Command {
 		Short: "Run Ferry's controllers (a Deployment on a real cluster)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.FencingMaxUnreachable <= 0 || o.FencingMaxUnreachable > 1 {
+				return fmt.Errorf("--fencing-max-unreachable must be a share between 0 and 1 (e.g. 0.49), not %v", o.FencingMaxUnreachable)
+			}
 			ctrl.SetLogger(zap.New())
 			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 			if err != nil {
@@ -57,6 +62,7 @@ func controllerCommand() *cobra.Command {
 	f.IntVar(&m.MaxOutboundPerNode, "migrations-per-node-outbound", m.MaxOutboundPerNode, "concurrent migrations out of one node")
 	f.IntVar(&m.MaxInboundPerNode, "migrations-per-node-inbound", m.MaxInboundPerNode, "concurrent migrations into one node")
 	f.IntVar(&m.MaxParallel, "migrations-parallel", m.MaxParallel, "concurrent migrations in the cluster (0: max(2, nodes))")
+	f.Float64Var(&o.FencingMaxUnreachable, "fencing-max-unreachable", fencing.DefaultMaxUnreachable, "share of nodes (0-1) beyond which no node is fenced: so many unreachable at once means a network or control-plane fault")
 	f.BoolVar(&o.LeaderElection, "leader-elect", false, "elect one active replica")
 	f.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease")
 	return cmd
@@ -93,6 +99,7 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&o.NodeName, "node-name", "", "this node's name")
 	f.StringVar(&o.NodeIP, "node-ip", "", "this node's address")
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/ferry/node", "where the node keeps its pods' run directories")
+	f.StringVar(&o.Watchdog, "watchdog", "none", "fencing watchdog: none, process:SOCKET (ferry up's per-node watchdog process) or device:PATH (e.g. device:/dev/watchdog from the softdog module)")
 	f.StringVar(&o.CPU, "cpu", "4", "CPU the node offers")
 	f.StringVar(&o.Memory, "memory", "8Gi", "memory the node offers")
 	f.StringVar(&labels, "node-labels", "", "labels of the Node, key=value,...")
@@ -122,5 +129,7 @@ func launcherCommand() *cobra.Command {
 	f.StringVar(&o.RunDir, "run-dir", o.RunDir, "directory for sockets and the serial log (env FERRY_RUN_DIR)")
 	f.BoolVar(&o.Incoming, "incoming", false, "wait for an incoming live migration")
 	f.StringVar(&o.MigrationAddress, "migration-address", "", "address an incoming migration listens on (default $FERRY_NODE_IP, else 127.0.0.1)")
+	f.Int64Var(&o.FencingToken, "fencing-token", 0, "token for the disk lease <first writable disk>.lease; a higher one fences this instance (0: no lease)")
+	f.DurationVar(&o.LeaseTTL, "lease-ttl", disklease.DefaultTTL, "how long a disk lease renewal vouches for this instance (renewed every third of it)")
 	return cmd
 }

@@ -4,15 +4,23 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/agent/kubelet"
 	"github.com/ferryvm/ferry/internal/launcher"
+	"github.com/ferryvm/ferry/internal/watchdog"
 )
 
 // Options configure one node's agent.
@@ -23,8 +31,28 @@ type Options struct {
 	CPU      string
 	Memory   string
 	StateDir string
+	// Watchdog is the fencing watchdog: "none", "process:SOCKET" (the per-node watchdog
+	// process of `ferry up`) or "device:PATH" (the kernel's, e.g. /dev/watchdog).
+	Watchdog string
 	Log      logr.Logger
 }
+
+// openWatchdog makes the watchdog an Options.Watchdog names; nil for "none".
+func openWatchdog(spec string) (Watchdog, error) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch {
+	case spec == "" || spec == "none":
+		return nil, nil
+	case kind == "process" && arg != "":
+		return watchdog.DialProcess(arg), nil
+	case kind == "device" && arg != "":
+		return watchdog.NewDevice(arg), nil
+	}
+	return nil, fmt.Errorf("--watchdog %q: want none, process:SOCKET or device:PATH", spec)
+}
+
+// fencingPoll is how often the agent rereads its Node and NodeGroup for fencing settings.
+const fencingPoll = 2 * time.Second
 
 // Run runs the node until ctx ends.
 func Run(ctx context.Context, cfg *rest.Config, o Options) error {
@@ -44,15 +72,33 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return fmt.Errorf("--memory: %w", err)
 	}
+	wd, err := openWatchdog(o.Watchdog)
+	if err != nil {
+		return err
+	}
+	var f *fencer
+	var onRenew func(time.Time, time.Duration)
+	if wd != nil {
+		scheme := runtime.NewScheme()
+		_ = clientgoscheme.AddToScheme(scheme)
+		_ = deckhousev1.AddToScheme(scheme)
+		c, err := client.New(cfg, client.Options{Scheme: scheme})
+		if err != nil {
+			return err
+		}
+		f = &fencer{c: c, node: o.NodeName, wd: wd, log: o.Log.WithName("fencing"), defaultInterval: kubelet.DefaultLeaseInterval}
+		onRenew = f.renewed
+	}
 	k := kubelet.New(cs, kubelet.Options{
-		NodeName:   o.NodeName,
-		NodeIP:     o.NodeIP,
-		Labels:     o.Labels,
-		CPU:        cpu,
-		Memory:     mem,
-		StateDir:   o.StateDir,
-		Executable: exe,
-		Probe:      probeLauncher,
+		OnLeaseRenewed: onRenew,
+		NodeName:       o.NodeName,
+		NodeIP:         o.NodeIP,
+		Labels:         o.Labels,
+		CPU:            cpu,
+		Memory:         mem,
+		StateDir:       o.StateDir,
+		Executable:     exe,
+		Probe:          probeLauncher,
 		Migrate: func(ctx context.Context, runDir string, r v1alpha2.MigrationRequest) error {
 			return launcher.StartMigration(ctx, runDir, launcher.MigrationRequest{
 				URI: r.URI, MaxBandwidthBytes: r.MaxBandwidthBytes, DowntimeLimitMs: r.DowntimeLimitMs,
@@ -70,6 +116,16 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		},
 		Log: o.Log,
 	})
+	if err := awaitFencing(ctx, cs, o.NodeName, filepath.Join(o.StateDir, ResetMarker), o.Log); err != nil {
+		return err
+	}
+	if f != nil {
+		f.interval = k.SetLeaseInterval
+		fctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { f.run(fctx, fencingPoll); close(done) }()
+		defer func() { cancel(); <-done }()
+	}
 	return k.Run(ctx)
 }
 

@@ -34,6 +34,15 @@ func MigratedAway(p *corev1.Pod) bool {
 	return false
 }
 
+// Superseded tells whether a pod ended because a newer instance of its VM took the disk
+// lease: that instance is the VM now.
+func Superseded(p *corev1.Pod) bool {
+	if t := terminated(p); t != nil {
+		return t.Reason == v1alpha2.ReasonSuperseded
+	}
+	return false
+}
+
 // Unschedulable returns the scheduler's message when it could not place the pod.
 func Unschedulable(p *corev1.Pod) (string, bool) {
 	for _, c := range p.Status.Conditions {
@@ -48,6 +57,9 @@ func Unschedulable(p *corev1.Pod) (string, bool) {
 func EndMessage(p *corev1.Pod) string {
 	if p == nil {
 		return "the pod is gone"
+	}
+	if p.Status.Reason == v1alpha2.ReasonNodeFenced {
+		return p.Status.Message
 	}
 	if t := terminated(p); t != nil {
 		msg := strings.TrimSpace(t.Message)

@@ -15,6 +15,8 @@ type child struct {
 	name string
 	argv []string
 	log  string
+	// holdWhile names a file whose presence keeps the child from being restarted.
+	holdWhile string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -60,13 +62,40 @@ func (c *child) supervise(report func(string)) {
 		if stopped {
 			return
 		}
-		report(fmt.Sprintf("%s exited (%s); restarting it (log: %s)", c.name, c.cmd.ProcessState, c.log))
-		time.Sleep(time.Second) // pace restarts of a child that fails at once
+		if c.held() {
+			report(fmt.Sprintf("%s is powered off (%s); it starts again with ferry node poweron", c.name, c.cmd.ProcessState))
+			for c.held() {
+				time.Sleep(200 * time.Millisecond)
+				c.mu.Lock()
+				stopped := c.stopped
+				c.mu.Unlock()
+				if stopped {
+					return
+				}
+			}
+		} else {
+			report(fmt.Sprintf("%s exited (%s); restarting it (log: %s)", c.name, c.cmd.ProcessState, c.log))
+			time.Sleep(time.Second) // pace restarts of a child that fails at once
+		}
+		c.mu.Lock()
+		stopped = c.stopped
+		c.mu.Unlock()
+		if stopped {
+			return
+		}
 		if err := c.start(); err != nil {
 			report(err.Error())
 			return
 		}
 	}
+}
+
+func (c *child) held() bool {
+	if c.holdWhile == "" {
+		return false
+	}
+	_, err := os.Stat(c.holdWhile)
+	return err == nil
 }
 
 // stop sends SIGTERM and, after grace, SIGKILL to the child's whole process group.

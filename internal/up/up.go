@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -38,7 +39,9 @@ type Options struct {
 	// NodeCPU and NodeMemory are what each node offers to VMs.
 	NodeCPU    string
 	NodeMemory string
-	Out        io.Writer
+	// FencingProfile is the watchdog profile of the nodes' NodeGroup ("" or "off": no fencing).
+	FencingProfile string
+	Out            io.Writer
 }
 
 // DefaultStateDir is /var/lib/ferry for root and ~/.local/share/ferry otherwise; the
@@ -67,6 +70,9 @@ func Run(o Options) error {
 		return fmt.Errorf("--nodes must be between 0 and 50, not %d", o.Nodes)
 	}
 	if _, err := ipam.ParseRange(o.IPRange); err != nil {
+		return err
+	}
+	if err := validProfile(o.FencingProfile); err != nil {
 		return err
 	}
 	if o.NetNS && os.Geteuid() != 0 {
@@ -147,15 +153,28 @@ func Run(o Options) error {
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)+1),
 		"--webhook-host", "127.0.0.1", "--webhook-port", strconv.Itoa(webhookPort(o.Port)),
 		"--webhook-cert-dir", hookDir, "--webhook-cert-name", hookCert, "--webhook-key-name", hookKey}}
+	if err := ensureNodeGroup(ctx, c, o.FencingProfile); err != nil {
+		return fmt.Errorf("creating the NodeGroup %s: %w", nodeGroupName, err)
+	}
 	children := []*child{ctl}
 	for _, n := range nodes {
+		dir := NodeDir(o.StateDir, n.Name)
+		// Nodes powered off in an earlier run boot with this one.
+		_ = os.Remove(poweredOffFile(o.StateDir, n.Name))
+		sock := filepath.Join(dir, "watchdog.sock")
+		// The watchdog runs beside the node, not in its network namespace nor under its
+		// agent: a node cut off or frozen cannot stop it.
+		children = append(children, &child{name: n.Name + " watchdog", log: filepath.Join(logs, n.Name+"-watchdog.log"),
+			argv: []string{exe, "watchdog", "--node", n.Name, "--socket", sock, "--node-dir", dir}})
 		argv := []string{exe, "agent", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
-			"--state-dir", filepath.Join(o.StateDir, "nodes", n.Name), "--cpu", o.NodeCPU, "--memory", o.NodeMemory,
-			"--node-labels", deckhousev1.LabelNodeGroup + "=worker"}
+			"--state-dir", dir, "--cpu", o.NodeCPU, "--memory", o.NodeMemory,
+			"--node-labels", deckhousev1.LabelNodeGroup + "=" + nodeGroupName, "--watchdog", "process:" + sock}
 		if n.Namespace != "" {
 			argv = append([]string{"ip", "netns", "exec", n.Namespace}, argv...)
 		}
-		children = append(children, &child{name: n.Name, argv: argv, log: filepath.Join(logs, n.Name+".log")})
+		// A node powered off (ferry node poweroff) stays down until powered on.
+		children = append(children, &child{name: n.Name, argv: argv, log: filepath.Join(logs, n.Name+".log"),
+			holdWhile: poweredOffFile(o.StateDir, n.Name)})
 	}
 	for _, ch := range children {
 		if err := ch.start(); err != nil {
@@ -164,11 +183,18 @@ func Run(o Options) error {
 		go ch.supervise(func(msg string) { say("%s", msg) })
 	}
 	stopChildren := sync.OnceFunc(func() {
-		var wg sync.WaitGroup
-		for _, ch := range children[1:] {
-			wg.Go(func() { ch.stop(5 * time.Second) })
+		// Agents first (they disarm their watchdogs as they stop), then the watchdogs.
+		stopAll := func(watchdogs bool) {
+			var wg sync.WaitGroup
+			for _, ch := range children[1:] {
+				if strings.HasSuffix(ch.name, " watchdog") == watchdogs {
+					wg.Go(func() { ch.stop(5 * time.Second) })
+				}
+			}
+			wg.Wait()
 		}
-		wg.Wait()
+		stopAll(false)
+		stopAll(true)
 		ctl.stop(2 * time.Second)
 	})
 	defer stopChildren()

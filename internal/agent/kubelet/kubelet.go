@@ -2,8 +2,8 @@ package kubelet
 
 import (
 	"context"
-	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -60,8 +60,9 @@ type Options struct {
 	StatusInterval time.Duration
 	// HeartbeatStale is how old a guest heartbeat may be before the pod is not Ready.
 	HeartbeatStale time.Duration
-	// OnLeaseRenewed is called after each successful Lease renewal.
-	OnLeaseRenewed func()
+	// OnLeaseRenewed is called after each successful Lease renewal with the renew time
+	// written and how long the renewal took.
+	OnLeaseRenewed func(stamp time.Time, took time.Duration)
 	Probe          Probe
 	// Migrate asks the launcher in runDir to migrate its VM out; CancelMigration stops that.
 	Migrate         func(ctx context.Context, runDir string, req v1alpha2.MigrationRequest) error
@@ -71,9 +72,12 @@ type Options struct {
 	Log            logr.Logger
 }
 
+// DefaultLeaseInterval is how often a node without fencing renews its Lease.
+const DefaultLeaseInterval = 2 * time.Second
+
 func (o *Options) defaults() {
 	if o.LeaseInterval == 0 {
-		o.LeaseInterval = 2 * time.Second
+		o.LeaseInterval = DefaultLeaseInterval
 	}
 	if o.LeaseDuration == 0 {
 		o.LeaseDuration = 40 * time.Second
@@ -100,6 +104,9 @@ type Kubelet struct {
 	queue  workqueue.TypedRateLimitingInterface[types.UID]
 	pods   cache.Indexer
 
+	// leaseInterval is the current renewal period (fencing may shorten it), in nanoseconds.
+	leaseInterval atomic.Int64
+
 	mu    sync.Mutex
 	procs map[types.UID]*process
 	keys  map[types.UID]string // pod UID → namespace/name, for pods gone from the store
@@ -108,21 +115,50 @@ type Kubelet struct {
 // New makes the kubelet role for a node.
 func New(c kubernetes.Interface, o Options) *Kubelet {
 	o.defaults()
-	return &Kubelet{
+	k := &Kubelet{
 		o: o, client: c, log: o.Log,
 		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[types.UID]()),
 		procs: map[types.UID]*process{},
 		keys:  map[types.UID]string{},
 	}
+	k.leaseInterval.Store(int64(o.LeaseInterval))
+	return k
 }
+
+// SetLeaseInterval changes how often the node Lease is renewed, from the next renewal on.
+func (k *Kubelet) SetLeaseInterval(d time.Duration) {
+	if d > 0 {
+		k.leaseInterval.Store(int64(d))
+	}
+}
+
+// LeaseInterval is how often the node Lease is renewed.
+func (k *Kubelet) LeaseInterval() time.Duration { return time.Duration(k.leaseInterval.Load()) }
 
 // Run registers the node and runs its pods until ctx ends; then it stops every launcher.
 func (k *Kubelet) Run(ctx context.Context) error {
-	if err := k.register(ctx); err != nil {
-		return err
-	}
-	if err := k.renewLease(ctx); err != nil {
-		return fmt.Errorf("creating the node lease: %w", err)
+	// A node that boots cut off from the cluster waits for it, as a kubelet does.
+	for attempt := 0; ; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := k.register(rctx)
+		if err == nil {
+			_, err = k.renewLease(rctx)
+		}
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if attempt%10 == 0 {
+			k.log.Error(err, "Could not register the node; retrying")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
 	k.log.Info("Registered node", "node", k.o.NodeName, "ip", k.o.NodeIP)
 

@@ -14,6 +14,10 @@ import (
 // exitMigrated is the launcher's exit code after its VM moved to another node.
 const exitMigrated = 3
 
+// exitSuperseded is the launcher's exit code when a newer instance of its VM holds the disk
+// lease: this one was fenced and must not run.
+const exitSuperseded = 4
+
 // syncMigration is the VM handler's part of a live migration, through the pod's
 // annotations: it publishes where a target listens, starts or cancels an outgoing migration
 // when the migration controller asks, and reports its progress.

@@ -95,23 +95,26 @@ func (k *Kubelet) register(ctx context.Context) error {
 }
 
 // heartbeat renews the node's Lease every LeaseInterval and its Ready condition every
-// StatusInterval, until ctx ends. onRenew is told of each successful renewal (the fencing
-// watchdog is fed only then).
+// StatusInterval, until ctx ends. OnLeaseRenewed is told of each successful renewal (the
+// fencing watchdog is fed only then).
 func (k *Kubelet) heartbeat(ctx context.Context) {
-	leaseTick := time.NewTicker(k.o.LeaseInterval)
-	defer leaseTick.Stop()
+	leaseTimer := time.NewTimer(k.LeaseInterval())
+	defer leaseTimer.Stop()
 	statusTick := time.NewTicker(k.o.StatusInterval)
 	defer statusTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-leaseTick.C:
-			if err := k.renewLease(ctx); err != nil {
+		case <-leaseTimer.C:
+			start := time.Now()
+			stamp, err := k.renewLease(ctx)
+			if err != nil {
 				k.log.Error(err, "Could not renew the node lease")
 			} else if k.o.OnLeaseRenewed != nil {
-				k.o.OnLeaseRenewed()
+				k.o.OnLeaseRenewed(stamp, time.Since(start))
 			}
+			leaseTimer.Reset(k.LeaseInterval())
 		case <-statusTick.C:
 			if err := k.reportReady(ctx); err != nil {
 				k.log.Error(err, "Could not report node status")
@@ -120,17 +123,25 @@ func (k *Kubelet) heartbeat(ctx context.Context) {
 	}
 }
 
-func (k *Kubelet) renewLease(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, k.o.LeaseInterval*2)
+// renewLease writes now as the Lease's renew time and returns it. A node removed meanwhile
+// (fenced while it was cut off) registers again first.
+func (k *Kubelet) renewLease(ctx context.Context) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*k.LeaseInterval())
 	defer cancel()
 	leases := k.client.CoordinationV1().Leases(leaseNamespace)
-	now := metav1.NewMicroTime(time.Now())
 	lease, err := leases.Get(ctx, k.o.NodeName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		node, nerr := k.client.CoreV1().Nodes().Get(ctx, k.o.NodeName, metav1.GetOptions{})
-		if nerr != nil {
-			return nerr
+		if apierrors.IsNotFound(nerr) {
+			k.log.Info("The node was removed from the cluster (fenced?): registering it again")
+			if nerr = k.register(ctx); nerr == nil {
+				node, nerr = k.client.CoreV1().Nodes().Get(ctx, k.o.NodeName, metav1.GetOptions{})
+			}
 		}
+		if nerr != nil {
+			return time.Time{}, nerr
+		}
+		now := metav1.NewMicroTime(time.Now())
 		lease = &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: k.o.NodeName, Namespace: leaseNamespace,
 				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}},
@@ -141,15 +152,16 @@ func (k *Kubelet) renewLease(ctx context.Context) error {
 			},
 		}
 		_, err = leases.Create(ctx, lease, metav1.CreateOptions{})
-		return err
+		return now.Time, err
 	}
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
+	now := metav1.NewMicroTime(time.Now())
 	lease.Spec.RenewTime = &now
 	lease.Spec.HolderIdentity = ptr.To(k.o.NodeName)
 	_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
-	return err
+	return now.Time, err
 }
 
 func (k *Kubelet) reportReady(ctx context.Context) error {

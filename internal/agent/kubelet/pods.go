@@ -44,6 +44,12 @@ func (k *Kubelet) sync(ctx context.Context, uid types.UID) error {
 		return k.terminate(ctx, pod, proc)
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		if proc != nil && !proc.exited() && pod.Status.Reason == v1alpha2.ReasonNodeFenced {
+			// The cluster fenced this node while it was cut off, and its watchdog did not
+			// stop the VM: the VM may already run elsewhere, so it dies now, without grace.
+			k.log.Info("Killing the launcher of a pod that was ended by fencing", "pod", pod.Namespace+"/"+pod.Name)
+			go k.finish(proc, 0)
+		}
 		return nil
 	}
 	if proc == nil {
@@ -156,6 +162,8 @@ func (k *Kubelet) report(ctx context.Context, pod *corev1.Pod, p *process) error
 		case 0:
 		case exitMigrated:
 			reason = v1alpha2.ReasonPodMigrated
+		case exitSuperseded:
+			reason, st.Phase = v1alpha2.ReasonSuperseded, corev1.PodFailed
 		default:
 			reason, st.Phase = "Error", corev1.PodFailed
 		}

@@ -148,8 +148,11 @@ func (r *DiskReconciler) remove(ctx context.Context, d *v1alpha2.VirtualDisk, pa
 			"the disk is deleted once VM "+d.Status.AttachedToVirtualMachines[0].Name+" no longer uses it", d.Generation)
 		return ctrl.Result{}, r.Client.Status().Patch(ctx, d, client.MergeFrom(orig))
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return ctrl.Result{}, err
+	// The disk lease (and its lock) of the VMs that used the disk go with it.
+	for _, f := range []string{path, path + ".lease", path + ".lease.lock"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return ctrl.Result{}, err
+		}
 	}
 	controllerutil.RemoveFinalizer(d, v1alpha2.FinalizerStorage)
 	return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, d))

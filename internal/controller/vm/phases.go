@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,8 +60,9 @@ func (r *Reconciler) observePods(ctx context.Context, s *scope) error {
 func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
 	vm := s.vm
 	for _, p := range s.ended {
-		if launcherpod.MigratedAway(p) {
-			// The VM lives on in the pod it migrated to: nothing ended.
+		if launcherpod.MigratedAway(p) || launcherpod.Superseded(p) {
+			// The VM lives on in the pod it migrated to, or in the newer instance that
+			// fenced this one: nothing ended.
 			if err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("removing migrated-away pod %s: %w", p.Name, err)
 			}
@@ -69,6 +71,13 @@ func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
 		outcome, _ := podEnded(p)
 		recordOff, reason := afterEnd(vm.Spec.RunPolicy, outcome)
 		s.lastEnd, s.lastEndCause = reason, launcherpod.EndMessage(p)
+		if outcome == nodeFenced {
+			if recordOff {
+				s.lastEndCause += fmt.Sprintf("; runPolicy %s does not start the VM elsewhere: start it with a Start operation (ferry v start)", vm.Spec.RunPolicy)
+			} else {
+				s.lastEndCause += fmt.Sprintf("; runPolicy %s starts the VM on another node", vm.Spec.RunPolicy)
+			}
+		}
 		if recordOff {
 			if err := r.setPower(ctx, vm, PowerOff); err != nil {
 				return err
@@ -142,7 +151,11 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		// is moving into a migration target.
 		return nil
 	}
-	pod := launcherPod(vm, s.disks, r.LauncherImage)
+	token, err := r.nextFencingToken(ctx, vm)
+	if err != nil {
+		return err
+	}
+	pod := launcherPod(vm, s.disks, r.LauncherImage, token)
 	if err := r.Client.Create(ctx, pod); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return nil
@@ -153,4 +166,26 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 	r.Recorder.Eventf(vm, corev1.EventTypeNormal, "Starting", "Created launcher pod %s", pod.Name)
 	ctrl.LoggerFrom(ctx).Info("Created launcher pod", "pod", pod.Name)
 	return nil
+}
+
+// nextFencingToken raises the VM's fencing token for a new start and records it on the VM
+// before the pod exists, so no two launchers of the VM ever hold the same token.
+func (r *Reconciler) nextFencingToken(ctx context.Context, vm *v1alpha2.VirtualMachine) (int64, error) {
+	token, _ := strconv.ParseInt(vm.Annotations[v1alpha2.AnnotationFencingToken], 10, 64)
+	token++
+	cp := vm.DeepCopy()
+	patch := client.MergeFromWithOptions(vm.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	if cp.Annotations == nil {
+		cp.Annotations = map[string]string{}
+	}
+	cp.Annotations[v1alpha2.AnnotationFencingToken] = strconv.FormatInt(token, 10)
+	if err := r.Client.Patch(ctx, cp, patch); err != nil {
+		return 0, fmt.Errorf("raising the fencing token of VM %s: %w", vm.Name, err)
+	}
+	if vm.Annotations == nil {
+		vm.Annotations = map[string]string{}
+	}
+	vm.Annotations[v1alpha2.AnnotationFencingToken] = cp.Annotations[v1alpha2.AnnotationFencingToken]
+	vm.ResourceVersion = cp.ResourceVersion
+	return token, nil
 }

@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -35,7 +36,9 @@ const LauncherPodPrefix = "virt-launcher-"
 
 // launcherPod builds the pod that runs the VM: one container whose process is
 // `ferry launcher`, with the VM's placement, and resource requests from its size.
-func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string) *corev1.Pod {
+// token is the VM's fencing token for this start: the launcher runs QEMU only while the
+// disk lease holds no higher one.
+func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string, token int64) *corev1.Pod {
 	cores := max(vm.Spec.CPU.Cores, 1)
 	fraction := 100
 	if f, err := strconv.Atoi(strings.TrimSuffix(vm.Spec.CPU.CoreFraction, "%")); err == nil && f > 0 {
@@ -54,6 +57,9 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 	for _, d := range disks {
 		args = append(args, "--disk", d.launcherArg())
 	}
+	if token > 0 {
+		args = append(args, "--fencing-token", strconv.FormatInt(token, 10))
+	}
 	grace := ptr.Deref(vm.Spec.TerminationGracePeriodSeconds, 60)
 
 	return &corev1.Pod{
@@ -71,7 +77,7 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 			TerminationGracePeriodSeconds: &grace,
 			NodeSelector:                  vm.Spec.NodeSelector,
 			Affinity:                      vm.Spec.Affinity,
-			Tolerations:                   vm.Spec.Tolerations,
+			Tolerations:                   append(slices.Clone(vm.Spec.Tolerations), stayOnUnreachable...),
 			AutomountServiceAccountToken:  ptr.To(false),
 			EnableServiceLinks:            ptr.To(false),
 			Containers: []corev1.Container{{
@@ -88,12 +94,23 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 	}
 }
 
+// stayOnUnreachable keeps a launcher pod bound to its node when the node stops answering:
+// the node lifecycle controller would otherwise delete it after 5 minutes and the VM would
+// be started a second time while the first may still run. Only fencing ends such a pod.
+var stayOnUnreachable = []corev1.Toleration{
+	{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+	{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+}
+
 // podEnded tells whether a pod has finished, and how.
 func podEnded(p *corev1.Pod) (podOutcome, bool) {
 	switch p.Status.Phase {
 	case corev1.PodSucceeded:
 		return guestShutdown, true
 	case corev1.PodFailed:
+		if p.Status.Reason == v1alpha2.ReasonNodeFenced {
+			return nodeFenced, true
+		}
 		return crashed, true
 	}
 	return 0, false

@@ -36,11 +36,17 @@ const (
 	guestShutdown podOutcome = iota
 	// crashed: QEMU or the launcher died, or the node lost it (the pod Failed).
 	crashed
+	// nodeFenced: the VM's node failed and was fenced; the VM did nothing wrong.
+	nodeFenced
 )
 
 // afterEnd says what the runPolicy makes of a pod that ended by itself: whether the VM
 // is to be recorded as switched off (so it stays off) and the reason shown.
 func afterEnd(policy v1alpha2.RunPolicy, o podOutcome) (recordOff bool, reason string) {
+	if o == nodeFenced {
+		// Only the policies that keep a VM on start it elsewhere; Manual waits for its user.
+		return policy == v1alpha2.Manual || policy == v1alpha2.AlwaysOff, v1alpha2.ReasonNodeFenced
+	}
 	switch policy {
 	case v1alpha2.AlwaysOn:
 		if o == crashed {

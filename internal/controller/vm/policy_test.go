@@ -45,6 +45,11 @@ func TestAfterEnd(t *testing.T) {
 		{v1alpha2.Manual, crashed, true},
 		{v1alpha2.Manual, guestShutdown, true},
 		{v1alpha2.AlwaysOff, crashed, true},
+		// A fenced node's VMs start elsewhere only under the policies that keep them on.
+		{v1alpha2.AlwaysOn, nodeFenced, false},
+		{v1alpha2.AlwaysOnUnlessStoppedManually, nodeFenced, false},
+		{v1alpha2.Manual, nodeFenced, true},
+		{v1alpha2.AlwaysOff, nodeFenced, true},
 	}
 	for _, tc := range tests {
 		off, reason := afterEnd(tc.policy, tc.o)

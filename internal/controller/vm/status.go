@@ -74,7 +74,7 @@ func (r *Reconciler) deriveStatus(s *scope) {
 			if s.lastEnd != "" {
 				reason, msg = s.lastEnd, s.lastEndCause
 			} else if c := meta.FindStatusCondition(st.Conditions, v1alpha2.VMConditionRunning); c != nil &&
-				c.Status == metav1.ConditionFalse && (c.Reason == v1alpha2.ReasonGuestShutdown || c.Reason == v1alpha2.ReasonCrashed) {
+				c.Status == metav1.ConditionFalse && (c.Reason == v1alpha2.ReasonGuestShutdown || c.Reason == v1alpha2.ReasonCrashed || c.Reason == v1alpha2.ReasonNodeFenced) {
 				// The pod that told why the VM stopped is gone; keep saying why.
 				reason, msg = c.Reason, c.Message
 			}

@@ -1,0 +1,202 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/watchdog"
+)
+
+// Watchdog fences the node when it is not fed in time.
+type Watchdog interface {
+	Arm(timeout time.Duration) error
+	Feed() error
+	Disarm() error
+}
+
+// fencer keeps the node's watchdog in step with its NodeGroup: armed with the group's
+// timing while fencing is on and no admin disarmed the node, fed after each Lease renewal
+// that took at most one lease interval.
+type fencer struct {
+	c        client.Client
+	node     string
+	wd       Watchdog
+	log      logr.Logger
+	interval func(time.Duration) // sets the Lease renewal period
+	// defaultInterval is the renewal period without fencing.
+	defaultInterval time.Duration
+
+	mu    sync.Mutex
+	armed *deckhousev1.Timing // nil: disarmed
+	// published is the timing the Node's annotations show (what the fencing controller
+	// relies on); nil: none.
+	published *deckhousev1.Timing
+}
+
+// desired reads what the watchdog should be: the group's timing, or nil for disarmed.
+func (f *fencer) desired(ctx context.Context) (*deckhousev1.Timing, string, error) {
+	var node corev1.Node
+	if err := f.c.Get(ctx, client.ObjectKey{Name: f.node}, &node); err != nil {
+		return nil, "", err
+	}
+	if why := node.Annotations[v1alpha2.AnnotationFencingDisarmed]; why != "" {
+		return nil, "disarmed by annotation: " + why, nil
+	}
+	name := node.Labels[deckhousev1.LabelNodeGroup]
+	if name == "" {
+		return nil, "the node is in no NodeGroup", nil
+	}
+	var g deckhousev1.NodeGroup
+	if err := f.c.Get(ctx, client.ObjectKey{Name: name}, &g); err != nil {
+		return nil, "", client.IgnoreNotFound(err)
+	}
+	if !g.FencingEnabled() {
+		return nil, "NodeGroup " + name + " has no fencing", nil
+	}
+	t := g.Spec.Fencing.Timing()
+	return &t, "", nil
+}
+
+// sync arms, re-arms or disarms the watchdog to match the node's group. The Node's
+// annotations never show a shorter timeout than the armed one: a longer timeout is
+// published before it is armed, a shorter one after.
+func (f *fencer) sync(ctx context.Context) error {
+	want, why, err := f.desired(ctx)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	have := f.armed
+	f.mu.Unlock()
+	switch {
+	case want == nil && have == nil:
+		return f.publish(ctx, nil)
+	case want == nil:
+		if err := f.wd.Disarm(); err != nil {
+			return err
+		}
+		f.setArmed(nil)
+		f.interval(f.defaultInterval)
+		f.log.Info("Disarmed the watchdog", "why", why)
+		return f.publish(ctx, nil)
+	case have != nil && *have == *want:
+		return f.publish(ctx, want)
+	}
+	grows := have == nil || want.Timeout > have.Timeout || want.LeaseInterval > have.LeaseInterval
+	if grows {
+		if err := f.publish(ctx, want); err != nil {
+			return err
+		}
+	}
+	// Renew at the new pace before arming, so the first feed comes in time.
+	f.interval(want.LeaseInterval)
+	if err := f.wd.Arm(want.Timeout); err != nil {
+		return err
+	}
+	f.setArmed(want)
+	f.log.Info("Armed the watchdog", "timing", want.String())
+	return f.publish(ctx, want)
+}
+
+func (f *fencer) setArmed(t *deckhousev1.Timing) {
+	f.mu.Lock()
+	f.armed = t
+	f.mu.Unlock()
+}
+
+// publish shows the armed timing on the Node (annotations), or removes it.
+func (f *fencer) publish(ctx context.Context, t *deckhousev1.Timing) error {
+	f.mu.Lock()
+	same := (t == nil && f.published == nil) || (t != nil && f.published != nil && *t == *f.published)
+	f.mu.Unlock()
+	if same {
+		return nil
+	}
+	ann := map[string]any{v1alpha2.AnnotationWatchdogTimeout: nil, v1alpha2.AnnotationLeaseInterval: f.defaultInterval.String()}
+	if t != nil {
+		ann[v1alpha2.AnnotationWatchdogTimeout] = t.Timeout.String()
+		ann[v1alpha2.AnnotationLeaseInterval] = t.LeaseInterval.String()
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	node := &corev1.Node{}
+	node.Name = f.node
+	if err := f.c.Patch(ctx, node, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	if t == nil {
+		f.published = nil
+	} else {
+		cp := *t
+		f.published = &cp
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// renewed feeds the watchdog after a Lease renewal that took at most one lease interval:
+// a slower one could let the watchdog fire later than the fencing controller assumes.
+func (f *fencer) renewed(_ time.Time, took time.Duration) {
+	f.mu.Lock()
+	armed := f.armed
+	f.mu.Unlock()
+	if armed == nil {
+		return
+	}
+	if took > armed.LeaseInterval {
+		f.log.Info("Not feeding the watchdog: the Lease renewal was too slow", "took", took, "limit", armed.LeaseInterval)
+		return
+	}
+	err := f.wd.Feed()
+	if errors.Is(err, watchdog.ErrNotArmed) {
+		// The watchdog restarted (it forgets its state): arm it again.
+		f.log.Info("The watchdog was not armed (restarted?): arming it again", "timing", armed.String())
+		err = f.wd.Arm(armed.Timeout)
+	}
+	if err != nil {
+		f.log.Error(err, "Could not feed the watchdog")
+	}
+}
+
+// run keeps the watchdog in step until ctx ends, then disarms it: a node stopped on
+// purpose must not be reset.
+func (f *fencer) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		// Until the node has registered, there is nothing to read.
+		if err := f.sync(ctx); err != nil && ctx.Err() == nil && !apierrors.IsNotFound(err) {
+			f.log.Error(err, "Could not update the fencing watchdog")
+		}
+		select {
+		case <-ctx.Done():
+			f.mu.Lock()
+			armed := f.armed != nil
+			f.mu.Unlock()
+			if armed {
+				if err := f.wd.Disarm(); err != nil {
+					f.log.Error(err, "Could not disarm the watchdog at shutdown")
+				} else {
+					f.log.Info("Disarmed the watchdog: the agent is stopping")
+				}
+				f.setArmed(nil)
+				cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_ = f.publish(cctx, nil)
+				cancel()
+			}
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// ResetMarker is the file, in a node's state directory, that the node's watchdog process
+// writes when it resets the node (under `ferry up`).
+const ResetMarker = "watchdog-reset"
+
+// rejoinGrace is how long past its fencing time a reset node waits for the cluster to fence
+// it (the storm guard may hold fencing back) before it rejoins anyway.
+const rejoinGrace = 5 * time.Second
+
+// awaitFencing holds back a node that its watchdog reset until the cluster has fenced it
+// (its Node is gone) or has surely chosen not to. A real node takes longer than that to
+// reboot; a node of `ferry up` restarts in a second and would otherwise come back before
+// the fencing, and find its VMs' pods, which the cluster is about to start elsewhere.
+func awaitFencing(ctx context.Context, cs kubernetes.Interface, node, marker string, log logr.Logger) error {
+	b, err := os.ReadFile(marker)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("This node was reset by its watchdog: it rejoins once the cluster has fenced it", "reset", strings.TrimSpace(string(b)))
+	for {
+		if fenced(ctx, cs, node, log) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return os.Remove(marker)
+}
+
+// fenced tells whether the node's Node object is gone, or its Lease has been stale for
+// longer than its fencing time plus rejoinGrace.
+func fenced(ctx context.Context, cs kubernetes.Interface, name string, log logr.Logger) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		log.Info("The cluster has fenced this node: rejoining")
+		return true
+	}
+	if err != nil {
+		return false // cut off still: keep waiting
+	}
+	timeout, _ := time.ParseDuration(node.Annotations[v1alpha2.AnnotationWatchdogTimeout])
+	interval, _ := time.ParseDuration(node.Annotations[v1alpha2.AnnotationLeaseInterval])
+	lease, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, name, metav1.GetOptions{})
+	if err != nil || lease.Spec.RenewTime == nil || timeout == 0 {
+		log.Info("The node's fencing time is unknown: rejoining")
+		return true
+	}
+	if age := time.Since(lease.Spec.RenewTime.Time); age > timeout+2*interval+rejoinGrace {
+		log.Info("The cluster did not fence this node in time: rejoining", "leaseAge", age.Round(time.Second))
+		return true
+	}
+	return false
+}
