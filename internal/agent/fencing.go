@@ -40,8 +40,9 @@ type fencer struct {
 	mu    sync.Mutex
 	armed *deckhousev1.Timing // nil: disarmed
 	// published is the timing the Node's annotations show (what the fencing controller
-	// relies on); nil: none.
+	// relies on); nil: none. shown tells whether they were written at all yet.
 	published *deckhousev1.Timing
+	shown     bool
 }
 
 // desired reads what the watchdog should be: the group's timing, or nil for disarmed.
@@ -118,7 +119,7 @@ func (f *fencer) setArmed(t *deckhousev1.Timing) {
 // publish shows the armed timing on the Node (annotations), or removes it.
 func (f *fencer) publish(ctx context.Context, t *deckhousev1.Timing) error {
 	f.mu.Lock()
-	same := (t == nil && f.published == nil) || (t != nil && f.published != nil && *t == *f.published)
+	same := f.shown && ((t == nil && f.published == nil) || (t != nil && f.published != nil && *t == *f.published))
 	f.mu.Unlock()
 	if same {
 		return nil
@@ -135,6 +136,7 @@ func (f *fencer) publish(ctx context.Context, t *deckhousev1.Timing) error {
 		return err
 	}
 	f.mu.Lock()
+	f.shown = true
 	if t == nil {
 		f.published = nil
 	} else {

@@ -414,3 +414,32 @@ func nodeExists(t *testing.T, node string) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// TestNodeGroupFencingValidation: a fencing setting that cannot be right is refused with a
+// message that says what to fix.
+func TestNodeGroupFencingValidation(t *testing.T) {
+	for _, tc := range []struct{ watchdog, want string }{
+		{"{timeout: 5s, profile: Fast}", "set either watchdog.timeout or watchdog.profile, not both"},
+		{"{timeout: 500ms}", "watchdog.timeout must be between 1s and 10m"},
+		{"{profile: Turbo}", `Unsupported value: "Turbo"`},
+	} {
+		out, err := applyErr(t, `
+apiVersion: deckhouse.io/v1
+kind: NodeGroup
+metadata:
+  name: invalid-fencing
+spec:
+  fencing:
+    mode: Watchdog
+    watchdog: `+tc.watchdog+`
+`)
+		if err == nil {
+			mustFerry(t, "k", "delete", "nodegroup", "invalid-fencing")
+			t.Errorf("watchdog %s was accepted", tc.watchdog)
+			continue
+		}
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("watchdog %s: refused with %q, want it to say %q", tc.watchdog, out, tc.want)
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/watchdog"
+)
+
+func newFencer(t *testing.T, objs ...client.Object) (*fencer, *watchdog.Fake, *time.Duration) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = deckhousev1.AddToScheme(scheme)
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
+	wd := &watchdog.Fake{}
+	interval := new(time.Duration)
+	f := &fencer{c: c, node: "n1", wd: wd, log: logr.Discard(), defaultInterval: 2 * time.Second,
+		interval: func(d time.Duration) { *interval = d }}
+	return f, wd, interval
+}
+
+func group(profile deckhousev1.FencingProfile) *deckhousev1.NodeGroup {
+	g := &deckhousev1.NodeGroup{ObjectMeta: metav1.ObjectMeta{Name: "worker"}}
+	if profile != "" {
+		g.Spec.Fencing = &deckhousev1.FencingSpec{Mode: deckhousev1.FencingWatchdog, Watchdog: &deckhousev1.WatchdogSpec{Profile: profile}}
+	}
+	return g
+}
+
+func node(annotations map[string]string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{deckhousev1.LabelNodeGroup: "worker"}, Annotations: annotations}}
+}
+
+func annotations(t *testing.T, f *fencer) map[string]string {
+	t.Helper()
+	var n corev1.Node
+	if err := f.c.Get(context.Background(), client.ObjectKey{Name: "n1"}, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n.Annotations
+}
+
+func TestFencerArmsFeedsAndDisarms(t *testing.T) {
+	ctx := context.Background()
+	g := group(deckhousev1.ProfileFast)
+	f, wd, interval := newFencer(t, node(nil), g)
+
+	// No feeding before arming.
+	f.renewed(time.Now(), time.Millisecond)
+	if wd.Feeds() != 0 {
+		t.Fatal("fed a watchdog that is not armed")
+	}
+	if err := f.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !wd.Armed() || wd.Timeout() != 5*time.Second || *interval != time.Second {
+		t.Fatalf("armed %v with %s, lease every %s; want 5s and 1s", wd.Armed(), wd.Timeout(), *interval)
+	}
+	if a := annotations(t, f); a[v1alpha2.AnnotationWatchdogTimeout] != "5s" || a[v1alpha2.AnnotationLeaseInterval] != "1s" {
+		t.Fatalf("node annotations %v", a)
+	}
+
+	// A timely renewal feeds; one slower than the interval does not.
+	f.renewed(time.Now(), 300*time.Millisecond)
+	f.renewed(time.Now(), 1500*time.Millisecond)
+	if wd.Feeds() != 1 {
+		t.Fatalf("feeds = %d, want 1", wd.Feeds())
+	}
+
+	// A longer timeout is shown on the node before it is armed.
+	g.Spec.Fencing.Watchdog.Profile = deckhousev1.ProfileTolerant
+	if err := f.c.Update(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	calls := wd.Calls()
+	if last := calls[len(calls)-1]; last.Op != "arm" || last.Timeout != 20*time.Second {
+		t.Fatalf("last call %+v, want arm 20s", last)
+	}
+	if a := annotations(t, f); a[v1alpha2.AnnotationWatchdogTimeout] != "20s" {
+		t.Fatalf("node annotations %v", a)
+	}
+
+	// An admin disarms the node for maintenance.
+	n := node(map[string]string{v1alpha2.AnnotationFencingDisarmed: "firmware update"})
+	var cur corev1.Node
+	_ = f.c.Get(ctx, client.ObjectKey{Name: "n1"}, &cur)
+	cur.Annotations[v1alpha2.AnnotationFencingDisarmed] = n.Annotations[v1alpha2.AnnotationFencingDisarmed]
+	if err := f.c.Update(ctx, &cur); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if wd.Armed() || *interval != 2*time.Second {
+		t.Fatalf("still armed (%v) or lease interval %s after the disarm annotation", wd.Armed(), *interval)
+	}
+	if a := annotations(t, f); a[v1alpha2.AnnotationWatchdogTimeout] != "" {
+		t.Fatalf("node still shows an armed watchdog: %v", a)
+	}
+}
+
+func TestFencerWithoutFencing(t *testing.T) {
+	f, wd, _ := newFencer(t, node(nil), group(""))
+	if err := f.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if wd.Armed() || len(wd.Calls()) != 0 {
+		t.Fatalf("watchdog touched for a group without fencing: %+v", wd.Calls())
+	}
+	if a := annotations(t, f); a[v1alpha2.AnnotationWatchdogTimeout] != "" || a[v1alpha2.AnnotationLeaseInterval] != "2s" {
+		t.Fatalf("node annotations %v", a)
+	}
+}
+
+// A watchdog that restarted forgot it was armed: the next feed arms it again.
+func TestFencerRearmsARestartedWatchdog(t *testing.T) {
+	f, wd, _ := newFencer(t, node(nil), group(deckhousev1.ProfileCritical))
+	if err := f.sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_ = wd.Disarm() // as a restarted watchdog process is
+	f.renewed(time.Now(), 100*time.Millisecond)
+	if !wd.Armed() || wd.Timeout() != 2*time.Second {
+		t.Fatalf("armed %v with %s after a feed found it unarmed", wd.Armed(), wd.Timeout())
+	}
+}
