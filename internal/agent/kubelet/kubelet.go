@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -106,6 +107,9 @@ type Kubelet struct {
 
 	// leaseInterval is the current renewal period (fencing may shorten it), in nanoseconds.
 	leaseInterval atomic.Int64
+	// lease is the node Lease as last written, for a one-request renewal.
+	leaseMu sync.Mutex
+	lease   *coordinationv1.Lease
 
 	mu    sync.Mutex
 	procs map[types.UID]*process

@@ -126,8 +126,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 		}
 		stale[v.Node] = v
 	}
-	if err := r.markVMs(ctx, stale); err != nil {
+	retry, err := r.markVMs(ctx, stale)
+	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if retry {
+		wake(time.Second)
 	}
 	if err := r.updateGroups(ctx, groups.Items, nodes.Items, verdicts); err != nil {
 		return ctrl.Result{}, err
@@ -299,11 +303,12 @@ func (r *Reconciler) reportStorm(ctx context.Context, storm bool, unreachable, t
 }
 
 // markVMs keeps the NodeReachable condition of VMs: False, saying what happens next, on
-// VMs whose launcher pod is on an unreachable node; removed from all others.
-func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) error {
+// VMs whose launcher pod is on an unreachable node; removed from all others. retry tells
+// that a write met a newer VM and must be redone.
+func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) (retry bool, err error) {
 	var pods corev1.PodList
 	if err := r.Client.List(ctx, &pods, client.HasLabels{v1alpha2.LabelVMName}); err != nil {
-		return err
+		return false, err
 	}
 	on := map[types.NamespacedName]Verdict{}
 	for _, p := range pods.Items {
@@ -313,7 +318,7 @@ func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) erro
 	}
 	var vms v1alpha2.VirtualMachineList
 	if err := r.Client.List(ctx, &vms); err != nil {
-		return err
+		return false, err
 	}
 	for i := range vms.Items {
 		vm := &vms.Items[i]
@@ -332,13 +337,17 @@ func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) erro
 			continue
 		}
 		if err := r.Client.Status().Patch(ctx, vm, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-				continue // the next pass (soon: we requeue while nodes are stale) redoes it
+			if apierrors.IsConflict(err) {
+				retry = true
+				continue
 			}
-			return err
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return false, err
 		}
 	}
-	return nil
+	return retry, nil
 }
 
 // vmMessage says what happens to a VM on a stale node, given its runPolicy.
