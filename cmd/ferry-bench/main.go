@@ -1,7 +1,9 @@
 // Command ferry-bench measures Ferry. `ferry-bench migration` compares Ferry's live
 // migration (Evict operations on a `ferry up` cluster) with bare QEMU migrations of the
 // same guest; `ferry-bench drain` times `kubectl drain` of a node running VMs against
-// single live migrations; see package internal/bench.
+// single live migrations; `ferry-bench failover` times how a VM comes back after its node
+// fails, and `ferry-bench false-fencing` counts nodes fenced without a fault under load;
+// see package internal/bench.
 package main
 
 import (
@@ -29,7 +31,7 @@ func main() {
 		Short:        "Benchmarks of Ferry",
 		SilenceUsage: true,
 	}
-	root.AddCommand(migrationCommand(), drainCommand())
+	root.AddCommand(migrationCommand(), drainCommand(), failoverCommand(), falseFencingCommand())
 	if err := root.ExecuteContext(ctx); err != nil {
 		os.Exit(1)
 	}
@@ -175,5 +177,135 @@ cluster's own settings, let the drain migrate several VMs at a time.`,
 	f.DurationVar(&o.MigrationTimeout, "migration-timeout", o.MigrationTimeout, "longest one single migration may take before it counts as failed")
 	f.DurationVar(&o.WaitOther, "wait-other", 0, "wait this long for another ferry up on this machine to end")
 	f.BoolVar(&o.Keep, "keep", false, "leave the VMs, their disks and the state directory (a cluster it started still stops; ferry up --state-dir DIR resumes it)")
+	return cmd
+}
+
+func failoverCommand() *cobra.Command {
+	o := bench.DefaultFailoverOptions()
+	cmd := &cobra.Command{
+		Use:   "failover",
+		Short: "Time how a VM comes back on another node after its node fails (power, network, agent)",
+		Long: `Measures failover: how long a VM whose node fails takes to run again on another
+node, step by step, and whether two instances of it ever ran at once.
+
+Unless --kubeconfig points at a running cluster, starts its own
+` + "`ferry up --nodes 3 --port 17443 --sample-vm=false --fencing-profile PROFILE`" + ` (in
+--state-dir or a temporary directory; only one ` + "`ferry up`" + ` can run on a machine, see
+--wait-other). A running cluster keeps its own profile; it needs at least 3 nodes (one
+failed node of three stays under the storm guard, which stops fencing when more than 49%
+are unreachable) and its state directory (the faults act on it). It waits until the nodes are
+Ready with armed watchdogs and creates the VM failover-bench (--vm-name; --memory, 1
+core, runPolicy AlwaysOn) with its own VirtualDisk from the ClusterVirtualImage
+ferry-guest (created from the locally built guest image when missing), and waits until
+its guest counts ("CNT n" on the serial console).
+
+For each fault (--faults) and run (--runs), it injects the fault into the VM's node with
+` + "`ferry --state-dir STATE node FAULT NODE`" + `:
+  poweroff    every process of the node killed, down until poweron
+  disconnect  the node's host link down (its VMs keep running, cut off)
+  freeze      the node's agent stopped (SIGSTOP): no Lease renewals, no watchdog feeds
+T0 is when that command returned. Then it polls (every 100 ms) and records:
+  detection     T0 → the VM's condition NodeReachable=False, reason FencingPending
+  fencing wait  → the node's Node object gone (the fencing controller deleted it)
+  restart       → a new launcher pod of the VM Running
+  boot          → the first CNT line in the new instance's serial log
+  total         T0 → that first CNT
+Each phase runs from the previous mark seen. Meanwhile it counts, every 100 ms, the QEMU
+processes whose command line has -name guest=NAMESPACE/VM (a sample with more than one
+is a double run), and follows the serial log of every instance of the VM
+(STATE/nodes/NODE/pods/POD-UID/, whose launcher.log names the VM): the failed
+instance's last CNT must come before the new instance's first, or the run is a double
+run too. Then it undoes the fault (poweron, connect, thaw), waits until the node is back
+(registered again as a new Node, Ready, its watchdog armed) and the VM runs, and goes on.
+
+It prints one row per run (ms), the medians per fault, the fencing timing in force,
+other platforms' figures as anchors, and the target: with Fast, the VM restarted
+elsewhere (T0 → new launcher pod Running) under 15 s plus guest boot; with Critical,
+under 5 s plus boot; never a double run. Ctrl-C restores the failed node, deletes the VM
+(unless --keep) and stops the cluster it started; the temporary state directory is kept
+when something failed.`,
+		Example: `  ferry-bench failover
+  ferry-bench failover --profile Critical --faults poweroff --runs 3
+  ferry-bench failover --kubeconfig /var/lib/ferry/control-plane/admin.kubeconfig --runs 2`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Out = cmd.OutOrStdout()
+			return bench.RunFailover(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.FerryBin, "ferry-bin", "", "ferry binary that runs the cluster and injects the faults (default: ferry next to ferry-bench, else bin/ferry)")
+	f.StringVar(&o.FerryBin, "ferry", "", "same as --ferry-bin")
+	_ = f.MarkHidden("ferry")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "benchmark the running ferry up of this kubeconfig instead of starting one")
+	f.StringVar(&o.StateDir, "state-dir", "", "state directory of the cluster it starts (default: a temporary directory); with --kubeconfig, the cluster's (default: two levels above the kubeconfig)")
+	f.IntVar(&o.Port, "port", o.Port, "apiserver port of the cluster it starts")
+	f.StringVar(&o.Profile, "profile", o.Profile, "fencing profile of the cluster it starts: Critical, Fast, Balanced, Tolerant")
+	f.StringSliceVar(&o.Faults, "faults", o.Faults, "faults to inject: poweroff, disconnect, freeze")
+	f.IntVar(&o.Runs, "runs", o.Runs, "failovers per fault")
+	f.StringVarP(&o.Namespace, "namespace", "n", o.Namespace, "namespace of the benchmark VM")
+	f.StringVar(&o.VMName, "vm-name", o.VMName, "name of the benchmark VM (its disk is NAME-root)")
+	f.StringVar(&o.Memory, "memory", o.Memory, "guest memory")
+	f.DurationVar(&o.RunTimeout, "run-timeout", o.RunTimeout, "longest one failover may take (fault to the new instance's first heartbeat) before it counts as failed")
+	f.DurationVar(&o.WaitOther, "wait-other", 0, "wait this long for another ferry up on this machine to end")
+	f.BoolVar(&o.Keep, "keep", false, "leave the VM, its disk and the state directory (a cluster it started still stops; ferry up --state-dir DIR resumes it)")
+	return cmd
+}
+
+func falseFencingCommand() *cobra.Command {
+	o := bench.DefaultFalseFencingOptions()
+	cmd := &cobra.Command{
+		Use:   "false-fencing",
+		Short: "Count healthy nodes fenced under load (busy CPUs, slow network, frozen control plane), per fencing profile",
+		Long: `Measures false fencing: how often a node that did not fail is fenced (or reset by its
+watchdog) when the machine is loaded and the control plane stalls, for each fencing
+profile.
+
+For each profile (--profiles, one after another) it starts
+` + "`ferry up --nodes 3 --port 17443 --sample-vm=false --fencing-profile PROFILE`" + ` in a
+temporary directory (only one ` + "`ferry up`" + ` can run on a machine, see --wait-other), waits
+until the nodes are Ready with armed watchdogs, and then, for --duration, with no fault:
+  - keeps every CPU busy: --busy processes (default 2 × the CPUs) running
+    sh -c 'while :; do :; done';
+  - slows the nodes' network: tc qdisc add dev fvN root netem delay --delay --jitter on
+    each node's host link (when netem is missing, it says so and goes on without);
+  - freezes the control plane: SIGSTOP of the ` + "`ferry up`" + ` process, which runs etcd and the
+    apiserver, for --pause every --pause-every, then SIGCONT.
+The load ends after --duration; it watches on for the profile's fence-after plus 2 s, so
+that a fencing the last pause set off is counted.
+
+All along it polls (every 100 ms) the Leases in kube-node-lease (the oldest one seen, now
+minus renewTime) and the Nodes (a Node deleted or recreated counts as removed); at the
+end it counts the Fenced events on Nodes, the storm guard's FencingPaused events, the
+watchdog resets in STATE/logs/node-N-watchdog.log and the Lease renewals too slow to feed
+the watchdog in STATE/logs/node-N.log.
+
+It prints one row per profile with its watchdog timeout, lease interval and fence-after
+(ms) and the counts; the target is none fenced or reset with the default profile (Fast,
+what ` + "`ferry up`" + ` uses). The busy loops, qdiscs and frozen control plane are undone on
+error and on Ctrl-C too; each cluster stops after its profile (its state directory is kept
+when a node was fenced or reset, or something failed, or with --keep).`,
+		Example: `  ferry-bench false-fencing --duration 90s
+  ferry-bench false-fencing --profiles Fast --duration 10m --pause 3s`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Out = cmd.OutOrStdout()
+			return bench.RunFalseFencing(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.FerryBin, "ferry-bin", "", "ferry binary that runs the clusters (default: ferry next to ferry-bench, else bin/ferry)")
+	f.StringVar(&o.FerryBin, "ferry", "", "same as --ferry-bin")
+	_ = f.MarkHidden("ferry")
+	f.StringSliceVar(&o.Profiles, "profiles", o.Profiles, "fencing profiles to run, one cluster each")
+	f.DurationVar(&o.Duration, "duration", o.Duration, "how long each cluster runs under load")
+	f.DurationVar(&o.Pause, "pause", o.Pause, "how long the control plane is frozen each time (0: never)")
+	f.DurationVar(&o.PauseEvery, "pause-every", o.PauseEvery, "how often the control plane is frozen")
+	f.DurationVar(&o.Delay, "delay", o.Delay, "netem delay on each node's host link")
+	f.DurationVar(&o.Jitter, "jitter", o.Jitter, "netem jitter on each node's host link")
+	f.IntVar(&o.Busy, "busy", 0, "busy-loop processes (default 2 × the CPUs)")
+	f.IntVar(&o.Port, "port", o.Port, "apiserver port of the clusters")
+	f.DurationVar(&o.WaitOther, "wait-other", 0, "wait this long for another ferry up on this machine to end")
+	f.BoolVar(&o.Keep, "keep", false, "keep each cluster's state directory")
 	return cmd
 }

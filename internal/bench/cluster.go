@@ -43,11 +43,11 @@ func otherFerryUp(port int) string {
 	return ""
 }
 
-// startUpNodes runs `bin up --nodes nodes` in stateDir and returns once it printed "Ferry
-// is up". Its output goes to stateDir/ferry-up.log. It runs in its own process group (a
-// Ctrl-C reaches only the benchmark, which then cleans up and stops it) and gets SIGTERM if
-// the benchmark dies.
-func startUpNodes(ctx context.Context, bin, stateDir string, port, nodes int, say func(string, ...any)) (*upProcess, error) {
+// startUpNodes runs `bin up --nodes nodes [extra...]` in stateDir and returns once it
+// printed "Ferry is up". Its output goes to stateDir/ferry-up.log. It runs in its own process
+// group (a Ctrl-C reaches only the benchmark, which then cleans up and stops it) and gets
+// SIGTERM if the benchmark dies.
+func startUpNodes(ctx context.Context, bin, stateDir string, port, nodes int, say func(string, ...any), extra ...string) (*upProcess, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -56,7 +56,8 @@ func startUpNodes(ctx context.Context, bin, stateDir string, port, nodes int, sa
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "up", "--state-dir", stateDir, "--nodes", strconv.Itoa(nodes), "--port", strconv.Itoa(port), "--sample-vm=false")
+	args := append([]string{"up", "--state-dir", stateDir, "--nodes", strconv.Itoa(nodes), "--port", strconv.Itoa(port), "--sample-vm=false"}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -82,7 +83,11 @@ func startUpNodes(ctx context.Context, bin, stateDir string, port, nodes int, sa
 		pw.Close()
 		close(p.done)
 	}()
-	say("Starting `%s up --nodes %d --port %d` in %s…", bin, nodes, port, stateDir)
+	shown := fmt.Sprintf("%s up --nodes %d --port %d", bin, nodes, port)
+	if len(extra) > 0 {
+		shown += " " + strings.Join(extra, " ")
+	}
+	say("Starting `%s` in %s…", shown, stateDir)
 	t := time.NewTimer(5 * time.Minute)
 	defer t.Stop()
 	select {
@@ -161,9 +166,9 @@ type benchCluster struct {
 }
 
 // openCluster attaches to the cluster of kubeconfig or, when it is empty, starts
-// `ferry up --nodes nodes` (bin) in stateDir, a temporary directory named prefix* when
-// empty, after waiting for any other cluster on this machine to end.
-func openCluster(ctx context.Context, bin, kubeconfig, stateDir, prefix string, port, nodes int, waitOther time.Duration, say func(string, ...any)) (*benchCluster, error) {
+// `ferry up --nodes nodes [upArgs...]` (bin) in stateDir, a temporary directory named
+// prefix* when empty, after waiting for any other cluster on this machine to end.
+func openCluster(ctx context.Context, bin, kubeconfig, stateDir, prefix string, port, nodes int, waitOther time.Duration, say func(string, ...any), upArgs ...string) (*benchCluster, error) {
 	c := &benchCluster{kubeconfig: kubeconfig, stateDir: stateDir}
 	if kubeconfig == "" {
 		if err := waitNoOtherCluster(ctx, port, waitOther, say); err != nil {
@@ -181,7 +186,7 @@ func openCluster(ctx context.Context, bin, kubeconfig, stateDir, prefix string, 
 			c.close(false, say)
 			return nil, err
 		}
-		up, err := startUpNodes(ctx, bin, c.stateDir, port, nodes, say)
+		up, err := startUpNodes(ctx, bin, c.stateDir, port, nodes, say, upArgs...)
 		if err != nil {
 			c.close(true, say)
 			return nil, err

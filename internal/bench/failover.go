@@ -1,0 +1,457 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// failoverNodes is the size of the cluster the failover benchmark starts: one failed node
+// of three stays under the storm guard (more than 49% unreachable stops all fencing).
+const failoverNodes = 3
+
+// FailoverOptions configure RunFailover.
+type FailoverOptions struct {
+	// FerryBin is the ferry binary that runs the cluster and injects the faults; empty: the
+	// ferry next to the running executable, else bin/ferry.
+	FerryBin string
+	// Kubeconfig points at a running `ferry up`; empty starts one with Profile.
+	Kubeconfig string
+	// StateDir of the started cluster (empty: a temporary one, removed unless something
+	// failed or Keep), or of the cluster that Kubeconfig points at (faults need it).
+	StateDir string
+	Port     int
+	// Profile is the fencing profile of the cluster it starts.
+	Profile string
+	// Faults are `ferry node` verbs: poweroff, disconnect, freeze.
+	Faults []string
+	// Runs per fault.
+	Runs      int
+	Namespace string
+	VMName    string
+	Memory    string
+	// RunTimeout bounds one failover, from the fault to the new instance's first heartbeat.
+	RunTimeout time.Duration
+	// WaitOther is how long to wait for another `ferry up` on this machine to end.
+	WaitOther time.Duration
+	// Keep leaves the VM, its disk and the state directory in place.
+	Keep bool
+	Out  io.Writer
+}
+
+// DefaultFailoverOptions are the command's defaults.
+func DefaultFailoverOptions() FailoverOptions {
+	return FailoverOptions{
+		Port:       17443,
+		Profile:    string(deckhousev1.ProfileFast),
+		Faults:     []string{"poweroff", "disconnect", "freeze"},
+		Runs:       1,
+		Namespace:  "default",
+		VMName:     "failover-bench",
+		Memory:     "128Mi",
+		RunTimeout: 5 * time.Minute,
+		Out:        os.Stdout,
+	}
+}
+
+// RunFailover fails the node of the benchmark VM with each fault, Runs times, measures
+// how the VM comes back on another node, and prints the table to o.Out. It restores the
+// failed node and cleans up (VM, cluster) also when ctx is cancelled.
+func RunFailover(ctx context.Context, o FailoverOptions) (retErr error) {
+	out := o.Out
+	if out == nil {
+		out = os.Stdout
+	}
+	say := func(format string, args ...any) {
+		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+	if o.Runs < 1 {
+		return errors.New("--runs must be at least 1")
+	}
+	if o.Kubeconfig == "" && !slices.Contains(fencingProfiles, o.Profile) {
+		return fmt.Errorf("unknown profile %q (%s)", o.Profile, strings.Join(fencingProfiles, ", "))
+	}
+	var faults []string
+	for _, f := range o.Faults {
+		f = strings.TrimSpace(f)
+		if _, ok := faultRestore[f]; !ok {
+			return fmt.Errorf("unknown fault %q (poweroff, disconnect, freeze)", f)
+		}
+		faults = append(faults, f)
+	}
+	if len(faults) == 0 {
+		return errors.New("no fault to inject")
+	}
+	mem, err := resource.ParseQuantity(o.Memory)
+	if err != nil {
+		return fmt.Errorf("--memory: %w", err)
+	}
+	if mem.Value()>>20 < 96 {
+		return fmt.Errorf("--memory %s: a guest needs at least 96Mi", o.Memory)
+	}
+	bin, err := ferryBinary(o.FerryBin)
+	if err != nil {
+		return err
+	}
+
+	failed := false // keeps a temporary state directory
+	var upArgs []string
+	if o.Kubeconfig == "" {
+		upArgs = []string{"--fencing-profile", o.Profile}
+	}
+	cl, err := openCluster(ctx, bin, o.Kubeconfig, o.StateDir, "ff-", o.Port, failoverNodes, o.WaitOther, say, upArgs...)
+	if err != nil {
+		return err
+	}
+	defer func() { cl.close(failed || o.Keep || retErr != nil, say) }()
+	stateDir, err := filepath.Abs(cl.stateDir)
+	if err != nil {
+		return err
+	}
+	image, c, err := guestAndClient(ctx, cl.kubeconfig)
+	if err != nil {
+		return err
+	}
+
+	rep := FailoverReport{}
+	if rep.Profile, err = fencingProfile(ctx, c); err != nil {
+		return err
+	}
+	if rep.Profile == "off" {
+		return fmt.Errorf("the NodeGroup %s has no fencing: nothing would restart the VM elsewhere", workerGroup)
+	}
+	if o.Kubeconfig != "" && rep.Profile != o.Profile {
+		say("Note: the cluster's fencing profile is %s, not --profile %s (a running cluster keeps its own)", rep.Profile, o.Profile)
+	}
+	say("Waiting for %d nodes Ready with armed watchdogs…", failoverNodes)
+	if rep.Timing, err = waitNodesArmed(ctx, c, failoverNodes, 2*time.Minute); err != nil {
+		return err
+	}
+	say("Fencing profile %s: %s", rep.Profile, rep.Timing)
+
+	fb := &ferryBench{c: c, ns: o.Namespace, vm: o.VMName, disk: o.VMName + "-root", logsDir: cl.logsDir,
+		say: say, imageURL: "file://" + image}
+	if err := fb.ensureImage(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		if o.Keep {
+			say("Keeping VM %s (--keep)", o.VMName)
+			return
+		}
+		say("Deleting VM %s…", o.VMName)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		if err := fb.deleteVM(cctx); err != nil {
+			say("Could not delete the benchmark VM: %v", err)
+		}
+	}()
+	say("Creating VM %s/%s (%s, 1 core, runPolicy AlwaysOn) from %s", o.Namespace, o.VMName, o.Memory, imageName)
+	if err := createAlwaysOnVM(ctx, fb, mem); err != nil {
+		return err
+	}
+	t := time.Now()
+	p, err := fb.waitReady(ctx, 5*time.Minute)
+	if err != nil {
+		failed = true
+		return err
+	}
+	say("VM running on %s (pod %s) with a heartbeat after %.1fs", p.node, p.pod, time.Since(t).Seconds())
+
+	fm := &failoverBench{c: c, fb: fb, bin: bin, stateDir: stateDir, runTimeout: o.RunTimeout, say: say}
+	var runErr error
+runs:
+	for _, fault := range faults {
+		for i := range o.Runs {
+			run, err := fm.once(ctx, fault, i+1, o.Runs)
+			rep.Runs = append(rep.Runs, run)
+			if err != nil {
+				runErr = err
+				break runs
+			}
+		}
+	}
+
+	fmt.Fprintf(out, "\nFailover benchmark: VM %s (%s, 1 core, runPolicy AlwaysOn) on %d nodes, fencing profile %s; each fault hits the VM's node at T0. "+
+		"Phases run from the previous step (ms): detection (T0 → VM NodeReachable=False FencingPending), fencing wait (→ Node gone), "+
+		"restart (→ new launcher pod Running), boot (→ first CNT of the new instance); total = T0 → that CNT. "+
+		"OLD LAST CNT: T0 → the failed instance's last heartbeat; GUEST GAP: its last CNT → the new one's first.\n\n",
+		o.VMName, o.Memory, failoverNodes, rep.Profile)
+	if err := FailoverTable(out, rep); err != nil {
+		return err
+	}
+	var details []string
+	for _, run := range rep.Runs {
+		if run.Failure != "" {
+			details = append(details, fmt.Sprintf("%s #%d: %s", run.Fault, run.Run, run.Failure))
+		}
+		for _, ov := range run.Overlaps {
+			details = append(details, fmt.Sprintf("%s #%d: DOUBLE RUN: heartbeats of %s", run.Fault, run.Run, ov))
+		}
+		if run.Double > 0 {
+			details = append(details, fmt.Sprintf("%s #%d: DOUBLE RUN: %d of %d samples found more than one QEMU of the VM", run.Fault, run.Run, run.Double, run.Samples))
+		}
+	}
+	if len(details) > 0 {
+		failed = true
+		fmt.Fprintf(out, "\nFailures:\n%s\n", strings.Join(details, "\n"))
+	}
+	if runErr != nil {
+		failed = true
+		if ctx.Err() != nil {
+			return errors.New("interrupted; the table shows what was measured")
+		}
+		return fmt.Errorf("benchmark stopped early: %w", runErr)
+	}
+	return nil
+}
+
+// failoverBench fails the benchmark VM's node and watches the VM come back.
+type failoverBench struct {
+	c          client.Client
+	fb         *ferryBench
+	bin        string
+	stateDir   string
+	runTimeout time.Duration
+	say        func(string, ...any)
+}
+
+// once injects fault into the VM's node, measures the failover, restores the node and waits
+// until it is back and the VM runs. The error is for what stops the benchmark (interrupt,
+// a fault that could not be injected, a node that does not come back); a failover that
+// does not complete is a run with a Failure.
+func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (FailoverRun, error) {
+	tag := fmt.Sprintf("[%s %d/%d]", fault, n, of)
+	run := FailoverRun{Fault: fault, Run: n}
+	p, err := f.fb.waitReady(ctx, 3*time.Minute)
+	if err != nil {
+		return run, err
+	}
+	run.From = p.node
+	node := &corev1.Node{}
+	if err := f.c.Get(ctx, client.ObjectKey{Name: p.node}, node); err != nil {
+		return run, err
+	}
+	oldUID := node.UID
+
+	// Watch the QEMU processes and serial logs from before the fault until the node is back.
+	insts := newInstanceWatch(f.stateDir, f.fb.ns, f.fb.vm)
+	insts.poll(time.Now()) // the baseline
+	procs := &processWatch{}
+	wctx, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(watchInterval)
+		defer t.Stop()
+		for {
+			insts.poll(time.Now())
+			procs.sample(f.fb.ns, f.fb.vm)
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+	defer func() { stopWatch(); wg.Wait() }()
+	// A heartbeat seen while watching dates the failed instance's last one, even when the
+	// fault ends it before it prints another.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if s, ok := insts.span(p.runDir); ok && !s.First.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			f.say("%s Note: no heartbeat in %s for 10s before the fault", tag, p.runDir)
+			break
+		}
+		if err := sleep(ctx, watchInterval); err != nil {
+			return run, err
+		}
+	}
+
+	// From here on the node is restored, whatever happens.
+	restored := false
+	restore := func(ctx context.Context) error {
+		restored = true
+		return ferryNode(ctx, f.bin, f.stateDir, faultRestore[fault], p.node)
+	}
+	defer func() {
+		if !restored {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := restore(cctx); err != nil {
+				f.say("%s could not restore %s: %v", tag, p.node, err)
+			}
+		}
+	}()
+	f.say("%s %s of %s, which runs the VM (pod %s)", tag, fault, p.node, p.pod)
+	if err := ferryNode(ctx, f.bin, f.stateDir, fault, p.node); err != nil {
+		return run, err
+	}
+	t0 := time.Now()
+
+	if err := f.follow(ctx, tag, t0, p, oldUID, insts, &run); err != nil {
+		return run, err
+	}
+
+	if err := restore(ctx); err != nil {
+		if fault != "freeze" {
+			return run, err
+		}
+		// The watchdog's reset killed the frozen agent; the one ferry up started since
+		// runs, or is between restarts.
+		f.say("%s %v (its watchdog reset the node already)", tag, err)
+	}
+	f.say("%s %s %s; waiting for it to be back", tag, faultRestore[fault], p.node)
+	t := time.Now()
+	gone := oldUID
+	if run.Marks.Fenced == 0 {
+		gone = "" // not fenced: the same Node comes back
+	}
+	if err := waitNodeBack(ctx, f.c, p.node, gone, true, 3*time.Minute); err != nil {
+		return run, err
+	}
+	if _, err := f.fb.waitReady(ctx, 3*time.Minute); err != nil {
+		return run, err
+	}
+	f.say("%s %s back (new Node, Ready, watchdog armed) %.1fs after the %s; VM running", tag, p.node, time.Since(t).Seconds(), faultRestore[fault])
+	stopWatch()
+	wg.Wait()
+	run.Samples, run.Double, _ = procs.counts()
+	run.Overlaps = Overlaps(insts.spans())
+	if span, ok := insts.span(p.runDir); ok && !span.Last.IsZero() {
+		run.OldLast, run.OldLastOK = span.Last.Sub(t0), true
+	}
+	f.say("%s %s", tag, runSummary(run))
+	return run, nil
+}
+
+// follow polls the VM, the failed Node and the launcher pods every watchInterval and
+// records the marks, until the new instance's first heartbeat or the run's timeout.
+func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, was placement, oldUID types.UID, insts *instanceWatch, run *FailoverRun) error {
+	m := &run.Marks
+	deadline := t0.Add(f.runTimeout)
+	var newDir, newPod string
+	otherReasons := map[string]bool{}
+	for {
+		since := time.Since(t0)
+		vm := &v1alpha2.VirtualMachine{}
+		if err := f.c.Get(ctx, client.ObjectKey{Namespace: f.fb.ns, Name: f.fb.vm}, vm); err == nil && m.Detected == 0 {
+			if c := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionNodeReachable); c != nil && c.Status == metav1.ConditionFalse {
+				if c.Reason == v1alpha2.ReasonFencingPending {
+					m.Detected = since
+					f.say("%s +%.1fs VM NodeReachable=False (%s)", tag, since.Seconds(), c.Reason)
+				} else if !otherReasons[c.Reason] {
+					otherReasons[c.Reason] = true
+					f.say("%s +%.1fs VM NodeReachable=False (%s): %s", tag, since.Seconds(), c.Reason, c.Message)
+				}
+			}
+		}
+		if m.Fenced == 0 {
+			n := &corev1.Node{}
+			err := f.c.Get(ctx, client.ObjectKey{Name: was.node}, n)
+			if apierrors.IsNotFound(err) || (err == nil && n.UID != oldUID) {
+				m.Fenced = since
+				f.say("%s +%.1fs Node %s gone (fenced)", tag, since.Seconds(), was.node)
+			}
+		}
+		if m.Restarted == 0 {
+			var pods corev1.PodList
+			if err := f.c.List(ctx, &pods, client.InNamespace(f.fb.ns), client.MatchingLabels{v1alpha2.LabelVMName: f.fb.vm}); err == nil {
+				for _, pod := range pods.Items {
+					if pod.Name != was.pod && pod.Status.Phase == corev1.PodRunning && pod.Spec.NodeName != "" && pod.DeletionTimestamp.IsZero() {
+						m.Restarted = since
+						newPod, newDir, run.To = pod.Name, pod.Annotations[v1alpha2.AnnotationRunDir], pod.Spec.NodeName
+						f.say("%s +%.1fs launcher pod %s Running on %s", tag, since.Seconds(), newPod, run.To)
+						break
+					}
+				}
+			}
+		}
+		if newDir != "" {
+			if span, ok := insts.span(newDir); ok && !span.First.IsZero() {
+				m.Booted = span.First.Sub(t0)
+				f.say("%s +%.1fs first heartbeat of the new instance", tag, m.Booted.Seconds())
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			run.Failure = f.describe(ctx, fmt.Sprintf("no heartbeat of a new instance within %s of the %s of %s", f.runTimeout, run.Fault, was.node), newPod)
+			f.say("%s FAILED: %s", tag, firstLine(run.Failure))
+			return nil
+		}
+		if err := sleep(ctx, watchInterval); err != nil {
+			return err
+		}
+	}
+}
+
+// describe adds to why the VM's phase and conditions, its pods and the log lines naming
+// the new pod.
+func (f *failoverBench) describe(ctx context.Context, why, newPod string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var sb strings.Builder
+	sb.WriteString(why)
+	vm := &v1alpha2.VirtualMachine{}
+	if err := f.c.Get(ctx, client.ObjectKey{Namespace: f.fb.ns, Name: f.fb.vm}, vm); err == nil {
+		fmt.Fprintf(&sb, "\n    VM phase %s on %s, restartCount %d", vm.Status.Phase, orDash(vm.Status.NodeName), vm.Status.RestartCount)
+		for _, c := range vm.Status.Conditions {
+			fmt.Fprintf(&sb, "\n    condition %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
+		}
+	}
+	var pods corev1.PodList
+	if err := f.c.List(ctx, &pods, client.InNamespace(f.fb.ns), client.MatchingLabels{v1alpha2.LabelVMName: f.fb.vm}); err == nil {
+		for _, p := range pods.Items {
+			fmt.Fprintf(&sb, "\n    pod %s on %s: %s %s", p.Name, orDash(p.Spec.NodeName), p.Status.Phase, p.Status.Reason)
+		}
+	}
+	if newPod != "" {
+		for _, l := range f.fb.logLines(newPod) {
+			if len(l) > 240 {
+				l = l[:240] + "…"
+			}
+			sb.WriteString("\n    " + l)
+		}
+	}
+	return sb.String()
+}
+
+// runSummary says what one run measured, in seconds.
+func runSummary(r FailoverRun) string {
+	if r.Failure != "" {
+		return "FAILED: " + firstLine(r.Failure)
+	}
+	ph := r.Marks.Phases()
+	sec := func(p Phase) string {
+		if !p.OK {
+			return "-"
+		}
+		return fmt.Sprintf("%.1fs", p.D.Seconds())
+	}
+	s := fmt.Sprintf("%s → %s: detection %s, fencing wait %s, restart %s, boot %s, total %s; guest gap %s; >1 QEMU in %d of %d samples",
+		r.From, orDash(r.To), sec(ph[PhaseDetection]), sec(ph[PhaseFencingWait]), sec(ph[PhaseRestart]), sec(ph[PhaseBoot]), sec(ph[PhaseTotal]),
+		sec(r.GuestGap()), r.Double, r.Samples)
+	if len(r.Overlaps) > 0 {
+		s += "; HEARTBEATS OVERLAP: " + strings.Join(r.Overlaps, "; ")
+	}
+	return s
+}
