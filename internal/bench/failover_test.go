@@ -256,12 +256,17 @@ func TestQEMUCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := func(guest string) {
-		// sh -c SCRIPT NAME ARG: the arguments stay on its command line.
-		cmd := exec.Command(fake, "-c", "sleep 30", "-name", "guest="+guest)
+		// sh -c SCRIPT NAME ARG: the arguments stay on its command line. The script is a
+		// builtin waiting on stdin: a forked child would be a second look-alike.
+		cmd := exec.Command(fake, "-c", "read x", "-name", "guest="+guest)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		t.Cleanup(func() { cmd.Process.Kill(); stdin.Close(); cmd.Wait() })
 	}
 	ns, vm := "bench-test", fmt.Sprintf("vm-%d", os.Getpid())
 	if got := qemuCount(ns, vm); got != 0 {
