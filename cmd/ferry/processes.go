@@ -99,6 +99,8 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&o.NodeName, "node-name", "", "this node's name")
 	f.StringVar(&o.NodeIP, "node-ip", "", "this node's address")
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/ferry/node", "where the node keeps its pods' run directories")
+	f.IntVar(&o.PeerPort, "peer-port", agent.DefaultPeerPort, "port on --node-ip where agents ask each other whether the control plane is down for most of the cluster (0: no peer checks: a control-plane outage longer than the watchdog timeout resets every node)")
+	f.Float64Var(&o.MaxUnreachable, "fencing-max-unreachable", fencing.DefaultMaxUnreachable, "the fencing controller's share of unreachable nodes beyond which it fences none; keep both equal")
 	f.StringVar(&o.Watchdog, "watchdog", "none", "fencing watchdog: none, process:SOCKET (ferry up's per-node watchdog process) or device:PATH (e.g. device:/dev/watchdog from the softdog module)")
 	f.StringVar(&o.CPU, "cpu", "4", "CPU the node offers")
 	f.StringVar(&o.Memory, "memory", "8Gi", "memory the node offers")

@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -34,7 +37,11 @@ type Options struct {
 	// Watchdog is the fencing watchdog: "none", "process:SOCKET" (the per-node watchdog
 	// process of `ferry up`) or "device:PATH" (the kernel's, e.g. /dev/watchdog).
 	Watchdog string
-	Log      logr.Logger
+	// PeerPort is where this agent answers the others about its contact with the control
+	// plane (0: no peer checks); MaxUnreachable is the fencing controller's storm guard share.
+	PeerPort       int
+	MaxUnreachable float64
+	Log            logr.Logger
 }
 
 // openWatchdog makes the watchdog an Options.Watchdog names; nil for "none".
@@ -87,6 +94,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			return err
 		}
 		f = &fencer{c: c, node: o.NodeName, wd: wd, log: o.Log.WithName("fencing"), defaultInterval: kubelet.DefaultLeaseInterval}
+		if o.PeerPort > 0 {
+			f.peers = &peers{self: o.NodeName, port: o.PeerPort, maxUnreachable: o.MaxUnreachable, reachable: f.controlPlaneReachable}
+		}
 		onRenew = f.renewed
 	}
 	k := kubelet.New(cs, kubelet.Options{
@@ -122,9 +132,17 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if f != nil {
 		f.interval = k.SetLeaseInterval
 		fctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { f.run(fctx, fencingPoll); close(done) }()
-		defer func() { cancel(); <-done }()
+		var wg sync.WaitGroup
+		wg.Go(func() { f.run(fctx, fencingPoll) })
+		if f.peers != nil {
+			wg.Go(func() {
+				if err := f.peers.serve(fctx, net.JoinHostPort(o.NodeIP, strconv.Itoa(o.PeerPort))); err != nil {
+					o.Log.Error(err, "Peers cannot ask this node about the control plane")
+				}
+			})
+			wg.Go(func() { f.watchOutage(fctx) })
+		}
+		defer func() { cancel(); wg.Wait() }()
 	}
 	return k.Run(ctx)
 }

@@ -43,6 +43,25 @@ type fencer struct {
 	// relies on); nil: none. shown tells whether they were written at all yet.
 	published *deckhousev1.Timing
 	shown     bool
+	// lastRenew and lastFeed are when the Lease was last renewed and the watchdog last fed.
+	lastRenew, lastFeed time.Time
+
+	// peers, when set, lets the node keep its VMs through a control-plane outage that
+	// most of the cluster sees.
+	peers *peers
+	// outage is whether the last peer check found one (to log changes only).
+	outage bool
+}
+
+// controlPlaneReachable tells peers whether this node's Lease renewals succeed.
+func (f *fencer) controlPlaneReachable() (bool, time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	interval := f.defaultInterval
+	if f.armed != nil {
+		interval = f.armed.LeaseInterval
+	}
+	return !f.lastRenew.IsZero() && time.Since(f.lastRenew) <= 2*interval, f.lastRenew
 }
 
 // desired reads what the watchdog should be: the group's timing, or nil for disarmed.
@@ -76,6 +95,11 @@ func (f *fencer) sync(ctx context.Context) error {
 	want, why, err := f.desired(ctx)
 	if err != nil {
 		return err
+	}
+	if f.peers != nil {
+		if err := f.peers.refresh(ctx, f.c); err != nil {
+			return err
+		}
 	}
 	f.mu.Lock()
 	have := f.armed
@@ -113,6 +137,9 @@ func (f *fencer) sync(ctx context.Context) error {
 func (f *fencer) setArmed(t *deckhousev1.Timing) {
 	f.mu.Lock()
 	f.armed = t
+	if t != nil {
+		f.lastFeed = time.Now() // arming feeds
+	}
 	f.mu.Unlock()
 }
 
@@ -152,6 +179,7 @@ func (f *fencer) publish(ctx context.Context, t *deckhousev1.Timing) error {
 func (f *fencer) renewed(_ time.Time, took time.Duration) {
 	f.mu.Lock()
 	armed := f.armed
+	f.lastRenew = time.Now()
 	f.mu.Unlock()
 	if armed == nil {
 		return
@@ -168,6 +196,51 @@ func (f *fencer) renewed(_ time.Time, took time.Duration) {
 	}
 	if err != nil {
 		f.log.Error(err, "Could not feed the watchdog")
+		return
+	}
+	f.mu.Lock()
+	f.lastFeed = time.Now()
+	f.mu.Unlock()
+}
+
+// watchOutage runs while the node is armed: when renewals have stopped feeding the
+// watchdog for a lease interval, it asks the peers whether the control plane is down for
+// most of the cluster, and if so feeds the watchdog itself. A node cut off alone (no peer
+// answers, or the peers reach the control plane) is left to its watchdog.
+func (f *fencer) watchOutage(ctx context.Context) {
+	for {
+		f.mu.Lock()
+		armed, lastFeed := f.armed, f.lastFeed
+		f.mu.Unlock()
+		wait := f.defaultInterval
+		if armed != nil {
+			wait = armed.LeaseInterval
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if armed == nil || time.Since(lastFeed) < armed.LeaseInterval {
+			continue
+		}
+		outage, seen := f.peers.outage(ctx, max(armed.LeaseInterval/2, 300*time.Millisecond))
+		f.mu.Lock()
+		changed := outage != f.outage
+		f.outage = outage
+		f.mu.Unlock()
+		if changed {
+			if outage {
+				f.log.Info("The control plane is down for most of the cluster, not just this node: keeping this node's VMs (the watchdog is fed while that lasts)", "seen", seen)
+			} else {
+				f.log.Info("Lease renewals fail and the control plane is not down for most of the cluster: leaving the node to its watchdog", "seen", seen)
+			}
+		}
+		if outage {
+			if err := f.wd.Feed(); err != nil {
+				f.log.Error(err, "Could not feed the watchdog")
+			}
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -440,6 +441,78 @@ spec:
 		}
 		if !strings.Contains(out, tc.want) {
 			t.Errorf("watchdog %s: refused with %q, want it to say %q", tc.watchdog, out, tc.want)
+		}
+	}
+}
+
+// TestControlPlaneOutageKeepsVMs: the control plane (etcd and apiserver, in `ferry up`'s own
+// process) freezes for longer than the watchdog timeout. Every node's Lease renewals fail,
+// but the agents learn from each other that the control plane is down for all of them, so
+// they keep feeding their watchdogs: no node resets, none is fenced, the guest counts on.
+func TestControlPlaneOutageKeepsVMs(t *testing.T) {
+	const vm = "outage"
+	createOn(t, "node-1", string(v1alpha2.AlwaysOn), vm)
+	pod := activePod(t, vm)
+	last := waitHeartbeat(t, vm, 0, time.Minute)
+	var nodes corev1.NodeList
+	if err := cl.c.List(t.Context(), &nodes); err != nil {
+		t.Fatal(err)
+	}
+	created := map[string]time.Time{}
+	for _, n := range nodes.Items {
+		created[n.Name] = n.CreationTimestamp.Time
+	}
+
+	watchdogLog := func(i int) string {
+		b, _ := os.ReadFile(filepath.Join(cl.stateDir, "logs", fmt.Sprintf("node-%d-watchdog.log", i)))
+		return string(b)
+	}
+	logged := map[int]int{}
+	for i := 1; i <= cl.nodes; i++ {
+		logged[i] = len(watchdogLog(i))
+	}
+
+	// 9 s: longer than the Fast watchdog (5 s) and its fencing time (7 s).
+	pid := cl.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(thaw)
+	outage := time.Now()
+	for time.Since(outage) < 9*time.Second {
+		if q := qemuProcesses(vmQEMUMarker(vm)); len(q) != 1 {
+			thaw()
+			t.Fatalf("the VM's QEMU is gone during the control-plane outage (%d running)", len(q))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	thaw()
+
+	// Back: the same instance counts on, on the same pod, and no node was replaced.
+	if n := waitHeartbeat(t, vm, last+5, time.Minute); n <= last {
+		t.Fatalf("guest counter %d", n)
+	}
+	if got := activePod(t, vm); got != pod {
+		t.Errorf("VM restarted during the outage: pod %s → %s", pod, got)
+	}
+	for name, at := range created {
+		var n corev1.Node
+		if err := cl.c.Get(t.Context(), client.ObjectKey{Name: name}, &n); err != nil {
+			t.Errorf("node %s: %v", name, err)
+		} else if !n.CreationTimestamp.Time.Equal(at) {
+			t.Errorf("node %s was fenced and rejoined during the outage", name)
+		}
+	}
+	for i := 1; i <= cl.nodes; i++ {
+		if l := watchdogLog(i); len(l) >= logged[i] && strings.Contains(l[logged[i]:], "expired") {
+			t.Errorf("the watchdog of node-%d fired during the outage: %s", i, l[logged[i]:])
 		}
 	}
 }

@@ -98,7 +98,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	for i := range nodes.Items {
 		byName[nodes.Items[i].Name] = &nodes.Items[i]
 	}
-	r.reportStorm(ctx, storm, unreachable, len(nodes.Items), groups.Items)
+	if ended := r.reportStorm(ctx, storm, unreachable, len(nodes.Items), groups.Items); ended {
+		// While too many nodes were unreachable, their agents may have kept feeding their
+		// watchdogs (they do when they learn from each other that the control plane is down
+		// for most of the cluster): the Lease's age no longer tells when a watchdog fires.
+		// Every node that is still stale gets a whole fencing period from now.
+		r.restartWindows(now, states)
+		return ctrl.Result{Requeue: true}, nil
+	}
 
 	var next time.Duration
 	wake := func(d time.Duration) {
@@ -279,14 +286,16 @@ func (r *Reconciler) endPod(ctx context.Context, p *corev1.Pod, msg string) erro
 }
 
 // reportStorm tells, once per change, that fencing is paused or resumed.
-func (r *Reconciler) reportStorm(ctx context.Context, storm bool, unreachable, total int, groups []deckhousev1.NodeGroup) {
+// It returns whether a storm just ended.
+func (r *Reconciler) reportStorm(ctx context.Context, storm bool, unreachable, total int, groups []deckhousev1.NodeGroup) (ended bool) {
 	r.mu.Lock()
 	changed := storm != r.storm
 	r.storm = storm
 	r.mu.Unlock()
 	if !changed {
-		return
+		return false
 	}
+	ended = !storm
 	for i := range groups {
 		g := &groups[i]
 		if !g.FencingEnabled() {
@@ -300,6 +309,20 @@ func (r *Reconciler) reportStorm(ctx context.Context, storm bool, unreachable, t
 		}
 	}
 	ctrl.LoggerFrom(ctx).Info("Fencing storm guard", "paused", storm, "unreachable", unreachable, "nodes", total)
+	return ended
+}
+
+// restartWindows counts the Lease age of every stale node from now.
+func (r *Reconciler) restartWindows(now time.Time, states []NodeState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, st := range states {
+		if now.Sub(st.Renewed) > st.unreachableAfter() {
+			o := r.seen[st.Name]
+			o.at = now
+			r.seen[st.Name] = o
+		}
+	}
 }
 
 // markVMs keeps the NodeReachable condition of VMs: False, saying what happens next, on
