@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/internal/guestimage"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -235,4 +236,27 @@ func guestAndClient(ctx context.Context, kubeconfig string) (string, client.Clie
 	}
 	c, err := newClient(kubeconfig)
 	return image, c, err
+}
+
+// reporter is where a benchmark prints (w, else stdout) and its say, which stamps each line
+// with the time.
+func reporter(w io.Writer) (io.Writer, func(string, ...any)) {
+	if w == nil {
+		w = os.Stdout
+	}
+	return w, func(format string, args ...any) {
+		fmt.Fprintf(w, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+}
+
+// guestMemory parses a --memory value; a guest needs at least 96 MiB.
+func guestMemory(s string) (resource.Quantity, error) {
+	mem, err := resource.ParseQuantity(s)
+	if err != nil {
+		return mem, fmt.Errorf("--memory: %w", err)
+	}
+	if mem.Value()>>20 < 96 {
+		return mem, fmt.Errorf("--memory %s: a guest needs at least 96Mi", s)
+	}
+	return mem, nil
 }

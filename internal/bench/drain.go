@@ -17,7 +17,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -97,13 +96,7 @@ func DefaultDrainOptions() DrainOptions {
 // RunDrain runs the drain benchmark and prints its table to o.Out. It cleans up (VMs,
 // cordons, configuration, cluster) also when ctx is cancelled.
 func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
-	out := o.Out
-	if out == nil {
-		out = os.Stdout
-	}
-	say := func(format string, args ...any) {
-		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-	}
+	out, say := reporter(o.Out)
 	if o.VMs < 1 {
 		return errors.New("--vms must be at least 1")
 	}
@@ -113,12 +106,9 @@ func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
 	if o.Outbound < 0 {
 		return errors.New("--outbound must not be negative")
 	}
-	mem, err := resource.ParseQuantity(o.Memory)
+	mem, err := guestMemory(o.Memory)
 	if err != nil {
-		return fmt.Errorf("--memory: %w", err)
-	}
-	if mem.Value()>>20 < 96 {
-		return fmt.Errorf("--memory %s: a guest needs at least 96Mi", o.Memory)
+		return err
 	}
 	bin, err := ferryBinary(o.FerryBin)
 	if err != nil {

@@ -134,7 +134,7 @@ func (d *drainBench) createOnDrainNode(ctx context.Context, mem resource.Quantit
 	}
 	d.say("Cordoned %s; creating %d VM(s) (%s, 1 core) from %s on %s", strings.Join(others, ", "), len(d.fbs), d.o.Memory, imageName, drainNode)
 	for _, fb := range d.fbs {
-		if err := fb.createVM(ctx, mem); err != nil {
+		if err := fb.createVM(ctx, mem, v1alpha2.AlwaysOnUnlessStoppedManually); err != nil {
 			return err
 		}
 	}

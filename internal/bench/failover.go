@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -76,13 +75,7 @@ func DefaultFailoverOptions() FailoverOptions {
 // how the VM comes back on another node, and prints the table to o.Out. It restores the
 // failed node and cleans up (VM, cluster) also when ctx is cancelled.
 func RunFailover(ctx context.Context, o FailoverOptions) (retErr error) {
-	out := o.Out
-	if out == nil {
-		out = os.Stdout
-	}
-	say := func(format string, args ...any) {
-		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-	}
+	out, say := reporter(o.Out)
 	if o.Runs < 1 {
 		return errors.New("--runs must be at least 1")
 	}
@@ -100,12 +93,9 @@ func RunFailover(ctx context.Context, o FailoverOptions) (retErr error) {
 	if len(faults) == 0 {
 		return errors.New("no fault to inject")
 	}
-	mem, err := resource.ParseQuantity(o.Memory)
+	mem, err := guestMemory(o.Memory)
 	if err != nil {
-		return fmt.Errorf("--memory: %w", err)
-	}
-	if mem.Value()>>20 < 96 {
-		return fmt.Errorf("--memory %s: a guest needs at least 96Mi", o.Memory)
+		return err
 	}
 	bin, err := ferryBinary(o.FerryBin)
 	if err != nil {
@@ -165,7 +155,7 @@ func RunFailover(ctx context.Context, o FailoverOptions) (retErr error) {
 		}
 	}()
 	say("Creating VM %s/%s (%s, 1 core, runPolicy AlwaysOn) from %s", o.Namespace, o.VMName, o.Memory, imageName)
-	if err := createAlwaysOnVM(ctx, fb, mem); err != nil {
+	if err := fb.createVM(ctx, mem, v1alpha2.AlwaysOn); err != nil {
 		return err
 	}
 	t := time.Now()

@@ -71,13 +71,7 @@ const defaultProfile = string(deckhousev1.ProfileFast)
 // nodes that got fenced or reset anyway. It prints the table to o.Out and removes the load
 // (processes, qdiscs, frozen control plane) also on error or when ctx is cancelled.
 func RunFalseFencing(ctx context.Context, o FalseFencingOptions) error {
-	out := o.Out
-	if out == nil {
-		out = os.Stdout
-	}
-	say := func(format string, args ...any) {
-		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-	}
+	out, say := reporter(o.Out)
 	if o.Duration <= 0 {
 		return errors.New("--duration must be positive")
 	}

@@ -10,8 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -30,35 +28,6 @@ var faultRestore = map[string]string{
 
 // workerGroup is the NodeGroup of `ferry up`'s nodes.
 const workerGroup = "worker"
-
-// createAlwaysOnVM creates the VM (runPolicy AlwaysOn, 1 core) and its disk from the guest
-// image, after removing leftovers of an earlier run.
-func createAlwaysOnVM(ctx context.Context, b *ferryBench, memory resource.Quantity) error {
-	if err := b.deleteVM(ctx); err != nil {
-		return err
-	}
-	disk := &v1alpha2.VirtualDisk{
-		ObjectMeta: metav1.ObjectMeta{Name: b.disk, Namespace: b.ns, Labels: b.labels()},
-		Spec: v1alpha2.VirtualDiskSpec{DataSource: &v1alpha2.DataSource{Type: v1alpha2.SourceObjectRef,
-			ObjectRef: &v1alpha2.ObjectRefSource{Kind: "ClusterVirtualImage", Name: imageName}}},
-	}
-	vm := &v1alpha2.VirtualMachine{
-		ObjectMeta: metav1.ObjectMeta{Name: b.vm, Namespace: b.ns, Labels: b.labels()},
-		Spec: v1alpha2.VirtualMachineSpec{
-			RunPolicy:       v1alpha2.AlwaysOn,
-			CPU:             v1alpha2.CPUSpec{Cores: 1},
-			Memory:          v1alpha2.MemorySpec{Size: memory},
-			BlockDeviceRefs: []v1alpha2.BlockDeviceRef{{Kind: v1alpha2.DiskDevice, Name: b.disk}},
-		},
-	}
-	if err := b.c.Create(ctx, disk); err != nil {
-		return fmt.Errorf("creating VirtualDisk %s: %w", b.disk, err)
-	}
-	if err := b.c.Create(ctx, vm); err != nil {
-		return fmt.Errorf("creating VirtualMachine %s: %w", b.vm, err)
-	}
-	return nil
-}
 
 // fencingProfile reads the fencing profile of the NodeGroup worker: its profile, its
 // explicit timeout, or "off". The group is read unstructured: the benchmark's client

@@ -129,8 +129,9 @@ func (b *ferryBench) ensureImage(ctx context.Context) error {
 	}
 }
 
-// createVM makes the benchmark VM and its disk, after removing leftovers of an earlier run.
-func (b *ferryBench) createVM(ctx context.Context, memory resource.Quantity) error {
+// createVM makes the benchmark VM (1 core, the given runPolicy) and its disk, after
+// removing leftovers of an earlier run.
+func (b *ferryBench) createVM(ctx context.Context, memory resource.Quantity, policy v1alpha2.RunPolicy) error {
 	if err := b.deleteVM(ctx); err != nil {
 		return err
 	}
@@ -142,7 +143,7 @@ func (b *ferryBench) createVM(ctx context.Context, memory resource.Quantity) err
 	vm := &v1alpha2.VirtualMachine{
 		ObjectMeta: metav1.ObjectMeta{Name: b.vm, Namespace: b.ns, Labels: b.labels()},
 		Spec: v1alpha2.VirtualMachineSpec{
-			RunPolicy:           v1alpha2.AlwaysOnUnlessStoppedManually,
+			RunPolicy:           policy,
 			LiveMigrationPolicy: v1alpha2.PreferSafe,
 			CPU:                 v1alpha2.CPUSpec{Cores: 1},
 			Memory:              v1alpha2.MemorySpec{Size: memory},

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/resource"
-
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -79,24 +78,15 @@ type scenario struct {
 // RunMigration runs the migration benchmark and prints its table to o.Out. It cleans up
 // (VM, cluster, QEMU processes) also when ctx is cancelled.
 func RunMigration(ctx context.Context, o Options) (retErr error) {
-	out := o.Out
-	if out == nil {
-		out = os.Stdout
-	}
-	say := func(format string, args ...any) {
-		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-	}
+	out, say := reporter(o.Out)
 	if o.Runs < 1 {
 		return errors.New("--runs must be at least 1")
 	}
-	mem, err := resource.ParseQuantity(o.Memory)
+	mem, err := guestMemory(o.Memory)
 	if err != nil {
-		return fmt.Errorf("--memory: %w", err)
+		return err
 	}
 	memMiB := mem.Value() >> 20
-	if memMiB < 96 {
-		return fmt.Errorf("--memory %s: a guest needs at least 96Mi", o.Memory)
-	}
 	dirty := o.DirtyMiB
 	// The buffer lives in the guest's tmpfs next to its kernel and initramfs: past half the
 	// memory, or within 96 MiB of it, the guest's OOM killer ends the heartbeat loop.
@@ -172,7 +162,7 @@ func RunMigration(ctx context.Context, o Options) (retErr error) {
 			cleanupVM()
 		}
 	}()
-	if err := fb.createVM(ctx, mem); err != nil {
+	if err := fb.createVM(ctx, mem, v1alpha2.AlwaysOnUnlessStoppedManually); err != nil {
 		return err
 	}
 	t := time.Now()

@@ -25,22 +25,7 @@ type vmSnapshot struct {
 // packOnto creates VMs that all start on node: the other nodes are cordoned meanwhile.
 func packOnto(t *testing.T, node string, names ...string) {
 	t.Helper()
-	others := []string{}
-	for i := 1; i <= cl.nodes; i++ {
-		if n := fmt.Sprintf("node-%d", i); n != node {
-			others = append(others, n)
-		}
-	}
-	mustFerry(t, append([]string{"k", "cordon"}, others...)...)
-	defer mustFerry(t, append([]string{"k", "uncordon"}, others...)...)
-	for _, n := range names {
-		apply(t, fmt.Sprintf(pinnedVM, n, ""))
-	}
-	for _, n := range names {
-		if got := waitRunning(t, n, 2*time.Minute).Status.NodeName; got != node {
-			t.Fatalf("%s started on %s, want %s", n, got, node)
-		}
-	}
+	createOn(t, node, "", names...)
 }
 
 func vmsOn(t *testing.T, node string) []vmSnapshot {

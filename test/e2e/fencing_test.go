@@ -20,28 +20,10 @@ import (
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
-// policyVM is a VM with a runPolicy, free to run on any node.
-const policyVM = `
-apiVersion: virtualization.deckhouse.io/v1alpha2
-kind: VirtualDisk
-metadata:
-  name: %[1]s-root
-spec:
-  dataSource:
-    type: ObjectRef
-    objectRef: {kind: ClusterVirtualImage, name: ferry-guest}
----
-apiVersion: virtualization.deckhouse.io/v1alpha2
-kind: VirtualMachine
-metadata:
-  name: %[1]s
-spec:
-  runPolicy: %[2]s
-  cpu: {cores: 1}
-  memory: {size: 128Mi}
-  blockDeviceRefs:
-    - {kind: VirtualDisk, name: %[1]s-root}
-`
+// policyVM is the YAML of a VM (and its disk) with a runPolicy, free to run on any node.
+func policyVM(name, policy string) string {
+	return strings.Replace(fmt.Sprintf(pinnedVM, name, ""), "\n  cpu:", "\n  runPolicy: "+policy+"\n  cpu:", 1)
+}
 
 // instance is one run of a VM's guest, as its own serial output shows it.
 type instance struct {
@@ -162,8 +144,9 @@ func (w *guestWatch) assertNeverTwice(t *testing.T, vm string) []instance {
 	return runs
 }
 
-// createOn creates VMs with runPolicy policy and waits until they all run on node (the other
-// nodes are cordoned meanwhile).
+// createOn creates VMs with runPolicy policy (the default if "") and waits until they all
+// run on node (the other nodes are cordoned meanwhile). VMs with a policy are deleted when
+// the test ends.
 func createOn(t *testing.T, node, policy string, names ...string) {
 	t.Helper()
 	var others []string
@@ -175,7 +158,11 @@ func createOn(t *testing.T, node, policy string, names ...string) {
 	mustFerry(t, append([]string{"k", "cordon"}, others...)...)
 	defer mustFerry(t, append([]string{"k", "uncordon"}, others...)...)
 	for _, n := range names {
-		apply(t, fmt.Sprintf(policyVM, n, policy))
+		if policy == "" {
+			apply(t, fmt.Sprintf(pinnedVM, n, ""))
+			continue
+		}
+		apply(t, policyVM(n, policy))
 		t.Cleanup(func() { deleteVM(t, n) })
 	}
 	for _, n := range names {
