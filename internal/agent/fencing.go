@@ -39,10 +39,9 @@ type fencer struct {
 
 	mu    sync.Mutex
 	armed *deckhousev1.Timing // nil: disarmed
-	// published is the timing the Node's annotations show (what the fencing controller
-	// relies on); nil: none. shown tells whether they were written at all yet.
-	published *deckhousev1.Timing
-	shown     bool
+	// shown is what the Node's annotations said when last read (the fencing controller
+	// relies on them); a Node registered anew has none, whatever was armed.
+	shown map[string]string
 	// lastRenew and lastFeed are when the Lease was last renewed and the watchdog last fed.
 	lastRenew, lastFeed time.Time
 
@@ -70,6 +69,9 @@ func (f *fencer) desired(ctx context.Context) (*deckhousev1.Timing, string, erro
 	if err := f.c.Get(ctx, client.ObjectKey{Name: f.node}, &node); err != nil {
 		return nil, "", err
 	}
+	f.mu.Lock()
+	f.shown = node.Annotations
+	f.mu.Unlock()
 	if why := node.Annotations[v1alpha2.AnnotationFencingDisarmed]; why != "" {
 		return nil, "disarmed by annotation: " + why, nil
 	}
@@ -143,18 +145,22 @@ func (f *fencer) setArmed(t *deckhousev1.Timing) {
 	f.mu.Unlock()
 }
 
-// publish shows the armed timing on the Node (annotations), or removes it.
+// publish shows the armed timing on the Node (annotations), or removes it, unless the Node
+// shows it already.
 func (f *fencer) publish(ctx context.Context, t *deckhousev1.Timing) error {
+	timeout, interval := "", f.defaultInterval.String()
+	if t != nil {
+		timeout, interval = t.Timeout.String(), t.LeaseInterval.String()
+	}
 	f.mu.Lock()
-	same := f.shown && ((t == nil && f.published == nil) || (t != nil && f.published != nil && *t == *f.published))
+	shown := f.shown
 	f.mu.Unlock()
-	if same {
+	if shown[v1alpha2.AnnotationWatchdogTimeout] == timeout && shown[v1alpha2.AnnotationLeaseInterval] == interval {
 		return nil
 	}
-	ann := map[string]any{v1alpha2.AnnotationWatchdogTimeout: nil, v1alpha2.AnnotationLeaseInterval: f.defaultInterval.String()}
+	ann := map[string]any{v1alpha2.AnnotationWatchdogTimeout: nil, v1alpha2.AnnotationLeaseInterval: interval}
 	if t != nil {
-		ann[v1alpha2.AnnotationWatchdogTimeout] = t.Timeout.String()
-		ann[v1alpha2.AnnotationLeaseInterval] = t.LeaseInterval.String()
+		ann[v1alpha2.AnnotationWatchdogTimeout] = timeout
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	node := &corev1.Node{}
@@ -163,13 +169,7 @@ func (f *fencer) publish(ctx context.Context, t *deckhousev1.Timing) error {
 		return err
 	}
 	f.mu.Lock()
-	f.shown = true
-	if t == nil {
-		f.published = nil
-	} else {
-		cp := *t
-		f.published = &cp
-	}
+	f.shown = node.Annotations
 	f.mu.Unlock()
 	return nil
 }

@@ -139,3 +139,25 @@ func TestFencerRearmsARestartedWatchdog(t *testing.T) {
 		t.Fatalf("armed %v with %s after a feed found it unarmed", wd.Armed(), wd.Timeout())
 	}
 }
+
+// A node fenced while its agent lived is registered anew, without annotations: the agent
+// shows its armed watchdog again, or the cluster would never fence the node again.
+func TestFencerShowsItsWatchdogOnANewNode(t *testing.T) {
+	ctx := context.Background()
+	f, _, _ := newFencer(t, node(nil), group(deckhousev1.ProfileFast))
+	if err := f.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.Delete(ctx, node(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.Create(ctx, node(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a := annotations(t, f); a[v1alpha2.AnnotationWatchdogTimeout] != "5s" {
+		t.Fatalf("the new Node does not show the armed watchdog: %v", a)
+	}
+}

@@ -95,7 +95,7 @@ func (p *peers) serve(ctx context.Context, addr string) error {
 
 // outage asks every peer at once (each within timeout) and tells whether the control plane
 // is unreachable from more than maxUnreachable of all nodes, counting this one, which
-// cannot reach it. It also says what it saw, for the log.
+// cannot reach it, and from at least one peer. It also says what it saw, for the log.
 func (p *peers) outage(ctx context.Context, timeout time.Duration) (bool, string) {
 	p.mu.Lock()
 	addrs := make(map[string]string, len(p.addrs))
@@ -125,7 +125,9 @@ func (p *peers) outage(ctx context.Context, timeout time.Duration) (bool, string
 	}
 	wg.Wait()
 	seen := fmt.Sprintf("%d of %d nodes cannot reach the control plane (%d of %d peers answered)", down, total, answered, total-1)
-	return float64(down)/float64(total) > p.maxUnreachable, seen
+	// This node's own trouble proves nothing: at least one peer must share it. A node cut
+	// off alone hears from no peer.
+	return down > 1 && float64(down)/float64(total) > p.maxUnreachable, seen
 }
 
 func askPeer(ctx context.Context, hostport string) (peerAnswer, error) {

@@ -49,4 +49,14 @@ func TestPeersOutage(t *testing.T) {
 	if outage, seen := me.outage(ctx, time.Second); outage {
 		t.Errorf("outage with 2 of 5 nodes cut off: %s", seen)
 	}
+	// A node that hears from no peer is cut off alone, however few nodes it knows of.
+	alone := &peers{self: "a", port: port, maxUnreachable: 0.49, addrs: map[string]string{"b": "127.0.0.25"}}
+	if outage, seen := alone.outage(ctx, 300*time.Millisecond); outage {
+		t.Errorf("outage without a peer that confirms it: %s", seen)
+	}
+	// One of two, when the other confirms, is.
+	pair := &peers{self: "a", port: port, maxUnreachable: 0.49, addrs: map[string]string{"b": "127.0.0.21"}}
+	if outage, seen := pair.outage(ctx, time.Second); !outage {
+		t.Errorf("no outage with both nodes of two cut off: %s", seen)
+	}
 }
