@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -46,7 +47,27 @@ func awaitFencing(ctx context.Context, cs kubernetes.Interface, node, marker str
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+	recordReset(ctx, cs, node, strings.TrimSpace(string(b)), log)
 	return os.Remove(marker)
+}
+
+// recordReset tells the cluster, in an event on the Node, that its watchdog reset it.
+func recordReset(ctx context.Context, cs kubernetes.Interface, node, reset string, log logr.Logger) {
+	now := metav1.Now()
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: node + ".", Namespace: metav1.NamespaceDefault},
+		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: node, APIVersion: "v1"},
+		Reason:         "NodeReset",
+		Message:        "The node's watchdog reset it (" + reset + "); it rejoined once the cluster had fenced it",
+		Type:           corev1.EventTypeWarning,
+		Source:         corev1.EventSource{Component: "ferry-agent", Host: node},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := cs.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		log.Error(err, "Could not record the reset")
+	}
 }
 
 // fenced tells whether the node's Node object is gone, or its Lease has been stale for

@@ -73,7 +73,7 @@ func runMain(m *testing.M) int {
 	if cl.cmd != nil {
 		cl.stop()
 	}
-	if code == 0 {
+	if code == 0 && os.Getenv("FERRY_E2E_KEEP") == "" {
 		os.RemoveAll(dir)
 	} else {
 		fmt.Fprintf(os.Stderr, "e2e: state and logs kept in %s\n", dir)

@@ -279,6 +279,13 @@ func failover(t *testing.T, fault, restore, node string) {
 	// The node comes back, takes part again, and runs none of its old VMs.
 	doRestore()
 	eventually(t, 90*time.Second, "node "+node+" Ready again", func() (bool, string) { return nodeReady(t, node) })
+	if fault != "poweroff" {
+		// Its watchdog, not a power cut, stopped the node: the node says so when it is back.
+		eventually(t, time.Minute, "NodeReset event on "+node, func() (bool, string) {
+			ev := nodeEvents(t, node)
+			return contains(ev, "NodeReset"), fmt.Sprint(ev)
+		})
+	}
 	for _, name := range []string{vm, manual} {
 		for _, q := range qemuProcesses(vmQEMUMarker(name)) {
 			if strings.Contains(q, "/nodes/"+node+"/") {
