@@ -49,6 +49,7 @@ type scope struct {
 	wantRun      bool
 	lastEnd      string // why the VM last stopped by itself
 	lastEndCause string
+	fencedFrom   string // the node the VM's pod ended on when that node was fenced
 	requeue      time.Duration
 }
 

@@ -72,6 +72,7 @@ func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
 		recordOff, reason := afterEnd(vm.Spec.RunPolicy, outcome)
 		s.lastEnd, s.lastEndCause = reason, launcherpod.EndMessage(p)
 		if outcome == nodeFenced {
+			s.fencedFrom = p.Spec.NodeName
 			if recordOff {
 				s.lastEndCause += fmt.Sprintf("; runPolicy %s does not start the VM elsewhere: start it with a Start operation (ferry v start)", vm.Spec.RunPolicy)
 			} else {
@@ -156,6 +157,9 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		return err
 	}
 	pod := launcherPod(vm, s.disks, r.LauncherImage, token)
+	if s.fencedFrom != "" {
+		preferNotOn(pod, s.fencedFrom)
+	}
 	if err := r.Client.Create(ctx, pod); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return nil

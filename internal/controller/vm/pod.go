@@ -94,6 +94,26 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 	}
 }
 
+// preferNotOn makes the scheduler place the pod on another node than node if one fits: a
+// VM restarted because its node was fenced should not go straight back to that node, which
+// may rejoin at once and fail again.
+func preferNotOn(pod *corev1.Pod, node string) {
+	spec := &pod.Spec
+	if spec.Affinity == nil {
+		spec.Affinity = &corev1.Affinity{}
+	} else {
+		spec.Affinity = spec.Affinity.DeepCopy()
+	}
+	if spec.Affinity.NodeAffinity == nil {
+		spec.Affinity.NodeAffinity = &corev1.NodeAffinity{}
+	}
+	na := spec.Affinity.NodeAffinity
+	na.PreferredDuringSchedulingIgnoredDuringExecution = append(na.PreferredDuringSchedulingIgnoredDuringExecution,
+		corev1.PreferredSchedulingTerm{Weight: 100, Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{
+			{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpNotIn, Values: []string{node}},
+		}}})
+}
+
 // stayOnUnreachable keeps a launcher pod bound to its node when the node stops answering:
 // the node lifecycle controller would otherwise delete it after 5 minutes and the VM would
 // be started a second time while the first may still run. Only fencing ends such a pod.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	corev1 "k8s.io/api/core/v1"
 )
 
 func TestShouldRun(t *testing.T) {
@@ -65,5 +66,21 @@ func TestRestartDelay(t *testing.T) {
 		if got := restartDelay(int32(i)); got != w {
 			t.Errorf("restartDelay(%d) = %v, want %v", i, got, w)
 		}
+	}
+}
+
+func TestPreferNotOn(t *testing.T) {
+	vm := &v1alpha2.VirtualMachine{}
+	vm.Name, vm.Namespace = "v", "default"
+	vm.Spec.Affinity = &corev1.Affinity{}
+	pod := launcherPod(vm, nil, "img", 1)
+	preferNotOn(pod, "node-3")
+	terms := pod.Spec.Affinity.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution
+	if len(terms) != 1 || terms[0].Preference.MatchExpressions[0].Values[0] != "node-3" ||
+		terms[0].Preference.MatchExpressions[0].Operator != corev1.NodeSelectorOpNotIn {
+		t.Fatalf("preferred terms %+v", terms)
+	}
+	if vm.Spec.Affinity.NodeAffinity != nil {
+		t.Error("the VM's own affinity was changed")
 	}
 }
