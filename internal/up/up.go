@@ -168,7 +168,8 @@ func Run(o Options) error {
 			argv: []string{exe, "watchdog", "--node", n.Name, "--socket", sock, "--node-dir", dir}})
 		argv := []string{exe, "agent", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
 			"--state-dir", dir, "--cpu", o.NodeCPU, "--memory", o.NodeMemory,
-			"--node-labels", deckhousev1.LabelNodeGroup + "=" + nodeGroupName, "--watchdog", "process:" + sock}
+			"--node-labels", deckhousev1.LabelNodeGroup + "=" + nodeGroupName, "--watchdog", "process:" + sock,
+			"--peer-port", strconv.Itoa(peerPort(o.Port))}
 		if n.Namespace != "" {
 			argv = append([]string{"ip", "netns", "exec", n.Namespace}, argv...)
 		}
@@ -222,6 +223,10 @@ func Run(o Options) error {
 	say("Stopped in %.1fs.", time.Since(t).Seconds())
 	return nil
 }
+
+// peerPort is where the agents ask each other about the control plane: derived from the
+// apiserver's port too, as nodes on loopback share their addresses with another cluster's.
+func peerPort(apiPort int) int { return apiPort + 2003 }
 
 // metricsPort is where the controller serves metrics: derived from the apiserver's port, so
 // that two clusters on one machine (e.g. tests beside a developer's) do not collide.
