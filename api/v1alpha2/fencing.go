@@ -1,5 +1,11 @@
 package v1alpha2
 
+import (
+	"time"
+
+	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+)
+
 // Fencing: annotations on Nodes and VMs, condition types and reasons.
 const (
 	// AnnotationFencingDisarmed on a Node disarms its watchdog for planned maintenance; the
@@ -37,3 +43,14 @@ const (
 	ReasonFencingDisabled     = "Disabled"
 	ReasonTooManyUnreachable  = "TooManyUnreachable"
 )
+
+// ArmedTiming is the timing a node's agent armed its watchdog with, from the Node's
+// annotations (what the fencing controller goes by); false when it shows none.
+func ArmedTiming(annotations map[string]string) (deckhousev1.Timing, bool) {
+	timeout, err1 := time.ParseDuration(annotations[AnnotationWatchdogTimeout])
+	interval, err2 := time.ParseDuration(annotations[AnnotationLeaseInterval])
+	if err1 != nil || err2 != nil || timeout <= 0 || interval <= 0 {
+		return deckhousev1.Timing{}, false
+	}
+	return deckhousev1.ArmedTiming(timeout, interval), true
+}

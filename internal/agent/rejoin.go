@@ -83,14 +83,13 @@ func fenced(ctx context.Context, cs kubernetes.Interface, name string, log logr.
 	if err != nil {
 		return false // cut off still: keep waiting
 	}
-	timeout, _ := time.ParseDuration(node.Annotations[v1alpha2.AnnotationWatchdogTimeout])
-	interval, _ := time.ParseDuration(node.Annotations[v1alpha2.AnnotationLeaseInterval])
-	lease, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, name, metav1.GetOptions{})
-	if err != nil || lease.Spec.RenewTime == nil || timeout == 0 {
+	armed, ok := v1alpha2.ArmedTiming(node.Annotations)
+	lease, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, name, metav1.GetOptions{})
+	if err != nil || lease.Spec.RenewTime == nil || !ok {
 		log.Info("The node's fencing time is unknown: rejoining")
 		return true
 	}
-	if age := time.Since(lease.Spec.RenewTime.Time); age > timeout+2*interval+rejoinGrace {
+	if age := time.Since(lease.Spec.RenewTime.Time); age > armed.FenceAfter()+rejoinGrace {
 		log.Info("The cluster did not fence this node in time: rejoining", "leaseAge", age.Round(time.Second))
 		return true
 	}

@@ -392,7 +392,7 @@ func (w *fencingWatch) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var leases coordinationv1.LeaseList
-		if err := w.c.List(rctx, &leases, client.InNamespace("kube-node-lease")); err == nil {
+		if err := w.c.List(rctx, &leases, client.InNamespace(corev1.NamespaceNodeLease)); err == nil {
 			now := time.Now()
 			for _, l := range leases.Items {
 				if l.Spec.RenewTime == nil {

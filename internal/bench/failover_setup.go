@@ -50,17 +50,6 @@ func fencingProfile(ctx context.Context, c client.Client) (string, error) {
 	return "default (" + deckhousev1.DefaultWatchdogTimeout.String() + ")", nil
 }
 
-// armedTiming is the timing a node's agent armed its watchdog with, from the Node's
-// annotations (what the fencing controller goes by).
-func armedTiming(n *corev1.Node) (deckhousev1.Timing, bool) {
-	timeout, err1 := time.ParseDuration(n.Annotations[v1alpha2.AnnotationWatchdogTimeout])
-	interval, err2 := time.ParseDuration(n.Annotations[v1alpha2.AnnotationLeaseInterval])
-	if err1 != nil || err2 != nil || timeout <= 0 || interval <= 0 {
-		return deckhousev1.Timing{}, false
-	}
-	return deckhousev1.Timing{Timeout: timeout, LeaseInterval: interval, Margin: 2 * interval}, true
-}
-
 func nodeReady(n *corev1.Node) bool {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
@@ -85,7 +74,7 @@ func waitNodesArmed(ctx context.Context, c client.Client, want int, timeout time
 		} else {
 			for i := range nodes.Items {
 				n := &nodes.Items[i]
-				t, armed := armedTiming(n)
+				t, armed := v1alpha2.ArmedTiming(n.Annotations)
 				switch {
 				case !nodeReady(n):
 					why = "node " + n.Name + " not Ready"
@@ -118,7 +107,7 @@ func waitNodeBack(ctx context.Context, c client.Client, name string, gone types.
 		n := &corev1.Node{}
 		why := ""
 		err := c.Get(ctx, client.ObjectKey{Name: name}, n)
-		_, isArmed := armedTiming(n)
+		_, isArmed := v1alpha2.ArmedTiming(n.Annotations)
 		switch {
 		case apierrors.IsNotFound(err):
 			why = "not registered"

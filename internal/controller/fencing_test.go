@@ -19,7 +19,6 @@ import (
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
-	"github.com/ferryvm/ferry/internal/controller/fencing"
 )
 
 // The fake nodes' agents armed a 2s watchdog and renew their Lease every 500ms: a node
@@ -59,7 +58,7 @@ type fakeNode struct {
 // test ends or pause; the test's end removes both.
 func newNode(t *testing.T, name, group string, ann map[string]string) *fakeNode {
 	t.Helper()
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fencing.LeaseNamespace}}); client.IgnoreAlreadyExists(err) != nil {
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: corev1.NamespaceNodeLease}}); client.IgnoreAlreadyExists(err) != nil {
 		t.Fatal(err)
 	}
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{deckhousev1.LabelNodeGroup: group}, Annotations: ann}}
@@ -68,7 +67,7 @@ func newNode(t *testing.T, name, group string, ann map[string]string) *fakeNode 
 	}
 	n := &fakeNode{t: t, name: name, renewing: true, last: time.Now()}
 	lease := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: fencing.LeaseNamespace},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(name), LeaseDurationSeconds: ptr.To(int32(1)),
 			RenewTime: &metav1.MicroTime{Time: n.last}},
 	}
@@ -109,7 +108,7 @@ func newNode(t *testing.T, name, group string, ann map[string]string) *fakeNode 
 func (n *fakeNode) renewLocked() {
 	now := time.Now()
 	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"renewTime": metav1.NewMicroTime(now)}})
-	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: n.name, Namespace: fencing.LeaseNamespace}}
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: n.name, Namespace: corev1.NamespaceNodeLease}}
 	if err := k8s.Patch(ctx, lease, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		n.t.Errorf("renewing the Lease of node %s: %v", n.name, err)
 		return
@@ -367,7 +366,7 @@ func TestFencingRestartsVMOfFailedNode(t *testing.T) {
 		ok, seen := failing.exists()
 		return !ok, seen
 	})
-	err := k8s.Get(ctx, client.ObjectKey{Namespace: fencing.LeaseNamespace, Name: failing.name}, &coordinationv1.Lease{})
+	err := k8s.Get(ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: failing.name}, &coordinationv1.Lease{})
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("Lease of the fenced node: %v, want it removed", err)
 	}

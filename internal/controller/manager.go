@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			// Only launcher pods matter to Ferry; do not cache every pod of the cluster.
 			&corev1.Pod{}: {Label: launcherSelector()},
 			// Only node heartbeats, not every lease of the cluster.
-			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{fencing.LeaseNamespace: {}}},
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{corev1.NamespaceNodeLease: {}}},
 		}},
 	})
 	if err != nil {

@@ -44,6 +44,12 @@ func TimingFor(timeout time.Duration) Timing {
 	interval := min(max(timeout/5, 500*time.Millisecond), 10*time.Second)
 	// A lease renewed less often than the watchdog must be fed would let it fire.
 	interval = min(interval, timeout/2)
+	return ArmedTiming(timeout, interval)
+}
+
+// ArmedTiming is the timing of a watchdog armed with timeout on a node that renews its
+// Lease every interval: the margin is two intervals.
+func ArmedTiming(timeout, interval time.Duration) Timing {
 	return Timing{Timeout: timeout, LeaseInterval: interval, Margin: 2 * interval}
 }
 

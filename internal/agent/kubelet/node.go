@@ -13,9 +13,6 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// leaseNamespace holds node heartbeats.
-const leaseNamespace = "kube-node-lease"
-
 func (k *Kubelet) nodeObject() *corev1.Node {
 	labels := map[string]string{
 		"kubernetes.io/hostname": k.o.NodeName,
@@ -128,7 +125,7 @@ func (k *Kubelet) heartbeat(ctx context.Context) {
 func (k *Kubelet) renewLease(ctx context.Context) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*k.LeaseInterval())
 	defer cancel()
-	leases := k.client.CoordinationV1().Leases(leaseNamespace)
+	leases := k.client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
 	// One round trip when the Lease we wrote last is still current, as the kubelet does:
 	// under load, a renewal must stay quick for the watchdog to be fed.
 	k.leaseMu.Lock()
@@ -158,7 +155,7 @@ func (k *Kubelet) renewLease(ctx context.Context) (time.Time, error) {
 		}
 		now := metav1.NewMicroTime(time.Now())
 		lease = &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: k.o.NodeName, Namespace: leaseNamespace,
+			ObjectMeta: metav1.ObjectMeta{Name: k.o.NodeName, Namespace: corev1.NamespaceNodeLease,
 				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}},
 			Spec: coordinationv1.LeaseSpec{
 				HolderIdentity:       ptr.To(k.o.NodeName),

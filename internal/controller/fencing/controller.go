@@ -24,9 +24,6 @@ import (
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
-// LeaseNamespace holds the nodes' heartbeats.
-const LeaseNamespace = "kube-node-lease"
-
 // clusterKey is the one request this controller works on: fencing is judged over all nodes
 // at once (the storm guard compares them).
 var clusterKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "nodes"}}
@@ -83,7 +80,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 		return ctrl.Result{}, err
 	}
 	var leases coordinationv1.LeaseList
-	if err := r.Client.List(ctx, &leases, client.InNamespace(LeaseNamespace)); err != nil {
+	if err := r.Client.List(ctx, &leases, client.InNamespace(corev1.NamespaceNodeLease)); err != nil {
 		return ctrl.Result{}, err
 	}
 	var groups deckhousev1.NodeGroupList
@@ -184,10 +181,9 @@ func (r *Reconciler) observe(now time.Time, nodes []corev1.Node, leases []coordi
 			st.GroupFencing = g.FencingEnabled()
 		}
 		st.LeaseInterval, _ = time.ParseDuration(n.Annotations[v1alpha2.AnnotationLeaseInterval])
-		if timeout, err := time.ParseDuration(n.Annotations[v1alpha2.AnnotationWatchdogTimeout]); err == nil && timeout > 0 && st.LeaseInterval > 0 {
-			// What the agent armed, not what the group says now: a group just changed may
-			// not have reached the node yet.
-			t := deckhousev1.Timing{Timeout: timeout, LeaseInterval: st.LeaseInterval, Margin: 2 * st.LeaseInterval}
+		// What the agent armed, not what the group says now: a group just changed may not
+		// have reached the node yet.
+		if t, ok := v1alpha2.ArmedTiming(n.Annotations); ok {
 			st.Armed = &t
 		}
 		out = append(out, st)
@@ -208,7 +204,7 @@ func (r *Reconciler) fence(ctx context.Context, node *corev1.Node, v Verdict) er
 	seen := r.seen[node.Name]
 	r.mu.Unlock()
 	var lease coordinationv1.Lease
-	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: LeaseNamespace, Name: node.Name}, &lease)
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: node.Name}, &lease)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
