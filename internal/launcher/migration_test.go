@@ -365,7 +365,7 @@ func TestMigrationAddress(t *testing.T) {
 // running in the background, and an HTTP server for its API.
 func newFakeLauncher(t *testing.T) (*launcher, *hypervisor.Fake, *httptest.Server, chan [2]any) {
 	f := hypervisor.NewFake(hypervisor.Config{Name: "fake"})
-	l := newLauncher(Options{VMName: "fake"}, f, f, &logger{})
+	l := newLauncher(Options{VMName: "fake", RunDir: t.TempDir()}, f, f, &logger{})
 	l.memoryKiB = 131064
 	srv := httptest.NewServer(l.handler())
 	t.Cleanup(srv.Close)
