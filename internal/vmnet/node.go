@@ -1,0 +1,75 @@
+package vmnet
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+)
+
+// PrepareNode readies this node's network namespace for VMs of vmRange: forwarding on,
+// proxy ARP answered without delay on the uplink, and the range on-link there, so the
+// node reaches a VM on another node by asking the link (whose owner answers by proxy).
+// uplink "" takes the interface of the default route. It returns the uplink's name.
+// It is idempotent.
+func PrepareNode(vmRange netip.Prefix, uplink string) (string, error) {
+	var l netlink.Link
+	var err error
+	if uplink != "" {
+		l, err = netlink.LinkByName(uplink)
+	} else {
+		l, err = defaultLink()
+	}
+	if err != nil {
+		return "", fmt.Errorf("preparing the node for VM networking: %w", err)
+	}
+	name := l.Attrs().Name
+	for _, s := range []struct{ path, value string }{
+		{"ipv4/ip_forward", "1"},
+		{"ipv4/neigh/" + name + "/proxy_delay", "0"},
+	} {
+		if err := writeSysctl(s.path, s.value); err != nil {
+			return "", fmt.Errorf("preparing the node for VM networking: %w", err)
+		}
+	}
+	r := &netlink.Route{
+		LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK,
+		Dst: &net.IPNet{IP: net.IP(vmRange.Masked().Addr().AsSlice()), Mask: net.CIDRMask(vmRange.Bits(), 32)},
+	}
+	if err := netlink.RouteReplace(r); err != nil {
+		return "", fmt.Errorf("preparing the node for VM networking: route to %s on %s: %w", vmRange, name, err)
+	}
+	sweepProxies(l, vmRange)
+	return name, nil
+}
+
+// sweepProxies removes proxy-ARP entries for VM addresses this node no longer routes to a
+// tap: what a launcher killed outright (a node reset) left behind. Such an entry answers
+// nothing (proxy ARP needs the route), but it misleads whoever reads `ip neigh`.
+func sweepProxies(uplink netlink.Link, vmRange netip.Prefix) {
+	entries, err := netlink.NeighProxyList(uplink.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		a, ok := netip.AddrFromSlice(e.IP)
+		if !ok || !vmRange.Contains(a.Unmap()) {
+			continue
+		}
+		rs, err := netlink.RouteGet(e.IP)
+		if err == nil && len(rs) > 0 && rs[0].LinkIndex != uplink.Attrs().Index {
+			continue // routed to a tap: a running VM's
+		}
+		e := e
+		_ = netlink.NeighDel(&e)
+	}
+}
+
+func defaultLink() (netlink.Link, error) {
+	rs, err := netlink.RouteGet(net.IPv4(192, 0, 2, 1)) // any off-link address takes the default route
+	if err != nil || len(rs) == 0 {
+		return nil, fmt.Errorf("no default route to find the uplink by; name it (--vm-uplink): %v", err)
+	}
+	return netlink.LinkByIndex(rs[0].LinkIndex)
+}
