@@ -64,7 +64,8 @@ func (inst *Instance) PrepareIncoming(ctx context.Context, uri string) error {
 // the command; poll MigrationStatus or use WaitMigration. On success the
 // source ends in state "postmigrate" and should then be quit (Shutdown).
 func (inst *Instance) MigrateOut(ctx context.Context, uri string, p MigrationParams) error {
-	caps := []map[string]any{{"capability": "auto-converge", "state": p.AutoConverge}}
+	// events: QEMU announces each state change (MIGRATION), so the end is seen at once.
+	caps := []map[string]any{{"capability": "auto-converge", "state": p.AutoConverge}, {"capability": "events", "state": true}}
 	if err := inst.qmp.Execute(ctx, "migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
 		return err
 	}

@@ -41,6 +41,8 @@ type Config struct {
 	// Incoming starts QEMU with -incoming defer, waiting for
 	// PrepareIncoming.
 	Incoming bool
+	// NICs are attached as virtio-net devices, in order.
+	NICs []NIC
 	// Extra arguments appended to the command line.
 	Extra []string
 
@@ -57,6 +59,13 @@ type Disk struct {
 	Path     string
 	Format   string
 	ReadOnly bool
+}
+
+// NIC is a virtio network card on an open tap device (package vmnet). QEMU gets the
+// descriptor; the caller may close its own copy once Start returned.
+type NIC struct {
+	Tap *os.File
+	MAC string // e.g. 02:66:0a:42:0a:05
 }
 
 // SafeMemoryKiB returns kib, lowered by 8 KiB when it is a multiple of
@@ -152,6 +161,9 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 		// exited while locked, which this package never does.)
 		Pdeathsig: syscall.SIGKILL,
 		Setpgid:   true, // terminal signals go to the launcher only
+	}
+	for _, n := range cfg.NICs {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, n.Tap)
 	}
 	inst.cmd = cmd
 	if err := cmd.Start(); err != nil {
@@ -264,6 +276,12 @@ func buildArgs(cfg Config, accel string) []string {
 		}
 		args = append(args, "-drive", drive,
 			"-device", fmt.Sprintf("virtio-blk-pci,drive=disk%d,bootindex=%d", i, i+1))
+	}
+	for i, n := range cfg.NICs {
+		// ExtraFiles start at descriptor 3. romfile= skips the PXE ROM: nothing boots
+		// from the network, and the ROM need not be installed.
+		args = append(args, "-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", i, 3+i),
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,romfile=", i, n.MAC))
 	}
 	if cfg.Incoming {
 		args = append(args, "-incoming", "defer")

@@ -72,6 +72,8 @@ type launcher struct {
 	leasePath string
 	// fence keeps the disk lease; nil runs without one.
 	fence *fencing
+	// net is the VM's NIC on this node; nil without one.
+	net *network
 
 	mu         sync.Mutex
 	stopping   bool
@@ -183,9 +185,25 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 		fence.start(runCtx, lease)
 	}
 
+	nw, err := openNetwork(o, lg)
+	if err != nil {
+		return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
+	}
+	defer nw.detach("the VM stopped")
+	cfg.NICs = nw.qemuNIC()
+	if !o.Incoming {
+		// Before QEMU runs: nothing else holds the address (a fenced or stopped instance
+		// is gone), and the guest's first ARP and DHCP find it routed here.
+		nw.attach("cold start")
+	}
+
 	startCtx, cancelStart := context.WithTimeout(ctx, 2*time.Minute)
 	inst, err := hypervisor.Start(startCtx, cfg)
 	cancelStart()
+	if nw != nil {
+		// QEMU holds the tap now; it goes when QEMU does.
+		nw.tap.CloseFile()
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			lg.printf("stopped before VM %s started", name)
@@ -202,7 +220,8 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 	follower := hypervisor.FollowSerial(runCtx, filepath.Join(o.RunDir, hypervisor.SerialLogName), 250*time.Millisecond)
 	l := newLauncher(o, inst, follower, lg)
 	l.accel, l.memoryKiB = inst.Accel(), kib
-	l.leasePath, l.fence = leasePath, fence
+	l.leasePath, l.fence, l.net = leasePath, fence, nw
+	go nw.serveDHCP(runCtx)
 	if o.Incoming {
 		uri, err := prepareIncoming(ctx, inst, migrationAddress(o))
 		if err != nil {
@@ -217,6 +236,10 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 		l.incomingURI = uri
 		lg.printf("VM %s: waiting for the incoming migration on %s", name, uri)
 		go l.watchIncoming(runCtx)
+	}
+	if nw != nil {
+		remove := inst.QMP().AddEventHandler(l.onEvent)
+		defer remove()
 	}
 
 	sock := filepath.Join(o.RunDir, SocketName)
@@ -363,6 +386,7 @@ func (l *launcher) watchIncoming(ctx context.Context) {
 		cancel()
 		if err == nil && l.incomingDone(state) {
 			l.log.printf("incoming migration completed; guest %s", state)
+			l.net.attach("incoming migration completed") // if the RESUME event was missed
 			l.takeOverLease(ctx)
 			return
 		}

@@ -286,6 +286,7 @@ func (l *launcher) monitorMigration(m *migrationRun) {
 		lowest       int64  = -1
 		lastProgress        = m.started
 		prev         MigrationStatus
+		zeroTotals   int // completed-status reads without totals yet
 	)
 	for {
 		qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -303,6 +304,13 @@ func (l *launcher) monitorMigration(m *migrationRun) {
 			st := toMigrationStatus(info)
 			if failReason != "" && st.Finished() && st.Status != "completed" {
 				st.Status, st.Error = "failed", failReason
+			}
+			if st.Status == "completed" && st.TotalTimeMs == 0 && zeroTotals < 25 {
+				// QEMU says "completed" a moment before it has summed up the total time
+				// and the downtime: ask again shortly.
+				zeroTotals++
+				time.Sleep(20 * time.Millisecond)
+				continue
 			}
 			if st.Finished() {
 				l.finishMigration(m, st, prev)
@@ -386,6 +394,7 @@ func (l *launcher) finishMigration(m *migrationRun, st *MigrationStatus, prev Mi
 		l.log.printf("migration to %s completed: total %v, downtime %v, %d of %d RAM bytes sent",
 			m.uri, time.Duration(st.TotalTimeMs)*time.Millisecond, time.Duration(st.DowntimeMs)*time.Millisecond,
 			st.TransferredBytes, st.TotalBytes)
+		l.net.detach("the guest migrated away") // if the MIGRATION event was missed
 		select {
 		case l.migrated <- m.uri:
 		default:

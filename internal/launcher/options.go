@@ -36,6 +36,15 @@ type Options struct {
 	// migration target carries the source's token and takes the lease over
 	// once the guest runs on it. 0 runs without a lease.
 	FencingToken int64
+	// IP (flag --ip) is the VM's address with the VM range's prefix length, e.g.
+	// 10.66.10.5/24; set, the VM gets a virtio NIC on a tap device (package vmnet), the
+	// guest gets the address by DHCP and the node routes it while the guest runs here.
+	// "" runs the VM without a NIC.
+	IP string
+	// Gateway (flag --gateway) is the guest's default gateway.
+	Gateway string
+	// MAC (flag --mac) is the guest NIC's address; default vmnet.GuestMAC of IP.
+	MAC string
 	// LeaseTTL (flag --lease-ttl) is how long a lease renewal vouches for
 	// this instance; it renews every LeaseTTL/3. 0 means disklease.DefaultTTL.
 	LeaseTTL time.Duration
