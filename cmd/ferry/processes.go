@@ -45,6 +45,7 @@ func controllerCommand() *cobra.Command {
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
 	f.StringVar(&o.StorageDir, "storage-dir", "/var/lib/ferry/storage", "shared storage for images and disks")
 	f.StringVar(&o.IPRange, "ip-range", ipam.DefaultRange, "CIDR that VM addresses come from")
+	f.StringVar(&o.VMNetwork, "vm-network", controller.NetworkRouted, "routed: each VM gets a NIC and its address by DHCP, routed to the node it runs on (launchers need CAP_NET_ADMIN in the node's network namespace); none: VMs get no NIC")
 	f.StringVar(&o.LauncherImage, "launcher-image", "ferry/launcher:latest", "container image of launcher pods")
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint (0 turns it off)")
 	f.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "health endpoint (0 turns it off)")
@@ -69,7 +70,7 @@ func controllerCommand() *cobra.Command {
 }
 
 func agentCommand() *cobra.Command {
-	var kubeconfig, labels string
+	var kubeconfig, labels, vmNetwork string
 	o := agent.Options{}
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -80,6 +81,13 @@ func agentCommand() *cobra.Command {
 			ctrl.SetLogger(o.Log)
 			if o.NodeName == "" || o.NodeIP == "" {
 				return fmt.Errorf("--node-name and --node-ip are required")
+			}
+			switch vmNetwork {
+			case controller.NetworkRouted:
+			case controller.NetworkNone:
+				o.VMRange = ""
+			default:
+				return fmt.Errorf("--vm-network %q: use %s or %s", vmNetwork, controller.NetworkRouted, controller.NetworkNone)
 			}
 			o.Labels = map[string]string{}
 			for _, kv := range strings.Split(labels, ",") {
@@ -102,6 +110,9 @@ func agentCommand() *cobra.Command {
 	f.IntVar(&o.PeerPort, "peer-port", agent.DefaultPeerPort, "port on --node-ip where agents ask each other whether the control plane is down for most of the cluster (0: no peer checks: a control-plane outage longer than the watchdog timeout resets every node)")
 	f.Float64Var(&o.MaxUnreachable, "fencing-max-unreachable", fencing.DefaultMaxUnreachable, "the fencing controller's share of unreachable nodes beyond which it fences none; keep both equal")
 	f.StringVar(&o.Watchdog, "watchdog", "none", "fencing watchdog: none, process:SOCKET (ferry up's per-node watchdog process) or device:PATH (e.g. device:/dev/watchdog from the softdog module)")
+	f.StringVar(&vmNetwork, "vm-network", controller.NetworkRouted, "routed: ready the node for VM NICs (forwarding, proxy ARP without delay, the VM range on-link on --vm-uplink); none: leave the node's network alone (VMs get no NIC)")
+	f.StringVar(&o.VMRange, "ip-range", ipam.DefaultRange, "CIDR that VM addresses come from (as the controller's)")
+	f.StringVar(&o.VMUplink, "vm-uplink", "", "the link VM addresses are announced on (default: the default route's)")
 	f.StringVar(&o.CPU, "cpu", "4", "CPU the node offers")
 	f.StringVar(&o.Memory, "memory", "8Gi", "memory the node offers")
 	f.StringVar(&labels, "node-labels", "", "labels of the Node, key=value,...")
@@ -132,6 +143,9 @@ func launcherCommand() *cobra.Command {
 	f.BoolVar(&o.Incoming, "incoming", false, "wait for an incoming live migration")
 	f.StringVar(&o.MigrationAddress, "migration-address", "", "address an incoming migration listens on (default $FERRY_NODE_IP, else 127.0.0.1)")
 	f.Int64Var(&o.FencingToken, "fencing-token", 0, "token for the disk lease <first writable disk>.lease; a higher one fences this instance (0: no lease)")
+	f.StringVar(&o.IP, "ip", "", "the VM's address and the VM range's prefix length (e.g. 10.66.10.5/24): the VM gets a NIC on a tap, the address by DHCP, and a route here while it runs (needs CAP_NET_ADMIN); empty: no NIC")
+	f.StringVar(&o.Gateway, "gateway", "", "the guest's default gateway (with --ip)")
+	f.StringVar(&o.MAC, "mac", "", "the guest NIC's MAC (default: derived from --ip)")
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", disklease.DefaultTTL, "how long a disk lease renewal vouches for this instance (renewed every third of it)")
 	return cmd
 }

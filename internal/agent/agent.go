@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"github.com/ferryvm/ferry/internal/ipam"
+	"github.com/ferryvm/ferry/internal/vmnet"
 	"net"
 	"os"
 	"path/filepath"
@@ -41,7 +43,11 @@ type Options struct {
 	// plane (0: no peer checks); MaxUnreachable is the fencing controller's storm guard share.
 	PeerPort       int
 	MaxUnreachable float64
-	Log            logr.Logger
+	// VMRange, when set, is the VM address range this node routes VMs of: the agent readies
+	// the node's network for them (package vmnet) on VMUplink ("" the default route's link).
+	VMRange  string
+	VMUplink string
+	Log      logr.Logger
 }
 
 // openWatchdog makes the watchdog an Options.Watchdog names; nil for "none".
@@ -82,6 +88,17 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	wd, err := openWatchdog(o.Watchdog)
 	if err != nil {
 		return err
+	}
+	if o.VMRange != "" {
+		r, err := ipam.ParseRange(o.VMRange)
+		if err != nil {
+			return err
+		}
+		uplink, err := vmnet.PrepareNode(r.Prefix(), o.VMUplink)
+		if err != nil {
+			return err
+		}
+		o.Log.Info("VM network ready", "range", r.String(), "uplink", uplink)
 	}
 	var f *fencer
 	var onRenew func(time.Time, time.Duration)

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
@@ -35,6 +36,9 @@ type Options struct {
 	StorageDir string
 	// IPRange is the CIDR that VM addresses come from.
 	IPRange string
+	// VMNetwork is NetworkRouted (each VM gets a NIC, its address routed to its node) or
+	// NetworkNone (VMs hold an address but have no NIC).
+	VMNetwork string
 	// LauncherImage is the container image of launcher pods on a real cluster.
 	LauncherImage string
 	// MetricsAddr serves Prometheus metrics ("0" turns them off).
@@ -70,11 +74,23 @@ func NewScheme() *runtime.Scheme {
 	return s
 }
 
+// The VM network modes (Options.VMNetwork).
+const (
+	NetworkRouted = "routed"
+	NetworkNone   = "none"
+)
+
 // Run starts every controller and blocks until ctx ends.
 func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	r, err := ipam.ParseRange(o.IPRange)
 	if err != nil {
 		return err
+	}
+	if o.VMNetwork == "" {
+		o.VMNetwork = NetworkRouted
+	}
+	if o.VMNetwork != NetworkRouted && o.VMNetwork != NetworkNone {
+		return fmt.Errorf("VM network mode %q: use %s or %s", o.VMNetwork, NetworkRouted, NetworkNone)
 	}
 	var hooks webhook.Server
 	if o.Webhook.Port > 0 {
@@ -108,7 +124,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 	setups := []interface{ SetupWithManager(ctrl.Manager) error }{
-		&vm.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Range: r, LauncherImage: o.LauncherImage},
+		&vm.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Range: r, LauncherImage: o.LauncherImage, Network: o.VMNetwork == NetworkRouted},
 		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir},
 		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir},
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},
@@ -123,6 +139,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	if hooks != nil {
 		// Asking the manager for its webhook server is what makes it run the server.
+		mgr.GetWebhookServer().Register(vm.WebhookPath, &webhook.Admission{Handler: &vm.Webhook{APIReader: mgr.GetAPIReader(), Range: r, Decoder: admission.NewDecoder(mgr.GetScheme())}})
 		mgr.GetWebhookServer().Register(evacuation.WebhookPath, &webhook.Admission{Handler: &evacuation.Webhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Backoff: evacuation.DefaultBackoff}})
 		if err := mgr.AddReadyzCheck("webhook", hooks.StartedChecker()); err != nil {
 			return err

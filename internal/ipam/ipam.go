@@ -33,6 +33,12 @@ func ParseRange(cidr string) (Range, error) {
 // String is the range in CIDR form.
 func (r Range) String() string { return r.prefix.String() }
 
+// Bits is the range's prefix length.
+func (r Range) Bits() int { return r.prefix.Bits() }
+
+// Prefix is the range as a prefix.
+func (r Range) Prefix() netip.Prefix { return r.prefix }
+
 // Gateway is the address kept for the VMs' gateway.
 func (r Range) Gateway() netip.Addr { return r.prefix.Addr().Next() }
 

@@ -22,6 +22,15 @@ type nodeNet struct {
 	IP        string
 }
 
+// vmNetwork is the VM network mode: VMs get NICs when nodes have namespaces of their own
+// (as root); on shared loopback they could not be told apart.
+func vmNetwork(netns bool) string {
+	if netns {
+		return "routed"
+	}
+	return "none"
+}
+
 func nodeNamespace(node string) string { return "ferry-" + node }
 
 // planNodes names the nodes and their addresses: node-1 … node-N.
@@ -51,12 +60,17 @@ func ip(args ...string) error {
 
 // setupNetwork creates the bridge and each node's namespace (idempotent: leftovers of a
 // run that died are removed first).
-func setupNetwork(nodes []nodeNet) error {
+//
+// The VM range is on-link on the bridge: the host (standing in for the router of a real
+// node network) asks the link for a VM's address, and the node that runs the VM answers
+// (package vmnet). The agents ready their own side.
+func setupNetwork(nodes []nodeNet, vmRange string) error {
 	teardownNetwork(nodes)
 	steps := [][]string{
 		{"link", "add", bridgeName, "type", "bridge"},
 		{"addr", "add", fmt.Sprintf("%s/%d", bridgeAddr, nodeSubnet), "dev", bridgeName},
 		{"link", "set", bridgeName, "up"},
+		{"route", "replace", vmRange, "dev", bridgeName, "src", bridgeAddr},
 	}
 	for i, n := range nodes {
 		host := fmt.Sprintf("fv%d", i+1)

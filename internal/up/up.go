@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -105,7 +106,7 @@ func Run(o Options) error {
 			return err
 		}
 		defer unlockNet()
-		if err := setupNetwork(nodes); err != nil {
+		if err := setupNetwork(nodes, o.IPRange); err != nil {
 			return err
 		}
 		defer teardownNetwork(nodes)
@@ -144,11 +145,14 @@ func Run(o Options) error {
 	if err := registerEvictionWebhook(ctx, c, webhookPort(o.Port), cp.CAData); err != nil {
 		return fmt.Errorf("registering the eviction webhook: %w", err)
 	}
+	if err := registerVMWebhook(ctx, c, webhookPort(o.Port), cp.CAData); err != nil {
+		return fmt.Errorf("registering the VirtualMachine webhook: %w", err)
+	}
 
 	logs := filepath.Join(o.StateDir, "logs")
 	storage := filepath.Join(o.StateDir, "storage")
 	ctl := &child{name: "controller", log: filepath.Join(logs, "controller.log"), argv: []string{exe, "controller",
-		"--kubeconfig", cp.Kubeconfig, "--storage-dir", storage, "--ip-range", o.IPRange,
+		"--kubeconfig", cp.Kubeconfig, "--storage-dir", storage, "--ip-range", o.IPRange, "--vm-network", vmNetwork(o.NetNS),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)+1),
 		"--webhook-host", "127.0.0.1", "--webhook-port", strconv.Itoa(webhookPort(o.Port)),
@@ -169,8 +173,9 @@ func Run(o Options) error {
 		argv := []string{exe, "agent", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
 			"--state-dir", dir, "--cpu", o.NodeCPU, "--memory", o.NodeMemory,
 			"--node-labels", deckhousev1.LabelNodeGroup + "=" + nodeGroupName, "--watchdog", "process:" + sock,
-			"--peer-port", strconv.Itoa(peerPort(o.Port))}
+			"--peer-port", strconv.Itoa(peerPort(o.Port)), "--ip-range", o.IPRange, "--vm-network", vmNetwork(o.NetNS)}
 		if n.Namespace != "" {
+			argv = append(argv, "--vm-uplink", "eth0")
 			argv = append([]string{"ip", "netns", "exec", n.Namespace}, argv...)
 		}
 		// A node powered off (ferry node poweroff) stays down until powered on.
@@ -201,6 +206,10 @@ func Run(o Options) error {
 	defer stopChildren()
 
 	if err := waitNodesReady(ctx, c, nodes); err != nil {
+		return err
+	}
+	// The webhooks fail closed: VMs are created once the controller serves them.
+	if err := waitControllerReady(ctx, metricsPort(o.Port)+1); err != nil {
 		return err
 	}
 	say("%d node(s) Ready (%.1fs since start)", len(nodes), time.Since(started).Seconds())
@@ -335,4 +344,25 @@ func lockFile(path, busy string) (func(), error) {
 		return nil, errors.New(busy)
 	}
 	return func() { f.Close() }, nil
+}
+
+// waitControllerReady waits until the controller's /readyz answers (its webhooks serve).
+func waitControllerReady(ctx context.Context, healthPort int) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	last := "no answer"
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		resp, err := hc.Get(url)
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		resp.Body.Close()
+		last = resp.Status
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the controller is not ready (%s: %s); see logs/controller.log", url, last)
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ferryvm/ferry/internal/controller/evacuation"
+	"github.com/ferryvm/ferry/internal/controller/vm"
 )
 
 // EvictionWebhookName is the ValidatingWebhookConfiguration that sends evictions of pods
@@ -31,6 +32,30 @@ func registerEvictionWebhook(ctx context.Context, c client.Client, port int, caP
 			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods/eviction"}, Scope: ptr.To(admissionregistrationv1.NamespacedScope)}}},
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
+			AdmissionReviewVersions: []string{"v1"},
+			TimeoutSeconds:          ptr.To[int32](10),
+		}},
+	}
+	return createOrUpdate(ctx, c, cfg)
+}
+
+// VMWebhookName is the ValidatingWebhookConfiguration that sends VirtualMachines to the
+// Ferry controller, which refuses addresses that cannot be theirs.
+const VMWebhookName = "ferry-virtualmachine"
+
+// registerVMWebhook points the apiserver's VirtualMachine creates and updates at the
+// controller. It fails closed: no VM is stored unchecked.
+func registerVMWebhook(ctx context.Context, c client.Client, port int, caPEM []byte) error {
+	url := fmt.Sprintf("https://127.0.0.1:%d%s", port, vm.WebhookPath)
+	ops := []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}
+	cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: VMWebhookName, Labels: map[string]string{"app.kubernetes.io/name": "ferry"}},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+			Name:                    "virtualmachine.virtualization.ferryvm.io",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caPEM},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: ops, Rule: admissionregistrationv1.Rule{APIGroups: []string{"virtualization.deckhouse.io"}, APIVersions: []string{"v1alpha2"}, Resources: []string{"virtualmachines"}, Scope: ptr.To(admissionregistrationv1.NamespacedScope)}}},
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
 			AdmissionReviewVersions: []string{"v1"},
 			TimeoutSeconds:          ptr.To[int32](10),
 		}},

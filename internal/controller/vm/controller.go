@@ -24,6 +24,9 @@ type Reconciler struct {
 	Client   client.Client
 	Recorder record.EventRecorder
 	Range    ipam.Range
+	// Network gives VMs a NIC with their address (launchers route it on their node); off,
+	// a VM holds an address but has no NIC.
+	Network bool
 	// LauncherImage is the container image of launcher pods (used on a real cluster).
 	LauncherImage string
 	Now           func() time.Time

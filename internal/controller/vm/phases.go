@@ -156,7 +156,11 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
-	pod := launcherPod(vm, s.disks, r.LauncherImage, token)
+	var nic *podNIC
+	if r.Network {
+		nic = &podNIC{Address: vm.Status.IPAddress + "/" + strconv.Itoa(r.Range.Bits()), Gateway: r.Range.Gateway().String()}
+	}
+	pod := launcherPod(vm, s.disks, r.LauncherImage, token, nic)
 	if s.fencedFrom != "" {
 		preferNotOn(pod, s.fencedFrom)
 	}

@@ -31,6 +31,12 @@ func (d attachedDisk) launcherArg() string {
 	return d.Path + ":" + d.Format
 }
 
+// podNIC is the VM's NIC as its launcher is told it.
+type podNIC struct {
+	Address string // 10.66.10.5/24: the VM's address, the range's prefix length
+	Gateway string
+}
+
 // LauncherPodPrefix starts every launcher pod's name.
 const LauncherPodPrefix = "virt-launcher-"
 
@@ -38,7 +44,9 @@ const LauncherPodPrefix = "virt-launcher-"
 // `ferry launcher`, with the VM's placement, and resource requests from its size.
 // token is the VM's fencing token for this start: the launcher runs QEMU only while the
 // disk lease holds no higher one.
-func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string, token int64) *corev1.Pod {
+// nic, when set, gives the VM a NIC with its address (launcher flags --ip, --gateway); the
+// launcher then runs in the node's network namespace, where it routes the address.
+func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string, token int64, nic *podNIC) *corev1.Pod {
 	cores := max(vm.Spec.CPU.Cores, 1)
 	fraction := 100
 	if f, err := strconv.Atoi(strings.TrimSuffix(vm.Spec.CPU.CoreFraction, "%")); err == nil && f > 0 {
@@ -60,6 +68,9 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 	if token > 0 {
 		args = append(args, "--fencing-token", strconv.FormatInt(token, 10))
 	}
+	if nic != nil {
+		args = append(args, "--ip", nic.Address, "--gateway", nic.Gateway)
+	}
 	grace := ptr.Deref(vm.Spec.TerminationGracePeriodSeconds, 60)
 
 	return &corev1.Pod{
@@ -74,6 +85,7 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 		},
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever,
+			HostNetwork:                   nic != nil,
 			TerminationGracePeriodSeconds: &grace,
 			NodeSelector:                  vm.Spec.NodeSelector,
 			Affinity:                      vm.Spec.Affinity,
