@@ -12,7 +12,13 @@
 #   - "poweroff" typed on the console (or an ACPI power button press, e.g.
 #     QMP system_powerdown) powers the guest off; "reboot" reboots it;
 #   - brings up eth0 when present and runs udhcpc in the background,
-#     printing "IP <addr>" once it has a lease.
+#     printing "IP <addr>" once it has a lease (address, hostname, and the
+#     classless static routes when given, else the router);
+#   - "net" typed on the console prints "NET <links> | <eth0 address> |
+#     <default route>";
+#   - "run <command>" runs it, its output prefixed "OUT ", then "RUN done";
+#   - "ping <addr>" typed on the console pings it three times and prints
+#     "PING <addr> <received>/3".
 #
 # Needs (Debian 12): linux-image-cloud-amd64 busybox-static dosfstools mtools
 # syslinux syslinux-common cpio. No loop devices, no mount, no network.
@@ -102,7 +108,17 @@ case "$1" in
 deconfig) ifconfig "$interface" 0.0.0.0 ;;
 bound|renew)
 	ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}"
-	for r in $router; do route add default gw "$r" dev "$interface"; break; done
+	[ -n "$hostname" ] && hostname "$hostname"
+	if [ -n "$staticroutes" ]; then
+		# RFC 3442: classless routes replace the router option.
+		set -- $staticroutes
+		while [ $# -ge 2 ]; do
+			ip route replace "$1" via "$2" dev "$interface"
+			shift 2
+		done
+	else
+		for r in $router; do route add default gw "$r" dev "$interface"; break; done
+	fi
 	: >/etc/resolv.conf
 	for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
 	echo "IP $ip" >/dev/ttyS0
@@ -175,19 +191,20 @@ dirty_start() {
 }
 
 (
-	for m in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev \
+	# In dependency order: virtio needs virtio_ring.
+	for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev \
 		virtio_pci failover net_failover virtio_net; do
 		[ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
 	done
 	i=0
-	while [ $i -lt 20 ] && [ ! -e /sys/class/net/eth0 ]; do
+	while [ $i -lt 100 ] && [ ! -e /sys/class/net/eth0 ]; do
 		sleep 0.1
 		i=$((i + 1))
 	done
 	if [ -e /sys/class/net/eth0 ]; then
 		ip link set lo up
 		ip link set eth0 up
-		udhcpc -i eth0 -b -q >/dev/null 2>&1
+		udhcpc -i eth0 -b -q -s /usr/share/udhcpc/default.script >/dev/null 2>&1
 	fi
 ) &
 
@@ -202,6 +219,20 @@ while :; do
 	fi
 	case "$cmd" in
 	dirty) dirty_start "$arg" ;;
+	run)
+		# run CMD: any shell command; its output lines prefixed "OUT ", then "RUN <status>".
+		sh -c "$arg" 2>&1 | sed 's/^/OUT /'
+		echo "RUN done"
+		;;
+	net)
+		# net: the guest's own view of its network, one line.
+		echo "NET $(ls /sys/class/net | tr '\n' ' ')| $(ip -o -4 addr show dev eth0 2>&1 | awk '{print $4}') | $(ip route show default 2>&1 | head -n1)"
+		;;
+	ping)
+		# ping ADDR: three echo requests from the guest; "PING ADDR <received>/3".
+		got=$(ping -c 3 -W 1 "$arg" 2>/dev/null | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
+		echo "PING $arg ${got:-0}/3"
+		;;
 	stop) dirty_stop ;;
 	poweroff)
 		echo "POWEROFF"
