@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/ferryvm/ferry/internal/pinger"
+	"net/netip"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -269,6 +273,10 @@ func (b *ferryBench) migrate(ctx context.Context) (Sample, placement, error) {
 	}
 	srcF := hypervisor.NewSerialFollower(filepath.Join(src.runDir, hypervisor.SerialLogName))
 	srcF.Poll()
+	pg := b.startPinger(ctx, src)
+	if pg != nil {
+		defer pg.Stop()
+	}
 	op := b.newOperation()
 	t0 := time.Now()
 	if err := b.c.Create(ctx, op); err != nil {
@@ -311,6 +319,12 @@ func (b *ferryBench) migrate(ctx context.Context) (Sample, placement, error) {
 	}
 	s.Transfer = time.Duration(ms.TransferMs) * time.Millisecond
 	s.Downtime = time.Duration(ms.DowntimeMs) * time.Millisecond
+	if pg != nil {
+		var why string
+		if s.Net, why = measureNet(ctx, pg, t0); why != "" {
+			s.Outcome, s.Detail = PostFailure, fmt.Sprintf("vmop %s (%s → %s) Completed, then: %s", op.Name, ms.SourceNode, ms.TargetNode, why)
+		}
+	}
 	srcF.Poll()
 	last, _, _ := srcF.Heartbeat()
 
@@ -378,4 +392,64 @@ func (b *ferryBench) logLines(words ...string) []string {
 		return nil
 	}
 	return grepLogs(b.logsDir, 30, words...)
+}
+
+// startPinger pings the VM's address every 10 ms from the host, when the VM has a NIC
+// (its launcher pod routes an address) and the benchmark may open a raw socket (root);
+// nil otherwise.
+func (b *ferryBench) startPinger(ctx context.Context, src placement) *pinger.Pinger {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	pod := &corev1.Pod{}
+	if err := b.c.Get(ctx, client.ObjectKey{Namespace: b.ns, Name: src.pod}, pod); err != nil || len(pod.Spec.Containers) == 0 ||
+		!slices.Contains(pod.Spec.Containers[0].Args, "--ip") {
+		return nil
+	}
+	vm := &v1alpha2.VirtualMachine{}
+	if err := b.c.Get(ctx, client.ObjectKey{Namespace: b.ns, Name: b.vm}, vm); err != nil {
+		return nil
+	}
+	addr, err := netip.ParseAddr(vm.Status.IPAddress)
+	if err != nil {
+		return nil
+	}
+	p, err := pinger.Start(ctx, pinger.Options{Target: addr})
+	if err != nil {
+		b.say("Not measuring the network: %v", err)
+		return nil
+	}
+	return p
+}
+
+// netSettle is how long after a completed migration the address must answer again.
+const netSettle = 5 * time.Second
+
+// measureNet waits until the address answers steadily again (20 replies in a row to probes
+// sent after now) and reads what the pinger saw since t0. why says what went wrong.
+func measureNet(ctx context.Context, pg *pinger.Pinger, t0 time.Time) (*NetSample, string) {
+	done := time.Now()
+	for {
+		r := pg.Snapshot().Between(done, time.Now())
+		if tail := answeredTail(r); tail >= 20 {
+			break
+		}
+		if time.Since(done) > netSettle {
+			return nil, fmt.Sprintf("the VM's address did not answer steadily within %s: %s", netSettle, r)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return nil, err.Error()
+		}
+	}
+	r := pg.Stop().Between(t0, time.Now())
+	return &NetSample{Sent: r.Sent, Lost: r.Lost, Silence: r.LongestSilence()}, ""
+}
+
+// answeredTail counts the answered probes at the end of r.
+func answeredTail(r pinger.Result) int {
+	n := 0
+	for i := len(r.Probes) - 1; i >= 0 && r.Probes[i].Answered; i-- {
+		n++
+	}
+	return n
 }

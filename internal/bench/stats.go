@@ -46,6 +46,17 @@ type Sample struct {
 	Outcome  Outcome
 	// Detail explains a failure.
 	Detail string
+	// Net is what a ping every 10 ms from the host to the VM's address saw from the
+	// operation's creation until the address answered again on the target (Ferry only,
+	// when the VM has a NIC and the benchmark runs as root).
+	Net *NetSample
+}
+
+// NetSample is the network's side of one migration.
+type NetSample struct {
+	Sent, Lost int
+	// Silence is the longest time without a reply from the VM: the network downtime.
+	Silence time.Duration
 }
 
 // Summary is the median and maximum of some durations.
@@ -184,7 +195,57 @@ func Table(w io.Writer, results []ScenarioResult) error {
 		rawPost += r.Raw.Count(PostFailure)
 		rawDone += len(r.Raw.Completed())
 	}
-	_, err := fmt.Fprintf(w, "\nPost-migration failures: Ferry %d/%d completed migrations, raw %d/%d. Failed Ferry migrations: %d/%d.\n",
-		ferryPost, ferryDone, rawPost, rawDone, ferryFailed, ferryTotal)
-	return err
+	if _, err := fmt.Fprintf(w, "\nPost-migration failures: Ferry %d/%d completed migrations, raw %d/%d. Failed Ferry migrations: %d/%d.\n",
+		ferryPost, ferryDone, rawPost, rawDone, ferryFailed, ferryTotal); err != nil {
+		return err
+	}
+	return netTable(w, results)
 }
+
+// netTable writes the network side of Ferry's migrations: probes lost, network downtime
+// (longest silence) against QEMU's downtime, and how many stayed within QEMU's downtime
+// plus NetTarget.
+func netTable(w io.Writer, results []ScenarioResult) error {
+	measured := false
+	for _, r := range results {
+		for _, x := range r.Ferry.Completed() {
+			measured = measured || x.Net != nil
+		}
+	}
+	if !measured {
+		_, err := fmt.Fprintln(w, "\nNetwork: not measured (needs root and a VM with a NIC: ferry up with node namespaces).")
+		return err
+	}
+	fmt.Fprintf(w, "\nNetwork during Ferry's migrations (ICMP echo every 10 ms from the host to the VM's address, from the operation's creation until it answered on the target):\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tN\tLOST MED\tLOST MAX\tNET DOWNTIME MED\tNET DOWNTIME MAX\tQEMU DOWNTIME MED\tNET - QEMU MED\tNET - QEMU MAX\tWITHIN QEMU + "+ms(NetTarget)+" ms")
+	for _, r := range results {
+		var lost, silence, over []time.Duration
+		var qemu []time.Duration
+		within, n := 0, 0
+		for _, x := range r.Ferry.Completed() {
+			if x.Net == nil {
+				continue
+			}
+			n++
+			lost = append(lost, time.Duration(x.Net.Lost))
+			silence = append(silence, x.Net.Silence)
+			qemu = append(qemu, x.Downtime)
+			over = append(over, x.Net.Silence-x.Downtime)
+			if x.Net.Silence <= x.Downtime+NetTarget {
+				within++
+			}
+		}
+		if n == 0 {
+			fmt.Fprintf(tw, "%s\t0\t-\t-\t-\t-\t-\t-\t-\t-\n", r.Name)
+			continue
+		}
+		l, sl, q, o := Summarize(lost), Summarize(silence), Summarize(qemu), Summarize(over)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d/%d\n", r.Name, n, int64(l.Median), int64(l.Max),
+			ms(sl.Median), ms(sl.Max), ms(q.Median), ms(o.Median), ms(o.Max), within, n)
+	}
+	return tw.Flush()
+}
+
+// NetTarget is how much longer than QEMU's downtime the network may be silent.
+const NetTarget = 100 * time.Millisecond

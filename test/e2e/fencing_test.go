@@ -256,8 +256,9 @@ func failover(t *testing.T, fault, restore, node string) {
 	if after.Status.IPAddress != before.Status.IPAddress {
 		t.Errorf("address changed: %s → %s", before.Status.IPAddress, after.Status.IPAddress)
 	}
-	// A new boot: the counter starts again.
+	// A new boot: the counter starts again, and the address answers from its new node.
 	waitHeartbeat(t, vm, 0, time.Minute)
+	waitAnswers(t, after.Status.IPAddress, 30*time.Second)
 	t.Logf("%s of %s: fenced after %s, %s counting on %s %s after the fault (last count before: %d)",
 		fault, node, fencedAfter.Round(100*time.Millisecond), vm, after.Status.NodeName, time.Since(t0).Round(100*time.Millisecond), last)
 	for _, want := range []string{"Fencing", "Fenced"} {
