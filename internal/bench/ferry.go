@@ -419,6 +419,19 @@ func (b *ferryBench) startPinger(ctx context.Context, src placement) *pinger.Pin
 		b.say("Not measuring the network: %v", err)
 		return nil
 	}
+	// A guest just booted may not have its address yet: measure from steady answers on.
+	since := time.Now()
+	for answeredTail(p.Snapshot()) < 20 {
+		if time.Since(since) > 30*time.Second {
+			b.say("Not measuring the network of this migration: %s does not answer steadily (%s)", addr, p.Snapshot())
+			p.Stop()
+			return nil
+		}
+		if sleep(ctx, 50*time.Millisecond) != nil {
+			p.Stop()
+			return nil
+		}
+	}
 	return p
 }
 
@@ -442,7 +455,7 @@ func measureNet(ctx context.Context, pg *pinger.Pinger, t0 time.Time) (*NetSampl
 		}
 	}
 	r := pg.Stop().Between(t0, time.Now())
-	return &NetSample{Sent: r.Sent, Lost: r.Lost, Silence: r.LongestSilence()}, ""
+	return &NetSample{Sent: r.Sent, Lost: r.Lost, Outage: r.Downtime(), Silence: r.LongestSilence()}, ""
 }
 
 // answeredTail counts the answered probes at the end of r.

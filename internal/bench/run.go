@@ -290,8 +290,8 @@ func report(say func(string, ...any), what string, i, n int, s Sample) {
 	msg := fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms: %s", what, i+1, n,
 		s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Outcome)
 	if s.Net != nil {
-		msg = fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms, network: %d of %d pings lost, silent %d ms: %s", what, i+1, n,
-			s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Net.Lost, s.Net.Sent, s.Net.Silence.Milliseconds(), s.Outcome)
+		msg = fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms, network: %d of %d pings lost, down %d ms, silent %d ms: %s", what, i+1, n,
+			s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Net.Lost, s.Net.Sent, s.Net.Outage.Milliseconds(), s.Net.Silence.Milliseconds(), s.Outcome)
 	}
 	if s.Outcome == MigrationFailed {
 		msg = fmt.Sprintf("[%s %d/%d] %s", what, i+1, n, s.Outcome)

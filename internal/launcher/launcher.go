@@ -98,7 +98,8 @@ func (l *logger) printf(format string, args ...any) {
 	msg := oneLine(fmt.Sprintf(format, args...))
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	fmt.Fprintf(l.w, "%s launcher: %s\n", time.Now().UTC().Format(time.RFC3339), msg)
+	// Milliseconds: a migration's switchover is read from these lines.
+	fmt.Fprintf(l.w, "%s launcher: %s\n", time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"), msg)
 }
 
 func oneLine(s string) string {

@@ -130,6 +130,10 @@ func (l *launcher) onEvent(ev hypervisor.Event) {
 		if l.incomingURI != "" {
 			l.net.attach("incoming migration completed")
 		}
+	case "STOP":
+		if l.migrating() {
+			l.log.printf("guest paused for the switchover")
+		}
 	case "MIGRATION":
 		var d struct {
 			Status string `json:"status"`
@@ -138,4 +142,11 @@ func (l *launcher) onEvent(ev hypervisor.Event) {
 			l.net.detach("the guest migrated away")
 		}
 	}
+}
+
+// migrating tells whether an outgoing migration is under way.
+func (l *launcher) migrating() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mig != nil && l.migStatus != nil && !l.migStatus.Finished()
 }

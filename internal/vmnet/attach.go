@@ -27,11 +27,13 @@ func (t *Tap) Attach(ctx context.Context) error {
 	if err := netlink.RouteReplace(route); err != nil {
 		return fmt.Errorf("attaching %s: route through %s: %w", addr, t.Name, err)
 	}
-	if err := netlink.NeighSet(proxyEntry(up, addr)); err != nil {
-		return fmt.Errorf("attaching %s: proxy ARP on %s: %w", addr, up.Attrs().Name, err)
-	}
+	// The announcement first: it moves the stations that talk to the VM now; the proxy
+	// entry serves those that ask later.
 	if err := Announce(up, addr); err != nil {
 		return fmt.Errorf("attaching %s: %w", addr, err)
+	}
+	if err := netlink.NeighSet(proxyEntry(up, addr)); err != nil {
+		return fmt.Errorf("attaching %s: proxy ARP on %s: %w", addr, up.Attrs().Name, err)
 	}
 	go func() {
 		start := time.Now()

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -185,4 +186,52 @@ func TestAddressRefused(t *testing.T) {
 		}
 	}
 	_, _ = ferry(t, "k", "delete", "vd", "bad-addr-root", "--ignore-not-found")
+}
+
+// TestAddressesSurviveControllerRestart: addresses live in leases, not in the controller:
+// after the controller is killed and restarted, VMs keep theirs and new VMs get others.
+func TestAddressesSurviveControllerRestart(t *testing.T) {
+	before := map[string]string{}
+	var vms v1alpha2.VirtualMachineList
+	if err := cl.c.List(t.Context(), &vms); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vms.Items {
+		if v.Status.IPAddress != "" {
+			before[v.Name] = v.Status.IPAddress
+		}
+	}
+	marker := "controller --kubeconfig " + filepath.Join(cl.stateDir, "control-plane")
+	out, err := exec.Command("pkill", "-KILL", "-f", marker).CombinedOutput()
+	if err != nil {
+		t.Fatalf("killing the controller: %v %s", err, out)
+	}
+	// The webhooks fail closed: a VM is accepted once the restarted controller serves them.
+	names := []string{"addr-1", "addr-2", "addr-3"}
+	for _, n := range names {
+		yaml := strings.Replace(fmt.Sprintf(pinnedVM, n, ""), "\n  cpu:", "\n  runPolicy: AlwaysOff\n  cpu:", 1)
+		eventually(t, time.Minute, "VM "+n+" accepted", func() (bool, string) {
+			out, err := applyErr(t, yaml)
+			return err == nil, out
+		})
+		t.Cleanup(func() { deleteVM(t, n) })
+	}
+	seen := map[string]string{}
+	for name, addr := range before {
+		seen[addr] = name
+		if got := getVM(t, name).Status.IPAddress; got != addr {
+			t.Errorf("VM %s had %s before the restart, %s after", name, addr, got)
+		}
+	}
+	for _, n := range names {
+		var addr string
+		eventually(t, time.Minute, n+" has an address", func() (bool, string) {
+			addr = getVM(t, n).Status.IPAddress
+			return addr != "", ""
+		})
+		if other, dup := seen[addr]; dup {
+			t.Errorf("%s got %s, which %s holds", n, addr, other)
+		}
+		seen[addr] = n
+	}
 }
