@@ -18,9 +18,9 @@ bad=$(gofmt -l api cmd internal test)
 [[ -z $bad ]] || { echo "gofmt would change: $bad" >&2; exit 1; }
 
 ldflags=$(make --no-print-directory -s print-ldflags)
-echo "== unit and controller tests (race detector on the controllers, the agent, the watchdog and the disk lease)"
-go test -ldflags "$ldflags" -race -count=1 ./internal/controller/... ./internal/agent/... ./internal/ipam/... ./internal/watchdog/... ./internal/disklease/...
-go test -ldflags "$ldflags" -count=1 $(go list ./... | grep -v -e /internal/controller -e /internal/agent -e /internal/ipam -e /internal/watchdog -e /internal/disklease -e /test/e2e)
+echo "== unit and controller tests (race detector on the controllers, the agent, the watchdog, the disk lease and the node network)"
+go test -ldflags "$ldflags" -race -count=1 ./internal/controller/... ./internal/agent/... ./internal/ipam/... ./internal/watchdog/... ./internal/disklease/... ./internal/vmnet/... ./internal/pinger/...
+go test -ldflags "$ldflags" -count=1 $(go list ./... | grep -v -e /internal/controller -e /internal/agent -e /internal/ipam -e /internal/watchdog -e /internal/disklease -e /internal/vmnet -e /internal/pinger -e /test/e2e)
 
 echo "== end-to-end tests on ferry up with real guests"
 go test -count=1 -timeout 40m -v ./test/e2e/...
