@@ -106,8 +106,21 @@ type queryMigrate struct {
 // destination only reports Status).
 func (inst *Instance) MigrationStatus(ctx context.Context) (MigrationInfo, error) {
 	var q queryMigrate
-	if err := inst.qmp.Execute(ctx, "query-migrate", nil, &q); err != nil {
-		return MigrationInfo{}, err
+	for tries := 0; ; tries++ {
+		if err := inst.qmp.Execute(ctx, "query-migrate", nil, &q); err != nil {
+			return MigrationInfo{}, err
+		}
+		// QEMU says "completed" a moment before it has summed up the total time and the
+		// downtime (both 0 until then): ask again shortly.
+		if q.Status != "completed" || q.TotalTime > 0 || tries == 25 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return MigrationInfo{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		q = queryMigrate{}
 	}
 	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
 	info := MigrationInfo{

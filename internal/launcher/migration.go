@@ -286,7 +286,6 @@ func (l *launcher) monitorMigration(m *migrationRun) {
 		lowest       int64  = -1
 		lastProgress        = m.started
 		prev         MigrationStatus
-		zeroTotals   int // completed-status reads without totals yet
 	)
 	for {
 		qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -304,13 +303,6 @@ func (l *launcher) monitorMigration(m *migrationRun) {
 			st := toMigrationStatus(info)
 			if failReason != "" && st.Finished() && st.Status != "completed" {
 				st.Status, st.Error = "failed", failReason
-			}
-			if st.Status == "completed" && st.TotalTimeMs == 0 && zeroTotals < 25 {
-				// QEMU says "completed" a moment before it has summed up the total time
-				// and the downtime: ask again shortly.
-				zeroTotals++
-				time.Sleep(20 * time.Millisecond)
-				continue
 			}
 			if st.Finished() {
 				l.finishMigration(m, st, prev)
