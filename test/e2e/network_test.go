@@ -81,19 +81,19 @@ func waitAnswers(t *testing.T, addr string, timeout time.Duration) {
 	})
 }
 
-// guestAddress waits for the guest's own view of its address ("IP a.b.c.d" on its console
-// once DHCP gave it one).
+// guestAddress asks the guest of vm which address eth0 has (the console command "net"
+// prints "NET <links> | <address/prefix> | <default route>"), waiting until DHCP gave it one.
 func guestAddress(t *testing.T, vm string) string {
 	t.Helper()
+	shown := regexp.MustCompile(`NET [^|]*\| (\S+)/\d+ \|`)
 	var addr string
 	eventually(t, time.Minute, vm+"'s guest configured by DHCP", func() (bool, string) {
-		out, _ := ferry(t, "v", "console", vm, "--log")
-		m := regexp.MustCompile(`(?m)^IP (\S+)\s*$`).FindAllStringSubmatch(out, -1)
-		if len(m) == 0 {
-			return false, lastLines(out, 2)
+		m := typeOnConsole(t, vm, "net", regexp.MustCompile(`NET [^\n]*`), 30*time.Second)
+		if a := shown.FindStringSubmatch(m[0]); a != nil {
+			addr = a[1]
+			return true, ""
 		}
-		addr = m[len(m)-1][1]
-		return true, ""
+		return false, m[0]
 	})
 	return addr
 }
