@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -133,7 +134,13 @@ func launcherCommand() *cobra.Command {
 			return nil
 		},
 	}
-	f := cmd.Flags()
+	launcherFlags(cmd.Flags(), &o)
+	return cmd
+}
+
+// launcherFlags are the launcher's flags; simulated nodes parse a launcher pod's arguments
+// with them too.
+func launcherFlags(f *pflag.FlagSet, o *launcher.Options) {
 	f.StringVar(&o.VMName, "vm", "", "VM name")
 	f.StringVar(&o.Namespace, "namespace", "", "VM namespace")
 	f.IntVar(&o.CPUs, "cpus", 1, "virtual CPUs")
@@ -147,5 +154,4 @@ func launcherCommand() *cobra.Command {
 	f.StringVar(&o.Gateway, "gateway", "", "the guest's default gateway (with --ip)")
 	f.StringVar(&o.MAC, "mac", "", "the guest NIC's MAC (default: derived from --ip)")
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", disklease.DefaultTTL, "how long a disk lease renewal vouches for this instance (renewed every third of it)")
-	return cmd
 }

@@ -47,7 +47,10 @@ type Options struct {
 	// the node's network for them (package vmnet) on VMUplink ("" the default route's link).
 	VMRange  string
 	VMUplink string
-	Log      logr.Logger
+	// Runtime, when set, runs the node's launcher pods instead of processes (simulated
+	// nodes: many agents in one process, VMs in memory).
+	Runtime kubelet.Runtime
+	Log     logr.Logger
 }
 
 // openWatchdog makes the watchdog an Options.Watchdog names; nil for "none".
@@ -60,8 +63,12 @@ func openWatchdog(spec string) (Watchdog, error) {
 		return watchdog.DialProcess(arg), nil
 	case kind == "device" && arg != "":
 		return watchdog.NewDevice(arg), nil
+	case spec == "fake":
+		// Simulated nodes: armed and fed like a real one, but nothing resets the node; the
+		// simulation stops a failed node's VMs itself.
+		return &watchdog.Fake{}, nil
 	}
-	return nil, fmt.Errorf("--watchdog %q: want none, process:SOCKET or device:PATH", spec)
+	return nil, fmt.Errorf("--watchdog %q: want none, process:SOCKET, device:PATH or fake", spec)
 }
 
 // fencingPoll is how often the agent rereads its Node and NodeGroup for fencing settings.
@@ -125,6 +132,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		Memory:         mem,
 		StateDir:       o.StateDir,
 		Executable:     exe,
+		Runtime:        o.Runtime,
 		Probe:          probeLauncher,
 		Migrate: func(ctx context.Context, runDir string, r v1alpha2.MigrationRequest) error {
 			return launcher.StartMigration(ctx, runDir, launcher.MigrationRequest{

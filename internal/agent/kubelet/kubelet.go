@@ -55,6 +55,8 @@ type Options struct {
 	StateDir string
 	// Executable runs containers whose command is "ferry".
 	Executable string
+	// Runtime starts containers; nil runs them as processes of Executable.
+	Runtime Runtime
 	// LeaseInterval is how often the node Lease is renewed; LeaseDuration is what it claims.
 	LeaseInterval  time.Duration
 	LeaseDuration  time.Duration

@@ -3,7 +3,6 @@ package kubelet
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,7 +67,7 @@ func (k *Kubelet) sync(ctx context.Context, uid types.UID) error {
 		if err := k.annotateRunDir(ctx, pod, p.runDir); err != nil {
 			return err
 		}
-		k.log.Info("Started launcher", "pod", pod.Namespace+"/"+pod.Name, "pid", p.cmd.Process.Pid)
+		k.log.Info("Started launcher", "pod", pod.Namespace+"/"+pod.Name, "container", p.cmd.ID())
 	}
 	if err := k.syncMigration(ctx, pod, proc); err != nil {
 		return err
@@ -154,7 +153,7 @@ func (k *Kubelet) report(ctx context.Context, pod *corev1.Pod, p *process) error
 	ready, everReady, code, finished := k.ready(p), p.everReady, p.exitCode, p.finishedAt
 	p.mu.Unlock()
 
-	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, ContainerID: fmt.Sprintf("ferry://%d", p.cmd.Process.Pid)}
+	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, ContainerID: "ferry://" + p.cmd.ID()}
 	if exited {
 		reason := "Completed"
 		st.Phase = corev1.PodSucceeded

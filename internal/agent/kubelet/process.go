@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,11 +19,27 @@ import (
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
+// Container is one running container of a pod as a Runtime started it.
+type Container interface {
+	// ID names it in the pod's status (a process id for processes).
+	ID() string
+	// Wait blocks until it has ended and returns its exit code (137 when killed).
+	Wait() int
+	// Terminate asks it to stop gracefully (SIGTERM to a launcher).
+	Terminate()
+	// Kill ends it and everything below it at once.
+	Kill()
+}
+
+// Runtime starts a pod's container: cmd is its command and arguments (the first being
+// "ferry"), env its environment, dir its run directory, log where its output goes.
+type Runtime func(cmd []string, env []string, dir string, log *os.File) (Container, error)
+
 // process is one running container of a pod: a launcher and, below it, QEMU.
 type process struct {
 	uid     types.UID
 	runDir  string
-	cmd     *exec.Cmd
+	cmd     Container
 	started time.Time
 	done    chan struct{}
 
@@ -81,24 +98,23 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) 
 		return nil, err
 	}
 	defer logf.Close()
-	args := append(append([]string{}, c.Command[1:]...), c.Args...)
-	cmd := exec.Command(k.o.Executable, args...)
-	cmd.Dir = runDir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(),
-		"FERRY_RUN_DIR="+runDir,
-		"FERRY_POD_NAME="+pod.Name,
-		"FERRY_POD_NAMESPACE="+pod.Namespace,
-		"FERRY_NODE_NAME="+k.o.NodeName,
-		"FERRY_NODE_IP="+k.o.NodeIP,
-	)
-	for _, e := range c.Env {
-		cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
+	argv := append(append([]string{}, c.Command...), c.Args...)
+	env := []string{
+		"FERRY_RUN_DIR=" + runDir,
+		"FERRY_POD_NAME=" + pod.Name,
+		"FERRY_POD_NAMESPACE=" + pod.Namespace,
+		"FERRY_NODE_NAME=" + k.o.NodeName,
+		"FERRY_NODE_IP=" + k.o.NodeIP,
 	}
-	// The launcher dies with the agent (a node's processes go down together) and QEMU with
-	// the launcher; a new agent finds their pods and reports them lost.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	for _, e := range c.Env {
+		env = append(env, e.Name+"="+e.Value)
+	}
+	run := k.o.Runtime
+	if run == nil {
+		run = k.execRuntime
+	}
+	cmd, err := run(argv, env, runDir, logf)
+	if err != nil {
 		return nil, fmt.Errorf("starting the launcher: %w", err)
 	}
 	p := &process{uid: pod.UID, runDir: runDir, cmd: cmd, started: time.Now(), done: make(chan struct{})}
@@ -110,15 +126,7 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) 
 // sync whenever something a status shows has changed.
 func (k *Kubelet) watch(ctx context.Context, p *process) {
 	go func() {
-		err := p.cmd.Wait()
-		code := 0
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-			if code < 0 {
-				code = 137 // killed by a signal
-			}
-		}
+		code := p.cmd.Wait()
 		p.mu.Lock()
 		p.exitCode, p.finishedAt = code, time.Now()
 		p.mu.Unlock()
@@ -181,16 +189,52 @@ func (p *process) stop(grace time.Duration) {
 	if p.exited() {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Terminate()
 	select {
 	case <-p.done:
 	case <-time.After(grace):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		p.cmd.Kill()
 		<-p.done
 	}
 	// QEMU may linger a moment after its launcher: make sure the group is gone.
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	p.cmd.Kill()
 }
+
+// execRuntime runs the container as a process of k.o.Executable in its own process group,
+// so that stopping it reaches QEMU too.
+func (k *Kubelet) execRuntime(argv, env []string, dir string, log *os.File) (Container, error) {
+	cmd := exec.Command(k.o.Executable, argv[1:]...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), env...)
+	// The launcher dies with the agent (a node's processes go down together) and QEMU with
+	// the launcher; a new agent finds their pods and reports them lost.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return execContainer{cmd}, nil
+}
+
+type execContainer struct{ cmd *exec.Cmd }
+
+func (c execContainer) ID() string { return strconv.Itoa(c.cmd.Process.Pid) }
+
+func (c execContainer) Wait() int {
+	err := c.cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if code := ee.ExitCode(); code >= 0 {
+			return code
+		}
+		return 137 // killed by a signal
+	}
+	return 0
+}
+
+func (c execContainer) Terminate() { _ = c.cmd.Process.Signal(syscall.SIGTERM) }
+
+func (c execContainer) Kill() { _ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL) }
 
 // terminationMessage is what the launcher left to explain its exit.
 func (p *process) terminationMessage() string {
