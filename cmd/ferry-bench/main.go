@@ -31,7 +31,7 @@ func main() {
 		Short:        "Benchmarks of Ferry",
 		SilenceUsage: true,
 	}
-	root.AddCommand(migrationCommand(), drainCommand(), failoverCommand(), falseFencingCommand())
+	root.AddCommand(migrationCommand(), drainCommand(), failoverCommand(), falseFencingCommand(), scaleCommand())
 	if err := root.ExecuteContext(ctx); err != nil {
 		os.Exit(1)
 	}
@@ -307,5 +307,46 @@ when a node was fenced or reset, or something failed, or with --keep).`,
 	f.IntVar(&o.Port, "port", o.Port, "apiserver port of the clusters")
 	f.DurationVar(&o.WaitOther, "wait-other", 0, "wait this long for another ferry up on this machine to end")
 	f.BoolVar(&o.Keep, "keep", false, "keep each cluster's state directory")
+	return cmd
+}
+
+func scaleCommand() *cobra.Command {
+	o := bench.DefaultScaleOptions()
+	cmd := &cobra.Command{
+		Use:   "scale",
+		Short: "Measure the control plane with simulated nodes: start, drain, evacuate, fail",
+		Long: `Measures Ferry's control plane at a size no machine runs real guests at.
+
+Starts ` + "`ferry up --nodes 0 --netns=false --sample-vm=false --fencing-profile Fast`" + ` (port
+--port, in --state-dir or a temporary directory) and ` + "`ferry sim-nodes --count N`" + `: N real
+node agents in one process (Node, Lease renewals, pod handling, a fencing watchdog that is
+armed and fed but never resets) whose launcher pods run in memory (launcher.RunSimulated:
+no QEMU; a migration takes 200 ms). Then, against the real controllers:
+  start     creates N × --vms-per-node AlwaysOn VMs (1 core at 10%, 128Mi, booting the shared
+            image read-only) and times until all are Running;
+  drain     ` + "`ferry k drain`" + ` of one node; time, and per evacuation operation the time
+            from its creation to Completed (to the second, from its conditions);
+  evacuate  drains --evacuate of the nodes at once (one kubectl drain each);
+  fail      --fail nodes fail at once (their agents stop, their VMs die): per VM, the time
+            until it runs on another node (fencing waits the Fast profile's 7 s first).
+For each phase it prints the controller's CPU (share of a core) and RSS, the apiserver's
+request rate (apiserver_request_total), and the VM controller's reconcile time p50/p99
+(upper bounds of controller_runtime_reconcile_time_seconds buckets).`,
+		Example: `  ferry-bench scale --nodes 10 --vms-per-node 10
+  ferry-bench scale --nodes 100 --vms-per-node 30 --fail 5`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.RunScale(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Ferry, "ferry", o.Ferry, "ferry binary that runs the cluster")
+	f.StringVar(&o.StateDir, "state-dir", "", "state directory of the cluster (default: a temporary one)")
+	f.IntVar(&o.Port, "port", o.Port, "apiserver port of the cluster")
+	f.IntVar(&o.Nodes, "nodes", o.Nodes, "simulated nodes")
+	f.IntVar(&o.VMsPerNode, "vms-per-node", o.VMsPerNode, "VMs per node")
+	f.Float64Var(&o.Evacuate, "evacuate", o.Evacuate, "share of the nodes drained at once")
+	f.IntVar(&o.Fail, "fail", o.Fail, "nodes that fail at once")
+	f.DurationVar(&o.WaitOther, "wait-other", o.WaitOther, "how long to wait for another ferry up on this machine to end")
 	return cmd
 }

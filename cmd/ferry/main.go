@@ -61,6 +61,7 @@ func newRoot() *cobra.Command {
 		agentCommand(),
 		launcherCommand(),
 		watchdogCommand(),
+		simNodesCommand(),
 		nodeCommand(&stateDir),
 		&cobra.Command{
 			Use:   "version",

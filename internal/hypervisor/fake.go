@@ -141,6 +141,14 @@ func (f *Fake) Tick() {
 	f.hbAt = time.Now()
 }
 
+// SetHeartbeat sets the heartbeat counter and its time, as a guest that
+// migrated here brings its counter along: the next Tick continues from n.
+func (f *Fake) SetHeartbeat(n int64, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hbN, f.hbAt = n, at
+}
+
 // Heartbeat mirrors SerialFollower.Heartbeat.
 func (f *Fake) Heartbeat() (n int64, at time.Time, ok bool) {
 	f.mu.Lock()

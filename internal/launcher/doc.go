@@ -40,6 +40,11 @@
 // broke off (source cancelled or died) exits 2, "incoming migration
 // failed".
 //
+// RunSimulated is Run around an in-memory hypervisor.Fake instead of QEMU
+// (no process, disk, NIC or disk lease), for scale tests with thousands of
+// VMs in one process; simulated launchers migrate to each other through a
+// SimNet.
+//
 // Memory is given as a Kubernetes quantity and handed to QEMU in KiB,
 // lowered by 8 KiB when a multiple of 256 KiB (hypervisor.SafeMemoryKiB
 // explains the QEMU 7.2 TCG migration bug this avoids).

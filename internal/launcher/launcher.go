@@ -127,6 +127,51 @@ func oneLine(s string) string {
 // a migration target takes it over once the guest runs on it; the lease is
 // renewed until QEMU is gone and then released.
 func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
+	return run(ctx, o, log, qemuBackend)
+}
+
+// backend is what run starts the VM with: QEMU (Run) or an in-memory fake
+// (RunSimulated).
+type backend struct {
+	// node says the VM uses the node's resources: the disk lease
+	// (Options.FencingToken) and a NIC (Options.IP). Without, both are ignored.
+	node bool
+	// start starts the VM for cfg. ctx bounds the start; runCtx ends when
+	// run returns, for helpers such as the serial follower.
+	start func(ctx, runCtx context.Context, cfg hypervisor.Config) (*startedVM, error)
+	// incoming makes v (started Incoming) wait for the migration stream on
+	// addr and returns the URI.
+	incoming func(ctx context.Context, v vm, addr string) (string, error)
+}
+
+// startedVM is a VM as its backend started it.
+type startedVM struct {
+	vm    vm
+	hb    heartbeats
+	accel string
+	// events subscribes to QMP events (nil: the VM has none).
+	events func(func(hypervisor.Event)) (remove func())
+	// cleanup, if set, runs once run is done with the VM (it has exited).
+	cleanup func()
+}
+
+var qemuBackend = backend{node: true, start: startQEMU, incoming: prepareIncoming}
+
+func startQEMU(ctx, runCtx context.Context, cfg hypervisor.Config) (*startedVM, error) {
+	inst, err := hypervisor.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &startedVM{
+		vm:     inst,
+		hb:     hypervisor.FollowSerial(runCtx, filepath.Join(cfg.RunDir, hypervisor.SerialLogName), 250*time.Millisecond),
+		accel:  inst.Accel(),
+		events: inst.QMP().AddEventHandler,
+	}, nil
+}
+
+// run is Run's body with the VM started by b.
+func run(ctx context.Context, o Options, log io.Writer, b backend) (exitCode int) {
 	lg := &logger{w: log}
 	if o.RunDir == "" {
 		lg.printf("cannot start VM: no run directory")
@@ -170,7 +215,10 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 		cancelRun()
 		fence.release() // QEMU is gone: the next start need not wait
 	}()
-	leasePath := leaseFile(o, cfg.Disks)
+	leasePath := ""
+	if b.node {
+		leasePath = leaseFile(o, cfg.Disks)
+	}
 	if leasePath != "" && !o.Incoming {
 		lease, err := disklease.Acquire(ctx, leasePath, o.FencingToken, leaseHolder(o), leaseNode(), o.LeaseTTL, lg.printf)
 		var newer *disklease.SupersededError
@@ -186,9 +234,11 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 		fence.start(runCtx, lease)
 	}
 
-	nw, err := openNetwork(o, lg)
-	if err != nil {
-		return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
+	var nw *network
+	if b.node {
+		if nw, err = openNetwork(o, lg); err != nil {
+			return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
+		}
 	}
 	defer nw.detach("the VM stopped")
 	cfg.NICs = nw.qemuNIC()
@@ -199,7 +249,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 	}
 
 	startCtx, cancelStart := context.WithTimeout(ctx, 2*time.Minute)
-	inst, err := hypervisor.Start(startCtx, cfg)
+	st, err := b.start(startCtx, runCtx, cfg)
 	cancelStart()
 	if nw != nil {
 		// QEMU holds the tap now; it goes when QEMU does.
@@ -212,19 +262,22 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 		}
 		return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
 	}
+	if st.cleanup != nil {
+		defer st.cleanup()
+	}
+	inst := st.vm
 	if !fence.attach(inst) {
 		inst.Wait()
 		return fail(ExitSuperseded, "VM %s: %s", name, fence.fencedBy())
 	}
-	lg.printf("VM %s: qemu pid %d (%s, %d KiB, %d vCPU)", name, inst.PID(), inst.Accel(), kib, max(o.CPUs, 1))
+	lg.printf("VM %s: qemu pid %d (%s, %d KiB, %d vCPU)", name, inst.PID(), st.accel, kib, max(o.CPUs, 1))
 
-	follower := hypervisor.FollowSerial(runCtx, filepath.Join(o.RunDir, hypervisor.SerialLogName), 250*time.Millisecond)
-	l := newLauncher(o, inst, follower, lg)
-	l.accel, l.memoryKiB = inst.Accel(), kib
+	l := newLauncher(o, inst, st.hb, lg)
+	l.accel, l.memoryKiB = st.accel, kib
 	l.leasePath, l.fence, l.net = leasePath, fence, nw
 	go nw.serveDHCP(runCtx)
 	if o.Incoming {
-		uri, err := prepareIncoming(ctx, inst, migrationAddress(o))
+		uri, err := b.incoming(ctx, inst, migrationAddress(o))
 		if err != nil {
 			inst.Kill()
 			inst.Wait()
@@ -238,8 +291,8 @@ func Run(ctx context.Context, o Options, log io.Writer) (exitCode int) {
 		lg.printf("VM %s: waiting for the incoming migration on %s", name, uri)
 		go l.watchIncoming(runCtx)
 	}
-	if nw != nil {
-		remove := inst.QMP().AddEventHandler(l.onEvent)
+	if nw != nil && st.events != nil {
+		remove := st.events(l.onEvent)
 		defer remove()
 	}
 

@@ -1,0 +1,559 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// ScaleOptions configure RunScale.
+type ScaleOptions struct {
+	Ferry      string // the ferry binary
+	StateDir   string // "" a temporary directory
+	Port       int
+	Nodes      int // simulated nodes
+	VMsPerNode int
+	// Evacuate is the share of nodes drained at once after the single drain.
+	Evacuate float64
+	// Fail is how many nodes fail at once (ColdStandby).
+	Fail      int
+	WaitOther time.Duration
+	Out       io.Writer
+}
+
+// DefaultScaleOptions is a small run.
+func DefaultScaleOptions() ScaleOptions {
+	return ScaleOptions{Ferry: "bin/ferry", Port: 17443, Nodes: 10, VMsPerNode: 10, Evacuate: 0.25, Fail: 2, WaitOther: 10 * time.Minute}
+}
+
+// RunScale measures the control plane with simulated nodes (`ferry sim-nodes`: real agents,
+// VMs in memory) against `ferry up`'s control plane and the real controllers.
+func RunScale(ctx context.Context, o ScaleOptions) (retErr error) {
+	w, say := reporter(o.Out)
+	bin, err := filepath.Abs(o.Ferry)
+	if err != nil {
+		return err
+	}
+	cl, err := openCluster(ctx, bin, "", o.StateDir, "fs-", o.Port, 0, o.WaitOther, say, "--netns=false", "--fencing-profile", "Fast")
+	if err != nil {
+		return err
+	}
+	defer func() { cl.close(retErr != nil, say) }()
+	sim, err := startSimNodes(ctx, bin, cl, o.Nodes, say)
+	if err != nil {
+		return err
+	}
+	defer sim.stop()
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", cl.kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	c, err := newClient(cl.kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	m := &scaleMeter{c: c, cs: cs, metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", o.Port+2000), say: say}
+	if err := m.waitNodes(ctx, o.Nodes, 5*time.Minute); err != nil {
+		return err
+	}
+	image, _, err := guestAndClient(ctx, cl.kubeconfig)
+	if err != nil {
+		return err
+	}
+	fb := &ferryBench{c: c, ns: "default", say: say, imageURL: "file://" + image}
+	if err := fb.ensureImage(ctx); err != nil {
+		return err
+	}
+	var rows [][2]string
+	add := func(k, v string) { rows = append(rows, [2]string{k, v}); say("%s: %s", k, v) }
+
+	// Start every VM.
+	total := o.Nodes * o.VMsPerNode
+	m.mark()
+	t0 := time.Now()
+	if err := createScaleVMs(ctx, c, total); err != nil {
+		return err
+	}
+	if err := m.waitVMsRunning(ctx, total, 15*time.Minute); err != nil {
+		return err
+	}
+	d := time.Since(t0)
+	add("start", fmt.Sprintf("%d VMs on %d nodes Running in %s (%.0f VMs/min)", total, o.Nodes, d.Round(100*time.Millisecond), float64(total)/d.Minutes()))
+	add("start: control plane", m.report(d))
+
+	// Drain one node, then a quarter of them at once.
+	byNode, err := m.vmsByNode(ctx)
+	if err != nil {
+		return err
+	}
+	nodes := sortedKeys(byNode)
+	drain := func(names []string) (time.Duration, []time.Duration, error) {
+		m.mark()
+		opsBefore := time.Now()
+		t := time.Now()
+		var wg sync.WaitGroup
+		errs := make([]error, len(names))
+		for i, n := range names {
+			wg.Go(func() {
+				out, err := exec.CommandContext(ctx, bin, "k", "--kubeconfig", cl.kubeconfig, "drain", n, "--ignore-daemonsets",
+					"--delete-emptydir-data", "--pod-selector", v1alpha2.LabelVMName, "--timeout", "20m").CombinedOutput()
+				if err != nil {
+					errs[i] = fmt.Errorf("drain %s: %v: %s", n, err, lastLine(string(out)))
+				}
+			})
+		}
+		wg.Wait()
+		took := time.Since(t)
+		per, err := m.migrationTimes(ctx, opsBefore)
+		if err == nil {
+			for _, e := range errs {
+				if e != nil {
+					err = e
+				}
+			}
+		}
+		return took, per, err
+	}
+	one := nodes[:1]
+	took, per, err := drain(one)
+	if err != nil {
+		return err
+	}
+	add("drain 1 node", fmt.Sprintf("%d VMs moved in %s; per migration (vmop created → Completed) %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), pct(per), float64(len(per))/took.Minutes()))
+	add("drain 1 node: control plane", m.report(took))
+	quarter := max(1, int(math.Round(o.Evacuate*float64(o.Nodes))))
+	many := nodes[1:min(len(nodes), 1+quarter)]
+	took, per, err = drain(many)
+	if err != nil {
+		return err
+	}
+	add(fmt.Sprintf("evacuate %d nodes at once", len(many)), fmt.Sprintf("%d VMs moved in %s; per migration %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), pct(per), float64(len(per))/took.Minutes()))
+	add("evacuate: control plane", m.report(took))
+
+	// Fail nodes at once (among those still up).
+	byNode, err = m.vmsByNode(ctx)
+	if err != nil {
+		return err
+	}
+	var victims []string
+	for _, n := range sortedKeys(byNode) {
+		if !slices.Contains(nodes[:1+len(many)], n) && len(victims) < o.Fail {
+			victims = append(victims, n)
+		}
+	}
+	var lost []string
+	for _, n := range victims {
+		lost = append(lost, byNode[n]...)
+	}
+	m.mark()
+	t := time.Now()
+	for _, n := range victims {
+		if err := os.WriteFile(filepath.Join(sim.dir, "failed", n), nil, 0o644); err != nil {
+			return err
+		}
+	}
+	back, err := m.waitRestarted(ctx, lost, victims, t, 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	took = time.Since(t)
+	add(fmt.Sprintf("fail %d nodes", len(victims)), fmt.Sprintf("%d VMs Running elsewhere; per VM (fault → Running on another node) %s", len(back), pct(back)))
+	add("fail: control plane", m.report(took))
+
+	fmt.Fprintf(w, "\nScale with simulated nodes: %d nodes × %d VMs (VMs in memory: launcher.RunSimulated; real agents, controllers and control plane)\n", o.Nodes, o.VMsPerNode)
+	for _, r := range rows {
+		fmt.Fprintf(w, "  %-32s %s\n", r[0], r[1])
+	}
+	return nil
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}
+
+func sortedKeys(m map[string][]string) []string {
+	var k []string
+	for n := range m {
+		k = append(k, n)
+	}
+	sort.Strings(k)
+	return k
+}
+
+// pct is "p50 X, p99 Y, max Z" of ds.
+func pct(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	q := func(f float64) time.Duration { return s[min(len(s)-1, int(math.Ceil(f*float64(len(s))))-1)] }
+	return fmt.Sprintf("p50 %s, p99 %s, max %s", q(0.5).Round(10*time.Millisecond), q(0.99).Round(10*time.Millisecond), s[len(s)-1].Round(10*time.Millisecond))
+}
+
+// simNodes is a running `ferry sim-nodes`.
+type simNodes struct {
+	cmd  *exec.Cmd
+	dir  string
+	done chan struct{}
+}
+
+func startSimNodes(ctx context.Context, bin string, cl *benchCluster, n int, say func(string, ...any)) (*simNodes, error) {
+	dir := filepath.Join(cl.stateDir, "sim")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(cl.stateDir, "sim-nodes.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "sim-nodes", "--kubeconfig", cl.kubeconfig, "--count", strconv.Itoa(n), "--state-dir", dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	s := &simNodes{cmd: cmd, dir: dir, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
+	say("Started %d simulated nodes (pid %d, log %s)", n, cmd.Process.Pid, logf.Name())
+	return s, nil
+}
+
+func (s *simNodes) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// createScaleVMs creates n AlwaysOn VMs booting the shared image read-only, 8 at a time.
+func createScaleVMs(ctx context.Context, c client.Client, n int) error {
+	work := make(chan int)
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := range work {
+				vm := &v1alpha2.VirtualMachine{
+					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%05d", i), Namespace: "default", Labels: map[string]string{labelBench: benchMarker}},
+					Spec: v1alpha2.VirtualMachineSpec{
+						RunPolicy:       v1alpha2.AlwaysOn,
+						CPU:             v1alpha2.CPUSpec{Cores: 1, CoreFraction: "10%"},
+						Memory:          v1alpha2.MemorySpec{Size: resource.MustParse("128Mi")},
+						BlockDeviceRefs: []v1alpha2.BlockDeviceRef{{Kind: v1alpha2.ClusterImageDevice, Name: imageName}},
+					},
+				}
+				if err := c.Create(ctx, vm); err != nil && !strings.Contains(err.Error(), "already exists") {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return fmt.Errorf("creating VMs: %w", err)
+	default:
+		return nil
+	}
+}
+
+// scaleMeter reads the cluster and the control plane's own figures.
+type scaleMeter struct {
+	c          client.Client
+	cs         *kubernetes.Clientset
+	metricsURL string
+	say        func(string, ...any)
+
+	at       time.Time
+	ctlCPU   float64 // seconds
+	requests float64
+	recon    map[string]float64 // bucket upper bound → cumulative count
+}
+
+func (m *scaleMeter) waitNodes(ctx context.Context, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var nodes corev1.NodeList
+		ready := 0
+		if err := m.c.List(ctx, &nodes); err == nil {
+			for _, nd := range nodes.Items {
+				for _, c := range nd.Status.Conditions {
+					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+						ready++
+					}
+				}
+			}
+		}
+		if ready >= n {
+			m.say("%d nodes Ready", ready)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d nodes Ready after %s", ready, n, timeout)
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+func (m *scaleMeter) vms(ctx context.Context) ([]v1alpha2.VirtualMachine, error) {
+	var l v1alpha2.VirtualMachineList
+	err := m.c.List(ctx, &l, client.MatchingLabels{labelBench: benchMarker})
+	return l.Items, err
+}
+
+func (m *scaleMeter) waitVMsRunning(ctx context.Context, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last := time.Now()
+	for {
+		vms, err := m.vms(ctx)
+		running := 0
+		if err == nil {
+			for _, v := range vms {
+				if v.Status.Phase == v1alpha2.MachineRunning {
+					running++
+				}
+			}
+		}
+		if running >= n {
+			return nil
+		}
+		if time.Since(last) > 30*time.Second {
+			m.say("%d of %d VMs Running", running, n)
+			last = time.Now()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d VMs Running after %s", running, n, timeout)
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+func (m *scaleMeter) vmsByNode(ctx context.Context) (map[string][]string, error) {
+	vms, err := m.vms(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, v := range vms {
+		out[v.Status.NodeName] = append(out[v.Status.NodeName], v.Name)
+	}
+	return out, nil
+}
+
+// migrationTimes are the creation → Completed times of the evacuation operations created
+// since t (Completed as the operation's condition records it, to the second).
+func (m *scaleMeter) migrationTimes(ctx context.Context, since time.Time) ([]time.Duration, error) {
+	var ops v1alpha2.VirtualMachineOperationList
+	if err := m.c.List(ctx, &ops); err != nil {
+		return nil, err
+	}
+	var out []time.Duration
+	for _, op := range ops.Items {
+		if op.CreationTimestamp.Time.Before(since.Truncate(time.Second)) || op.Status.Phase != v1alpha2.OpCompleted {
+			continue
+		}
+		end := op.CreationTimestamp.Time
+		for _, c := range op.Status.Conditions {
+			if c.LastTransitionTime.After(end) {
+				end = c.LastTransitionTime.Time
+			}
+		}
+		out = append(out, end.Sub(op.CreationTimestamp.Time))
+	}
+	return out, nil
+}
+
+// waitRestarted waits until every VM in names runs on a node not in failed, and returns
+// for each how long after t it was first seen so (polled every 500 ms).
+func (m *scaleMeter) waitRestarted(ctx context.Context, names, failed []string, t time.Time, timeout time.Duration) ([]time.Duration, error) {
+	seen := map[string]time.Duration{}
+	for {
+		vms, err := m.vms(ctx)
+		if err == nil {
+			for _, v := range vms {
+				if _, ok := seen[v.Name]; !ok && slices.Contains(names, v.Name) && v.Status.Phase == v1alpha2.MachineRunning && !slices.Contains(failed, v.Status.NodeName) {
+					seen[v.Name] = time.Since(t)
+				}
+			}
+		}
+		if len(seen) == len(names) {
+			var out []time.Duration
+			for _, d := range seen {
+				out = append(out, d)
+			}
+			return out, nil
+		}
+		if time.Since(t) > timeout {
+			return nil, fmt.Errorf("%d of %d VMs of the failed nodes Running elsewhere after %s", len(seen), len(names), timeout)
+		}
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// mark records the counters a later report measures from.
+func (m *scaleMeter) mark() {
+	m.at = time.Now()
+	m.ctlCPU, _ = controllerCPU()
+	m.requests = m.apiRequests()
+	m.recon = m.reconcileBuckets()
+}
+
+// report says what the control plane did since mark over the phase d.
+func (m *scaleMeter) report(d time.Duration) string {
+	el := time.Since(m.at).Seconds()
+	cpu, rss := controllerCPU()
+	reqs := m.apiRequests() - m.requests
+	now := m.reconcileBuckets()
+	diff := map[string]float64{}
+	for le, v := range now {
+		diff[le] = v - m.recon[le]
+	}
+	return fmt.Sprintf("controller CPU %.0f%% of a core, RSS %d MiB; apiserver %.0f requests/s; VM reconcile %s",
+		100*(cpu-m.ctlCPU)/el, rss>>20, reqs/el, quantiles(diff))
+}
+
+// controllerCPU is the ferry controller process's CPU seconds so far (and, second, its RSS
+// in bytes): the process whose command line is "ferry controller".
+func controllerCPU() (float64, int64) {
+	out, err := exec.Command("pgrep", "-f", "ferry controller --kubeconfig").Output()
+	if err != nil {
+		return 0, 0
+	}
+	pid := strings.Fields(string(out))[0]
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	rss, _ := strconv.ParseInt(f[21], 10, 64)
+	return (ut + st) / 100, rss * int64(os.Getpagesize())
+}
+
+var requestLine = regexp.MustCompile(`^apiserver_request_total\{[^}]*\} ([0-9.e+]+)$`)
+
+// apiRequests is the apiserver's request count so far.
+func (m *scaleMeter) apiRequests() float64 {
+	b, err := m.cs.RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	s := bufio.NewScanner(strings.NewReader(string(b)))
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		if mm := requestLine.FindStringSubmatch(s.Text()); mm != nil {
+			v, _ := strconv.ParseFloat(mm[1], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+var reconcileLine = regexp.MustCompile(`^controller_runtime_reconcile_time_seconds_bucket\{controller="virtualmachine",le="([^"]+)"\} ([0-9.e+]+)$`)
+
+// reconcileBuckets reads the VM controller's reconcile time histogram (cumulative).
+func (m *scaleMeter) reconcileBuckets() map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get(m.metricsURL)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		if mm := reconcileLine.FindStringSubmatch(s.Text()); mm != nil {
+			v, _ := strconv.ParseFloat(mm[2], 64)
+			out[mm[1]] = v
+		}
+	}
+	return out
+}
+
+// quantiles reads p50 and p99 (bucket upper bounds) from a cumulative histogram.
+func quantiles(b map[string]float64) string {
+	type bk struct {
+		le float64
+		n  float64
+	}
+	var bs []bk
+	total := 0.0
+	for le, n := range b {
+		v, err := strconv.ParseFloat(le, 64)
+		if le == "+Inf" {
+			v, err = math.Inf(1), nil
+		}
+		if err != nil {
+			continue
+		}
+		bs = append(bs, bk{v, n})
+		if math.IsInf(v, 1) {
+			total = n
+		}
+	}
+	if total == 0 {
+		return "-"
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+	q := func(f float64) string {
+		for _, x := range bs {
+			if x.n >= f*total {
+				if math.IsInf(x.le, 1) {
+					return "> largest bucket"
+				}
+				return "≤ " + (time.Duration(x.le * float64(time.Second))).String()
+			}
+		}
+		return "-"
+	}
+	return fmt.Sprintf("p50 %s, p99 %s (%d reconciles)", q(0.5), q(0.99), int64(total))
+}
