@@ -28,6 +28,7 @@ import (
 	"github.com/ferryvm/ferry/internal/controller/storage"
 	"github.com/ferryvm/ferry/internal/controller/vm"
 	"github.com/ferryvm/ferry/internal/ipam"
+	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
 // Options configure the controller process.
@@ -121,6 +122,12 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return fmt.Errorf("creating the controller manager: %w", err)
 	}
 	if err := power.IndexOperations(ctx, mgr); err != nil {
+		return err
+	}
+	if err := launcherpod.Index(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	if err := vm.IndexLeases(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	setups := []interface{ SetupWithManager(ctrl.Manager) error }{

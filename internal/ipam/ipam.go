@@ -66,14 +66,20 @@ func (r Range) Check(addr string) error {
 	return nil
 }
 
-// FirstFree returns the lowest address of the range that is not in used.
-func (r Range) FirstFree(used map[string]bool) (netip.Addr, bool) {
-	for a := r.Gateway().Next(); r.prefix.Contains(a) && a != r.broadcast(); a = a.Next() {
-		if !used[a.String()] {
-			return a, true
-		}
+// Size is how many addresses of the range may be given to VMs.
+func (r Range) Size() int { return 1<<(32-r.prefix.Bits()) - 3 }
+
+// After returns the address of the range that follows a (the first one when a is not in
+// the range or is the last); wrapped says it went round to the first.
+func (r Range) After(a netip.Addr) (next netip.Addr, wrapped bool) {
+	first := r.Gateway().Next()
+	if !a.IsValid() || !r.Contains(a) {
+		return first, true
 	}
-	return netip.Addr{}, false
+	if n := a.Next(); r.Contains(n) {
+		return n, false
+	}
+	return first, true
 }
 
 // LeaseName is the name of the lease object for an address: ip-10-66-10-14.

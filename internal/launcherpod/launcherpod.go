@@ -3,10 +3,12 @@
 package launcherpod
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
@@ -84,4 +86,18 @@ func terminated(p *corev1.Pod) *corev1.ContainerStateTerminated {
 		}
 	}
 	return nil
+}
+
+// IndexVM is the cache index of launcher pods by the VM they run (their label
+// v1alpha2.LabelVMName): a lookup instead of a scan of every pod per reconcile.
+const IndexVM = "ferry.vmName"
+
+// Index registers IndexVM with a manager's field indexer.
+func Index(ctx context.Context, fi client.FieldIndexer) error {
+	return fi.IndexField(ctx, &corev1.Pod{}, IndexVM, func(o client.Object) []string {
+		if vm := o.GetLabels()[v1alpha2.LabelVMName]; vm != "" {
+			return []string{vm}
+		}
+		return nil
+	})
 }

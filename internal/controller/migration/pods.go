@@ -20,7 +20,7 @@ import (
 // sourcePod is the VM's live launcher pod that is not a migration target.
 func (r *Reconciler) sourcePod(ctx context.Context, vm *v1alpha2.VirtualMachine) (*corev1.Pod, error) {
 	var list corev1.PodList
-	if err := r.Client.List(ctx, &list, client.InNamespace(vm.Namespace), client.MatchingLabels{v1alpha2.LabelVMName: vm.Name}); err != nil {
+	if err := r.Client.List(ctx, &list, client.InNamespace(vm.Namespace), client.MatchingFields{launcherpod.IndexVM: vm.Name}); err != nil {
 		return nil, err
 	}
 	var live []*corev1.Pod

@@ -19,6 +19,7 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	vmctl "github.com/ferryvm/ferry/internal/controller/vm"
+	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
 // IndexVMName indexes operations by spec.virtualMachineName.
@@ -239,7 +240,7 @@ func (r *Reconciler) restart(ctx context.Context, op *v1alpha2.VirtualMachineOpe
 // deletePods ends the VM's live launcher pods; grace < 0 keeps the pod's own grace period.
 func (r *Reconciler) deletePods(ctx context.Context, vm *v1alpha2.VirtualMachine, grace int64) error {
 	var pods corev1.PodList
-	if err := r.Client.List(ctx, &pods, client.InNamespace(vm.Namespace), client.MatchingLabels{v1alpha2.LabelVMName: vm.Name}); err != nil {
+	if err := r.Client.List(ctx, &pods, client.InNamespace(vm.Namespace), client.MatchingFields{launcherpod.IndexVM: vm.Name}); err != nil {
 		return err
 	}
 	var opts []client.DeleteOption

@@ -3,6 +3,7 @@ package vm
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,7 +22,7 @@ const LabelLeaseHolder = "virtualization.ferryvm.io/vm-uid"
 func (r *Reconciler) ensureAddress(ctx context.Context, s *scope) error {
 	vm := s.vm
 	var held v1alpha2.VirtualMachineIPAddressLeaseList
-	if err := r.Client.List(ctx, &held, client.MatchingLabels{LabelLeaseHolder: string(vm.UID)}); err != nil {
+	if err := r.Client.List(ctx, &held, client.MatchingFields{IndexLeaseHolder: string(vm.UID)}); err != nil {
 		return fmt.Errorf("listing address leases: %w", err)
 	}
 	for _, l := range held.Items {
@@ -49,24 +50,17 @@ func (r *Reconciler) ensureAddress(ctx context.Context, s *scope) error {
 		return nil
 	}
 
-	var all v1alpha2.VirtualMachineIPAddressLeaseList
-	if err := r.Client.List(ctx, &all); err != nil {
-		return fmt.Errorf("listing address leases: %w", err)
-	}
-	used := map[string]bool{}
-	for _, l := range all.Items {
-		if a, ok := ipam.AddressOf(l.Name); ok {
-			used[a] = true
-		}
-	}
-	// The cache may lag behind leases just made elsewhere; AlreadyExists moves us on.
-	for range 16 {
-		addr, ok := r.Range.FirstFree(used)
+	// Candidates come from a cursor that moves on through the range, each looked up by
+	// name in the cache: a new VM costs a few lookups, not a list of every lease. The cache
+	// may lag behind leases just made elsewhere; AlreadyExists moves us on.
+	for tries := 0; tries < 16; {
+		addr, ok := r.nextCandidate(ctx)
 		if !ok {
 			s.ipReason = v1alpha2.ReasonIPUnavailable
 			s.ipMessage = fmt.Sprintf("no free address left in the VM range %s", r.Range)
 			return nil
 		}
+		tries++
 		taken, err := r.tryLease(ctx, vm, addr.String())
 		if err != nil {
 			return err
@@ -76,7 +70,6 @@ func (r *Reconciler) ensureAddress(ctx context.Context, s *scope) error {
 			r.Recorder.Eventf(vm, "Normal", "AddressLeased", "Leased address %s", addr)
 			return nil
 		}
-		used[addr.String()] = true
 	}
 	return fmt.Errorf("could not lease an address after 16 tries; retrying")
 }
@@ -128,4 +121,33 @@ func (r *Reconciler) releaseAddress(ctx context.Context, vm *v1alpha2.VirtualMac
 		return fmt.Errorf("releasing the VM's address: %w", err)
 	}
 	return nil
+}
+
+// IndexLeaseHolder is the cache index of address leases by the UID of the VM that holds
+// them (label LabelLeaseHolder).
+const IndexLeaseHolder = "ferry.leaseHolder"
+
+// IndexLeases registers IndexLeaseHolder with a manager's field indexer.
+func IndexLeases(ctx context.Context, fi client.FieldIndexer) error {
+	return fi.IndexField(ctx, &v1alpha2.VirtualMachineIPAddressLease{}, IndexLeaseHolder, func(o client.Object) []string {
+		if uid := o.GetLabels()[LabelLeaseHolder]; uid != "" {
+			return []string{uid}
+		}
+		return nil
+	})
+}
+
+// nextCandidate returns the next address of the range, from the cursor on, that the cache
+// knows no lease of; ok is false when a whole round found none.
+func (r *Reconciler) nextCandidate(ctx context.Context) (netip.Addr, bool) {
+	r.cursorMu.Lock()
+	defer r.cursorMu.Unlock()
+	for range r.Range.Size() {
+		r.cursor, _ = r.Range.After(r.cursor)
+		var l v1alpha2.VirtualMachineIPAddressLease
+		if err := r.Client.Get(ctx, client.ObjectKey{Name: ipam.LeaseName(r.cursor.String())}, &l); apierrors.IsNotFound(err) {
+			return r.cursor, true
+		}
+	}
+	return netip.Addr{}, false
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +19,7 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/ipam"
+	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
 // Reconciler runs VirtualMachines.
@@ -30,6 +33,10 @@ type Reconciler struct {
 	// LauncherImage is the container image of launcher pods (used on a real cluster).
 	LauncherImage string
 	Now           func() time.Time
+
+	// cursor is where the search for a free address goes on from.
+	cursorMu sync.Mutex
+	cursor   netip.Addr
 }
 
 // scope is what one reconcile observed and decided; status.go derives the status from it.
@@ -172,7 +179,7 @@ func (r *Reconciler) finalize(ctx context.Context, vm *v1alpha2.VirtualMachine) 
 
 func (r *Reconciler) listPods(ctx context.Context, vm *v1alpha2.VirtualMachine) ([]*corev1.Pod, error) {
 	var list corev1.PodList
-	if err := r.Client.List(ctx, &list, client.InNamespace(vm.Namespace), client.MatchingLabels{v1alpha2.LabelVMName: vm.Name}); err != nil {
+	if err := r.Client.List(ctx, &list, client.InNamespace(vm.Namespace), client.MatchingFields{launcherpod.IndexVM: vm.Name}); err != nil {
 		return nil, fmt.Errorf("listing launcher pods: %w", err)
 	}
 	var out []*corev1.Pod
