@@ -317,7 +317,7 @@ func scaleCommand() *cobra.Command {
 		Short: "Measure the control plane with simulated nodes: start, drain, evacuate, fail",
 		Long: `Measures Ferry's control plane at a size no machine runs real guests at.
 
-Starts ` + "`ferry up --nodes 0 --netns=false --sample-vm=false --fencing-profile Fast`" + ` (port
+Starts ` + "`ferry up --nodes 0 --netns=false --sample-vm=false --fencing-profile Fast --ip-range 10.80.0.0/16`" + ` (port
 --port, in --state-dir or a temporary directory) and ` + "`ferry sim-nodes --count N`" + `: N real
 node agents in one process (Node, Lease renewals, pod handling, a fencing watchdog that is
 armed and fed but never resets) whose launcher pods run in memory (launcher.RunSimulated:

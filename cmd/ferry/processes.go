@@ -50,6 +50,7 @@ func controllerCommand() *cobra.Command {
 	f.StringVar(&o.LauncherImage, "launcher-image", "ferry/launcher:latest", "container image of launcher pods")
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint (0 turns it off)")
 	f.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "health endpoint (0 turns it off)")
+	f.StringVar(&o.PprofAddr, "pprof-bind-address", os.Getenv("FERRY_CONTROLLER_PPROF"), "Go profiles at /debug/pprof (default $FERRY_CONTROLLER_PPROF; empty: off)")
 	f.IntVar(&o.Webhook.Port, "webhook-port", 9443, "port of the admission webhooks (TLS; 0 turns them off)")
 	f.StringVar(&o.Webhook.Host, "webhook-host", "", "address the admission webhooks listen on (empty: all)")
 	f.StringVar(&o.Webhook.CertDir, "webhook-cert-dir", "/etc/ferry/webhook", "directory of the webhooks' serving certificate and key")

@@ -57,7 +57,8 @@ func RunScale(ctx context.Context, o ScaleOptions) (retErr error) {
 	if err != nil {
 		return err
 	}
-	cl, err := openCluster(ctx, bin, "", o.StateDir, "fs-", o.Port, 0, o.WaitOther, say, "--netns=false", "--fencing-profile", "Fast")
+	// A /16 of VM addresses: the default /24 holds 253 VMs.
+	cl, err := openCluster(ctx, bin, "", o.StateDir, "fs-", o.Port, 0, o.WaitOther, say, "--netns=false", "--fencing-profile", "Fast", "--ip-range", "10.80.0.0/16")
 	if err != nil {
 		return err
 	}

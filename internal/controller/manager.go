@@ -46,6 +46,8 @@ type Options struct {
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz ("0" turns them off).
 	HealthAddr string
+	// PprofAddr serves Go's profiles (/debug/pprof); "" turns them off.
+	PprofAddr string
 	// Migration tunes live migrations.
 	Migration migration.Config
 	// Webhook serves the admission webhooks over TLS; Port 0 turns them off.
@@ -108,6 +110,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		Scheme:                  NewScheme(),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.HealthAddr,
+		PprofBindAddress:        o.PprofAddr,
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "ferry-controller",
 		LeaderElectionNamespace: o.LeaderElectionNamespace,

@@ -126,12 +126,14 @@ func Observe(ctx context.Context, c client.Reader, vm *v1alpha2.VirtualMachine, 
 			return s, err
 		}
 	}
+	// Every node and launcher pod, only read (Assess): from a cache, without a copy of each
+	// per VM (a plain client ignores the option).
 	var nodes corev1.NodeList
-	if err := c.List(ctx, &nodes); err != nil {
+	if err := c.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return s, err
 	}
 	var pods corev1.PodList
-	if err := c.List(ctx, &pods, client.HasLabels{v1alpha2.LabelLauncher}); err != nil {
+	if err := c.List(ctx, &pods, client.HasLabels{v1alpha2.LabelLauncher}, client.UnsafeDisableDeepCopy); err != nil {
 		return s, err
 	}
 	s.Assessment = Assess(vm, s.Pod, nodes.Items, pods.Items)

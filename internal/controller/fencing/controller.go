@@ -3,6 +3,7 @@ package fencing
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -43,7 +44,15 @@ type Reconciler struct {
 	seen map[string]observed // node → its Lease as last seen
 	// storm is whether the last judgement found too many nodes unreachable.
 	storm bool
+	// marked is what the last complete pass of markVMs marked VMs for (node → action), and
+	// markedAt when: a Lease renewal that changes no verdict does not walk every VM again.
+	marked   map[string]Action
+	markedAt time.Time
 }
+
+// remarkEvery is how often markVMs walks every VM even when no verdict changed (a VM
+// created on, or moved off, a stale node meanwhile).
+const remarkEvery = 10 * time.Second
 
 // observed is a Lease renewal as this controller saw it: the renew time the node wrote and
 // when, on this controller's clock, it was first seen. Fencing counts from the latter, so
@@ -325,8 +334,23 @@ func (r *Reconciler) restartWindows(now time.Time, states []NodeState) {
 // VMs whose launcher pod is on an unreachable node; removed from all others. retry tells
 // that a write met a newer VM and must be redone.
 func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) (retry bool, err error) {
+	actions := make(map[string]Action, len(stale))
+	for n, v := range stale {
+		actions[n] = v.Action
+	}
+	now := r.Now()
+	if maps.Equal(actions, r.marked) && now.Sub(r.markedAt) < remarkEvery {
+		return false, nil
+	}
+	defer func() {
+		if err == nil && !retry {
+			r.marked, r.markedAt = actions, now
+		}
+	}()
+	// Every launcher pod and VM, read from the cache without copies; a VM is copied only
+	// when its condition changes.
 	var pods corev1.PodList
-	if err := r.Client.List(ctx, &pods, client.HasLabels{v1alpha2.LabelVMName}); err != nil {
+	if err := r.Client.List(ctx, &pods, client.HasLabels{v1alpha2.LabelVMName}, client.UnsafeDisableDeepCopy); err != nil {
 		return false, err
 	}
 	on := map[types.NamespacedName]Verdict{}
@@ -336,13 +360,17 @@ func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) (ret
 		}
 	}
 	var vms v1alpha2.VirtualMachineList
-	if err := r.Client.List(ctx, &vms); err != nil {
+	if err := r.Client.List(ctx, &vms, client.UnsafeDisableDeepCopy); err != nil {
 		return false, err
 	}
 	for i := range vms.Items {
-		vm := &vms.Items[i]
-		v, unreachable := on[types.NamespacedName{Namespace: vm.Namespace, Name: vm.Name}]
-		orig := vm.DeepCopy()
+		orig := &vms.Items[i] // the cache's: never written
+		v, unreachable := on[types.NamespacedName{Namespace: orig.Namespace, Name: orig.Name}]
+		c := meta.FindStatusCondition(orig.Status.Conditions, v1alpha2.VMConditionNodeReachable)
+		if !unreachable && c == nil {
+			continue
+		}
+		vm := orig.DeepCopy()
 		if unreachable {
 			reason := map[Action]string{Unreachable: v1alpha2.ReasonNodeUnreachable, Pending: v1alpha2.ReasonFencingPending, Paused: v1alpha2.ReasonFencingPaused}[v.Action]
 			msg := vmMessage(vm, v)
