@@ -64,9 +64,11 @@ func (k *Kubelet) sync(ctx context.Context, uid types.UID) error {
 		k.procs[uid] = p
 		k.mu.Unlock()
 		proc = p
-		if err := k.annotateRunDir(ctx, pod, p.runDir); err != nil {
+		written, err := k.annotateRunDir(ctx, pod, p.runDir)
+		if err != nil {
 			return err
 		}
+		pod = written
 		k.log.Info("Started launcher", "pod", pod.Namespace+"/"+pod.Name, "container", p.cmd.ID())
 	}
 	if err := k.syncMigration(ctx, pod, proc); err != nil {
@@ -107,10 +109,11 @@ func (k *Kubelet) finish(p *process, grace time.Duration) {
 	k.queue.Add(p.uid)
 }
 
-func (k *Kubelet) annotateRunDir(ctx context.Context, pod *corev1.Pod, dir string) error {
+// annotateRunDir records the pod's run directory and returns the pod as written: the
+// status write that follows must not start from the older copy (it would conflict).
+func (k *Kubelet) annotateRunDir(ctx context.Context, pod *corev1.Pod, dir string) (*corev1.Pod, error) {
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{AnnotationRunDir: dir}}})
-	_, err := k.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
-	return err
+	return k.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 }
 
 // fail ends a pod that cannot run (or was lost) with a reason and message.
