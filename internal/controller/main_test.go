@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/ferryvm/ferry/internal/controller"
+	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/testenv"
 )
 
@@ -58,7 +59,7 @@ func run(m *testing.M) int {
 	go func() {
 		done <- controller.Run(ctx, cfg, controller.Options{
 			StorageDir: storageDir, IPRange: "10.66.10.0/24", LauncherImage: "ferry/launcher:test",
-			MetricsAddr: "0", HealthAddr: "0",
+			MetricsAddr: "0", HealthAddr: "0", Migration: migration.DefaultConfig(),
 		})
 	}()
 	code := m.Run()

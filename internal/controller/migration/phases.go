@@ -197,7 +197,13 @@ func (r *Reconciler) transferring(ctx context.Context, op *v1alpha2.VirtualMachi
 	}
 	// The source's launcher exits as soon as the target runs, maybe before its agent
 	// reported "completed": a pod that ended as Migrated says the same.
-	if ms.Phase == v1alpha2.MigrationDone || prog.Status == "completed" || (source != nil && launcherpod.MigratedAway(source)) {
+	// Once the source has ended as Migrated the VM controller removes it, perhaps before this
+	// controller looked: a source that is gone (or going) while the target's guest runs (its
+	// pod is Ready only on a heartbeat, which a target has only once the migration
+	// completed) is the same. Seen with simulated nodes, where a migration takes 200 ms.
+	sourceGone := source == nil || !source.DeletionTimestamp.IsZero() || launcherpod.Ended(source)
+	arrived := sourceGone && target != nil && !launcherpod.Ended(target) && target.DeletionTimestamp.IsZero() && launcherpod.Ready(target)
+	if ms.Phase == v1alpha2.MigrationDone || prog.Status == "completed" || (source != nil && launcherpod.MigratedAway(source)) || arrived {
 		return r.completing(ctx, op, target, prog)
 	}
 	if target == nil || !target.DeletionTimestamp.IsZero() || launcherpod.Ended(target) {
