@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"k8s.io/apimachinery/pkg/types"
 	"net/netip"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sync"
 	"time"
 
@@ -73,6 +75,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha2.VirtualMachine{}).
 		Owns(&corev1.Pod{}).
 		Watches(&v1alpha2.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfDisk)).
+		// A migration's end lets the VM remove its migrated-away source pod.
+		Watches(&v1alpha2.VirtualMachineOperation{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.(*v1alpha2.VirtualMachineOperation).Spec.VirtualMachineName}}}
+		})).
 		Named("virtualmachine").
 		// VMs are independent of each other (an address is claimed through the apiserver,
 		// the cursor has its own lock): several reconcile at once, so one VM waiting on the

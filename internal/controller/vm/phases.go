@@ -62,7 +62,13 @@ func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
 	for _, p := range s.ended {
 		if launcherpod.MigratedAway(p) || launcherpod.Superseded(p) {
 			// The VM lives on in the pod it migrated to, or in the newer instance that
-			// fenced this one: nothing ended.
+			// fenced this one: nothing ended. A migration still under way reads the source's
+			// end first: removed before, it could not tell a migration from a crash.
+			if watched, err := r.migrationReads(ctx, vm, p.Name); err != nil {
+				return err
+			} else if watched {
+				continue
+			}
 			if err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("removing migrated-away pod %s: %w", p.Name, err)
 			}
@@ -196,4 +202,22 @@ func (r *Reconciler) nextFencingToken(ctx context.Context, vm *v1alpha2.VirtualM
 	vm.Annotations[v1alpha2.AnnotationFencingToken] = cp.Annotations[v1alpha2.AnnotationFencingToken]
 	vm.ResourceVersion = cp.ResourceVersion
 	return token, nil
+}
+
+// indexOpsByVM is the operations' cache index by spec.virtualMachineName (package power
+// registers it).
+const indexOpsByVM = "spec.virtualMachineName"
+
+// migrationReads tells whether an unfinished migration of vm has pod as its source.
+func (r *Reconciler) migrationReads(ctx context.Context, vm *v1alpha2.VirtualMachine, pod string) (bool, error) {
+	var ops v1alpha2.VirtualMachineOperationList
+	if err := r.Client.List(ctx, &ops, client.InNamespace(vm.Namespace), client.MatchingFields{indexOpsByVM: vm.Name}); err != nil {
+		return false, fmt.Errorf("listing the VM's operations: %w", err)
+	}
+	for _, op := range ops.Items {
+		if !op.Finished() && op.Status.Migration != nil && op.Status.Migration.SourcePod == pod {
+			return true, nil
+		}
+	}
+	return false, nil
 }
