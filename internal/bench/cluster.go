@@ -106,13 +106,16 @@ func startUpNodes(ctx context.Context, bin, stateDir string, port, nodes int, sa
 }
 
 // stop sends SIGTERM and waits for the process to end (SIGKILL after 60 s).
-func (p *upProcess) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+func (p *upProcess) stop() { stopProcess(p.cmd, p.done, 60*time.Second) }
+
+// stopProcess sends cmd SIGTERM and waits until done is closed, with SIGKILL after grace.
+func stopProcess(cmd *exec.Cmd, done <-chan struct{}, grace time.Duration) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.done:
-	case <-time.After(60 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
 	}
 }
 

@@ -251,15 +251,7 @@ func startSimNodes(ctx context.Context, bin string, cl *benchCluster, n int, say
 	return s, nil
 }
 
-func (s *simNodes) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(30 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
-}
+func (s *simNodes) stop() { stopProcess(s.cmd, s.done, 30*time.Second) }
 
 // createScaleVMs creates n AlwaysOn VMs booting the shared image read-only, 8 at a time.
 func createScaleVMs(ctx context.Context, c client.Client, n int) error {

@@ -122,13 +122,20 @@ func (r *runResult) wait(t *testing.T, d time.Duration) int {
 // pollStatus polls StatusOf every 100ms until cond holds or d elapses.
 func pollStatus(t *testing.T, r *runResult, runDir string, d time.Duration, what string, cond func(Status) bool) Status {
 	t.Helper()
+	return pollStatusEvery(t, r, runDir, 100*time.Millisecond, d, what, cond)
+}
+
+// pollStatusEvery polls StatusOf every interval until cond holds or d elapses; it fails the
+// test when the launcher exits meanwhile.
+func pollStatusEvery(t *testing.T, r *runResult, runDir string, every, d time.Duration, what string, cond func(Status) bool) Status {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	var last Status
 	var lastErr error
 	for time.Now().Before(deadline) {
 		select {
 		case <-r.done:
-			t.Fatalf("Run exited (%d) while waiting for %s; log:\n%s", r.code, what, r.log)
+			t.Fatalf("the launcher exited (%d) while waiting for %s; log:\n%s", r.code, what, r.log)
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -137,7 +144,7 @@ func pollStatus(t *testing.T, r *runResult, runDir string, d time.Duration, what
 		if lastErr == nil && cond(last) {
 			return last
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(every)
 	}
 	t.Fatalf("timed out after %v waiting for %s: last status %+v, err %v; log:\n%s", d, what, last, lastErr, r.log)
 	return last

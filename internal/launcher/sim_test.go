@@ -56,25 +56,7 @@ func startSimulated(t *testing.T, so SimOptions, o Options) *simRun {
 // poll asks the launcher's status every 5ms until cond holds or d elapses.
 func (s *simRun) poll(t *testing.T, d time.Duration, what string, cond func(Status) bool) Status {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var last Status
-	var lastErr error
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.done:
-			t.Fatalf("RunSimulated exited (%d) while waiting for %s; log:\n%s", s.code, what, s.log)
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		last, lastErr = StatusOf(ctx, s.dir)
-		cancel()
-		if lastErr == nil && cond(last) {
-			return last
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %v waiting for %s: last status %+v, err %v; log:\n%s", d, what, last, lastErr, s.log)
-	return last
+	return pollStatusEvery(t, s.runResult, s.dir, 5*time.Millisecond, d, what, cond)
 }
 
 // stop cancels the launcher's ctx and checks it returns within 1s.
