@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"github.com/ferryvm/ferry/internal/ipam"
-	"github.com/ferryvm/ferry/internal/vmnet"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,17 +12,23 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/agent/kubelet"
+	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcher"
+	"github.com/ferryvm/ferry/internal/vmnet"
 	"github.com/ferryvm/ferry/internal/watchdog"
 )
 
@@ -71,8 +75,56 @@ func openWatchdog(spec string) (Watchdog, error) {
 	return nil, fmt.Errorf("--watchdog %q: want none, process:SOCKET, device:PATH or fake", spec)
 }
 
-// fencingPoll is how often the agent rereads its Node and NodeGroup for fencing settings.
-const fencingPoll = 2 * time.Second
+// The agent watches its own Node and the NodeGroups for fencing settings; it also rereads
+// them every fencingResync (a missed event, a failed write), and the other nodes'
+// addresses every peersRefresh. Polling instead cost 1 request per second per node,
+// the largest share of the apiserver's load at 100 nodes.
+const (
+	fencingResync = 30 * time.Second
+	peersRefresh  = 30 * time.Second
+)
+
+// watchFencing starts a cache of this node's Node object and all NodeGroups, and returns
+// a client that reads from it and a channel that receives when either changes.
+func watchFencing(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, node string) (client.Client, <-chan struct{}, error) {
+	own := fields.OneTermEqualSelector("metadata.name", node)
+	ca, err := cache.New(cfg, cache.Options{Scheme: scheme, ByObject: map[client.Object]cache.ByObject{
+		&corev1.Node{}: {Field: own},
+	}})
+	if err != nil {
+		return nil, nil, err
+	}
+	changed := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	h := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { poke() },
+		UpdateFunc: func(any, any) { poke() },
+		DeleteFunc: func(any) { poke() },
+	}
+	for _, obj := range []client.Object{&corev1.Node{}, &deckhousev1.NodeGroup{}} {
+		inf, err := ca.GetInformer(ctx, obj)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := inf.AddEventHandler(h); err != nil {
+			return nil, nil, err
+		}
+	}
+	go func() { _ = ca.Start(ctx) }()
+	if !ca.WaitForCacheSync(ctx) {
+		return nil, nil, fmt.Errorf("watching the Node and NodeGroups: %w", context.Cause(ctx))
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme, Cache: &client.CacheOptions{Reader: ca}})
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, changed, nil
+}
 
 // Run runs the node until ctx ends.
 func Run(ctx context.Context, cfg *rest.Config, o Options) error {
@@ -109,6 +161,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	var f *fencer
 	var onRenew func(time.Time, time.Duration)
+	var peerReader client.Reader
+	var fencingScheme *runtime.Scheme
 	if wd != nil {
 		scheme := runtime.NewScheme()
 		_ = clientgoscheme.AddToScheme(scheme)
@@ -122,6 +176,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			f.peers = &peers{self: o.NodeName, port: o.PeerPort, maxUnreachable: o.MaxUnreachable, reachable: f.controlPlaneReachable}
 		}
 		onRenew = f.renewed
+		peerReader = c
+		fencingScheme = scheme
 	}
 	k := kubelet.New(cs, kubelet.Options{
 		OnLeaseRenewed: onRenew,
@@ -157,9 +213,16 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if f != nil {
 		f.interval = k.SetLeaseInterval
 		fctx, cancel := context.WithCancel(ctx)
+		cached, changed, err := watchFencing(fctx, cfg, fencingScheme, o.NodeName)
+		if err != nil {
+			cancel()
+			return err
+		}
+		f.c = cached
 		var wg sync.WaitGroup
-		wg.Go(func() { f.run(fctx, fencingPoll) })
+		wg.Go(func() { f.run(fctx, changed, fencingResync) })
 		if f.peers != nil {
+			wg.Go(func() { f.peers.keepFresh(fctx, peerReader, peersRefresh, f.log) })
 			wg.Go(func() {
 				if err := f.peers.serve(fctx, net.JoinHostPort(o.NodeIP, strconv.Itoa(o.PeerPort))); err != nil {
 					o.Log.Error(err, "Peers cannot ask this node about the control plane")

@@ -98,11 +98,6 @@ func (f *fencer) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if f.peers != nil {
-		if err := f.peers.refresh(ctx, f.c); err != nil {
-			return err
-		}
-	}
 	f.mu.Lock()
 	have := f.armed
 	f.mu.Unlock()
@@ -245,9 +240,10 @@ func (f *fencer) watchOutage(ctx context.Context) {
 }
 
 // run keeps the watchdog in step until ctx ends, then disarms it: a node stopped on
-// purpose must not be reset.
-func (f *fencer) run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+// purpose must not be reset. It syncs when changed says the Node or a NodeGroup changed,
+// and every resync besides (a missed event, a failed write).
+func (f *fencer) run(ctx context.Context, changed <-chan struct{}, resync time.Duration) {
+	t := time.NewTicker(resync)
 	defer t.Stop()
 	for {
 		// Until the node has registered, there is nothing to read.
@@ -271,6 +267,7 @@ func (f *fencer) run(ctx context.Context, every time.Duration) {
 				cancel()
 			}
 			return
+		case <-changed:
 		case <-t.C:
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -48,7 +49,7 @@ type peers struct {
 }
 
 // refresh remembers the cluster's nodes and their addresses (while the API answers).
-func (p *peers) refresh(ctx context.Context, c client.Client) error {
+func (p *peers) refresh(ctx context.Context, c client.Reader) error {
 	var nodes corev1.NodeList
 	if err := c.List(ctx, &nodes); err != nil {
 		return err
@@ -68,6 +69,21 @@ func (p *peers) refresh(ctx context.Context, c client.Client) error {
 	p.addrs = addrs
 	p.mu.Unlock()
 	return nil
+}
+
+// keepFresh refreshes the peers' addresses every interval until ctx ends. Nodes come
+// and go rarely, and an outage needs the addresses read before it.
+func (p *peers) keepFresh(ctx context.Context, c client.Reader, every time.Duration, log logr.Logger) {
+	for {
+		if err := p.refresh(ctx, c); err != nil && ctx.Err() == nil {
+			log.Error(err, "Could not read the peers' addresses")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
 }
 
 // serve answers peers on addr until ctx ends.
