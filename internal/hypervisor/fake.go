@@ -20,6 +20,10 @@ type Fake struct {
 	// return an error to fail the command, or call SetMigration to shape
 	// what MigrationStatus reports.
 	MigrateFunc func(uri string, p MigrationParams) error
+	// OnRun, if set (before the fake is used), is called each time the guest starts or
+	// stops running: the status becomes or stops being "running", or the fake exits.
+	// It is called with the fake's lock held: it must not call the fake.
+	OnRun func(running bool)
 
 	mu            sync.Mutex
 	cfg           Config
@@ -65,13 +69,23 @@ func (f *Fake) RunDir() string { return f.cfg.RunDir }
 // Done is closed once the fake "process" has exited.
 func (f *Fake) Done() <-chan struct{} { return f.done }
 
+// setStatus changes the run state and tells OnRun when the guest starts or stops
+// running. f.mu is held.
+func (f *Fake) setStatus(s string) {
+	was := f.status == "running"
+	f.status = s
+	if now := s == "running"; now != was && f.OnRun != nil {
+		f.OnRun(now)
+	}
+}
+
 // exit must be called with f.mu held.
 func (f *Fake) exit(guest bool, err error) {
 	if f.exited {
 		return
 	}
 	f.exited, f.guestShutdown, f.exitErr = true, guest, err
-	f.status = "shutdown"
+	f.setStatus("shutdown")
 	close(f.done)
 }
 
@@ -129,7 +143,7 @@ func (f *Fake) Crash(state string) {
 func (f *Fake) SetStatus(status string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.status = status
+	f.setStatus(status)
 }
 
 // Tick simulates one heartbeat line (and the boot line before the first).
@@ -187,7 +201,7 @@ func (f *Fake) IncomingURI() string {
 func (f *Fake) FinishIncoming() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.status = "running"
+	f.setStatus("running")
 	f.migration = MigrationInfo{Status: "completed"}
 }
 
@@ -203,7 +217,7 @@ func (f *Fake) MigrateOut(ctx context.Context, uri string, p MigrationParams) er
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.migration = MigrationInfo{Status: "completed", TotalTime: 100 * time.Millisecond, Downtime: 10 * time.Millisecond}
-	f.status = "postmigrate"
+	f.setStatus("postmigrate")
 	return nil
 }
 
@@ -214,7 +228,7 @@ func (f *Fake) SetMigration(info MigrationInfo) {
 	defer f.mu.Unlock()
 	f.migration = info
 	if info.Status == "completed" && f.status == "running" {
-		f.status = "postmigrate"
+		f.setStatus("postmigrate")
 	}
 }
 
@@ -256,7 +270,7 @@ func (f *Fake) CancelMigration(ctx context.Context) error {
 	f.record("CancelMigration")
 	if !f.migration.Finished() && f.migration.Status != "none" {
 		f.migration.Status = "cancelled"
-		f.status = "running"
+		f.setStatus("running")
 	}
 	return nil
 }
@@ -269,6 +283,6 @@ func (f *Fake) Resume(ctx context.Context) error {
 	if f.exited {
 		return fmt.Errorf("qmp cont: %w", ErrQMPClosed)
 	}
-	f.status = "running"
+	f.setStatus("running")
 	return nil
 }

@@ -101,6 +101,11 @@ type SimOptions struct {
 	// HeartbeatInterval is how often the simulated guest "prints" a
 	// heartbeat (default 1s); it is booted at once.
 	HeartbeatInterval time.Duration
+	// OnGuest, if set, is told each time a simulated guest starts or stops
+	// running (booted, resumed after a migration, paused for a switchover,
+	// powered off, killed): vm is the VM's "namespace/name", instance its run
+	// directory. It is called with the VM's locks held and must be quick.
+	OnGuest func(vm, instance string, running bool)
 }
 
 func (so SimOptions) withDefaults() SimOptions {
@@ -190,6 +195,12 @@ func startSim(ctx context.Context, cfg hypervisor.Config, so SimOptions) (*start
 		return nil, err
 	}
 	s := &simVM{Fake: hypervisor.NewFake(cfg), so: so, memBytes: cfg.MemoryKiB << 10}
+	if so.OnGuest != nil {
+		s.OnRun = func(running bool) { so.OnGuest(cfg.Name, cfg.RunDir, running) }
+		if !cfg.Incoming {
+			so.OnGuest(cfg.Name, cfg.RunDir, true)
+		}
+	}
 	if !cfg.Incoming {
 		s.Tick() // booted at once
 	}
