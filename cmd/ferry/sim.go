@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"k8s.io/client-go/rest"
-	"net/http"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,21 +21,25 @@ import (
 
 	"github.com/ferryvm/ferry/internal/agent"
 	"github.com/ferryvm/ferry/internal/agent/kubelet"
+	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/launcher"
+	"github.com/ferryvm/ferry/internal/simnode"
 )
 
 // simNodesCommand runs many simulated nodes in one process: each is a real agent (Node,
 // Lease, pod handling, fencing watchdog) whose launcher pods run in memory
-// (launcher.RunSimulated) instead of as QEMU processes. For scale tests of the control plane.
+// (launcher.RunSimulated) instead of as QEMU processes. For scale tests of the control
+// plane, and for chaos runs: --control serves faults (power, network, agent) and reports
+// the simulated guests (see internal/simnode).
 func simNodesCommand() *cobra.Command {
 	var (
-		kubeconfig, prefix, stateDir, cpu, memory, group, watchdogKind string
-		count                                                          int
-		so                                                             launcher.SimOptions
+		kubeconfig, prefix, stateDir, cpu, memory, group, control string
+		count, peerPort                                           int
+		so                                                        launcher.SimOptions
 	)
 	cmd := &cobra.Command{
 		Use:    "sim-nodes",
-		Short:  "Run simulated nodes (agents with in-memory VMs) for scale tests",
+		Short:  "Run simulated nodes (agents with in-memory VMs) for scale and chaos tests",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -50,47 +52,59 @@ func simNodesCommand() *cobra.Command {
 			cfg.QPS, cfg.Burst = 20, 40
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			cl := simnode.NewCluster(log)
 			so.Net = launcher.NewSimNet()
+			so.OnGuest = cl.Guests.Observe
 			failedDir := filepath.Join(stateDir, "failed")
 			if err := os.MkdirAll(failedDir, 0o755); err != nil {
 				return err
 			}
-			var wg sync.WaitGroup
 			for i := 1; i <= count; i++ {
 				name := fmt.Sprintf("%s-%03d", prefix, i)
-				// A node fails like a powered-off one: no graceful stop (which would disarm its
-				// watchdog and so forbid fencing), only silence: every request of its agent
-				// fails from then on, and its VMs die.
-				vmCtx, killVMs := context.WithCancel(ctx)
-				var cut atomic.Bool
-				ncfg := rest.CopyConfig(cfg)
-				ncfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &cutTransport{rt: rt, cut: &cut} })
-				rt := &simRuntime{so: so, nodeIP: "127.0.0.1", ctx: vmCtx}
-				o := agent.Options{
-					NodeName: name, NodeIP: "127.0.0.1", CPU: cpu, Memory: memory,
-					StateDir: filepath.Join(stateDir, name), Watchdog: watchdogKind,
-					Labels:  map[string]string{"node.deckhouse.io/group": group},
-					Runtime: rt.start, Log: log.WithValues("node", name),
+				ip := "127.0.0.1"
+				if peerPort > 0 {
+					// Each node answers its peers on an address of its own.
+					ip = fmt.Sprintf("127.1.%d.%d", i/250, i%250+1)
+				}
+				n := cl.Add(name, cfg, agent.Options{
+					NodeName: name, NodeIP: ip, CPU: cpu, Memory: memory,
+					StateDir: filepath.Join(stateDir, name),
+					Labels:   map[string]string{"node.deckhouse.io/group": group},
+					PeerPort: peerPort, MaxUnreachable: fencing.DefaultMaxUnreachable,
+				})
+				rt := &simRuntime{so: so, node: n}
+				n.Runtime = rt.start
+			}
+			var wg sync.WaitGroup
+			for _, n := range cl.Nodes() {
+				wg.Go(func() { n.Live(ctx) })
+				// A node also fails when a file named after it appears in failed/ (the scale
+				// bench's way).
+				wg.Go(func() {
+					for ctx.Err() == nil {
+						if _, err := os.Stat(filepath.Join(failedDir, n.Name)); err == nil {
+							n.PowerOff("failed/" + n.Name + " appeared")
+							return
+						}
+						select {
+						case <-ctx.Done():
+						case <-time.After(500 * time.Millisecond):
+						}
+					}
+				})
+			}
+			if control != "" {
+				ln, err := net.Listen("tcp", control)
+				if err != nil {
+					return fmt.Errorf("--control: %w", err)
+				}
+				// The bench reads where to reach us.
+				if err := os.WriteFile(filepath.Join(stateDir, "control-addr"), []byte(ln.Addr().String()), 0o644); err != nil {
+					return err
 				}
 				wg.Go(func() {
-					defer killVMs()
-					// A node fails when the bench drops a file named after it in failed/.
-					go func() {
-						for vmCtx.Err() == nil {
-							if _, err := os.Stat(filepath.Join(failedDir, name)); err == nil {
-								log.Info("Simulated node fails", "node", name)
-								cut.Store(true)
-								killVMs()
-								return
-							}
-							select {
-							case <-vmCtx.Done():
-							case <-time.After(500 * time.Millisecond):
-							}
-						}
-					}()
-					if err := agent.Run(ctx, ncfg, o); err != nil && ctx.Err() == nil && !cut.Load() {
-						log.Error(err, "Simulated node stopped", "node", name)
+					if err := cl.Serve(ctx, ln); err != nil {
+						log.Error(err, "Control endpoint stopped")
 					}
 				})
 			}
@@ -103,11 +117,12 @@ func simNodesCommand() *cobra.Command {
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster")
 	f.IntVar(&count, "count", 10, "number of simulated nodes")
 	f.StringVar(&prefix, "prefix", "sim", "node names: <prefix>-001 …")
-	f.StringVar(&stateDir, "state-dir", "/tmp/ferry-sim", "run directories of the simulated VMs; a file failed/<node> fails that node")
+	f.StringVar(&stateDir, "state-dir", "/tmp/ferry-sim", "run directories of the simulated VMs; a file failed/<node> powers that node off")
 	f.StringVar(&cpu, "cpu", "64", "CPU each node offers")
 	f.StringVar(&memory, "memory", "64Gi", "memory each node offers")
 	f.StringVar(&group, "node-group", "worker", "NodeGroup of the nodes")
-	f.StringVar(&watchdogKind, "watchdog", "fake", "fencing watchdog: fake (armed and fed, never resets) or none")
+	f.StringVar(&control, "control", "", "address (e.g. 127.0.0.1:0) of the fault and guest endpoint; the address taken is written to <state-dir>/control-addr")
+	f.IntVar(&peerPort, "peer-port", 0, "port the agents ask each other about the control plane on (0: no peer checks); each node then gets an address 127.1.x.y of its own")
 	f.DurationVar(&so.MigrationTime, "migration-time", 200*time.Millisecond, "how long a simulated migration takes")
 	f.DurationVar(&so.Downtime, "downtime", 20*time.Millisecond, "simulated switchover pause")
 	return cmd
@@ -115,9 +130,8 @@ func simNodesCommand() *cobra.Command {
 
 // simRuntime runs a node's launcher pods in memory.
 type simRuntime struct {
-	so     launcher.SimOptions
-	nodeIP string
-	ctx    context.Context // the node's: its VMs end with it
+	so   launcher.SimOptions
+	node *simnode.Node
 }
 
 func (r *simRuntime) start(argv, env []string, dir string, logf *os.File) (kubelet.Container, error) {
@@ -130,17 +144,24 @@ func (r *simRuntime) start(argv, env []string, dir string, logf *os.File) (kubel
 	if err := fs.Parse(argv[2:]); err != nil {
 		return nil, err
 	}
-	o.RunDir, o.MigrationAddress = dir, r.nodeIP
+	o.RunDir, o.MigrationAddress = dir, r.node.IP
 	// The file is closed by the kubelet once started; the simulated launcher writes its own.
 	lf, err := os.OpenFile(logf.Name(), os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(r.ctx)
+	// The launcher dies with the node's power (and with its agent: Pdeathsig).
+	ctx, cancel := context.WithCancel(r.node.VMContext())
 	c := &simContainer{cancel: cancel, done: make(chan struct{}), id: filepath.Base(dir)}
+	r.node.AddLauncher(c.id, c.Kill)
 	go func() {
 		defer lf.Close()
-		c.code = launcher.RunSimulated(ctx, o, lf, r.so)
+		code := launcher.RunSimulated(ctx, o, lf, r.so)
+		r.node.RemoveLauncher(c.id)
+		if c.killed.Load() {
+			code = 137 // SIGKILL
+		}
+		c.code = code
 		close(c.done)
 	}()
 	return c, nil
@@ -149,6 +170,7 @@ func (r *simRuntime) start(argv, env []string, dir string, logf *os.File) (kubel
 type simContainer struct {
 	id     string
 	cancel context.CancelFunc
+	killed atomic.Bool
 	done   chan struct{}
 	code   int
 }
@@ -156,17 +178,6 @@ type simContainer struct {
 func (c *simContainer) ID() string { return "sim-" + c.id }
 func (c *simContainer) Wait() int  { <-c.done; return c.code }
 func (c *simContainer) Terminate() { c.cancel() }
-func (c *simContainer) Kill()      { c.cancel() }
 
-// cutTransport fails every request once cut: a node whose network is gone.
-type cutTransport struct {
-	rt  http.RoundTripper
-	cut *atomic.Bool
-}
-
-func (t *cutTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.cut.Load() {
-		return nil, errors.New("simulated node failure: no network")
-	}
-	return t.rt.RoundTrip(r)
-}
+// Kill ends the launcher as SIGKILL would: its guest stops at once and it exits with 137.
+func (c *simContainer) Kill() { c.killed.Store(true); c.cancel() }

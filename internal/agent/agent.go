@@ -43,10 +43,16 @@ type Options struct {
 	// Watchdog is the fencing watchdog: "none", "process:SOCKET" (the per-node watchdog
 	// process of `ferry up`) or "device:PATH" (the kernel's, e.g. /dev/watchdog).
 	Watchdog string
+	// WatchdogDevice, if set, is the watchdog itself and Watchdog is ignored (simulated
+	// nodes: their watchdog outlives the agent, as hardware does).
+	WatchdogDevice Watchdog
 	// PeerPort is where this agent answers the others about its contact with the control
 	// plane (0: no peer checks); MaxUnreachable is the fencing controller's storm guard share.
 	PeerPort       int
 	MaxUnreachable float64
+	// NetworkDown, if set, tells a simulated node whose network is cut: its peer endpoint
+	// then neither answers nor asks (its API requests fail in its rest.Config's transport).
+	NetworkDown func() bool
 	// VMRange, when set, is the VM address range this node routes VMs of: the agent readies
 	// the node's network for them (package vmnet) on VMUplink ("" the default route's link).
 	VMRange  string
@@ -144,9 +150,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return fmt.Errorf("--memory: %w", err)
 	}
-	wd, err := openWatchdog(o.Watchdog)
-	if err != nil {
-		return err
+	var wd Watchdog = o.WatchdogDevice
+	if wd == nil {
+		if wd, err = openWatchdog(o.Watchdog); err != nil {
+			return err
+		}
 	}
 	if o.VMRange != "" {
 		r, err := ipam.ParseRange(o.VMRange)
@@ -173,7 +181,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		}
 		f = &fencer{c: c, node: o.NodeName, wd: wd, log: o.Log.WithName("fencing"), defaultInterval: kubelet.DefaultLeaseInterval}
 		if o.PeerPort > 0 {
-			f.peers = &peers{self: o.NodeName, port: o.PeerPort, maxUnreachable: o.MaxUnreachable, reachable: f.controlPlaneReachable}
+			f.peers = &peers{self: o.NodeName, port: o.PeerPort, maxUnreachable: o.MaxUnreachable, reachable: f.controlPlaneReachable, down: o.NetworkDown}
 		}
 		onRenew = f.renewed
 		peerReader = c

@@ -46,6 +46,9 @@ type peers struct {
 	addrs map[string]string // node → InternalIP, of every node of the cluster but this one
 	// reachable says whether this node's own renewals succeed.
 	reachable func() (bool, time.Time)
+	// down, if set, says whether the node's network is down (simulated nodes): it then
+	// neither asks nor answers.
+	down func() bool
 }
 
 // refresh remembers the cluster's nodes and their addresses (while the API answers).
@@ -90,6 +93,9 @@ func (p *peers) keepFresh(ctx context.Context, c client.Reader, every time.Durat
 func (p *peers) serve(ctx context.Context, addr string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+peerPath, func(w http.ResponseWriter, _ *http.Request) {
+		if p.down != nil && p.down() {
+			panic(http.ErrAbortHandler) // no answer: the connection just drops
+		}
 		ok, last := p.reachable()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(peerAnswer{Node: p.self, Reachable: ok, LastRenew: last})
@@ -113,6 +119,9 @@ func (p *peers) serve(ctx context.Context, addr string) error {
 // is unreachable from more than maxUnreachable of all nodes, counting this one, which
 // cannot reach it, and from at least one peer. It also says what it saw, for the log.
 func (p *peers) outage(ctx context.Context, timeout time.Duration) (bool, string) {
+	if p.down != nil && p.down() {
+		return false, "the node's network is down: no peer can be asked"
+	}
 	p.mu.Lock()
 	addrs := make(map[string]string, len(p.addrs))
 	for n, a := range p.addrs {
