@@ -114,15 +114,17 @@ func Run(o Options) error {
 	}
 
 	say("Starting the control plane (state in %s)…", o.StateDir)
-	cp, err := controlplane.Start(ctx, controlplane.Options{
+	cpOpts := controlplane.Options{
 		DataDir:     filepath.Join(o.StateDir, "control-plane"),
 		BindAddress: bind,
 		SecurePort:  o.Port,
-	})
+	}
+	cp, err := controlplane.Start(ctx, cpOpts)
 	if err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
-	stopCP := sync.OnceFunc(func() { _ = cp.Stop(3 * time.Second) })
+	var cpMu sync.Mutex // cp changes when the control plane restarts
+	stopCP := sync.OnceFunc(func() { cpMu.Lock(); _ = cp.Stop(3 * time.Second); cpMu.Unlock() })
 	defer stopCP()
 	say("Control plane ready at %s (%.1fs)", cp.Server, time.Since(started).Seconds())
 
@@ -220,7 +222,28 @@ func Run(o Options) error {
 		}
 	}
 	printNext(o, cp.Kubeconfig, say)
-	<-ctx.Done()
+	// SIGUSR1 restarts the apiserver and etcd (chaos runs): every client loses its
+	// connections and watches for the time it takes.
+	restart := make(chan os.Signal, 1)
+	signal.Notify(restart, syscall.SIGUSR1)
+	defer signal.Stop(restart)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-restart:
+			say("SIGUSR1: restarting the control plane…")
+			t := time.Now()
+			cpMu.Lock()
+			_ = cp.Stop(3 * time.Second)
+			cp, err = controlplane.Start(ctx, cpOpts)
+			cpMu.Unlock()
+			if err != nil {
+				stopChildren()
+				return fmt.Errorf("restarting the control plane: %w", err)
+			}
+			say("Control plane restarted in %.1fs", time.Since(t).Seconds())
+		}
+	}
 
 	say("Stopping Ferry…")
 	t := time.Now()
