@@ -19,8 +19,11 @@ bad=$(gofmt -l api cmd internal test)
 
 ldflags=$(make --no-print-directory -s print-ldflags)
 echo "== unit and controller tests (race detector on the controllers, the agent, the watchdog, the disk lease and the node network)"
-go test -ldflags "$ldflags" -race -count=1 ./internal/controller/... ./internal/agent/... ./internal/ipam/... ./internal/watchdog/... ./internal/disklease/... ./internal/vmnet/... ./internal/pinger/...
-go test -ldflags "$ldflags" -count=1 $(go list ./... | grep -v -e /internal/controller -e /internal/agent -e /internal/ipam -e /internal/watchdog -e /internal/disklease -e /internal/vmnet -e /internal/pinger -e /test/e2e)
+go test -ldflags "$ldflags" -race -count=1 ./internal/controller/... ./internal/agent/... ./internal/ipam/... ./internal/watchdog/... ./internal/disklease/... ./internal/vmnet/... ./internal/pinger/... ./internal/simnode/...
+go test -ldflags "$ldflags" -count=1 $(go list ./... | grep -v -e /internal/controller -e /internal/agent -e /internal/ipam -e /internal/watchdog -e /internal/disklease -e /internal/vmnet -e /internal/pinger -e /internal/simnode -e /test/e2e -e /test/chaos)
 
 echo "== end-to-end tests on ferry up with real guests"
 go test -count=1 -timeout 40m -v ./test/e2e/...
+
+echo "== a short chaos run on simulated nodes (every fault once; ferry-bench chaos runs more)"
+go test -count=1 -timeout 15m -v ./test/chaos/...
