@@ -94,39 +94,40 @@ func DefaultDrainOptions() DrainOptions {
 }
 
 // RunDrain runs the drain benchmark and prints its table to o.Out. It cleans up (VMs,
-// cordons, configuration, cluster) also when ctx is cancelled.
-func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
+// cordons, configuration, cluster) also when ctx is cancelled. Once it has measured, it
+// returns what it measured also with an error.
+func RunDrain(ctx context.Context, o DrainOptions) (res *DrainResult, retErr error) {
 	out, say := reporter(o.Out)
 	if o.VMs < 1 {
-		return errors.New("--vms must be at least 1")
+		return nil, errors.New("--vms must be at least 1")
 	}
 	if o.Nodes < 2 {
-		return errors.New("--nodes must be at least 2")
+		return nil, errors.New("--nodes must be at least 2")
 	}
 	if o.Outbound < 0 {
-		return errors.New("--outbound must not be negative")
+		return nil, errors.New("--outbound must not be negative")
 	}
 	mem, err := guestMemory(o.Memory)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	bin, err := ferryBinary(o.FerryBin)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	// Where the cluster lives.
 	failed := false // keeps a temporary state directory
 	cl, err := openCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fd-", o.Port, o.Nodes, o.WaitOther, say)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { cl.close(failed || o.Keep || retErr != nil, say) }()
 	kubeconfig, logsDir := cl.kubeconfig, cl.logsDir
 
 	image, c, err := guestAndClient(ctx, kubeconfig)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d := &drainBench{c: c, o: o, bin: bin, kubeconfig: kubeconfig, logsDir: logsDir, say: say}
 	for i := 1; i <= o.VMs; i++ {
@@ -142,15 +143,15 @@ func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
 
 	others, err := d.checkNodes(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := d.fbs[0].ensureImage(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	if o.Outbound > 0 {
 		restore, err := d.setOutbound(ctx, o.Outbound)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer func() {
 			cctx, cancel := cleanupCtx()
@@ -161,7 +162,7 @@ func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
 		}()
 	}
 	if err := d.deleteVMs(ctx, true); err != nil {
-		return err
+		return nil, err
 	}
 	defer func() {
 		if o.Keep {
@@ -189,30 +190,30 @@ func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
 
 	if err := d.createOnDrainNode(ctx, mem, others); err != nil {
 		failed = true
-		return err
+		return nil, err
 	}
 	d.warnOthersOnNode(ctx)
 
-	var res DrainResult
-	res.Node = drainNode
+	res = &DrainResult{Node: drainNode, ClusterNodes: 1 + len(others)}
 	if err := d.baseline(ctx, &res.Single); err != nil {
 		failed = true
 		if ctx.Err() != nil {
-			return errors.New("interrupted")
+			return res, errors.New("interrupted")
 		}
-		return err
+		return res, err
 	}
 
 	webhook := d.webhook(ctx)
+	res.Webhook = webhook
 	if webhook == "" {
 		say("No ValidatingWebhookConfiguration named *ferry*: kubectl drain will delete the launcher pods; expect the VMs to restart (post-drain failures)")
 	} else {
 		say("Ferry's eviction webhook: %s", webhook)
 	}
-	drainOut, drainErr := d.drain(ctx, &res)
+	drainOut, drainErr := d.drain(ctx, res)
 	if drainErr != nil && ctx.Err() != nil {
 		failed = true
-		return errors.New("interrupted")
+		return res, errors.New("interrupted")
 	}
 	if drainErr == nil {
 		if err := d.uncordonDrained(ctx); err != nil {
@@ -227,8 +228,8 @@ func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
 	fmt.Fprintf(out, "\nDrain benchmark: %d VM(s) of %s on %s drained by `kubectl drain` in a cluster of %d nodes, migrationsPerNodeOutbound %s, eviction webhook %s. "+
 		"Single = one Migrate operation (%s ⇄ %s) from creation to Completed. Times in ms.\n\n",
 		o.VMs, o.Memory, drainNode, 1+len(others), outbound, webhookName(webhook), drainNode, baselineNode)
-	if err := DrainTable(out, res); err != nil {
-		return err
+	if err := DrainTable(out, *res); err != nil {
+		return res, err
 	}
 	var details []string
 	for i, s := range res.Single.Samples {
@@ -248,9 +249,9 @@ func RunDrain(ctx context.Context, o DrainOptions) (retErr error) {
 	}
 	if drainErr != nil {
 		failed = true
-		return fmt.Errorf("%w; its output (end):\n%s", drainErr, lastLines(drainOut, 40))
+		return res, fmt.Errorf("%w; its output (end):\n%s", drainErr, lastLines(drainOut, 40))
 	}
-	return nil
+	return res, nil
 }
 
 // before is a VM as it ran before the drain.

@@ -23,8 +23,12 @@ type DrainVM struct {
 
 // DrainResult is what RunDrain measured.
 type DrainResult struct {
-	// Node is the drained node.
-	Node string
+	// Node is the drained node; ClusterNodes how many nodes the cluster had.
+	Node         string
+	ClusterNodes int
+	// Webhook is Ferry's eviction webhook (a ValidatingWebhookConfiguration named
+	// *ferry*); "" when there was none and kubectl drain deleted the launcher pods.
+	Webhook string
 	// Drain is how long `kubectl drain` ran until it exited 0.
 	Drain time.Duration
 	// DrainFailed says why the drain did not exit 0 in time; "" when it did.

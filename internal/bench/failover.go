@@ -73,33 +73,34 @@ func DefaultFailoverOptions() FailoverOptions {
 
 // RunFailover fails the node of the benchmark VM with each fault, Runs times, measures
 // how the VM comes back on another node, and prints the table to o.Out. It restores the
-// failed node and cleans up (VM, cluster) also when ctx is cancelled.
-func RunFailover(ctx context.Context, o FailoverOptions) (retErr error) {
+// failed node and cleans up (VM, cluster) also when ctx is cancelled. Once it has measured,
+// it returns what it measured also with an error.
+func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, retErr error) {
 	out, say := reporter(o.Out)
 	if o.Runs < 1 {
-		return errors.New("--runs must be at least 1")
+		return nil, errors.New("--runs must be at least 1")
 	}
 	if o.Kubeconfig == "" && !slices.Contains(fencingProfiles, o.Profile) {
-		return fmt.Errorf("unknown profile %q (%s)", o.Profile, strings.Join(fencingProfiles, ", "))
+		return nil, fmt.Errorf("unknown profile %q (%s)", o.Profile, strings.Join(fencingProfiles, ", "))
 	}
 	var faults []string
 	for _, f := range o.Faults {
 		f = strings.TrimSpace(f)
 		if _, ok := faultRestore[f]; !ok {
-			return fmt.Errorf("unknown fault %q (poweroff, disconnect, freeze)", f)
+			return nil, fmt.Errorf("unknown fault %q (poweroff, disconnect, freeze)", f)
 		}
 		faults = append(faults, f)
 	}
 	if len(faults) == 0 {
-		return errors.New("no fault to inject")
+		return nil, errors.New("no fault to inject")
 	}
 	mem, err := guestMemory(o.Memory)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	bin, err := ferryBinary(o.FerryBin)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	failed := false // keeps a temporary state directory
@@ -109,38 +110,38 @@ func RunFailover(ctx context.Context, o FailoverOptions) (retErr error) {
 	}
 	cl, err := openCluster(ctx, bin, o.Kubeconfig, o.StateDir, "ff-", o.Port, failoverNodes, o.WaitOther, say, upArgs...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { cl.close(failed || o.Keep || retErr != nil, say) }()
 	stateDir, err := filepath.Abs(cl.stateDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	image, c, err := guestAndClient(ctx, cl.kubeconfig)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	rep := FailoverReport{}
 	if rep.Profile, err = fencingProfile(ctx, c); err != nil {
-		return err
+		return nil, err
 	}
 	if rep.Profile == "off" {
-		return fmt.Errorf("the NodeGroup %s has no fencing: nothing would restart the VM elsewhere", workerGroup)
+		return nil, fmt.Errorf("the NodeGroup %s has no fencing: nothing would restart the VM elsewhere", workerGroup)
 	}
 	if o.Kubeconfig != "" && rep.Profile != o.Profile {
 		say("Note: the cluster's fencing profile is %s, not --profile %s (a running cluster keeps its own)", rep.Profile, o.Profile)
 	}
 	say("Waiting for %d nodes Ready with armed watchdogs…", failoverNodes)
 	if rep.Timing, err = waitNodesArmed(ctx, c, failoverNodes, 2*time.Minute); err != nil {
-		return err
+		return nil, err
 	}
 	say("Fencing profile %s: %s", rep.Profile, rep.Timing)
 
 	fb := &ferryBench{c: c, ns: o.Namespace, vm: o.VMName, disk: o.VMName + "-root", logsDir: cl.logsDir,
 		say: say, imageURL: "file://" + image}
 	if err := fb.ensureImage(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	defer func() {
 		if o.Keep {
@@ -156,13 +157,13 @@ func RunFailover(ctx context.Context, o FailoverOptions) (retErr error) {
 	}()
 	say("Creating VM %s/%s (%s, 1 core, runPolicy AlwaysOn) from %s", o.Namespace, o.VMName, o.Memory, imageName)
 	if err := fb.createVM(ctx, mem, v1alpha2.AlwaysOn); err != nil {
-		return err
+		return nil, err
 	}
 	t := time.Now()
 	p, err := fb.waitReady(ctx, 5*time.Minute)
 	if err != nil {
 		failed = true
-		return err
+		return nil, err
 	}
 	say("VM running on %s (pod %s) with a heartbeat after %.1fs", p.node, p.pod, time.Since(t).Seconds())
 
@@ -186,7 +187,7 @@ runs:
 		"OLD LAST CNT: T0 → the failed instance's last heartbeat; GUEST GAP: its last CNT → the new one's first.\n\n",
 		o.VMName, o.Memory, failoverNodes, rep.Profile)
 	if err := FailoverTable(out, rep); err != nil {
-		return err
+		return &rep, err
 	}
 	var details []string
 	for _, run := range rep.Runs {
@@ -207,11 +208,11 @@ runs:
 	if runErr != nil {
 		failed = true
 		if ctx.Err() != nil {
-			return errors.New("interrupted; the table shows what was measured")
+			return &rep, errors.New("interrupted; the table shows what was measured")
 		}
-		return fmt.Errorf("benchmark stopped early: %w", runErr)
+		return &rep, fmt.Errorf("benchmark stopped early: %w", runErr)
 	}
-	return nil
+	return &rep, nil
 }
 
 // failoverBench fails the benchmark VM's node and watches the VM come back.

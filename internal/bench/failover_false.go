@@ -66,35 +66,49 @@ func DefaultFalseFencingOptions() FalseFencingOptions {
 // defaultProfile is what `ferry up` gives its nodes unless told otherwise.
 const defaultProfile = string(deckhousev1.ProfileFast)
 
+// FalseFencingReport is what RunFalseFencing measured, with the load it applied.
+type FalseFencingReport struct {
+	Results []FalseFencingResult
+	// Duration is how long the load lasted on each cluster.
+	Duration time.Duration
+	// Busy is how many busy-loop processes ran on CPUs CPUs.
+	Busy, CPUs int
+	// Netem says what latency netem added on the nodes' host links, or why none.
+	Netem string
+	// Pause is how long the control plane was frozen, every PauseEvery.
+	Pause, PauseEvery time.Duration
+}
+
 // RunFalseFencing runs, for each profile, a healthy `ferry up --nodes 3` under load (busy
 // CPUs, a slow network to the nodes, a control plane frozen now and then) and counts the
 // nodes that got fenced or reset anyway. It prints the table to o.Out and removes the load
-// (processes, qdiscs, frozen control plane) also on error or when ctx is cancelled.
-func RunFalseFencing(ctx context.Context, o FalseFencingOptions) error {
+// (processes, qdiscs, frozen control plane) also on error or when ctx is cancelled. Once
+// it has measured, it returns what it measured also with an error.
+func RunFalseFencing(ctx context.Context, o FalseFencingOptions) (*FalseFencingReport, error) {
 	out, say := reporter(o.Out)
 	if o.Duration <= 0 {
-		return errors.New("--duration must be positive")
+		return nil, errors.New("--duration must be positive")
 	}
 	if o.Pause < 0 || (o.Pause > 0 && o.Pause >= o.PauseEvery) {
-		return errors.New("--pause must be shorter than --pause-every")
+		return nil, errors.New("--pause must be shorter than --pause-every")
 	}
 	var profiles []string
 	for _, p := range o.Profiles {
 		p = strings.TrimSpace(p)
 		if !slices.Contains(fencingProfiles, p) {
-			return fmt.Errorf("unknown profile %q (Critical, Fast, Balanced, Tolerant)", p)
+			return nil, fmt.Errorf("unknown profile %q (Critical, Fast, Balanced, Tolerant)", p)
 		}
 		profiles = append(profiles, p)
 	}
 	if len(profiles) == 0 {
-		return errors.New("no profile to run")
+		return nil, errors.New("no profile to run")
 	}
 	if o.Busy == 0 {
 		o.Busy = 2 * runtime.NumCPU()
 	}
 	bin, err := ferryBinary(o.FerryBin)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	var results []FalseFencingResult
@@ -130,15 +144,17 @@ func RunFalseFencing(ctx context.Context, o FalseFencingOptions) error {
 		"Times in ms; FENCED counts Fenced events on Nodes, NODES REMOVED Node objects seen deleted or recreated, "+
 		"UNFED RENEWALS Lease renewals too slow to feed the watchdog, STORM GUARD its FencingPaused events.\n\n",
 		o.Duration, o.Busy, runtime.NumCPU(), netem, o.Pause, o.PauseEvery)
+	rep := &FalseFencingReport{Results: results, Duration: o.Duration, Busy: o.Busy, CPUs: runtime.NumCPU(), Netem: netem,
+		Pause: o.Pause, PauseEvery: o.PauseEvery}
 	if err := FalseFencingTable(out, results, defaultProfile); err != nil {
-		return err
+		return rep, err
 	}
 	for _, r := range results {
 		if r.Failure != "" {
 			fmt.Fprintf(out, "\n%s: %s\n", r.Profile, r.Failure)
 		}
 	}
-	return runErr
+	return rep, runErr
 }
 
 // fencingProfiles are the named profiles, fastest first.

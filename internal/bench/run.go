@@ -75,22 +75,45 @@ type scenario struct {
 	dirty int // MiB, 0 for idle
 }
 
+// MigrationResult is what RunMigration measured.
+type MigrationResult struct {
+	// Memory is the guest's memory as asked (a Kubernetes quantity), MemoryMiB its size.
+	Memory    string
+	MemoryMiB int64
+	// Runs is the number of migrations asked per scenario and system.
+	Runs int
+	// DirtyMiB is what the busy guest rewrote (--dirty-mib fitted to the guest); 0 without
+	// a dirtying scenario.
+	DirtyMiB int
+	// Params are the raw baseline's migration parameters: the controller's when a Ferry
+	// migration showed them (ParamsFromController), else the options'.
+	Params               hypervisor.MigrationParams
+	ParamsFromController bool
+	Scenarios            []ScenarioResult
+}
+
+// fitDirty is how many MiB a guest of memMiB can rewrite: the buffer lives in the guest's
+// tmpfs next to its kernel and initramfs, and past half the memory, or within 96 MiB of
+// it, the guest's OOM killer ends the heartbeat loop.
+func fitDirty(memMiB int64, dirty int) int {
+	return max(0, min(dirty, int(min(memMiB/2, memMiB-96))))
+}
+
 // RunMigration runs the migration benchmark and prints its table to o.Out. It cleans up
-// (VM, cluster, QEMU processes) also when ctx is cancelled.
-func RunMigration(ctx context.Context, o Options) (retErr error) {
+// (VM, cluster, QEMU processes) also when ctx is cancelled. Once it has measured, it
+// returns what it measured also with an error (the run stopped early).
+func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr error) {
 	out, say := reporter(o.Out)
 	if o.Runs < 1 {
-		return errors.New("--runs must be at least 1")
+		return nil, errors.New("--runs must be at least 1")
 	}
 	mem, err := guestMemory(o.Memory)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	memMiB := mem.Value() >> 20
 	dirty := o.DirtyMiB
-	// The buffer lives in the guest's tmpfs next to its kernel and initramfs: past half the
-	// memory, or within 96 MiB of it, the guest's OOM killer ends the heartbeat loop.
-	if limit := int(min(memMiB/2, memMiB-96)); dirty > limit {
+	if limit := fitDirty(memMiB, dirty); limit < dirty {
 		say("Note: --dirty-mib %d does not fit a %s guest (its OOM killer would end it); dirtying %d MiB instead", dirty, o.Memory, limit)
 		dirty = limit
 	}
@@ -104,11 +127,11 @@ func RunMigration(ctx context.Context, o Options) (retErr error) {
 				scenarios = append(scenarios, scenario{name: fmt.Sprintf("dirty-%dMiB", dirty), dirty: dirty})
 			}
 		default:
-			return fmt.Errorf("unknown scenario %q (idle, dirty)", s)
+			return nil, fmt.Errorf("unknown scenario %q (idle, dirty)", s)
 		}
 	}
 	if len(scenarios) == 0 {
-		return errors.New("no scenario to run")
+		return nil, errors.New("no scenario to run")
 	}
 
 	// Where the cluster lives.
@@ -117,35 +140,35 @@ func RunMigration(ctx context.Context, o Options) (retErr error) {
 	if o.Kubeconfig == "" {
 		abs, err := filepath.Abs(o.FerryBin)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := os.Stat(abs); err != nil {
-			return fmt.Errorf("--ferry %s: %w (run `make build`)", o.FerryBin, err)
+			return nil, fmt.Errorf("--ferry %s: %w (run `make build`)", o.FerryBin, err)
 		}
 		bin = abs
 	}
 	cl, err := openCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fb-", o.Port, 2, o.WaitOther, say)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { cl.close(failures > 0 || retErr != nil, say) }()
 	kubeconfig, stateDir, logsDir := cl.kubeconfig, cl.stateDir, cl.logsDir
 	workDir := filepath.Join(stateDir, "bench")
 	if o.Kubeconfig != "" && o.StateDir == "" {
 		if workDir, err = os.MkdirTemp("", "ferry-bench-raw-"); err != nil {
-			return err
+			return nil, err
 		}
 		defer os.RemoveAll(workDir)
 	}
 
 	image, c, err := guestAndClient(ctx, kubeconfig)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fb := &ferryBench{c: c, ns: o.Namespace, vm: o.VMName, disk: o.VMName + "-root", logsDir: logsDir,
 		timeout: o.MigrationTimeout, say: say, imageURL: "file://" + image}
 	if err := fb.ensureImage(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	say("Creating VM %s/%s (%s, 1 core) from %s", o.Namespace, o.VMName, o.Memory, imageName)
 	cleanupVM := func() {
@@ -163,12 +186,12 @@ func RunMigration(ctx context.Context, o Options) (retErr error) {
 		}
 	}()
 	if err := fb.createVM(ctx, mem, v1alpha2.AlwaysOnUnlessStoppedManually); err != nil {
-		return err
+		return nil, err
 	}
 	t := time.Now()
 	p, err := fb.waitReady(ctx, 5*time.Minute)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	say("VM running on %s (pod %s) with a heartbeat after %.1fs", p.node, p.pod, time.Since(t).Seconds())
 
@@ -213,9 +236,13 @@ func RunMigration(ctx context.Context, o Options) (retErr error) {
 		}
 	}
 
+	res = &MigrationResult{Memory: o.Memory, MemoryMiB: memMiB, Runs: o.Runs, Params: params, ParamsFromController: fb.params != nil, Scenarios: results}
+	for _, sc := range scenarios {
+		res.DirtyMiB = max(res.DirtyMiB, sc.dirty)
+	}
 	fmt.Fprintf(out, "\nMigration benchmark: %s guest, %d run(s) per scenario, Ferry = Evict operations on `ferry up --nodes 2`, raw = bare QEMU on loopback. Times in ms.\n\n", o.Memory, o.Runs)
 	if err := Table(out, results); err != nil {
-		return err
+		return res, err
 	}
 	var details []string
 	for _, r := range results {
@@ -236,11 +263,11 @@ func RunMigration(ctx context.Context, o Options) (retErr error) {
 	}
 	if runErr != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted; the table shows what was measured")
+			return res, fmt.Errorf("interrupted; the table shows what was measured")
 		}
-		return fmt.Errorf("benchmark stopped early: %w", runErr)
+		return res, fmt.Errorf("benchmark stopped early: %w", runErr)
 	}
-	return nil
+	return res, nil
 }
 
 // ferryScenario runs o.Runs Evict operations of the benchmark VM.

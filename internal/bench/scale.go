@@ -49,50 +49,71 @@ func DefaultScaleOptions() ScaleOptions {
 	return ScaleOptions{Ferry: "bin/ferry", Port: 17443, Nodes: 10, VMsPerNode: 10, Evacuate: 0.25, Fail: 2, WaitOther: 10 * time.Minute}
 }
 
+// ScaleResult is what RunScale measured; a phase is nil when the run did not reach its end.
+type ScaleResult struct {
+	Nodes, VMsPerNode               int
+	Start, Drain, Evacuate, Failure *ScalePhase
+}
+
+// ScalePhase is one phase of the scale benchmark.
+type ScalePhase struct {
+	// Nodes drained or failed (start: all of them); VMs started, moved or restarted.
+	Nodes, VMs int
+	Took       time.Duration
+	// PerVM are, for a drain, each evacuation's time from its creation to Completed (to the
+	// second) and, for a failure, each VM's time from the fault to Running on another node.
+	PerVM []time.Duration
+	Load  ControlPlaneLoad
+}
+
 // RunScale measures the control plane with simulated nodes (`ferry sim-nodes`: real agents,
-// VMs in memory) against `ferry up`'s control plane and the real controllers.
-func RunScale(ctx context.Context, o ScaleOptions) (retErr error) {
+// VMs in memory) against `ferry up`'s control plane and the real controllers. Once the
+// cluster is up, it returns what it measured also with an error.
+func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error) {
 	w, say := reporter(o.Out)
 	bin, err := filepath.Abs(o.Ferry)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// A /16 of VM addresses: the default /24 holds 253 VMs.
 	cl, err := openCluster(ctx, bin, "", o.StateDir, "fs-", o.Port, 0, o.WaitOther, say, "--netns=false", "--fencing-profile", "Fast", "--ip-range", "10.80.0.0/16")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { cl.close(retErr != nil, say) }()
-	sim, err := startSimNodes(ctx, bin, cl, o.Nodes, say)
+	res := &ScaleResult{Nodes: o.Nodes, VMsPerNode: o.VMsPerNode}
+	// The watchdogs are armed and fed but never fire: a hundred simulated nodes share two
+	// cores here, and late renewals would reset nodes no real machine would.
+	sim, err := startSimNodes(ctx, bin, cl, o.Nodes, say, "--watchdog-resets=false")
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer sim.stop()
 
 	cfg, err := clientcmd.BuildConfigFromFlags("", cl.kubeconfig)
 	if err != nil {
-		return err
+		return res, err
 	}
 	cfg.QPS, cfg.Burst = 100, 200
 	c, err := newClient(cl.kubeconfig)
 	if err != nil {
-		return err
+		return res, err
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return err
+		return res, err
 	}
 	m := &scaleMeter{c: c, cs: cs, metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", o.Port+2000), say: say}
 	if err := m.waitNodes(ctx, o.Nodes, 5*time.Minute); err != nil {
-		return err
+		return res, err
 	}
 	image, _, err := guestAndClient(ctx, cl.kubeconfig)
 	if err != nil {
-		return err
+		return res, err
 	}
 	fb := &ferryBench{c: c, ns: "default", say: say, imageURL: "file://" + image}
 	if err := fb.ensureImage(ctx); err != nil {
-		return err
+		return res, err
 	}
 	var rows [][2]string
 	add := func(k, v string) { rows = append(rows, [2]string{k, v}); say("%s: %s", k, v) }
@@ -102,19 +123,20 @@ func RunScale(ctx context.Context, o ScaleOptions) (retErr error) {
 	m.mark()
 	t0 := time.Now()
 	if err := createScaleVMs(ctx, c, total); err != nil {
-		return err
+		return res, err
 	}
 	if err := m.waitVMsRunning(ctx, total, 15*time.Minute); err != nil {
-		return err
+		return res, err
 	}
 	d := time.Since(t0)
+	res.Start = &ScalePhase{Nodes: o.Nodes, VMs: total, Took: d, Load: m.load()}
 	add("start", fmt.Sprintf("%d VMs on %d nodes Running in %s (%.0f VMs/min)", total, o.Nodes, d.Round(100*time.Millisecond), float64(total)/d.Minutes()))
-	add("start: control plane", m.report(d))
+	add("start: control plane", res.Start.Load.String())
 
 	// Drain one node, then a quarter of them at once.
 	byNode, err := m.vmsByNode(ctx)
 	if err != nil {
-		return err
+		return res, err
 	}
 	nodes := sortedKeys(byNode)
 	drain := func(names []string) (time.Duration, []time.Duration, error) {
@@ -147,23 +169,25 @@ func RunScale(ctx context.Context, o ScaleOptions) (retErr error) {
 	one := nodes[:1]
 	took, per, err := drain(one)
 	if err != nil {
-		return err
+		return res, err
 	}
+	res.Drain = &ScalePhase{Nodes: len(one), VMs: len(per), Took: took, PerVM: per, Load: m.load()}
 	add("drain 1 node", fmt.Sprintf("%d VMs moved in %s; per migration (vmop created → Completed) %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), pct(per), float64(len(per))/took.Minutes()))
-	add("drain 1 node: control plane", m.report(took))
+	add("drain 1 node: control plane", res.Drain.Load.String())
 	quarter := max(1, int(math.Round(o.Evacuate*float64(o.Nodes))))
 	many := nodes[1:min(len(nodes), 1+quarter)]
 	took, per, err = drain(many)
 	if err != nil {
-		return err
+		return res, err
 	}
+	res.Evacuate = &ScalePhase{Nodes: len(many), VMs: len(per), Took: took, PerVM: per, Load: m.load()}
 	add(fmt.Sprintf("evacuate %d nodes at once", len(many)), fmt.Sprintf("%d VMs moved in %s; per migration %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), pct(per), float64(len(per))/took.Minutes()))
-	add("evacuate: control plane", m.report(took))
+	add("evacuate: control plane", res.Evacuate.Load.String())
 
 	// Fail nodes at once (among those still up).
 	byNode, err = m.vmsByNode(ctx)
 	if err != nil {
-		return err
+		return res, err
 	}
 	var victims []string
 	for _, n := range sortedKeys(byNode) {
@@ -179,22 +203,23 @@ func RunScale(ctx context.Context, o ScaleOptions) (retErr error) {
 	t := time.Now()
 	for _, n := range victims {
 		if err := os.WriteFile(filepath.Join(sim.dir, "failed", n), nil, 0o644); err != nil {
-			return err
+			return res, err
 		}
 	}
 	back, err := m.waitRestarted(ctx, lost, victims, t, 10*time.Minute)
 	if err != nil {
-		return err
+		return res, err
 	}
 	took = time.Since(t)
+	res.Failure = &ScalePhase{Nodes: len(victims), VMs: len(back), Took: took, PerVM: back, Load: m.load()}
 	add(fmt.Sprintf("fail %d nodes", len(victims)), fmt.Sprintf("%d VMs Running elsewhere; per VM (fault → Running on another node) %s", len(back), pct(back)))
-	add("fail: control plane", m.report(took))
+	add("fail: control plane", res.Failure.Load.String())
 
 	fmt.Fprintf(w, "\nScale with simulated nodes: %d nodes × %d VMs (VMs in memory: launcher.RunSimulated; real agents, controllers and control plane)\n", o.Nodes, o.VMsPerNode)
 	for _, r := range rows {
 		fmt.Fprintf(w, "  %-32s %s\n", r[0], r[1])
 	}
-	return nil
+	return res, nil
 }
 
 func lastLine(s string) string {
@@ -229,7 +254,9 @@ type simNodes struct {
 	done chan struct{}
 }
 
-func startSimNodes(ctx context.Context, bin string, cl *benchCluster, n int, say func(string, ...any)) (*simNodes, error) {
+// startSimNodes runs `ferry sim-nodes` (its log in the state directory) with n nodes and
+// extra flags.
+func startSimNodes(ctx context.Context, bin string, cl *benchCluster, n int, say func(string, ...any), extra ...string) (*simNodes, error) {
 	dir := filepath.Join(cl.stateDir, "sim")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -238,7 +265,8 @@ func startSimNodes(ctx context.Context, bin string, cl *benchCluster, n int, say
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "sim-nodes", "--kubeconfig", cl.kubeconfig, "--count", strconv.Itoa(n), "--state-dir", dir)
+	args := append([]string{"sim-nodes", "--kubeconfig", cl.kubeconfig, "--count", strconv.Itoa(n), "--state-dir", dir}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -440,7 +468,27 @@ func (m *scaleMeter) mark() {
 }
 
 // report says what the control plane did since mark over the phase d.
-func (m *scaleMeter) report(d time.Duration) string {
+func (m *scaleMeter) report(d time.Duration) string { return m.load().String() }
+
+// ControlPlaneLoad is what the control plane did over a phase of the scale benchmark.
+type ControlPlaneLoad struct {
+	// CPUPercent is the controller's CPU time over the phase, in % of one core; RSS its
+	// resident memory at the end, in bytes.
+	CPUPercent float64
+	RSS        int64
+	// RequestsPerSec is the apiserver's request rate (apiserver_request_total).
+	RequestsPerSec float64
+	// Reconcile is the VM controller's reconcile time over the phase.
+	Reconcile ReconcileTimes
+}
+
+func (l ControlPlaneLoad) String() string {
+	return fmt.Sprintf("controller CPU %.0f%% of a core, RSS %d MiB; apiserver %.0f requests/s; VM reconcile %s",
+		l.CPUPercent, l.RSS>>20, l.RequestsPerSec, l.Reconcile)
+}
+
+// load is what the control plane did since mark.
+func (m *scaleMeter) load() ControlPlaneLoad {
 	el := time.Since(m.at).Seconds()
 	cpu, rss := controllerCPU()
 	reqs := m.apiRequests() - m.requests
@@ -449,8 +497,7 @@ func (m *scaleMeter) report(d time.Duration) string {
 	for le, v := range now {
 		diff[le] = v - m.recon[le]
 	}
-	return fmt.Sprintf("controller CPU %.0f%% of a core, RSS %d MiB; apiserver %.0f requests/s; VM reconcile %s",
-		100*(cpu-m.ctlCPU)/el, rss>>20, reqs/el, quantiles(diff))
+	return ControlPlaneLoad{CPUPercent: 100 * (cpu - m.ctlCPU) / el, RSS: rss, RequestsPerSec: reqs / el, Reconcile: reconcileTimes(diff)}
 }
 
 // controllerCPU is the ferry controller process's CPU seconds so far (and, second, its RSS
@@ -513,7 +560,42 @@ func (m *scaleMeter) reconcileBuckets() map[string]float64 {
 }
 
 // quantiles reads p50 and p99 (bucket upper bounds) from a cumulative histogram.
-func quantiles(b map[string]float64) string {
+func quantiles(b map[string]float64) string { return reconcileTimes(b).String() }
+
+// ReconcileTimes are the p50 and p99 of a reconcile time histogram, as the upper bounds of
+// the buckets they fall in, and the number of reconciles (0: none, or no histogram).
+type ReconcileTimes struct {
+	N        int64
+	P50, P99 BucketBound
+}
+
+func (r ReconcileTimes) String() string {
+	if r.N == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("p50 %s, p99 %s (%d reconciles)", r.P50, r.P99, r.N)
+}
+
+// BucketBound is the upper bound of the histogram bucket a quantile falls in: Le, or above
+// the largest finite bound (Inf). OK is false when no bucket held it.
+type BucketBound struct {
+	Le      time.Duration
+	Inf, OK bool
+}
+
+func (b BucketBound) String() string {
+	switch {
+	case !b.OK:
+		return "-"
+	case b.Inf:
+		return "> largest bucket"
+	}
+	return "≤ " + b.Le.String()
+}
+
+// reconcileTimes reads p50 and p99 from a cumulative histogram (bucket upper bound in
+// seconds → count).
+func reconcileTimes(b map[string]float64) ReconcileTimes {
 	type bk struct {
 		le float64
 		n  float64
@@ -534,19 +616,19 @@ func quantiles(b map[string]float64) string {
 		}
 	}
 	if total == 0 {
-		return "-"
+		return ReconcileTimes{}
 	}
 	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
-	q := func(f float64) string {
+	q := func(f float64) BucketBound {
 		for _, x := range bs {
 			if x.n >= f*total {
 				if math.IsInf(x.le, 1) {
-					return "> largest bucket"
+					return BucketBound{Inf: true, OK: true}
 				}
-				return "≤ " + (time.Duration(x.le * float64(time.Second))).String()
+				return BucketBound{Le: time.Duration(x.le * float64(time.Second)), OK: true}
 			}
 		}
-		return "-"
+		return BucketBound{}
 	}
-	return fmt.Sprintf("p50 %s, p99 %s (%d reconciles)", q(0.5), q(0.99), int64(total))
+	return ReconcileTimes{N: int64(total), P50: q(0.5), P99: q(0.99)}
 }
