@@ -8,12 +8,14 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/ferryvm/ferry/internal/bench"
@@ -21,6 +23,8 @@ import (
 
 func main() {
 	ctrllog.SetLogger(logr.Discard()) // the client's own logging is noise here
+	klog.SetOutput(io.Discard)        // e.g. watches cut short when a benchmark moves on
+	klog.LogToStderr(false)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()
@@ -31,7 +35,7 @@ func main() {
 		Short:        "Benchmarks of Ferry",
 		SilenceUsage: true,
 	}
-	root.AddCommand(migrationCommand(), drainCommand(), failoverCommand(), falseFencingCommand(), scaleCommand())
+	root.AddCommand(migrationCommand(), drainCommand(), failoverCommand(), falseFencingCommand(), scaleCommand(), reportCommand(), chaosCommand())
 	if err := root.ExecuteContext(ctx); err != nil {
 		os.Exit(1)
 	}
@@ -80,7 +84,8 @@ raw QEMU processes).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			return bench.RunMigration(cmd.Context(), o)
+			_, err := bench.RunMigration(cmd.Context(), o)
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -157,7 +162,8 @@ cluster's own settings, let the drain migrate several VMs at a time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			return bench.RunDrain(cmd.Context(), o)
+			_, err := bench.RunDrain(cmd.Context(), o)
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -230,7 +236,8 @@ when something failed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			return bench.RunFailover(cmd.Context(), o)
+			_, err := bench.RunFailover(cmd.Context(), o)
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -290,7 +297,8 @@ when a node was fenced or reset, or something failed, or with --keep).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			return bench.RunFalseFencing(cmd.Context(), o)
+			_, err := bench.RunFalseFencing(cmd.Context(), o)
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -336,7 +344,8 @@ request rate (apiserver_request_total), and the VM controller's reconcile time p
   ferry-bench scale --nodes 100 --vms-per-node 30 --fail 5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return bench.RunScale(cmd.Context(), o)
+			_, err := bench.RunScale(cmd.Context(), o)
+			return err
 		},
 	}
 	f := cmd.Flags()

@@ -35,6 +35,7 @@ func simNodesCommand() *cobra.Command {
 	var (
 		kubeconfig, prefix, stateDir, cpu, memory, group, control string
 		count, peerPort                                           int
+		watchdogResets                                            bool
 		so                                                        launcher.SimOptions
 	)
 	cmd := &cobra.Command{
@@ -73,7 +74,7 @@ func simNodesCommand() *cobra.Command {
 					PeerPort: peerPort, MaxUnreachable: fencing.DefaultMaxUnreachable,
 				})
 				rt := &simRuntime{so: so, node: n}
-				n.Runtime = rt.start
+				n.Runtime, n.BrokenWatchdog = rt.start, !watchdogResets
 			}
 			var wg sync.WaitGroup
 			for _, n := range cl.Nodes() {
@@ -123,6 +124,7 @@ func simNodesCommand() *cobra.Command {
 	f.StringVar(&group, "node-group", "worker", "NodeGroup of the nodes")
 	f.StringVar(&control, "control", "", "address (e.g. 127.0.0.1:0) of the fault and guest endpoint; the address taken is written to <state-dir>/control-addr")
 	f.IntVar(&peerPort, "peer-port", 0, "port the agents ask each other about the control plane on (0: no peer checks); each node then gets an address 127.1.x.y of its own")
+	f.BoolVar(&watchdogResets, "watchdog-resets", true, "a node whose watchdog is not fed in time resets (false: the watchdogs are armed and fed but never fire; for scale runs, where many simulated nodes share a few cores and renew late, and to prove that chaos runs catch a VM running twice)")
 	f.DurationVar(&so.MigrationTime, "migration-time", 200*time.Millisecond, "how long a simulated migration takes")
 	f.DurationVar(&so.Downtime, "downtime", 20*time.Millisecond, "simulated switchover pause")
 	return cmd

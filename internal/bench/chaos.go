@@ -41,7 +41,13 @@ type ChaosOptions struct {
 	// Plan, when set, fixes the trials' operations and faults ("drain+kill-agent"), in turn;
 	// their timing still comes from the seed.
 	Plan []string
-	Out  io.Writer
+	// Hold, when set, is how long every freeze and cut lasts; Delay, when set, when every
+	// fault comes (default: both drawn from the seed).
+	Hold, Delay time.Duration
+	// BrokenWatchdog (simulated nodes only) keeps nodes from resetting: a node cut off
+	// runs on, and chaos trials must report its VMs running twice.
+	BrokenWatchdog bool
+	Out            io.Writer
 }
 
 // DefaultChaosOptions is a short simulated run.
@@ -161,6 +167,12 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, retErr err
 			return res, err
 		}
 		t := plan(o.Seed, i, latest, longest)
+		if o.Hold > 0 {
+			t.hold = o.Hold
+		}
+		if o.Delay > 0 {
+			t.delay = o.Delay
+		}
 		if len(o.Plan) > 0 {
 			t.op, t.fault, _ = strings.Cut(o.Plan[(i-o.FirstTrial)%len(o.Plan)], "+")
 		}

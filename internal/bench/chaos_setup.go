@@ -62,8 +62,11 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 			}
 		}
 	} else {
-		sim, err := startSimNodesArgs(ctx, bin, cl, o.Nodes, say, "--control", "127.0.0.1:0",
-			"--peer-port", strconv.Itoa(o.Port+2003), "--migration-time", "2s")
+		args := []string{"--control", "127.0.0.1:0", "--peer-port", strconv.Itoa(o.Port + 2003), "--migration-time", "2s"}
+		if o.BrokenWatchdog {
+			args = append(args, "--watchdog-resets=false")
+		}
+		sim, err := startSimNodes(ctx, bin, cl, o.Nodes, say, args...)
 		if err != nil {
 			closeRun(true)
 			return nil, nil, err
@@ -306,28 +309,4 @@ func (d *simDriver) overlaps(ctx context.Context) ([]string, error) {
 // Simulated nodes arm a 5 s watchdog (Fast): holds up to 12 s reset some nodes.
 func (d *simDriver) faultTimes() (time.Duration, time.Duration) {
 	return 12 * time.Second, 4 * time.Second
-}
-
-// startSimNodesArgs is startSimNodes with more flags for `ferry sim-nodes`.
-func startSimNodesArgs(ctx context.Context, bin string, cl *benchCluster, n int, say func(string, ...any), extra ...string) (*simNodes, error) {
-	dir := filepath.Join(cl.stateDir, "sim")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(filepath.Join(cl.stateDir, "sim-nodes.log"))
-	if err != nil {
-		return nil, err
-	}
-	args := append([]string{"sim-nodes", "--kubeconfig", cl.kubeconfig, "--count", strconv.Itoa(n), "--state-dir", dir}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	s := &simNodes{cmd: cmd, dir: dir, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
-	say("Started %d simulated nodes (pid %d, log %s)", n, cmd.Process.Pid, logf.Name())
-	return s, nil
 }

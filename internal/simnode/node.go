@@ -28,6 +28,10 @@ type Node struct {
 	Name, IP string
 	// Runtime runs the node's launcher pods; set it before Live.
 	Runtime kubelet.Runtime
+	// BrokenWatchdog makes the watchdog never fire (set before Live): a node cut off keeps
+	// running its VMs while the cluster believes it reset. Only to prove that a chaos run
+	// notices a VM running twice.
+	BrokenWatchdog bool
 
 	cfg *rest.Config
 	o   agent.Options
@@ -127,7 +131,7 @@ func (n *Node) run(ctx context.Context) {
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
-			if n.wd.Expired(time.Now()) {
+			if !n.BrokenWatchdog && n.wd.Expired(time.Now()) {
 				n.reset(b)
 				return
 			}

@@ -4,12 +4,25 @@ package chaos
 
 import (
 	"bytes"
+	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/ferryvm/ferry/internal/bench"
 )
+
+func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard()) // the clients' own logging is noise here
+	klog.SetOutput(io.Discard)
+	klog.LogToStderr(false)
+	os.Exit(m.Run())
+}
 
 func TestEveryFaultOnce(t *testing.T) {
 	bin := os.Getenv("FERRY_BIN")
@@ -30,5 +43,30 @@ func TestEveryFaultOnce(t *testing.T) {
 	}
 	if res.Trials != len(o.Plan) || res.Violations != 0 {
 		t.Fatalf("%d trials, %d with a violation: %v", res.Trials, res.Violations, res.Failed)
+	}
+}
+
+// With watchdogs that never fire, a node cut off longer than the fencing timeout runs on
+// while the cluster restarts its VMs elsewhere: the chaos run must report it.
+func TestBrokenWatchdogIsCaught(t *testing.T) {
+	bin := os.Getenv("FERRY_BIN")
+	if bin == "" {
+		t.Fatal("FERRY_BIN must name the ferry binary (make build; scripts/test.sh sets it)")
+	}
+	var out bytes.Buffer
+	o := bench.DefaultChaosOptions()
+	// Seed 1 cuts the source node (not the target's), at once: its agent never hears of
+	// the migration, and the VM stays there.
+	o.Ferry, o.Port, o.Nodes, o.VMs, o.Seed, o.Out = bin, 18743, 3, 2, 1, &out
+	o.Settle, o.Hold, o.Delay, o.BrokenWatchdog = 90*time.Second, 20*time.Second, time.Millisecond, true
+	o.Plan = []string{"migrate+cut-network"}
+	o.Trials = 1
+	res, err := bench.RunChaos(t.Context(), o)
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Violations != 1 || !strings.Contains(res.Failed[0], "ran in two places at once") {
+		t.Fatalf("the split brain went unreported: %+v", res)
 	}
 }
