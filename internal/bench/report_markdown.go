@@ -292,7 +292,7 @@ func falseFencingSection(b *strings.Builder, p FalseFencingPart) {
 func scaleSection(b *strings.Builder, r Report) {
 	b.WriteString("## Scale (simulated nodes)\n\n")
 	b.WriteString("`ferry-bench scale` runs `ferry up --nodes 0` with `ferry sim-nodes`: real node agents whose VMs run in memory " +
-		"(no QEMU; a migration takes 200 ms), against the real control plane and controllers. Phases: start (all VMs " +
+		"(no QEMU; a migration takes 200 ms; their watchdogs are armed and fed but never reset a node, since a hundred simulated nodes share two cores), against the real control plane and controllers. Phases: start (all VMs " +
 		"created until Running), drain of one node, evacuation of a share of the nodes at once, failure of nodes at once. " +
 		"Per VM: each evacuation from its creation to Completed (to the second), or each failed node's VM from the fault " +
 		"to Running elsewhere. Controller CPU is in % of one core; reconcile times are the VM controller's, as upper " +
@@ -326,6 +326,15 @@ func scaleSection(b *strings.Builder, r Report) {
 	}
 	mdTable(b, []string{"Nodes × VMs", "Phase", "Nodes", "VMs", "Time (s)", "Per VM p50 (s)", "Per VM p99 (s)", "Per VM max (s)",
 		"Controller CPU %", "Controller RSS (MiB)", "API requests/s", "Reconcile p50", "Reconcile p99", "Reconciles"}, rows)
+	var stages []string
+	for _, p := range r.Scale {
+		if p.Result != nil && p.Result.Failure != nil && p.Result.Failure.Stages != "" {
+			stages = append(stages, fmt.Sprintf("- %d × %d: %s\n", p.Nodes, p.VMsPerNode, p.Result.Failure.Stages))
+		}
+	}
+	if len(stages) > 0 {
+		b.WriteString("Where a failover's time goes (per VM of the failed nodes, p50/p99/max of each stage):\n\n" + strings.Join(stages, "") + "\n")
+	}
 	embedPlots(b, r, partScale)
 	b.WriteString("Commands:\n\n")
 	for _, p := range r.Scale {

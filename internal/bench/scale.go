@@ -64,6 +64,8 @@ type ScalePhase struct {
 	// second) and, for a failure, each VM's time from the fault to Running on another node.
 	PerVM []time.Duration
 	Load  ControlPlaneLoad
+	// Stages splits a failure's per-VM times (fault, fencing, new pod, pod Ready, Running).
+	Stages string
 }
 
 // RunScale measures the control plane with simulated nodes (`ferry sim-nodes`: real agents,
@@ -214,6 +216,12 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	res.Failure = &ScalePhase{Nodes: len(victims), VMs: len(back), Took: took, PerVM: back, Load: m.load()}
 	add(fmt.Sprintf("fail %d nodes", len(victims)), fmt.Sprintf("%d VMs Running elsewhere; per VM (fault → Running on another node) %s", len(back), pct(back)))
 	add("fail: control plane", res.Failure.Load.String())
+	if st, err := failoverStages(ctx, c, "default", lost, victims, t); err == nil {
+		res.Failure.Stages = st
+		add("fail: stages", st)
+	} else {
+		say("Could not split the failovers into stages: %v", err)
+	}
 
 	fmt.Fprintf(w, "\nScale with simulated nodes: %d nodes × %d VMs (VMs in memory: launcher.RunSimulated; real agents, controllers and control plane)\n", o.Nodes, o.VMsPerNode)
 	for _, r := range rows {
