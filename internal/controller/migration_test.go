@@ -19,25 +19,13 @@ import (
 // during the transfer: the pod is gone".
 func TestMigrationCompletesWhenTheSourceIsRemovedFirst(t *testing.T) {
 	ns := newNamespace(t)
-	for _, n := range []string{"mig-a-" + ns, "mig-b-" + ns} {
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}
-		if err := k8s.Create(ctx, node); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = k8s.Delete(ctx, node) })
-		node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("16Gi")}
-		node.Status.Capacity = node.Status.Allocatable
-		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
-		if err := k8s.Status().Update(ctx, node); err != nil {
-			t.Fatal(err)
-		}
-	}
+	nodeA, nodeB := migrationNodes(t, ns)
 	makeImageDisk(t, ns, "d")
 	if err := k8s.Create(ctx, newVM(ns, "m", "d", v1alpha2.AlwaysOn)); err != nil {
 		t.Fatal(err)
 	}
 	source := waitPod(t, ns, "m")
-	runPod(t, &source, "mig-a-"+ns)
+	runPod(t, &source, nodeA)
 	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
 
 	op := newOp(ns, "ev", "m", v1alpha2.OpEvict)
@@ -56,7 +44,7 @@ func TestMigrationCompletesWhenTheSourceIsRemovedFirst(t *testing.T) {
 		return false, fmt.Sprintf("%d live pods; op %s: %s", len(livePods(t, ns, "m")), op.Status.Phase, op.Status.Progress)
 	})
 	// The target's agent: bound, running, listening; no guest yet.
-	b := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: target.Name, Namespace: ns}, Target: corev1.ObjectReference{Kind: "Node", Name: "mig-b-" + ns}}
+	b := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: target.Name, Namespace: ns}, Target: corev1.ObjectReference{Kind: "Node", Name: nodeB}}
 	if err := k8s.SubResource("binding").Create(ctx, &target, b); err != nil {
 		t.Fatal(err)
 	}
@@ -82,5 +70,150 @@ func TestMigrationCompletesWhenTheSourceIsRemovedFirst(t *testing.T) {
 			return false, err.Error()
 		}
 		return op.Status.Phase == v1alpha2.OpCompleted, fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
+	})
+}
+
+// migrationNodes makes two Ready nodes for a migration test and returns their names.
+func migrationNodes(t *testing.T, ns string) (string, string) {
+	t.Helper()
+	a, b := "mig-a-"+ns, "mig-b-"+ns
+	for _, n := range []string{a, b} {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}
+		if err := k8s.Create(ctx, node); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(ctx, node) })
+		node.Status.Allocatable = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8"), corev1.ResourceMemory: resource.MustParse("16Gi")}
+		node.Status.Capacity = node.Status.Allocatable
+		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+		if err := k8s.Status().Update(ctx, node); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a, b
+}
+
+// openMigrationState records on the VM a migration from source towards the pod target, as
+// the migration controller does when it starts one.
+func openMigrationState(t *testing.T, ns, vm string, source *corev1.Pod, target string) {
+	t.Helper()
+	eventually(t, timeout, "the VM's migration state written", func() (bool, string) {
+		var v v1alpha2.VirtualMachine
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: vm}, &v); err != nil {
+			return false, err.Error()
+		}
+		now := metav1.Now()
+		v.Status.MigrationState = &v1alpha2.MigrationState{StartTimestamp: &now,
+			Source: v1alpha2.MigrationEndpoint{Node: source.Spec.NodeName, Pod: source.Name},
+			Target: v1alpha2.MigrationEndpoint{Pod: target}}
+		if err := k8s.Status().Update(ctx, &v); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+}
+
+// TestMigrationResumedAfterLostStatus (found by ferry-bench chaos: the controller killed
+// during a drain): a controller that died after creating the target pod and recording the
+// migration on the VM, but before writing the operation's status, leaves the VM Migrating.
+// The next controller must take that migration up, not fail the operation because the VM
+// is not Running (which left the VM Migrating for good, and every later Evict failed).
+func TestMigrationResumedAfterLostStatus(t *testing.T) {
+	ns := newNamespace(t)
+	a, b := migrationNodes(t, ns)
+	makeImageDisk(t, ns, "d")
+	if err := k8s.Create(ctx, newVM(ns, "m", "d", v1alpha2.AlwaysOn)); err != nil {
+		t.Fatal(err)
+	}
+	source := waitPod(t, ns, "m")
+	runPod(t, &source, a)
+	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
+
+	// What the dead controller left: a target pod of operation "ev" and the VM's state.
+	target := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-m-target", Namespace: ns, Labels: map[string]string{},
+		OwnerReferences: source.OwnerReferences}}
+	for k, v := range source.Labels {
+		target.Labels[k] = v
+	}
+	target.Labels[v1alpha2.LabelMigrationTarget] = "ev"
+	target.Spec = *source.Spec.DeepCopy()
+	target.Spec.NodeName = ""
+	if err := k8s.Create(ctx, &target); err != nil {
+		t.Fatal(err)
+	}
+	openMigrationState(t, ns, "m", &source, target.Name)
+	waitPhase(t, ns, "m", v1alpha2.MachineMigrating)
+
+	op := newOp(ns, "ev", "m", v1alpha2.OpEvict)
+	if err := k8s.Create(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, timeout, "the operation resumed with the target the dead controller made", func() (bool, string) {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(op), op); err != nil {
+			return false, err.Error()
+		}
+		if op.Status.Phase == v1alpha2.OpFailed {
+			t.Fatalf("the operation failed: %s", op.Status.Progress)
+		}
+		ms := op.Status.Migration
+		return op.Status.Phase == v1alpha2.OpInProgress && ms != nil && ms.TargetPod == target.Name,
+			fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
+	})
+	// It goes on to the end as any migration.
+	runPod(t, &target, b)
+	setPodStatus(t, &target, corev1.PodRunning, false)
+	patch := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"annotations":{"`+v1alpha2.AnnotationIncomingURI+`":"tcp:10.0.0.2:4444"}}}`))
+	if err := k8s.Patch(ctx, &target, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, timeout, "the source asked to migrate", func() (bool, string) {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(&source), &source); err != nil {
+			return false, err.Error()
+		}
+		return source.Annotations[v1alpha2.AnnotationMigrateTo] != "", "no request"
+	})
+	setPodStatus(t, &target, corev1.PodRunning, true)
+	if err := k8s.Delete(ctx, &source, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, timeout, "the operation Completed", func() (bool, string) {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(op), op); err != nil {
+			return false, err.Error()
+		}
+		return op.Status.Phase == v1alpha2.OpCompleted, fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
+	})
+	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
+}
+
+// TestStaleMigrationStateClosed: a VM whose migration state is open though no operation
+// migrates it and its target is gone shows Migrating; an Evict closes that state and
+// migrates the VM instead of failing because it is not Running.
+func TestStaleMigrationStateClosed(t *testing.T) {
+	ns := newNamespace(t)
+	a, _ := migrationNodes(t, ns)
+	makeImageDisk(t, ns, "d")
+	if err := k8s.Create(ctx, newVM(ns, "m", "d", v1alpha2.AlwaysOn)); err != nil {
+		t.Fatal(err)
+	}
+	source := waitPod(t, ns, "m")
+	runPod(t, &source, a)
+	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
+	openMigrationState(t, ns, "m", &source, "virt-launcher-m-gone")
+	waitPhase(t, ns, "m", v1alpha2.MachineMigrating)
+
+	op := newOp(ns, "ev2", "m", v1alpha2.OpEvict)
+	if err := k8s.Create(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, timeout, "the operation migrating with a target of its own", func() (bool, string) {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(op), op); err != nil {
+			return false, err.Error()
+		}
+		if op.Status.Phase == v1alpha2.OpFailed {
+			t.Fatalf("the operation failed: %s", op.Status.Progress)
+		}
+		ms := op.Status.Migration
+		return op.Status.Phase == v1alpha2.OpInProgress && ms != nil && ms.TargetPod != "" && ms.TargetPod != "virt-launcher-m-gone",
+			fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
 	})
 }

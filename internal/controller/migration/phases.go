@@ -32,12 +32,44 @@ func (r *Reconciler) pending(ctx context.Context, op *v1alpha2.VirtualMachineOpe
 	} else if other != "" {
 		return fail(v1alpha2.ReasonOtherMigration, "VM %s is already being migrated by VirtualMachineOperation %s", vm.Name, other), nil
 	}
-	if vm.Spec.RunPolicy == v1alpha2.AlwaysOff || vm.Status.Phase != v1alpha2.MachineRunning {
-		return fail(v1alpha2.ReasonVMNotRunning, "VM %s is %s: only a Running VM can be migrated", vm.Name, vm.Status.Phase), nil
-	}
 	ac, err := autoConverge(vm.Spec.LiveMigrationPolicy, op.Spec.Force)
 	if err != nil {
 		return fail(v1alpha2.ReasonForceNotAllowed, "%v", err), nil
+	}
+	// This operation may have started the migration already: a controller that died between
+	// writing the VM's migration state and the operation's status left the VM Migrating
+	// towards this operation's target pod. Take it up again instead of failing the operation
+	// over its own migration (which would leave the VM Migrating for good).
+	if resumed, err := r.resume(ctx, op, vm, ac); err != nil || resumed.opPhase != "" {
+		return resumed, err
+	}
+	// No operation is migrating the VM (otherMigration said so) and the target its state
+	// names is gone: the state was left open by an operation that ended without closing
+	// it. Close it, so the VM shows Running again and this operation can go on.
+	if st := vm.Status.MigrationState; st != nil && st.StartTimestamp != nil && st.EndTimestamp == nil {
+		t, err := r.pod(ctx, vm.Namespace, st.Target.Pod)
+		if err != nil {
+			return step{}, err
+		}
+		if t == nil || !t.DeletionTimestamp.IsZero() || launcherpod.Ended(t) {
+			now := metav1.NewTime(r.Now())
+			if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) { st.EndTimestamp, st.Result = &now, v1alpha2.MigrationFailed }); err != nil {
+				return step{}, err
+			}
+			ctrl.LoggerFrom(ctx).Info("Closed a migration state no operation owns", "vm", vm.Name, "target", st.Target.Pod)
+			op.Status.Phase = v1alpha2.OpPending
+			return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonWaitingForSyncSlot,
+				message: "closed a migration of VM " + vm.Name + " that an earlier operation left open", requeue: time.Second}, nil
+		}
+	}
+	if st := vm.Status.MigrationState; vm.Status.Phase == v1alpha2.MachineMigrating && st != nil && st.EndTimestamp != nil {
+		// The migration ended; the VM's phase has not followed yet.
+		op.Status.Phase = v1alpha2.OpPending
+		return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonWaitingForSyncSlot,
+			message: "waiting for VM " + vm.Name + " to show the end of its last migration", requeue: time.Second}, nil
+	}
+	if vm.Spec.RunPolicy == v1alpha2.AlwaysOff || vm.Status.Phase != v1alpha2.MachineRunning {
+		return fail(v1alpha2.ReasonVMNotRunning, "VM %s is %s: only a Running VM can be migrated", vm.Name, vm.Status.Phase), nil
 	}
 	source, err := r.sourcePod(ctx, vm)
 	if err != nil {
@@ -85,6 +117,33 @@ func (r *Reconciler) pending(ctx context.Context, op *v1alpha2.VirtualMachineOpe
 	}
 	r.Recorder.Eventf(vm, corev1.EventTypeNormal, "MigrationStarted", "Migrating from node %s (operation %s)", source.Spec.NodeName, op.Name)
 	return wait(v1alpha2.ReasonTargetScheduling, fmt.Sprintf("waiting for a node for target pod %s", target.Name), time.Second), nil
+}
+
+// resume takes up a migration this operation started before its status was written: the
+// VM's migration state is open and names a live target pod of this operation. It returns a
+// zero step when there is none.
+func (r *Reconciler) resume(ctx context.Context, op *v1alpha2.VirtualMachineOperation, vm *v1alpha2.VirtualMachine, ac bool) (step, error) {
+	st := vm.Status.MigrationState
+	if st == nil || st.StartTimestamp == nil || st.EndTimestamp != nil || st.Target.Pod == "" {
+		return step{}, nil
+	}
+	targets, err := r.targetsOf(ctx, op)
+	if err != nil {
+		return step{}, err
+	}
+	for i := range targets {
+		t := &targets[i]
+		if t.Name != st.Target.Pod || !t.DeletionTimestamp.IsZero() || launcherpod.Ended(t) {
+			continue
+		}
+		ms := op.Status.Migration
+		ms.Phase = v1alpha2.MigrationScheduling
+		ms.SourceNode, ms.SourcePod, ms.TargetPod = st.Source.Node, st.Source.Pod, t.Name
+		ms.AutoConverge, ms.StartTime = ac, st.StartTimestamp
+		ctrl.LoggerFrom(ctx).Info("Resuming a migration this operation started before its status was recorded", "target", t.Name, "source", st.Source.Pod)
+		return wait(v1alpha2.ReasonTargetScheduling, fmt.Sprintf("resumed: waiting for a node for target pod %s", t.Name), time.Second), nil
+	}
+	return step{}, nil
 }
 
 // scheduling waits for the scheduler to place the target pod.
