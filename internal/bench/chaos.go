@@ -229,6 +229,16 @@ func (r *chaosRun) trial(ctx context.Context, t *chaosTrial) (violations []strin
 	if _, err := r.drv.overlaps(ctx); err != nil { // forget what came before
 		return nil, 0, err
 	}
+	// What an earlier trial could not heal (an uncordon lost to an apiserver restart) is
+	// healed first: every node powered on and schedulable.
+	for _, n := range r.nodes {
+		if err := r.drv.powerOn(ctx, n); err != nil {
+			return nil, 0, fmt.Errorf("powering on %s: %w", n, err)
+		}
+		if err := r.uncordon(ctx, n); err != nil {
+			return nil, 0, err
+		}
+	}
 	t.t0 = time.Now()
 	t.logf("trial %d (seed %d): %s, fault %s after %s (hold %s)", t.index, t.seed, t.op, t.fault, t.delay.Round(time.Millisecond), t.hold.Round(time.Millisecond))
 	wctx, stopWatch := context.WithCancel(ctx)
@@ -324,10 +334,11 @@ func (r *chaosRun) trial(ctx context.Context, t *chaosTrial) (violations []strin
 		if opErr != nil {
 			t.logf("drain failed: %v", opErr)
 		}
-		if err := setUnschedulable(ctx, r.c, drained, false); err != nil {
+		if err := r.uncordon(ctx, drained); err != nil {
 			t.logf("uncordon %s: %v", drained, err)
+		} else {
+			t.logf("uncordoned %s", drained)
 		}
-		t.logf("uncordoned %s", drained)
 	}
 
 	// Settle: every VM runs once on a Ready node, every operation is final.
@@ -349,6 +360,20 @@ func (r *chaosRun) trial(ctx context.Context, t *chaosTrial) (violations []strin
 	// Operations of earlier trials are done with: keep the list short.
 	r.pruneOperations(ctx, opStart)
 	return violations, settled, nil
+}
+
+// uncordon makes the node schedulable, retrying for a minute (the apiserver may be
+// restarting).
+func (r *chaosRun) uncordon(ctx context.Context, node string) error {
+	var err error
+	r.waitFor(ctx, time.Now().Add(time.Minute), func() (bool, string) {
+		err = setUnschedulable(ctx, r.c, node, false)
+		return err == nil, fmt.Sprint(err)
+	})
+	if err != nil {
+		return fmt.Errorf("uncordon %s: %w", node, err)
+	}
+	return nil
 }
 
 func sortedVMNames(m map[string]*v1alpha2.VirtualMachine) []string {

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/fencing"
 )
 
 // ScaleOptions configure RunScale.
@@ -105,7 +106,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	if err != nil {
 		return res, err
 	}
-	m := &scaleMeter{c: c, cs: cs, metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", o.Port+2000), say: say}
+	m := &scaleMeter{c: c, cs: cs, metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", o.Port+2000), say: say, kubeconfig: cl.kubeconfig}
 	if err := m.waitNodes(ctx, o.Nodes, 5*time.Minute); err != nil {
 		return res, err
 	}
@@ -191,9 +192,16 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	if err != nil {
 		return res, err
 	}
+	// More unreachable nodes than the storm guard allows (fencing.DefaultMaxUnreachable of
+	// all) stop fencing altogether, rightly: fail at most that many.
+	fail := o.Fail
+	if most := int(math.Ceil(fencing.DefaultMaxUnreachable*float64(o.Nodes))) - 1; fail > most {
+		say("Failing %d nodes, not %d: more than %.0f%% of %d unreachable at once pauses fencing (the storm guard)", most, fail, 100*fencing.DefaultMaxUnreachable, o.Nodes)
+		fail = most
+	}
 	var victims []string
 	for _, n := range sortedKeys(byNode) {
-		if !slices.Contains(nodes[:1+len(many)], n) && len(victims) < o.Fail {
+		if !slices.Contains(nodes[:1+len(many)], n) && len(victims) < fail {
 			victims = append(victims, n)
 		}
 	}
@@ -334,6 +342,7 @@ type scaleMeter struct {
 	cs         *kubernetes.Clientset
 	metricsURL string
 	say        func(string, ...any)
+	kubeconfig string // the cluster's, which its controller was started with
 
 	at       time.Time
 	ctlCPU   float64 // seconds
@@ -470,7 +479,7 @@ func (m *scaleMeter) waitRestarted(ctx context.Context, names, failed []string, 
 // mark records the counters a later report measures from.
 func (m *scaleMeter) mark() {
 	m.at = time.Now()
-	m.ctlCPU, _ = controllerCPU()
+	m.ctlCPU, _ = controllerCPU(m.kubeconfig)
 	m.requests = m.apiRequests()
 	m.recon = m.reconcileBuckets()
 }
@@ -498,7 +507,7 @@ func (l ControlPlaneLoad) String() string {
 // load is what the control plane did since mark.
 func (m *scaleMeter) load() ControlPlaneLoad {
 	el := time.Since(m.at).Seconds()
-	cpu, rss := controllerCPU()
+	cpu, rss := controllerCPU(m.kubeconfig)
 	reqs := m.apiRequests() - m.requests
 	now := m.reconcileBuckets()
 	diff := map[string]float64{}
@@ -508,10 +517,11 @@ func (m *scaleMeter) load() ControlPlaneLoad {
 	return ControlPlaneLoad{CPUPercent: 100 * (cpu - m.ctlCPU) / el, RSS: rss, RequestsPerSec: reqs / el, Reconcile: reconcileTimes(diff)}
 }
 
-// controllerCPU is the ferry controller process's CPU seconds so far (and, second, its RSS
-// in bytes): the process whose command line is "ferry controller".
-func controllerCPU() (float64, int64) {
-	out, err := exec.Command("pgrep", "-f", "ferry controller --kubeconfig").Output()
+// controllerCPU is the CPU seconds so far (and, second, the RSS in bytes) of the cluster's
+// controller: the process whose command line is "controller --kubeconfig KUBECONFIG" (another
+// cluster may run beside it).
+func controllerCPU(kubeconfig string) (float64, int64) {
+	out, err := exec.Command("pgrep", "-f", "controller --kubeconfig "+filepath.Dir(kubeconfig)).Output()
 	if err != nil {
 		return 0, 0
 	}
