@@ -43,26 +43,31 @@ func TestMigrationCompletesWhenTheSourceIsRemovedFirst(t *testing.T) {
 		_ = k8s.Get(ctx, client.ObjectKeyFromObject(op), op)
 		return false, fmt.Sprintf("%d live pods; op %s: %s", len(livePods(t, ns, "m")), op.Status.Phase, op.Status.Progress)
 	})
-	// The target's agent: bound, running, listening; no guest yet.
-	b := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: target.Name, Namespace: ns}, Target: corev1.ObjectReference{Kind: "Node", Name: nodeB}}
-	if err := k8s.SubResource("binding").Create(ctx, &target, b); err != nil {
+	finishMigration(t, op, &source, &target, nodeB)
+}
+
+// finishMigration plays the agents' part in a migration: the target bound to node, running
+// and listening; once the source is asked to migrate, the guest arrives and the source is
+// removed before any status of it said so. The operation must complete.
+func finishMigration(t *testing.T, op *v1alpha2.VirtualMachineOperation, source, target *corev1.Pod, node string) {
+	t.Helper()
+	b := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: target.Name, Namespace: target.Namespace}, Target: corev1.ObjectReference{Kind: "Node", Name: node}}
+	if err := k8s.SubResource("binding").Create(ctx, target, b); err != nil {
 		t.Fatal(err)
 	}
-	setPodStatus(t, &target, corev1.PodRunning, false)
+	setPodStatus(t, target, corev1.PodRunning, false)
 	patch := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"annotations":{"`+v1alpha2.AnnotationIncomingURI+`":"tcp:10.0.0.2:4444"}}}`))
-	if err := k8s.Patch(ctx, &target, patch); err != nil {
+	if err := k8s.Patch(ctx, target, patch); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, timeout, "the source asked to migrate", func() (bool, string) {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(&source), &source); err != nil {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(source), source); err != nil {
 			return false, err.Error()
 		}
 		return source.Annotations[v1alpha2.AnnotationMigrateTo] != "", "no request"
 	})
-
-	// The guest arrives; the source is removed before any status of it said so.
-	setPodStatus(t, &target, corev1.PodRunning, true)
-	if err := k8s.Delete(ctx, &source, client.GracePeriodSeconds(0)); err != nil {
+	setPodStatus(t, target, corev1.PodRunning, true)
+	if err := k8s.Delete(ctx, source, client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, timeout, "the operation Completed", func() (bool, string) {
@@ -160,28 +165,7 @@ func TestMigrationResumedAfterLostStatus(t *testing.T) {
 			fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
 	})
 	// It goes on to the end as any migration.
-	runPod(t, &target, b)
-	setPodStatus(t, &target, corev1.PodRunning, false)
-	patch := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"annotations":{"`+v1alpha2.AnnotationIncomingURI+`":"tcp:10.0.0.2:4444"}}}`))
-	if err := k8s.Patch(ctx, &target, patch); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, timeout, "the source asked to migrate", func() (bool, string) {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(&source), &source); err != nil {
-			return false, err.Error()
-		}
-		return source.Annotations[v1alpha2.AnnotationMigrateTo] != "", "no request"
-	})
-	setPodStatus(t, &target, corev1.PodRunning, true)
-	if err := k8s.Delete(ctx, &source, client.GracePeriodSeconds(0)); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, timeout, "the operation Completed", func() (bool, string) {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(op), op); err != nil {
-			return false, err.Error()
-		}
-		return op.Status.Phase == v1alpha2.OpCompleted, fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
-	})
+	finishMigration(t, op, &source, &target, b)
 	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
 }
 

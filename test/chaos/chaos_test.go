@@ -24,14 +24,22 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func TestEveryFaultOnce(t *testing.T) {
+// options are a chaos run on 3 simulated nodes of the ferry binary FERRY_BIN, printing
+// into out.
+func options(t *testing.T, out *bytes.Buffer) bench.ChaosOptions {
 	bin := os.Getenv("FERRY_BIN")
 	if bin == "" {
 		t.Fatal("FERRY_BIN must name the ferry binary (make build; scripts/test.sh sets it)")
 	}
-	var out bytes.Buffer
 	o := bench.DefaultChaosOptions()
-	o.Ferry, o.Port, o.Nodes, o.VMs, o.Seed, o.Out = bin, 18743, 3, 4, 11, &out
+	o.Ferry, o.Port, o.Nodes, o.Out = bin, 18743, 3, out
+	return o
+}
+
+func TestEveryFaultOnce(t *testing.T) {
+	var out bytes.Buffer
+	o := options(t, &out)
+	o.VMs, o.Seed = 4, 11
 	o.Settle = 2 * time.Minute
 	o.Plan = []string{"migrate+kill-source-launcher", "migrate+kill-target-launcher", "drain+kill-agent",
 		"failover+freeze-agent", "migrate+cut-network", "drain+restart-controller", "failover+restart-apiserver", "drain+none"}
@@ -49,15 +57,11 @@ func TestEveryFaultOnce(t *testing.T) {
 // With watchdogs that never fire, a node cut off longer than the fencing timeout runs on
 // while the cluster restarts its VMs elsewhere: the chaos run must report it.
 func TestBrokenWatchdogIsCaught(t *testing.T) {
-	bin := os.Getenv("FERRY_BIN")
-	if bin == "" {
-		t.Fatal("FERRY_BIN must name the ferry binary (make build; scripts/test.sh sets it)")
-	}
 	var out bytes.Buffer
-	o := bench.DefaultChaosOptions()
+	o := options(t, &out)
 	// Seed 1 cuts the source node (not the target's), at once: its agent never hears of
 	// the migration, and the VM stays there.
-	o.Ferry, o.Port, o.Nodes, o.VMs, o.Seed, o.Out = bin, 18743, 3, 2, 1, &out
+	o.VMs, o.Seed = 2, 1
 	o.Settle, o.Hold, o.Delay, o.BrokenWatchdog = 90*time.Second, 20*time.Second, time.Millisecond, true
 	o.Plan = []string{"migrate+cut-network"}
 	o.Trials = 1
