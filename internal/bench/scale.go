@@ -224,7 +224,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	res.Failure = &ScalePhase{Nodes: len(victims), VMs: len(back), Took: took, PerVM: back, Load: m.load()}
 	add(fmt.Sprintf("fail %d nodes", len(victims)), fmt.Sprintf("%d VMs Running elsewhere; per VM (fault → Running on another node) %s", len(back), pct(back)))
 	add("fail: control plane", res.Failure.Load.String())
-	if st, err := failoverStages(ctx, c, "default", lost, victims, t); err == nil {
+	if st, err := failoverStages(ctx, c, "default", byNode, victims, t); err == nil {
 		res.Failure.Stages = st
 		add("fail: stages", st)
 	} else {

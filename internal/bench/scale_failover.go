@@ -15,10 +15,17 @@ import (
 )
 
 // failoverStages splits each restarted VM's failover into stages, from what the cluster
-// recorded (to the second): the fault (t0) → its node's Fencing event → the VM's new
-// launcher pod created → that pod Ready → the VM's Running condition. It says where the
-// time of the slow ones went.
-func failoverStages(ctx context.Context, c client.Client, ns string, names, failed []string, t0 time.Time) (string, error) {
+// recorded (to the second): the fault (t0) → the Fencing event of the node it ran on
+// (byNode, before the fault) → its first launcher pod created since on a node that did
+// not fail → that pod Ready → the VM's Running condition. It says where the time of the
+// slow ones went.
+func failoverStages(ctx context.Context, c client.Client, ns string, byNode map[string][]string, failed []string, t0 time.Time) (string, error) {
+	from := map[string]string{} // VM → the failed node it ran on
+	for _, n := range failed {
+		for _, vm := range byNode[n] {
+			from[vm] = n
+		}
+	}
 	var events corev1.EventList
 	if err := c.List(ctx, &events); err != nil {
 		return "", err
@@ -37,10 +44,15 @@ func failoverStages(ctx context.Context, c client.Client, ns string, names, fail
 		return "", err
 	}
 	newPod := map[string]*corev1.Pod{}
+	hopped := map[string]bool{} // VMs restarted on a failed node not yet fenced, first
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		vm := p.Labels[v1alpha2.LabelVMName]
-		if slices.Contains(failed, p.Spec.NodeName) || p.CreationTimestamp.Time.Before(t0.Add(-time.Second)) {
+		if p.CreationTimestamp.Time.Before(t0.Add(-time.Second)) {
+			continue
+		}
+		if slices.Contains(failed, p.Spec.NodeName) {
+			hopped[vm] = true
 			continue
 		}
 		if q := newPod[vm]; q == nil || p.CreationTimestamp.Before(&q.CreationTimestamp) {
@@ -55,7 +67,8 @@ func failoverStages(ctx context.Context, c client.Client, ns string, names, fail
 	missing := 0
 	for i := range l.Items {
 		vm := &l.Items[i]
-		if !slices.Contains(names, vm.Name) {
+		node, lost := from[vm.Name]
+		if !lost {
 			continue
 		}
 		p := newPod[vm.Name]
@@ -68,13 +81,7 @@ func failoverStages(ctx context.Context, c client.Client, ns string, names, fail
 				}
 			}
 		}
-		// The node it failed on is the one whose Fencing came first before the new pod.
-		var f time.Time
-		for _, at := range fenced {
-			if p != nil && !at.After(p.CreationTimestamp.Time) && (f.IsZero() || at.After(f)) {
-				f = at
-			}
-		}
+		f := fenced[node]
 		if p == nil || f.IsZero() || ready.IsZero() || run == nil {
 			missing++
 			continue
@@ -87,6 +94,9 @@ func failoverStages(ctx context.Context, c client.Client, ns string, names, fail
 	var b strings.Builder
 	fmt.Fprintf(&b, "fault → node Fencing event %s; → new launcher pod %s; → pod Ready %s; → VM Running condition %s (to the second)",
 		pct(toFence), pct(toPod), pct(toReady), pct(toRunning))
+	if len(hopped) > 0 {
+		fmt.Fprintf(&b, "; at least %d VMs were first restarted on another failed node, not yet fenced", len(hopped))
+	}
 	if missing > 0 {
 		fmt.Fprintf(&b, "; %d VMs without a complete record", missing)
 	}
