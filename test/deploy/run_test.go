@@ -1,0 +1,141 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/agent"
+	"github.com/ferryvm/ferry/internal/controller"
+	"github.com/ferryvm/ferry/internal/controller/fencing"
+	"github.com/ferryvm/ferry/internal/controller/migration"
+	"github.com/ferryvm/ferry/internal/ipam"
+)
+
+// TestControllerAndAgentRunOnTheirOwnTokens runs the real controller manager and a real
+// node agent with the ServiceAccount tokens the manifests give them (the agent's bound to
+// its Pod, so the node policies apply) and checks that they do their work and are refused
+// nothing: the controller elects itself leader and writes a NodeGroup's status; the agent
+// registers its Node, renews its Lease, arms its watchdog and shows it on the Node, and
+// ends a pod it cannot run.
+func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
+	install(t)
+	ctx := context.Background()
+	const node, group = "run-c", "run-fencing"
+	ng := &deckhousev1.NodeGroup{
+		ObjectMeta: metav1.ObjectMeta{Name: group},
+		Spec: deckhousev1.NodeGroupSpec{Fencing: &deckhousev1.FencingSpec{
+			Mode: deckhousev1.FencingWatchdog, Watchdog: &deckhousev1.WatchdogSpec{Profile: deckhousev1.ProfileFast},
+		}},
+	}
+	if err := admin.Create(ctx, ng); err != nil {
+		t.Fatal(err)
+	}
+	// The agent's Pod, as the DaemonSet would make it; the agent finds it bound to its node
+	// and, as it is no launcher, ends it.
+	agentPod := placeholderPod(t, namespace, "ferry-agent-"+node, node, "ferry-agent")
+	refused := &refusals{}
+	agentCfg := refused.wrap("agent", configFor(tokenFor(t, "ferry-agent", agentPod)))
+	ctrlCfg := refused.wrap("controller", configFor(tokenFor(t, "ferry-controller", nil)))
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	ctrlDone, agentDone := make(chan error, 1), make(chan error, 1)
+	go func() {
+		ctrlDone <- controller.Run(runCtx, ctrlCfg, controller.Options{
+			StorageDir: t.TempDir(), IPRange: ipam.DefaultRange, VMNetwork: controller.NetworkRouted,
+			LauncherImage: "ferryvm/ferry:test", MetricsAddr: "0", HealthAddr: "0",
+			Migration: migration.DefaultConfig(), FencingMaxUnreachable: fencing.DefaultMaxUnreachable,
+			LeaderElection: true, LeaderElectionNamespace: namespace,
+		})
+	}()
+	go func() {
+		agentDone <- agent.Run(runCtx, agentCfg, agent.Options{
+			NodeName: node, NodeIP: "127.0.0.1", Labels: map[string]string{deckhousev1.LabelNodeGroup: group},
+			CPU: "2", Memory: "4Gi", StateDir: t.TempDir(), Watchdog: "fake",
+			MaxUnreachable: fencing.DefaultMaxUnreachable, Log: logr.Discard(),
+		})
+	}()
+
+	eventually(t, 60*time.Second, "the controller leads (Lease ferry-system/ferry-controller)", func() (bool, string) {
+		var l coordinationv1.Lease
+		if err := admin.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "ferry-controller"}, &l); err != nil {
+			return false, err.Error()
+		}
+		return l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "", fmt.Sprintf("holder %v", l.Spec.HolderIdentity)
+	})
+	eventually(t, 60*time.Second, "the agent registers Node "+node+" and shows its armed watchdog", func() (bool, string) {
+		var n corev1.Node
+		if err := admin.Get(ctx, client.ObjectKey{Name: node}, &n); err != nil {
+			return false, err.Error()
+		}
+		return n.Annotations[v1alpha2.AnnotationWatchdogTimeout] == "5s", fmt.Sprintf("annotations %v", n.Annotations)
+	})
+	var first time.Time
+	eventually(t, 30*time.Second, "the agent renews Lease kube-node-lease/"+node, func() (bool, string) {
+		var l coordinationv1.Lease
+		if err := admin.Get(ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: node}, &l); err != nil || l.Spec.RenewTime == nil {
+			return false, fmt.Sprint(err)
+		}
+		if first.IsZero() {
+			first = l.Spec.RenewTime.Time
+		}
+		return l.Spec.RenewTime.After(first), fmt.Sprintf("renewed at %s, first seen %s", l.Spec.RenewTime, first)
+	})
+	eventually(t, 30*time.Second, "the agent ends the pod it cannot run", func() (bool, string) {
+		var p corev1.Pod
+		if err := admin.Get(ctx, client.ObjectKeyFromObject(agentPod), &p); err != nil {
+			return false, err.Error()
+		}
+		return p.Status.Phase == corev1.PodFailed && p.Status.Reason == "StartFailed", fmt.Sprintf("%s %s", p.Status.Phase, p.Status.Reason)
+	})
+	eventually(t, 30*time.Second, "the controller writes NodeGroup "+group+"'s status", func() (bool, string) {
+		var g deckhousev1.NodeGroup
+		if err := admin.Get(ctx, client.ObjectKey{Name: group}, &g); err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(g.Status.Conditions, v1alpha2.NodeGroupConditionFencing)
+		return g.Status.Nodes == 1 && c != nil, fmt.Sprintf("nodes %d, condition %+v", g.Status.Nodes, c)
+	})
+
+	stop()
+	for who, done := range map[string]chan error{"controller": ctrlDone, "agent": agentDone} {
+		select {
+		case err := <-done:
+			// Leader election reports a lost lock when it stops with its context.
+			if err != nil && !strings.Contains(err.Error(), "leader election lost") {
+				t.Errorf("the %s ended with %v", who, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("the %s did not stop within 30s", who)
+		}
+	}
+	r := refused.list()
+	if len(r) > 0 {
+		t.Errorf("refused %d request(s):\n  %s", len(r), strings.Join(r, "\n  "))
+	} else {
+		t.Logf("the controller and the agent ran on their own tokens and were refused nothing")
+	}
+	// The record does see refusals: one the agent may not make is in it.
+	cs, err := kubernetes.NewForConfig(agentCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{})
+	if after := refused.list(); !apierrors.IsForbidden(err) || len(after) != len(r)+1 {
+		t.Errorf("listing secrets as the agent: %v; refusals recorded %v, want one more than %d", err, after, len(r))
+	}
+}
