@@ -1,0 +1,341 @@
+package bench
+
+// What the scale benchmark reads from the cluster and from its control plane.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// scaleMeter reads the cluster and the control plane's own figures.
+type scaleMeter struct {
+	c          client.Client
+	cs         *kubernetes.Clientset
+	metricsURL string
+	say        func(string, ...any)
+	kubeconfig string // the cluster's, which its controller was started with
+
+	at       time.Time
+	ctlCPU   float64 // seconds
+	requests float64
+	recon    map[string]float64 // bucket upper bound → cumulative count
+}
+
+func (m *scaleMeter) waitNodes(ctx context.Context, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var nodes corev1.NodeList
+		ready := 0
+		if err := m.c.List(ctx, &nodes); err == nil {
+			for _, nd := range nodes.Items {
+				for _, c := range nd.Status.Conditions {
+					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+						ready++
+					}
+				}
+			}
+		}
+		if ready >= n {
+			m.say("%d nodes Ready", ready)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d nodes Ready after %s", ready, n, timeout)
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+func (m *scaleMeter) vms(ctx context.Context) ([]v1alpha2.VirtualMachine, error) {
+	var l v1alpha2.VirtualMachineList
+	err := m.c.List(ctx, &l, client.MatchingLabels{labelBench: benchMarker})
+	return l.Items, err
+}
+
+func (m *scaleMeter) waitVMsRunning(ctx context.Context, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last := time.Now()
+	for {
+		vms, err := m.vms(ctx)
+		running := 0
+		if err == nil {
+			for _, v := range vms {
+				if v.Status.Phase == v1alpha2.MachineRunning {
+					running++
+				}
+			}
+		}
+		if running >= n {
+			return nil
+		}
+		if time.Since(last) > 30*time.Second {
+			m.say("%d of %d VMs Running", running, n)
+			last = time.Now()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d VMs Running after %s", running, n, timeout)
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+func (m *scaleMeter) vmsByNode(ctx context.Context) (map[string][]string, error) {
+	vms, err := m.vms(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, v := range vms {
+		out[v.Status.NodeName] = append(out[v.Status.NodeName], v.Name)
+	}
+	return out, nil
+}
+
+// migrationTimes are the creation → Completed times of the evacuation operations created
+// since t (Completed as the operation's condition records it, to the second).
+func (m *scaleMeter) migrationTimes(ctx context.Context, since time.Time) ([]time.Duration, error) {
+	var ops v1alpha2.VirtualMachineOperationList
+	if err := m.c.List(ctx, &ops); err != nil {
+		return nil, err
+	}
+	var out []time.Duration
+	for _, op := range ops.Items {
+		if op.CreationTimestamp.Time.Before(since.Truncate(time.Second)) || op.Status.Phase != v1alpha2.OpCompleted {
+			continue
+		}
+		end := op.CreationTimestamp.Time
+		for _, c := range op.Status.Conditions {
+			if c.LastTransitionTime.After(end) {
+				end = c.LastTransitionTime.Time
+			}
+		}
+		out = append(out, end.Sub(op.CreationTimestamp.Time))
+	}
+	return out, nil
+}
+
+// waitRestarted waits until every VM in names runs on a node not in failed, and returns
+// for each how long after t it was first seen so (polled every 500 ms).
+func (m *scaleMeter) waitRestarted(ctx context.Context, names, failed []string, t time.Time, timeout time.Duration) ([]time.Duration, error) {
+	seen := map[string]time.Duration{}
+	for {
+		vms, err := m.vms(ctx)
+		if err == nil {
+			for _, v := range vms {
+				if _, ok := seen[v.Name]; !ok && slices.Contains(names, v.Name) && v.Status.Phase == v1alpha2.MachineRunning && !slices.Contains(failed, v.Status.NodeName) {
+					seen[v.Name] = time.Since(t)
+				}
+			}
+		}
+		if len(seen) == len(names) {
+			var out []time.Duration
+			for _, d := range seen {
+				out = append(out, d)
+			}
+			return out, nil
+		}
+		if time.Since(t) > timeout {
+			return nil, fmt.Errorf("%d of %d VMs of the failed nodes Running elsewhere after %s", len(seen), len(names), timeout)
+		}
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// mark records the counters a later report measures from.
+func (m *scaleMeter) mark() {
+	m.at = time.Now()
+	m.ctlCPU, _ = controllerCPU(m.kubeconfig)
+	m.requests = m.apiRequests()
+	m.recon = m.reconcileBuckets()
+}
+
+// report says what the control plane did since mark over the phase d.
+func (m *scaleMeter) report(d time.Duration) string { return m.load().String() }
+
+// ControlPlaneLoad is what the control plane did over a phase of the scale benchmark.
+type ControlPlaneLoad struct {
+	// CPUPercent is the controller's CPU time over the phase, in % of one core; RSS its
+	// resident memory at the end, in bytes.
+	CPUPercent float64
+	RSS        int64
+	// RequestsPerSec is the apiserver's request rate (apiserver_request_total).
+	RequestsPerSec float64
+	// Reconcile is the VM controller's reconcile time over the phase.
+	Reconcile ReconcileTimes
+}
+
+func (l ControlPlaneLoad) String() string {
+	return fmt.Sprintf("controller CPU %.0f%% of a core, RSS %d MiB; apiserver %.0f requests/s; VM reconcile %s",
+		l.CPUPercent, l.RSS>>20, l.RequestsPerSec, l.Reconcile)
+}
+
+// load is what the control plane did since mark.
+func (m *scaleMeter) load() ControlPlaneLoad {
+	el := time.Since(m.at).Seconds()
+	cpu, rss := controllerCPU(m.kubeconfig)
+	reqs := m.apiRequests() - m.requests
+	now := m.reconcileBuckets()
+	diff := map[string]float64{}
+	for le, v := range now {
+		diff[le] = v - m.recon[le]
+	}
+	return ControlPlaneLoad{CPUPercent: 100 * (cpu - m.ctlCPU) / el, RSS: rss, RequestsPerSec: reqs / el, Reconcile: reconcileTimes(diff)}
+}
+
+// controllerCPU is the CPU seconds so far (and, second, the RSS in bytes) of the cluster's
+// controller: the process whose command line is "controller --kubeconfig KUBECONFIG" (another
+// cluster may run beside it).
+func controllerCPU(kubeconfig string) (float64, int64) {
+	out, err := exec.Command("pgrep", "-f", "controller --kubeconfig "+filepath.Dir(kubeconfig)).Output()
+	if err != nil {
+		return 0, 0
+	}
+	pid := strings.Fields(string(out))[0]
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	rss, _ := strconv.ParseInt(f[21], 10, 64)
+	return (ut + st) / 100, rss * int64(os.Getpagesize())
+}
+
+var requestLine = regexp.MustCompile(`^apiserver_request_total\{[^}]*\} ([0-9.e+]+)$`)
+
+// apiRequests is the apiserver's request count so far.
+func (m *scaleMeter) apiRequests() float64 {
+	b, err := m.cs.RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	s := bufio.NewScanner(strings.NewReader(string(b)))
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		if mm := requestLine.FindStringSubmatch(s.Text()); mm != nil {
+			v, _ := strconv.ParseFloat(mm[1], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+var reconcileLine = regexp.MustCompile(`^controller_runtime_reconcile_time_seconds_bucket\{controller="virtualmachine",le="([^"]+)"\} ([0-9.e+]+)$`)
+
+// reconcileBuckets reads the VM controller's reconcile time histogram (cumulative).
+func (m *scaleMeter) reconcileBuckets() map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get(m.metricsURL)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		if mm := reconcileLine.FindStringSubmatch(s.Text()); mm != nil {
+			v, _ := strconv.ParseFloat(mm[2], 64)
+			out[mm[1]] = v
+		}
+	}
+	return out
+}
+
+// quantiles reads p50 and p99 (bucket upper bounds) from a cumulative histogram.
+func quantiles(b map[string]float64) string { return reconcileTimes(b).String() }
+
+// ReconcileTimes are the p50 and p99 of a reconcile time histogram, as the upper bounds of
+// the buckets they fall in, and the number of reconciles (0: none, or no histogram).
+type ReconcileTimes struct {
+	N        int64
+	P50, P99 BucketBound
+}
+
+func (r ReconcileTimes) String() string {
+	if r.N == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("p50 %s, p99 %s (%d reconciles)", r.P50, r.P99, r.N)
+}
+
+// BucketBound is the upper bound of the histogram bucket a quantile falls in: Le, or above
+// the largest finite bound (Inf). OK is false when no bucket held it.
+type BucketBound struct {
+	Le      time.Duration
+	Inf, OK bool
+}
+
+func (b BucketBound) String() string {
+	switch {
+	case !b.OK:
+		return "-"
+	case b.Inf:
+		return "> largest bucket"
+	}
+	return "≤ " + b.Le.String()
+}
+
+// reconcileTimes reads p50 and p99 from a cumulative histogram (bucket upper bound in
+// seconds → count).
+func reconcileTimes(b map[string]float64) ReconcileTimes {
+	type bk struct {
+		le float64
+		n  float64
+	}
+	var bs []bk
+	total := 0.0
+	for le, n := range b {
+		v, err := strconv.ParseFloat(le, 64)
+		if le == "+Inf" {
+			v, err = math.Inf(1), nil
+		}
+		if err != nil {
+			continue
+		}
+		bs = append(bs, bk{v, n})
+		if math.IsInf(v, 1) {
+			total = n
+		}
+	}
+	if total == 0 {
+		return ReconcileTimes{}
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+	q := func(f float64) BucketBound {
+		for _, x := range bs {
+			if x.n >= f*total {
+				if math.IsInf(x.le, 1) {
+					return BucketBound{Inf: true, OK: true}
+				}
+				return BucketBound{Le: time.Duration(x.le * float64(time.Second)), OK: true}
+			}
+		}
+		return BucketBound{}
+	}
+	return ReconcileTimes{N: int64(total), P50: q(0.5), P99: q(0.99)}
+}
