@@ -20,13 +20,7 @@ import (
 func TestMigrationCompletesWhenTheSourceIsRemovedFirst(t *testing.T) {
 	ns := newNamespace(t)
 	nodeA, nodeB := migrationNodes(t, ns)
-	makeImageDisk(t, ns, "d")
-	if err := k8s.Create(ctx, newVM(ns, "m", "d", v1alpha2.AlwaysOn)); err != nil {
-		t.Fatal(err)
-	}
-	source := waitPod(t, ns, "m")
-	runPod(t, &source, nodeA)
-	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
+	source := runningVM(t, ns, nodeA)
 
 	op := newOp(ns, "ev", "m", v1alpha2.OpEvict)
 	if err := k8s.Create(ctx, op); err != nil {
@@ -98,6 +92,20 @@ func migrationNodes(t *testing.T, ns string) (string, string) {
 	return a, b
 }
 
+// runningVM creates the AlwaysOn VM "m" with its disk, runs its launcher pod on node and
+// waits until the VM is Running; it returns that pod.
+func runningVM(t *testing.T, ns, node string) corev1.Pod {
+	t.Helper()
+	makeImageDisk(t, ns, "d")
+	if err := k8s.Create(ctx, newVM(ns, "m", "d", v1alpha2.AlwaysOn)); err != nil {
+		t.Fatal(err)
+	}
+	source := waitPod(t, ns, "m")
+	runPod(t, &source, node)
+	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
+	return source
+}
+
 // openMigrationState records on the VM a migration from source towards the pod target, as
 // the migration controller does when it starts one.
 func openMigrationState(t *testing.T, ns, vm string, source *corev1.Pod, target string) {
@@ -126,13 +134,7 @@ func openMigrationState(t *testing.T, ns, vm string, source *corev1.Pod, target 
 func TestMigrationResumedAfterLostStatus(t *testing.T) {
 	ns := newNamespace(t)
 	a, b := migrationNodes(t, ns)
-	makeImageDisk(t, ns, "d")
-	if err := k8s.Create(ctx, newVM(ns, "m", "d", v1alpha2.AlwaysOn)); err != nil {
-		t.Fatal(err)
-	}
-	source := waitPod(t, ns, "m")
-	runPod(t, &source, a)
-	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
+	source := runningVM(t, ns, a)
 
 	// What the dead controller left: a target pod of operation "ev" and the VM's state.
 	target := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-m-target", Namespace: ns, Labels: map[string]string{},
@@ -175,13 +177,7 @@ func TestMigrationResumedAfterLostStatus(t *testing.T) {
 func TestStaleMigrationStateClosed(t *testing.T) {
 	ns := newNamespace(t)
 	a, _ := migrationNodes(t, ns)
-	makeImageDisk(t, ns, "d")
-	if err := k8s.Create(ctx, newVM(ns, "m", "d", v1alpha2.AlwaysOn)); err != nil {
-		t.Fatal(err)
-	}
-	source := waitPod(t, ns, "m")
-	runPod(t, &source, a)
-	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
+	source := runningVM(t, ns, a)
 	openMigrationState(t, ns, "m", &source, "virt-launcher-m-gone")
 	waitPhase(t, ns, "m", v1alpha2.MachineMigrating)
 
