@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -13,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -66,6 +68,10 @@ type Reconciler struct {
 	// APIReader reads the configuration object without caching every ConfigMap.
 	APIReader client.Reader
 	Now       func() time.Time
+	// Workers is how many operations reconcile at once (0: 8).
+	Workers int
+
+	slots slots
 }
 
 func isMigration(t v1alpha2.OperationType) bool {
@@ -85,6 +91,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha2.VirtualMachineOperation{}, builder.WithPredicates(ops)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.opsOfPod)).
 		Named("vmop-migration").
+		// Operations wait on the apiserver, not on each other: slots are granted under
+		// one lock (takeSlot, takeInbound), so several can step at once.
+		WithOptions(controller.Options{MaxConcurrentReconciles: cmp.Or(r.Workers, 8)}).
 		Complete(r)
 }
 
@@ -156,6 +165,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	default:
 		s, err = r.pending(ctx, op)
 	}
+	if err != nil || s.opPhase == v1alpha2.OpFailed {
+		r.slots.drop(op.UID) // a slot this pass took is not used
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -182,6 +194,7 @@ func (r *Reconciler) record(ctx context.Context, op, orig *v1alpha2.VirtualMachi
 		Type: v1alpha2.OpConditionCompleted, Status: status, Reason: s.reason, Message: s.message, ObservedGeneration: op.Generation,
 	})
 	if err := r.Client.Status().Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		r.slots.drop(op.UID)
 		if apierrors.IsConflict(err) {
 			return ctrl.Result{Requeue: true}, nil // read a stale operation: redo the step
 		}

@@ -78,7 +78,7 @@ func (r *Reconciler) pending(ctx context.Context, op *v1alpha2.VirtualMachineOpe
 	if source == nil || source.Spec.NodeName == "" {
 		return fail(v1alpha2.ReasonVMNotRunning, "VM %s has no running launcher pod", vm.Name), nil
 	}
-	if why, err := r.slotFree(ctx, op, source.Spec.NodeName); err != nil {
+	if why, err := r.takeSlot(ctx, op, source.Spec.NodeName); err != nil {
 		return step{}, err
 	} else if why != "" {
 		op.Status.Phase = v1alpha2.OpPending
@@ -191,7 +191,7 @@ func (r *Reconciler) preparing(ctx context.Context, op *v1alpha2.VirtualMachineO
 		}
 		return wait(v1alpha2.ReasonTargetPreparing, fmt.Sprintf("waiting for target pod %s on node %s to listen", target.Name, target.Spec.NodeName), time.Second), nil
 	}
-	if why, err := r.inboundFree(ctx, op, target.Spec.NodeName); err != nil {
+	if why, err := r.takeInbound(ctx, op, target.Spec.NodeName); err != nil {
 		return step{}, err
 	} else if why != "" {
 		return wait(v1alpha2.ReasonWaitingForSyncSlot, why, 2*time.Second), nil

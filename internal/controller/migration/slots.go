@@ -3,31 +3,112 @@ package migration
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/power"
 )
 
-// inFlight are the migrations that hold a slot: past Pending and not ended.
-func (r *Reconciler) inFlight(ctx context.Context, except *v1alpha2.VirtualMachineOperation) ([]v1alpha2.VirtualMachineOperation, error) {
+// use is one migration holding a slot: an outbound one from SourceNode while it is
+// scheduled, prepared or transferred, an inbound one into TargetNode while transferred.
+type use struct {
+	uid        types.UID
+	phase      v1alpha2.MigrationPhase
+	sourceNode string
+	targetNode string
+}
+
+// slots are the grants this controller made that its cache may not show yet. Several
+// operations reconcile at once, and an operation's status write reaches the cache a moment
+// after it is made: without these, two operations could both see the last slot free.
+type slots struct {
+	mu     sync.Mutex
+	grants map[types.UID]grant
+}
+
+type grant struct {
+	use
+	at time.Time
+}
+
+// grantTTL bounds how long a grant stands in for a status the cache has not shown.
+const grantTTL = time.Minute
+
+func (s *slots) drop(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.grants, uid)
+}
+
+// reached says whether phase p is at or past the grant's phase, so the cache shows it.
+func reached(p, want v1alpha2.MigrationPhase) bool {
+	order := map[v1alpha2.MigrationPhase]int{v1alpha2.MigrationScheduling: 1, v1alpha2.MigrationPreparing: 2, v1alpha2.MigrationTransferring: 3, v1alpha2.MigrationDone: 4}
+	return order[p] >= order[want]
+}
+
+// inFlight are the migrations that hold a slot: past Pending and not ended, as the cache
+// shows them or as this controller granted them since. The caller holds r.slots.mu.
+func (r *Reconciler) inFlight(ctx context.Context, except *v1alpha2.VirtualMachineOperation) ([]use, error) {
 	var ops v1alpha2.VirtualMachineOperationList
 	if err := r.Client.List(ctx, &ops); err != nil {
 		return nil, err
 	}
-	var out []v1alpha2.VirtualMachineOperation
+	var out []use
+	seen := map[types.UID]v1alpha2.MigrationPhase{}
 	for _, op := range ops.Items {
-		if op.UID == except.UID || !isMigration(op.Spec.Type) || op.Finished() || op.Status.Migration == nil {
+		if !isMigration(op.Spec.Type) {
 			continue
 		}
-		switch op.Status.Migration.Phase {
+		ms := op.Status.Migration
+		if op.Finished() || ms == nil {
+			if op.Finished() {
+				delete(r.slots.grants, op.UID)
+			}
+			continue
+		}
+		seen[op.UID] = ms.Phase
+		if op.UID == except.UID {
+			continue
+		}
+		switch ms.Phase {
 		case v1alpha2.MigrationScheduling, v1alpha2.MigrationPreparing, v1alpha2.MigrationTransferring:
-			out = append(out, op)
+			out = append(out, use{uid: op.UID, phase: ms.Phase, sourceNode: ms.SourceNode, targetNode: ms.TargetNode})
+		}
+	}
+	now := r.Now()
+	for uid, g := range r.slots.grants {
+		if p, ok := seen[uid]; (ok && reached(p, g.phase)) || now.Sub(g.at) > grantTTL {
+			delete(r.slots.grants, uid) // the cache has caught up, or the grant was never used
+			continue
+		}
+		if uid == except.UID {
+			continue
+		}
+		replaced := false
+		for i := range out {
+			if out[i].uid == uid {
+				out[i], replaced = g.use, true
+			}
+		}
+		if !replaced {
+			out = append(out, g.use)
 		}
 	}
 	return out, nil
+}
+
+// grant records that op takes a slot in phase u.phase until the cache shows it there.
+// The caller holds r.slots.mu.
+func (r *Reconciler) grant(u use) {
+	if r.slots.grants == nil {
+		r.slots.grants = map[types.UID]grant{}
+	}
+	r.slots.grants[u.uid] = grant{use: u, at: r.Now()}
 }
 
 func (r *Reconciler) maxParallel(ctx context.Context) (int, error) {
@@ -41,47 +122,57 @@ func (r *Reconciler) maxParallel(ctx context.Context) (int, error) {
 	return max(2, len(nodes.Items)), nil
 }
 
-// slotFree says why the operation must wait for the cluster or its source node, or "".
-func (r *Reconciler) slotFree(ctx context.Context, op *v1alpha2.VirtualMachineOperation, sourceNode string) (string, error) {
-	busy, err := r.inFlight(ctx, op)
+// takeSlot says why the operation must wait for the cluster or its source node, or takes
+// an outbound slot for it and returns "". A taken slot the operation does not use (its
+// step fails or waits) must be given back with r.slots.drop.
+func (r *Reconciler) takeSlot(ctx context.Context, op *v1alpha2.VirtualMachineOperation, sourceNode string) (string, error) {
+	limit, err := r.maxParallel(ctx)
 	if err != nil {
 		return "", err
 	}
-	limit, err := r.maxParallel(ctx)
+	cfg, _ := r.effective(ctx) // an API read: not under the lock
+	r.slots.mu.Lock()
+	defer r.slots.mu.Unlock()
+	busy, err := r.inFlight(ctx, op)
 	if err != nil {
 		return "", err
 	}
 	if len(busy) >= limit {
 		return fmt.Sprintf("waiting: %d migrations already run in the cluster (limit %d)", len(busy), limit), nil
 	}
-	cfg, _ := r.effective(ctx)
 	out := 0
 	for _, b := range busy {
-		if b.Status.Migration.SourceNode == sourceNode {
+		if b.sourceNode == sourceNode {
 			out++
 		}
 	}
 	if out >= cfg.MaxOutboundPerNode {
 		return fmt.Sprintf("waiting: node %s already sends %d migration(s) (limit %d)", sourceNode, out, cfg.MaxOutboundPerNode), nil
 	}
+	r.grant(use{uid: op.UID, phase: v1alpha2.MigrationScheduling, sourceNode: sourceNode})
 	return "", nil
 }
 
-// inboundFree says why the operation must wait for its target node, or "".
-func (r *Reconciler) inboundFree(ctx context.Context, op *v1alpha2.VirtualMachineOperation, targetNode string) (string, error) {
+// takeInbound says why the operation must wait for its target node, or takes an inbound
+// slot for it and returns "".
+func (r *Reconciler) takeInbound(ctx context.Context, op *v1alpha2.VirtualMachineOperation, targetNode string) (string, error) {
+	r.slots.mu.Lock()
+	defer r.slots.mu.Unlock()
 	busy, err := r.inFlight(ctx, op)
 	if err != nil {
 		return "", err
 	}
 	in := 0
 	for _, b := range busy {
-		if b.Status.Migration.Phase == v1alpha2.MigrationTransferring && b.Status.Migration.TargetNode == targetNode {
+		if b.phase == v1alpha2.MigrationTransferring && b.targetNode == targetNode {
 			in++
 		}
 	}
 	if in >= r.Config.MaxInboundPerNode {
 		return fmt.Sprintf("waiting: node %s already receives %d migration(s) (limit %d)", targetNode, in, r.Config.MaxInboundPerNode), nil
 	}
+	ms := op.Status.Migration
+	r.grant(use{uid: op.UID, phase: v1alpha2.MigrationTransferring, sourceNode: ms.SourceNode, targetNode: targetNode})
 	return "", nil
 }
 

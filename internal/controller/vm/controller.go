@@ -83,7 +83,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// VMs are independent of each other (an address is claimed through the apiserver,
 		// the cursor has its own lock): several reconcile at once, so one VM waiting on the
 		// apiserver does not hold up the rest.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
 		Complete(r)
 }
 
