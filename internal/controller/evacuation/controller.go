@@ -15,12 +15,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/power"
 )
 
 // Backoff bounds the wait between failed evacuations of one VM: First after the first
@@ -69,6 +71,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.allVMs), builder.WithPredicates(placementChanged())).
 		Named("evacuation").
+		// VMs are independent here (each has at most one operation in flight, and one VM
+		// never reconciles twice at once): a drain of many nodes marks thousands at once.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }
 
@@ -112,8 +117,18 @@ type State struct {
 	NextTry time.Time
 }
 
-// Observe gathers the State of vm from c.
+// Observe gathers the State of vm from c, a plain client (the CLI) or a cache.
 func Observe(ctx context.Context, c client.Reader, vm *v1alpha2.VirtualMachine, b Backoff) (State, error) {
+	return observe(ctx, c, vm, b, false)
+}
+
+// observeIndexed is Observe on the manager's cache, which indexes operations by VM
+// (power.IndexOperations): it reads the VM's operations, not every one of its namespace.
+func observeIndexed(ctx context.Context, c client.Reader, vm *v1alpha2.VirtualMachine, b Backoff) (State, error) {
+	return observe(ctx, c, vm, b, true)
+}
+
+func observe(ctx context.Context, c client.Reader, vm *v1alpha2.VirtualMachine, b Backoff, indexed bool) (State, error) {
 	var s State
 	for _, p := range vm.Status.VirtualMachinePods {
 		if !p.Active {
@@ -139,8 +154,12 @@ func Observe(ctx context.Context, c client.Reader, vm *v1alpha2.VirtualMachine, 
 	s.Assessment = Assess(vm, s.Pod, nodes.Items, pods.Items)
 
 	var ops v1alpha2.VirtualMachineOperationList
-	// Filtered here rather than by a field index, so that a plain client (the CLI) works too.
-	if err := c.List(ctx, &ops, client.InNamespace(vm.Namespace)); err != nil {
+	opts := []client.ListOption{client.InNamespace(vm.Namespace)}
+	if indexed {
+		opts = append(opts, client.MatchingFields{power.IndexVMName: vm.Name})
+	}
+	// Filtered below too: a plain client (the CLI) has no index.
+	if err := c.List(ctx, &ops, opts...); err != nil {
 		return s, err
 	}
 	var evacuations []*v1alpha2.VirtualMachineOperation
@@ -206,7 +225,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !vm.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
-	s, err := Observe(ctx, r.Client, vm, r.Backoff)
+	s, err := observeIndexed(ctx, r.Client, vm, r.Backoff)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

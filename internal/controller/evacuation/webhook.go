@@ -76,7 +76,7 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 			return tooManyRequests(fmt.Sprintf("VM %s/%s runs in this pod and could not be marked for evacuation yet (%v); retry", vm.Namespace, vm.Name, err))
 		}
 	}
-	s, err := Observe(ctx, w.Client, vm, w.Backoff)
+	s, err := observeIndexed(ctx, w.Client, vm, w.Backoff)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
