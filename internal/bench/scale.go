@@ -102,7 +102,11 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	if err != nil {
 		return res, err
 	}
-	m := &scaleMeter{c: c, cs: cs, metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", o.Port+2000), say: say, kubeconfig: cl.kubeconfig}
+	vmCache, err := watchVMs(ctx, cfg, c.Scheme())
+	if err != nil {
+		return res, err
+	}
+	m := &scaleMeter{c: c, vmCache: vmCache, cs: cs, metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", o.Port+2000), say: say, kubeconfig: cl.kubeconfig}
 	if err := m.waitNodes(ctx, o.Nodes, 5*time.Minute); err != nil {
 		return res, err
 	}

@@ -19,15 +19,39 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
+// watchVMs starts a cache of the bench's VMs (one watch), so that waiting on thousands of
+// them does not list them all every second: that load on the apiserver, not Ferry's, would
+// then be what a phase measures.
+func watchVMs(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme) (client.Reader, error) {
+	sel := labels.SelectorFromSet(labels.Set{labelBench: benchMarker})
+	c, err := cache.New(cfg, cache.Options{Scheme: scheme, ByObject: map[client.Object]cache.ByObject{&v1alpha2.VirtualMachine{}: {Label: sel}}})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.GetInformer(ctx, &v1alpha2.VirtualMachine{}); err != nil {
+		return nil, err
+	}
+	go func() { _ = c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		return nil, fmt.Errorf("the VM watch did not sync")
+	}
+	return c, nil
+}
+
 // scaleMeter reads the cluster and the control plane's own figures.
 type scaleMeter struct {
 	c          client.Client
+	vmCache    client.Reader // the bench's VMs, kept by a watch: polling them costs the apiserver nothing
 	cs         *kubernetes.Clientset
 	metricsURL string
 	say        func(string, ...any)
@@ -68,7 +92,7 @@ func (m *scaleMeter) waitNodes(ctx context.Context, n int, timeout time.Duration
 
 func (m *scaleMeter) vms(ctx context.Context) ([]v1alpha2.VirtualMachine, error) {
 	var l v1alpha2.VirtualMachineList
-	err := m.c.List(ctx, &l, client.MatchingLabels{labelBench: benchMarker})
+	err := m.vmCache.List(ctx, &l, client.MatchingLabels{labelBench: benchMarker})
 	return l.Items, err
 }
 
