@@ -33,7 +33,7 @@ import (
 // the simulated guests (see internal/simnode).
 func simNodesCommand() *cobra.Command {
 	var (
-		kubeconfig, prefix, stateDir, cpu, memory, group, control string
+		kubeconfig, kubeconfigDir, prefix, stateDir, cpu, memory, group, control string
 		count, peerPort                                           int
 		watchdogResets                                            bool
 		so                                                        launcher.SimOptions
@@ -67,7 +67,15 @@ func simNodesCommand() *cobra.Command {
 					// Each node answers its peers on an address of its own.
 					ip = fmt.Sprintf("127.1.%d.%d", i/250, i%250+1)
 				}
-				n := cl.Add(name, cfg, agent.Options{
+				nodeCfg := cfg
+				if kubeconfigDir != "" {
+					// Each agent on credentials of its own (a token bound to its node).
+					if nodeCfg, err = clientcmd.BuildConfigFromFlags("", filepath.Join(kubeconfigDir, name+".kubeconfig")); err != nil {
+						return err
+					}
+					nodeCfg.QPS, nodeCfg.Burst = cfg.QPS, cfg.Burst
+				}
+				n := cl.Add(name, nodeCfg, agent.Options{
 					NodeName: name, NodeIP: ip, CPU: cpu, Memory: memory,
 					StateDir: filepath.Join(stateDir, name),
 					Labels:   map[string]string{"node.deckhouse.io/group": group},
@@ -116,6 +124,7 @@ func simNodesCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster")
+	f.StringVar(&kubeconfigDir, "kubeconfig-dir", "", "a kubeconfig per node, <dir>/<node>.kubeconfig, instead of --kubeconfig")
 	f.IntVar(&count, "count", 10, "number of simulated nodes")
 	f.StringVar(&prefix, "prefix", "sim", "node names: <prefix>-001 …")
 	f.StringVar(&stateDir, "state-dir", "/tmp/ferry-sim", "run directories of the simulated VMs; a file failed/<node> powers that node off")

@@ -42,7 +42,10 @@ type Options struct {
 	NodeMemory string
 	// FencingProfile is the watchdog profile of the nodes' NodeGroup ("" or "off": no fencing).
 	FencingProfile string
-	Out            io.Writer
+	// NoController leaves the controller out: another runs it, e.g. tests that run it on
+	// the ServiceAccount token of deploy/base (test/deploy).
+	NoController bool
+	Out          io.Writer
 }
 
 // DefaultStateDir is /var/lib/ferry for root and ~/.local/share/ferry otherwise; the
@@ -163,6 +166,9 @@ func Run(o Options) error {
 		return fmt.Errorf("creating the NodeGroup %s: %w", nodeGroupName, err)
 	}
 	children := []*child{ctl}
+	if o.NoController {
+		children = nil
+	}
 	for _, n := range nodes {
 		dir := NodeDir(o.StateDir, n.Name)
 		// Nodes powered off in an earlier run boot with this one.
@@ -194,7 +200,10 @@ func Run(o Options) error {
 		// Agents first (they disarm their watchdogs as they stop), then the watchdogs.
 		stopAll := func(watchdogs bool) {
 			var wg sync.WaitGroup
-			for _, ch := range children[1:] {
+			for _, ch := range children {
+				if ch == ctl {
+					continue
+				}
 				if strings.HasSuffix(ch.name, " watchdog") == watchdogs {
 					wg.Go(func() { ch.stop(5 * time.Second) })
 				}
@@ -211,8 +220,10 @@ func Run(o Options) error {
 		return err
 	}
 	// The webhooks fail closed: VMs are created once the controller serves them.
-	if err := waitControllerReady(ctx, metricsPort(o.Port)+1); err != nil {
-		return err
+	if !o.NoController {
+		if err := waitControllerReady(ctx, metricsPort(o.Port)+1); err != nil {
+			return err
+		}
 	}
 	say("%d node(s) Ready (%.1fs since start)", len(nodes), time.Since(started).Seconds())
 

@@ -1,0 +1,605 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller"
+	"github.com/ferryvm/ferry/internal/simnode"
+	"github.com/ferryvm/ferry/internal/testenv"
+)
+
+// The cluster of TestFlowsOnOwnTokensAndLeaderKill: ferry up's embedded control plane
+// (apiserver, etcd, scheduler, controller manager) on this port, without its controller.
+// Ports port+2000..port+2003 follow from it (ferry up's webhook is at port+2002).
+const flowsPort = 19643
+
+// TestFlowsOnOwnTokensAndLeaderKill installs deploy/base's ServiceAccounts, roles and node
+// policies on the embedded control plane and runs two replicas of `ferry controller` with
+// leader election on the controller's token, and simulated nodes whose agents each run on a
+// token bound to that node's agent Pod. Then, with those permissions only:
+//   - a VirtualMachineOperation Evict moves a VM to another node, same address;
+//   - `kubectl drain --pod-selector` moves a VM off its node;
+//   - the leader is killed (SIGKILL) while a migration transfers: the other replica takes
+//     over, the migration completes and the VM runs once;
+//   - a node loses power and the leader is killed once Ferry has seen the node unreachable:
+//     the other replica fences the node and starts the VM on another node, once.
+//
+// No simulated guest ever runs in two places (the simulated nodes record every guest), and
+// no component was refused a request (their logs have no "forbidden").
+func TestFlowsOnOwnTokensAndLeaderKill(t *testing.T) {
+	bin := os.Getenv("FERRY_BIN")
+	if bin == "" {
+		bin = filepath.Join(testenv.RepoRoot(), "bin", "ferry")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("no ferry binary (FERRY_BIN, or bin/ferry: make build): %v", err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	f := &flows{t: t, bin: bin, dir: dir, upDir: filepath.Join(dir, "up")}
+
+	// The embedded control plane, without Ferry's controller.
+	f.start("up", "--state-dir", f.upDir, "up", "--nodes", "0", "--netns=false", "--sample-vm=false", "--no-controller",
+		"--port", strconv.Itoa(flowsPort), "--ip-range", "10.81.0.0/24", "--fencing-profile", "Fast")
+	f.connect()
+	eventually(t, 30*time.Second, "ferry up's webhook certificate", func() (bool, string) {
+		_, err := os.Stat(filepath.Join(f.upDir, "control-plane", "pki", "webhook.key"))
+		return err == nil, fmt.Sprint(err)
+	})
+
+	// deploy/base's permissions and node policies.
+	if err := f.admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); client.IgnoreAlreadyExists(err) != nil {
+		t.Fatal(err)
+	}
+	for _, u := range manifests(t) {
+		if !installKinds[u.GetKind()] {
+			continue
+		}
+		if err := f.admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), fieldOwner, client.ForceOwnership); err != nil {
+			t.Fatalf("%s: %v", describe(u), err)
+		}
+	}
+
+	// The agents' tokens, each bound to its node's agent Pod, and the controller's.
+	nodes := []string{"ha-001", "ha-002", "ha-003", "ha-004"}
+	kcDir := filepath.Join(dir, "kubeconfigs")
+	for _, n := range nodes {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "ferry-agent-" + n},
+			Spec: corev1.PodSpec{NodeName: n, ServiceAccountName: "ferry-agent",
+				Containers: []corev1.Container{{Name: "agent", Image: "ferryvm/ferry:test"}}},
+		}
+		if err := f.admin.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		f.writeKubeconfig(filepath.Join(kcDir, n+".kubeconfig"), f.token("ferry-agent", pod))
+	}
+	ctrlKC := filepath.Join(kcDir, "controller.kubeconfig")
+	f.writeKubeconfig(ctrlKC, f.token("ferry-controller", nil))
+
+	// Simulated nodes on their own tokens; a migration takes 6 s, time to kill a leader in.
+	// A short directory: launcher sockets live under it (at most 107 bytes a path).
+	simDir, err := os.MkdirTemp("", "fl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(simDir) })
+	f.simDir = simDir
+	f.start("nodes", "sim-nodes", "--kubeconfig", ctrlKC, "--kubeconfig-dir", kcDir, "--count", strconv.Itoa(len(nodes)),
+		"--prefix", "ha", "--state-dir", simDir, "--control", "127.0.0.1:0", "--migration-time", "6s", "--cpu", "4", "--memory", "8Gi")
+
+	// Two controller replicas on the controller's token. Both serve the webhooks, with the
+	// certificate ferry up issued, behind the address ferry up registered (port+2002), as
+	// a Service would: a connection goes to a replica that answers.
+	pki := filepath.Join(f.upDir, "control-plane", "pki")
+	var hooks []string
+	for i := range 2 {
+		hook := fmt.Sprintf("127.0.0.1:%d", flowsPort+2020+i)
+		hooks = append(hooks, hook)
+		args := []string{"controller", "--kubeconfig", ctrlKC, "--leader-elect", "--leader-election-namespace", namespace,
+			"--storage-dir", filepath.Join(f.upDir, "storage"), "--ip-range", "10.81.0.0/24", "--vm-network", "none",
+			"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", flowsPort+2010+2*i),
+			"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", flowsPort+2011+2*i),
+			"--webhook-host", "127.0.0.1", "--webhook-port", strconv.Itoa(flowsPort + 2020 + i),
+			"--webhook-cert-dir", pki, "--webhook-cert-name", "webhook.crt", "--webhook-key-name", "webhook.key"}
+		f.replicas = append(f.replicas, args)
+		f.start(fmt.Sprintf("controller-%d", i), args...)
+	}
+	serveLikeAService(t, fmt.Sprintf("127.0.0.1:%d", flowsPort+2002), hooks)
+	f.waitNodesReady(nodes)
+	leader := f.leader()
+	t.Logf("controller-%d leads", leader)
+
+	// Two AlwaysOn VMs booting a shared image (the simulated nodes boot no guest from it).
+	img := filepath.Join(dir, "image.raw")
+	raw := make([]byte, 1<<20)
+	raw[510], raw[511] = 0x55, 0xAA // a boot sector, which the image import checks for
+	if err := os.WriteFile(img, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns := "flows"
+	if err := f.admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.admin.Create(ctx, &v1alpha2.ClusterVirtualImage{
+		ObjectMeta: metav1.ObjectMeta{Name: "flows-image"},
+		Spec:       v1alpha2.ClusterVirtualImageSpec{DataSource: v1alpha2.DataSource{Type: v1alpha2.SourceHTTP, HTTP: &v1alpha2.HTTPSource{URL: "file://" + img}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"vm-a", "vm-b"} {
+		eventually(t, 60*time.Second, "creating VM "+name+" (its webhook answers)", func() (bool, string) {
+			err := f.admin.Create(ctx, &v1alpha2.VirtualMachine{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+				Spec: v1alpha2.VirtualMachineSpec{
+					RunPolicy:       v1alpha2.AlwaysOn,
+					CPU:             v1alpha2.CPUSpec{Cores: 1, CoreFraction: "10%"},
+					Memory:          v1alpha2.MemorySpec{Size: resource.MustParse("128Mi")},
+					BlockDeviceRefs: []v1alpha2.BlockDeviceRef{{Kind: v1alpha2.ClusterImageDevice, Name: "flows-image"}},
+				},
+			})
+			return client.IgnoreAlreadyExists(err) == nil, fmt.Sprint(err)
+		})
+	}
+	a := f.waitRunning(ns, "vm-a", "")
+	b := f.waitRunning(ns, "vm-b", "")
+
+	// 1. Live migration by a VirtualMachineOperation.
+	op := f.evict(ns, "vm-a")
+	f.waitOp(op, v1alpha2.OpCompleted)
+	a = f.waitMoved(ns, "vm-a", a)
+	t.Logf("Evict: vm-a moved to %s, address %s", a.Status.NodeName, a.Status.IPAddress)
+
+	// 2. Maintenance: kubectl drain evicts the VM's launcher pod; Ferry moves the VM instead.
+	drained := b.Status.NodeName
+	out, err := exec.Command(bin, "--state-dir", f.upDir, "k", "drain", drained, "--pod-selector", "vm.kubevirt.internal.virtualization.deckhouse.io/name",
+		"--delete-emptydir-data", "--timeout", "3m").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl drain %s: %v\n%s", drained, err, out)
+	}
+	b = f.waitMoved(ns, "vm-b", b)
+	t.Logf("drain %s: vm-b moved to %s, address %s", drained, b.Status.NodeName, b.Status.IPAddress)
+	if out, err := exec.Command(bin, "--state-dir", f.upDir, "k", "uncordon", drained).CombinedOutput(); err != nil {
+		t.Fatalf("kubectl uncordon: %v\n%s", err, out)
+	}
+
+	// 3. The leader dies while a migration transfers.
+	op = f.evict(ns, "vm-a")
+	eventually(t, 60*time.Second, "the migration transferring", func() (bool, string) {
+		if err := f.admin.Get(ctx, client.ObjectKeyFromObject(op), op); err != nil {
+			return false, err.Error()
+		}
+		ms := op.Status.Migration
+		if op.Finished() {
+			t.Fatalf("the operation ended before the leader could be killed: %s %s", op.Status.Phase, op.Status.Progress)
+		}
+		return ms != nil && ms.Phase == v1alpha2.MigrationTransferring, fmt.Sprintf("%s %+v", op.Status.Phase, ms)
+	})
+	f.killLeader()
+	f.waitOp(op, v1alpha2.OpCompleted)
+	a = f.waitMoved(ns, "vm-a", a)
+	t.Logf("leader killed mid-migration: vm-a on %s, address %s", a.Status.NodeName, a.Status.IPAddress)
+
+	// 4. A node loses power; the leader dies once Ferry has seen the node unreachable.
+	failed := b.Status.NodeName
+	f.control("POST", "/nodes/"+failed+"/poweroff")
+	eventually(t, 60*time.Second, "Ferry sees node "+failed+" unreachable", func() (bool, string) {
+		vm := f.vm(ns, "vm-b")
+		c := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionNodeReachable)
+		return c != nil && c.Status == metav1.ConditionFalse, fmt.Sprintf("%+v", c)
+	})
+	f.killLeader()
+	b = f.waitMoved(ns, "vm-b", b)
+	t.Logf("leader killed mid-failover: vm-b restarted on %s, address %s", b.Status.NodeName, b.Status.IPAddress)
+
+	// vm-a may have shared the failed node: it too runs elsewhere by now.
+	f.waitRunning(ns, "vm-a", failed)
+
+	// Every guest ran once at a time; nobody was refused anything.
+	var guests simnode.GuestReport
+	if err := json.Unmarshal(f.control("GET", "/guests"), &guests); err != nil {
+		t.Fatal(err)
+	}
+	if len(guests.Overlaps) > 0 {
+		t.Errorf("guests ran in two places at once: %+v", guests.Overlaps)
+	}
+	for _, vm := range []string{"vm-a", "vm-b"} {
+		var running []string
+		for k, v := range guests.Running {
+			if strings.HasSuffix(k, vm) {
+				running = append(running, v...)
+			}
+		}
+		if len(running) != 1 {
+			t.Errorf("%s: %d guests run (%v), want 1", vm, len(running), running)
+		}
+	}
+	t.Logf("guests: starts %v, overlaps %d", guests.Starts, len(guests.Overlaps))
+	f.stopAll()
+	// An RBAC refusal, or one of the agent's node policies.
+	forbidden := regexp.MustCompile(`forbidden: (User "|ValidatingAdmissionPolicy)`)
+	for _, name := range f.logNames() {
+		if !strings.Contains(filepath.Base(name), "controller-") && !strings.Contains(filepath.Base(name), "nodes-") {
+			continue // ferry up's own components run as admin
+		}
+		b, _ := os.ReadFile(name)
+		for _, line := range strings.Split(string(b), "\n") {
+			if forbidden.MatchString(line) {
+				t.Errorf("%s: %s", filepath.Base(name), line)
+			}
+		}
+	}
+}
+
+// flows runs the processes of TestFlowsOnOwnTokensAndLeaderKill.
+type flows struct {
+	t          *testing.T
+	bin        string
+	dir, upDir string
+	simDir     string
+	admin      client.Client
+	adminCS    *kubernetes.Clientset
+	adminCfg   *rest.Config
+
+	mu       sync.Mutex
+	procs    map[string]*exec.Cmd
+	done     map[string]chan struct{}
+	logs     []string
+	replicas [][]string
+}
+
+// start runs bin with args, its output in dir/logs/<name>-<n>.log; the test's end kills it.
+func (f *flows) start(name string, args ...string) {
+	f.t.Helper()
+	logs := filepath.Join(f.dir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.procs == nil {
+		f.procs, f.done = map[string]*exec.Cmd{}, map[string]chan struct{}{}
+	}
+	logName := filepath.Join(logs, fmt.Sprintf("%s-%d.log", name, len(f.logs)))
+	lf, err := os.Create(logName)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cmd := exec.Command(f.bin, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		f.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); lf.Close(); close(done) }()
+	f.procs[name], f.done[name] = cmd, done
+	f.logs = append(f.logs, logName)
+	f.t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if f.t.Failed() {
+			b, _ := os.ReadFile(logName)
+			var errs []string
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, `"level":"error"`) || strings.Contains(l, "Warning") {
+					errs = append(errs, l)
+				}
+			}
+			f.t.Logf("--- %s: %d error lines (the last 20)\n%s\n--- its last 2000 bytes\n%s", filepath.Base(logName), len(errs),
+				strings.Join(errs[max(0, len(errs)-20):], "\n"), tail(b, 2000))
+		}
+	})
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+func (f *flows) logNames() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.logs...)
+}
+
+// stopAll ends every process gracefully, so their logs are complete.
+func (f *flows) stopAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for name, cmd := range f.procs {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-f.done[name]:
+		case <-time.After(20 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-f.done[name]
+		}
+	}
+}
+
+// connect waits for ferry up's apiserver and the CRDs and opens admin clients.
+func (f *flows) connect() {
+	f.t.Helper()
+	kc := filepath.Join(f.upDir, "control-plane", "admin.kubeconfig")
+	scheme := controller.NewScheme()
+	_ = apiextensionsv1.AddToScheme(scheme)
+	eventually(f.t, 90*time.Second, "ferry up's control plane and Ferry's CRDs", func() (bool, string) {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+		if err != nil {
+			return false, err.Error()
+		}
+		cfg.QPS, cfg.Burst = 100, 200
+		c, err := client.New(cfg, client.Options{Scheme: scheme})
+		if err != nil {
+			return false, err.Error()
+		}
+		var crd apiextensionsv1.CustomResourceDefinition
+		if err := c.Get(context.Background(), client.ObjectKey{Name: "virtualmachineoperations.virtualization.deckhouse.io"}, &crd); err != nil {
+			return false, err.Error()
+		}
+		f.adminCfg, f.admin = cfg, c
+		return true, ""
+	})
+	cs, err := kubernetes.NewForConfig(f.adminCfg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.adminCS = cs
+}
+
+// token issues a token of serviceAccount, bound to pod when it is not nil.
+func (f *flows) token(serviceAccount string, pod *corev1.Pod) string {
+	f.t.Helper()
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}
+	if pod != nil {
+		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	}
+	got, err := f.adminCS.CoreV1().ServiceAccounts(namespace).CreateToken(context.Background(), serviceAccount, req, metav1.CreateOptions{})
+	if err != nil {
+		f.t.Fatalf("token for %s: %v", serviceAccount, err)
+	}
+	return got.Status.Token
+}
+
+// writeKubeconfig writes a kubeconfig for the cluster that authenticates with token only.
+func (f *flows) writeKubeconfig(path, token string) {
+	f.t.Helper()
+	ca := f.adminCfg.CAData
+	if len(ca) == 0 {
+		var err error
+		if ca, err = os.ReadFile(f.adminCfg.CAFile); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["ferry"] = &clientcmdapi.Cluster{Server: f.adminCfg.Host, CertificateAuthorityData: ca}
+	kc.AuthInfos["sa"] = &clientcmdapi.AuthInfo{Token: token}
+	kc.Contexts["ferry"] = &clientcmdapi.Context{Cluster: "ferry", AuthInfo: "sa"}
+	kc.CurrentContext = "ferry"
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *flows) waitNodesReady(names []string) {
+	f.t.Helper()
+	eventually(f.t, 90*time.Second, fmt.Sprintf("%d simulated nodes Ready", len(names)), func() (bool, string) {
+		ready := 0
+		for _, n := range names {
+			var node corev1.Node
+			if err := f.admin.Get(context.Background(), client.ObjectKey{Name: n}, &node); err != nil {
+				continue
+			}
+			for _, c := range node.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		return ready == len(names), fmt.Sprintf("%d Ready", ready)
+	})
+}
+
+// leader is the replica whose metrics say it leads; it waits until one does.
+func (f *flows) leader() int {
+	f.t.Helper()
+	who := -1
+	eventually(f.t, 60*time.Second, "a controller replica leads", func() (bool, string) {
+		var seen []string
+		for i := range f.replicas {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", flowsPort+2010+2*i))
+			if err != nil {
+				seen = append(seen, fmt.Sprintf("controller-%d: %v", i, err))
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), `leader_election_master_status{name="ferry-controller"} 1`) {
+				who = i
+				return true, ""
+			}
+			seen = append(seen, fmt.Sprintf("controller-%d: standby", i))
+		}
+		return false, strings.Join(seen, "; ")
+	})
+	return who
+}
+
+// killLeader kills the leading replica with SIGKILL, waits until the other replica leads,
+// and starts the killed one again, as a Deployment would; it returns the new leader.
+func (f *flows) killLeader() int {
+	f.t.Helper()
+	i := f.leader()
+	name := fmt.Sprintf("controller-%d", i)
+	f.mu.Lock()
+	cmd, done := f.procs[name], f.done[name]
+	f.mu.Unlock()
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		f.t.Fatal(err)
+	}
+	<-done
+	killed := time.Now()
+	next := f.leader()
+	if next == i {
+		f.t.Fatalf("controller-%d leads although it was killed", i)
+	}
+	f.t.Logf("killed controller-%d (the leader) with SIGKILL; controller-%d leads %.1fs later", i, next, time.Since(killed).Seconds())
+	f.start(name, f.replicas[i]...)
+	return next
+}
+
+// serveLikeAService forwards connections on addr to the first of backends that accepts
+// them, until the test ends.
+func serveLikeAService(t *testing.T, addr string, backends []string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				for _, b := range backends {
+					out, err := net.DialTimeout("tcp", b, time.Second)
+					if err != nil {
+						continue
+					}
+					defer out.Close()
+					go func() { _, _ = io.Copy(out, in) }()
+					_, _ = io.Copy(in, out)
+					return
+				}
+			}()
+		}
+	}()
+}
+
+// control calls the simulated nodes' control endpoint.
+func (f *flows) control(method, path string) []byte {
+	f.t.Helper()
+	addr, err := os.ReadFile(filepath.Join(f.simDir, "control-addr"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	req, _ := http.NewRequest(method, "http://"+string(addr)+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		f.t.Fatalf("%s %s: %s %s", method, path, resp.Status, b)
+	}
+	return b
+}
+
+func (f *flows) vm(ns, name string) *v1alpha2.VirtualMachine {
+	f.t.Helper()
+	vm := &v1alpha2.VirtualMachine{}
+	if err := f.admin.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, vm); err != nil {
+		f.t.Fatal(err)
+	}
+	return vm
+}
+
+// waitRunning waits until the VM is Running with an address on a node other than notOn.
+func (f *flows) waitRunning(ns, name, notOn string) *v1alpha2.VirtualMachine {
+	f.t.Helper()
+	var vm *v1alpha2.VirtualMachine
+	eventually(f.t, 3*time.Minute, "VM "+name+" Running", func() (bool, string) {
+		vm = f.vm(ns, name)
+		return vm.Status.Phase == v1alpha2.MachineRunning && vm.Status.NodeName != "" && vm.Status.NodeName != notOn && vm.Status.IPAddress != "",
+			fmt.Sprintf("%s on %q, address %q, conditions %s", vm.Status.Phase, vm.Status.NodeName, vm.Status.IPAddress, conditions(vm.Status.Conditions))
+	})
+	return vm
+}
+
+// waitMoved waits until the VM runs on another node than before, with the same address.
+func (f *flows) waitMoved(ns, name string, before *v1alpha2.VirtualMachine) *v1alpha2.VirtualMachine {
+	f.t.Helper()
+	vm := f.waitRunning(ns, name, before.Status.NodeName)
+	if vm.Status.IPAddress != before.Status.IPAddress {
+		f.t.Errorf("%s: address %s, was %s", name, vm.Status.IPAddress, before.Status.IPAddress)
+	}
+	return vm
+}
+
+func (f *flows) evict(ns, vm string) *v1alpha2.VirtualMachineOperation {
+	f.t.Helper()
+	op := &v1alpha2.VirtualMachineOperation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "evict-" + vm + "-"},
+		Spec:       v1alpha2.VirtualMachineOperationSpec{Type: v1alpha2.OpEvict, VirtualMachineName: vm},
+	}
+	if err := f.admin.Create(context.Background(), op); err != nil {
+		f.t.Fatal(err)
+	}
+	return op
+}
+
+func (f *flows) waitOp(op *v1alpha2.VirtualMachineOperation, want v1alpha2.OperationPhase) {
+	f.t.Helper()
+	eventually(f.t, 3*time.Minute, "operation "+op.Name+" "+string(want), func() (bool, string) {
+		if err := f.admin.Get(context.Background(), client.ObjectKeyFromObject(op), op); err != nil {
+			return false, err.Error()
+		}
+		if op.Finished() && op.Status.Phase != want {
+			f.t.Fatalf("operation %s ended %s: %s", op.Name, op.Status.Phase, op.Status.Progress)
+		}
+		return op.Status.Phase == want, fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
+	})
+}
+
+func conditions(cs []metav1.Condition) string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, fmt.Sprintf("%s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message))
+	}
+	return strings.Join(out, "; ")
+}
