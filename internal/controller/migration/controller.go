@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -90,6 +91,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha2.VirtualMachineOperation{}, builder.WithPredicates(ops)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.opsOfPod)).
+		Watches(&v1alpha2.VirtualMachineOperation{}, handler.EnqueueRequestsFromMapFunc(r.waitersOf)).
 		Named("vmop-migration").
 		// Operations wait on the apiserver, not on each other: slots are granted under
 		// one lock (takeSlot, takeInbound), so several can step at once.
@@ -193,6 +195,10 @@ func (r *Reconciler) record(ctx context.Context, op, orig *v1alpha2.VirtualMachi
 	meta.SetStatusCondition(&op.Status.Conditions, metav1.Condition{
 		Type: v1alpha2.OpConditionCompleted, Status: status, Reason: s.reason, Message: s.message, ObservedGeneration: op.Generation,
 	})
+	if equality.Semantic.DeepEqual(orig.Status, op.Status) {
+		// Nothing to write (an operation that still waits): no request at all.
+		return ctrl.Result{RequeueAfter: s.requeue}, nil
+	}
 	if err := r.Client.Status().Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		r.slots.drop(op.UID)
 		if apierrors.IsConflict(err) {

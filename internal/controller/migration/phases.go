@@ -81,8 +81,12 @@ func (r *Reconciler) pending(ctx context.Context, op *v1alpha2.VirtualMachineOpe
 	if why, err := r.takeSlot(ctx, op, source.Spec.NodeName); err != nil {
 		return step{}, err
 	} else if why != "" {
+		// The end of a migration from the same node wakes this one (waitersOf); the timer
+		// only backs that up, so that thousands of waiting operations do not crowd out the
+		// running ones in the queue.
 		op.Status.Phase = v1alpha2.OpPending
-		return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonWaitingForSyncSlot, message: why, requeue: 2 * time.Second}, nil
+		op.Status.Migration.SourceNode = source.Spec.NodeName
+		return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonWaitingForSyncSlot, message: why, requeue: slotRetry}, nil
 	}
 
 	// A target made by an earlier pass whose status write was lost is adopted, not doubled.

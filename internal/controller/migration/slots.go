@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/power"
@@ -38,6 +39,31 @@ type grant struct {
 
 // grantTTL bounds how long a grant stands in for a status the cache has not shown.
 const grantTTL = time.Minute
+
+// slotRetry is how often an operation waiting for a slot asks again on its own.
+const slotRetry = 10 * time.Second
+
+// waitersOf wakes the operations waiting for a slot of the source node of a migration that
+// ended, as the slot it held is free now.
+func (r *Reconciler) waitersOf(ctx context.Context, o client.Object) []reconcile.Request {
+	op, ok := o.(*v1alpha2.VirtualMachineOperation)
+	if !ok || !isMigration(op.Spec.Type) || !op.Finished() || op.Status.Migration == nil || op.Status.Migration.SourceNode == "" {
+		return nil
+	}
+	var ops v1alpha2.VirtualMachineOperationList
+	if err := r.Client.List(ctx, &ops, client.UnsafeDisableDeepCopy); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range ops.Items {
+		w := &ops.Items[i]
+		ms := w.Status.Migration
+		if isMigration(w.Spec.Type) && w.Status.Phase == v1alpha2.OpPending && ms != nil && ms.SourceNode == op.Status.Migration.SourceNode {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(w)})
+		}
+	}
+	return out
+}
 
 func (s *slots) drop(uid types.UID) {
 	s.mu.Lock()

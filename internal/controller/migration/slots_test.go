@@ -128,3 +128,25 @@ func TestUnusedGrantExpires(t *testing.T) {
 		t.Fatalf("a's grant did not expire: %s", why)
 	}
 }
+
+// TestEndOfMigrationWakesItsNodesWaiters: the operations waiting for the slot a migration
+// held are woken when it ends, not the ones of other nodes.
+func TestEndOfMigrationWakesItsNodesWaiters(t *testing.T) {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = v1alpha2.AddToScheme(s)
+	done := pendingOp(0)
+	done.Status.Phase = v1alpha2.OpCompleted
+	done.Status.Migration = &v1alpha2.OperationMigrationStatus{Phase: v1alpha2.MigrationDone, SourceNode: "a"}
+	sameNode, otherNode, unknown := pendingOp(1), pendingOp(2), pendingOp(3)
+	sameNode.Status.Migration.SourceNode, otherNode.Status.Migration.SourceNode = "a", "b"
+	c := fake.NewClientBuilder().WithScheme(s).WithObjects(done, sameNode, otherNode, unknown).Build()
+	r := &Reconciler{Client: c, Config: DefaultConfig(), Now: time.Now}
+	got := r.waitersOf(context.Background(), done)
+	if len(got) != 1 || got[0].Name != sameNode.Name {
+		t.Fatalf("woke %v, want only %s", got, sameNode.Name)
+	}
+	if got := r.waitersOf(context.Background(), sameNode); len(got) != 0 {
+		t.Fatalf("a waiting operation woke %v", got)
+	}
+}
