@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/power"
 	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
@@ -76,6 +77,14 @@ func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.R
 			return tooManyRequests(fmt.Sprintf("VM %s/%s runs in this pod and could not be marked for evacuation yet (%v); retry", vm.Namespace, vm.Name, err))
 		}
 	}
+	// kubectl drain asks again every 5 s for every pod until it is gone: while the VM's
+	// migration runs, say so without assessing the cluster (a drain of many nodes sends
+	// hundreds of these a second, and a slow answer fails the drain).
+	if op, err := w.migrating(ctx, vm); err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	} else if op != nil {
+		return tooManyRequests(Explain(vm, node, State{InFlight: op}, now))
+	}
 	s, err := observeIndexed(ctx, w.Client, vm, w.Backoff)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
@@ -109,6 +118,21 @@ func Explain(vm *v1alpha2.VirtualMachine, node string, s State, now time.Time) s
 	}
 }
 
+// migrating returns the VM's unfinished migration operation, from the cache, or nil.
+func (w *Webhook) migrating(ctx context.Context, vm *v1alpha2.VirtualMachine) (*v1alpha2.VirtualMachineOperation, error) {
+	var ops v1alpha2.VirtualMachineOperationList
+	if err := w.Client.List(ctx, &ops, client.InNamespace(vm.Namespace), client.MatchingFields{power.IndexVMName: vm.Name}); err != nil {
+		return nil, err
+	}
+	for i := range ops.Items {
+		op := &ops.Items[i]
+		if (op.Spec.Type == v1alpha2.OpEvict || op.Spec.Type == v1alpha2.OpMigrate) && !op.Finished() && op.DeletionTimestamp.IsZero() {
+			return op, nil
+		}
+	}
+	return nil, nil
+}
+
 // mark asks for the VM's evacuation off node: an annotation for the controller and the
 // EvictionRequired condition for people.
 func (w *Webhook) mark(ctx context.Context, vm *v1alpha2.VirtualMachine, node string) error {
@@ -122,6 +146,9 @@ func (w *Webhook) mark(ctx context.Context, vm *v1alpha2.VirtualMachine, node st
 	reason, msg := v1alpha2.ReasonEvictionRequested, fmt.Sprintf("an eviction of the VM's pod on node %s was requested: the VM moves off the node first", node)
 	if err := w.Client.Get(ctx, client.ObjectKey{Name: node}, n); err == nil && n.Spec.Unschedulable {
 		reason, msg = v1alpha2.ReasonNodeDrained, fmt.Sprintf("node %s is cordoned and being drained: the VM moves off it", node)
+	}
+	if c := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionEvictionRequired); c != nil && c.Status == metav1.ConditionTrue && c.Reason == reason && c.Message == msg {
+		return nil // marked already, as the cache shows: no read past it
 	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		cur := &v1alpha2.VirtualMachine{}
