@@ -38,6 +38,28 @@ type Webhook struct {
 // evacuation and answers 429 with what happens to the VM, so that kubectl drain prints
 // it and retries.
 func (w *Webhook) Handle(ctx context.Context, req admission.Request) admission.Response {
+	// An answer the apiserver gives up waiting for fails the eviction, and kubectl drain
+	// then stops; "retry" (429) keeps it asking. On a loaded cluster, answer that in time.
+	ctx, cancel := context.WithTimeout(ctx, answerWithin)
+	defer cancel()
+	done := make(chan admission.Response, 1)
+	go func() { done <- w.handle(ctx, req) }()
+	select {
+	case r := <-done:
+		if ctx.Err() == nil || r.Allowed {
+			return r
+		}
+	case <-ctx.Done():
+	}
+	ctrl.LoggerFrom(ctx).Info("Eviction answered before its assessment ended: retry", "pod", req.Namespace+"/"+req.Name, "within", answerWithin)
+	return tooManyRequests(fmt.Sprintf("Ferry could not assess pod %s/%s within %s (the cluster is busy); retry", req.Namespace, req.Name, answerWithin))
+}
+
+// answerWithin is the time the webhook takes at most for an answer, well inside the
+// apiserver's timeout for it (10 s or more).
+const answerWithin = 5 * time.Second
+
+func (w *Webhook) handle(ctx context.Context, req admission.Request) admission.Response {
 	if req.SubResource != "eviction" || req.Operation != admissionv1.Create {
 		return admission.Allowed("")
 	}
