@@ -34,9 +34,9 @@ import (
 func simNodesCommand() *cobra.Command {
 	var (
 		kubeconfig, kubeconfigDir, prefix, stateDir, cpu, memory, group, control string
-		count, peerPort                                           int
-		watchdogResets                                            bool
-		so                                                        launcher.SimOptions
+		count, peerPort                                                          int
+		watchdogResets                                                           bool
+		so                                                                       launcher.SimOptions
 	)
 	cmd := &cobra.Command{
 		Use:    "sim-nodes",
