@@ -5,7 +5,10 @@ package v1alpha2
 // +kubebuilder:object:generate=false
 type MigrationRequest struct {
 	// URI is where the target's QEMU listens (tcp:ADDR:PORT).
-	URI                      string `json:"uri"`
+	URI string `json:"uri"`
+	// TargetNode is the target pod's node: over migration TLS the target's certificate
+	// must name it.
+	TargetNode               string `json:"targetNode,omitempty"`
 	MaxBandwidthBytes        int64  `json:"maxBandwidthBytes"`
 	DowntimeLimitMs          int64  `json:"downtimeLimitMs"`
 	AutoConverge             bool   `json:"autoConverge"`

@@ -94,6 +94,7 @@ func upCommand(stateDir *string) *cobra.Command {
 	f.StringVar(&o.NodeCPU, "node-cpu", "4", "CPU each node offers to VMs")
 	f.StringVar(&o.NodeMemory, "node-memory", "8Gi", "memory each node offers to VMs")
 	f.StringVar(&o.FencingProfile, "fencing-profile", up.DefaultFencingProfile, "watchdog profile of the nodes' NodeGroup: Critical (2s), Fast (5s), Balanced (10s), Tolerant (20s), or off")
+	f.BoolVar(&o.MigrationTLS, "migration-tls", os.Getenv("FERRY_MIGRATION_TLS") != "false", "live migrations over TLS with per-node certificates from the controller's signer (the nodes' agents' --migration-tls; default true unless $FERRY_MIGRATION_TLS is false)")
 	f.BoolVar(&o.NoController, "no-controller", false, "run no controller (another runs it, e.g. on its ServiceAccount token)")
 	_ = f.MarkHidden("no-controller")
 	return cmd

@@ -62,6 +62,7 @@ func controllerCommand() *cobra.Command {
 	f.StringVar(&o.Webhook.CertDir, "webhook-cert-dir", "/etc/ferry/webhook", "directory of the webhooks' serving certificate and key")
 	f.StringVar(&o.Webhook.CertName, "webhook-cert-name", "tls.crt", "serving certificate file in --webhook-cert-dir")
 	f.StringVar(&o.Webhook.KeyName, "webhook-key-name", "tls.key", "serving key file in --webhook-cert-dir")
+	webhookCertFlags(f, &o.Webhook)
 	m := &o.Migration
 	f.Int64Var(&m.MaxBandwidthBytes, "migration-bandwidth", m.MaxBandwidthBytes, "live migration bandwidth cap, bytes/s")
 	f.DurationVar(&m.DowntimeLimit, "migration-downtime-limit", m.DowntimeLimit, "longest guest pause QEMU may plan at switchover")
@@ -124,6 +125,7 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&o.CPU, "cpu", "4", "CPU the node offers")
 	f.StringVar(&o.Memory, "memory", "8Gi", "memory the node offers")
 	f.StringVar(&labels, "node-labels", "", "labels of the Node, key=value,...")
+	f.BoolVar(&o.MigrationTLS, "migration-tls", true, "live migrations to and from this node over TLS, both ends' certificates checked: the agent keeps the node's certificate (made here, signed by the controller through a CertificateSigningRequest) in --state-dir/migration-tls, and the node refuses migrations while it has none; false: plain TCP (set it alike on every node)")
 	return cmd
 }
 

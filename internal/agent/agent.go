@@ -26,8 +26,10 @@ import (
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/agent/kubelet"
+	"github.com/ferryvm/ferry/internal/agent/migrationcert"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcher"
+	"github.com/ferryvm/ferry/internal/migrationtls"
 	"github.com/ferryvm/ferry/internal/vmnet"
 	"github.com/ferryvm/ferry/internal/watchdog"
 )
@@ -60,7 +62,12 @@ type Options struct {
 	// Runtime, when set, runs the node's launcher pods instead of processes (simulated
 	// nodes: many agents in one process, VMs in memory).
 	Runtime kubelet.Runtime
-	Log     logr.Logger
+	// MigrationTLS makes the node's live migrations TLS with certificates checked at both
+	// ends: the agent keeps the node's migration certificate in StateDir/migration-tls
+	// (package migrationcert) and tells its launchers, which refuse to migrate without
+	// one. Off, migration streams are plain TCP.
+	MigrationTLS bool
+	Log          logr.Logger
 }
 
 // openWatchdog makes the watchdog an Options.Watchdog names; nil for "none".
@@ -187,7 +194,21 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		peerReader = c
 		fencingScheme = scheme
 	}
+	var launcherEnv []string
+	if o.MigrationTLS {
+		dir := filepath.Join(o.StateDir, migrationtls.DirName)
+		launcherEnv = append(launcherEnv, migrationtls.EnvDir+"="+dir)
+		mctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			migrationcert.Run(mctx, migrationcert.Options{Client: cs, Node: o.NodeName, Dir: dir, Log: o.Log.WithName("migration-tls")})
+		})
+		defer func() { cancel(); wg.Wait() }()
+	} else if o.Runtime == nil {
+		o.Log.Info("Migration TLS is off: this node's live migrations go over plain TCP")
+	}
 	k := kubelet.New(cs, kubelet.Options{
+		LauncherEnv:    launcherEnv,
 		OnLeaseRenewed: onRenew,
 		NodeName:       o.NodeName,
 		NodeIP:         o.NodeIP,
@@ -200,7 +221,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		Probe:          probeLauncher,
 		Migrate: func(ctx context.Context, runDir string, r v1alpha2.MigrationRequest) error {
 			return launcher.StartMigration(ctx, runDir, launcher.MigrationRequest{
-				URI: r.URI, MaxBandwidthBytes: r.MaxBandwidthBytes, DowntimeLimitMs: r.DowntimeLimitMs,
+				URI: r.URI, TargetNode: r.TargetNode, MaxBandwidthBytes: r.MaxBandwidthBytes, DowntimeLimitMs: r.DowntimeLimitMs,
 				AutoConverge: r.AutoConverge, CompletionTimeoutSeconds: r.CompletionTimeoutSeconds,
 				ProgressTimeoutSeconds: r.ProgressTimeoutSeconds,
 			})

@@ -11,14 +11,18 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/internal/hypervisor"
+	"github.com/ferryvm/ferry/internal/migrationtls"
 )
 
 // rawBench migrates a guest between bare QEMU processes on loopback.
 type rawBench struct {
-	image    string // the ferry-guest raw image
-	dir      string // work directory of the scenario
-	memKiB   int64
-	params   hypervisor.MigrationParams
+	image  string // the ferry-guest raw image
+	dir    string // work directory of the scenario
+	memKiB int64
+	params hypervisor.MigrationParams
+	// tls migrates over TLS (mutual certificate checks, as Ferry's launchers do) with a
+	// CA and node certificate made for the run.
+	tls      bool
 	timeout  time.Duration
 	say      func(string, ...any)
 	serial   int // run directories made so far
@@ -113,7 +117,17 @@ func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error)
 		return Sample{}, err
 	}
 	uri := "tcp:127.0.0.1:" + strconv.Itoa(port)
-	if err := r.dst.PrepareIncoming(ctx, uri); err != nil {
+	params := r.params
+	var in *hypervisor.MigrationTLS
+	if r.tls {
+		dir, err := r.credentials()
+		if err != nil {
+			return Sample{}, err
+		}
+		in = &hypervisor.MigrationTLS{Dir: dir, AllowedPeers: []string{migrationtls.AllowedPeers}}
+		params.TLS = &hypervisor.MigrationTLS{Dir: dir, Hostname: rawTLSNode}
+	}
+	if err := r.dst.PrepareIncoming(ctx, uri, in); err != nil {
 		return Sample{}, fmt.Errorf("migrate-incoming: %w", err)
 	}
 	srcF := hypervisor.NewSerialFollower(filepath.Join(r.src.RunDir(), hypervisor.SerialLogName))
@@ -131,7 +145,7 @@ func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error)
 	}
 
 	t0 := time.Now()
-	if err := r.src.MigrateOut(ctx, uri, r.params); err != nil {
+	if err := r.src.MigrateOut(ctx, uri, params); err != nil {
 		return failed("migrate: %v", err)
 	}
 	mctx, cancel := context.WithTimeout(ctx, r.timeout)
@@ -167,4 +181,30 @@ func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error)
 		s.Outcome, s.Detail = PostFailure, "raw: "+why
 	}
 	return s, ctx.Err()
+}
+
+// rawTLSNode is the node name in the raw baseline's certificate.
+const rawTLSNode = "raw-bench"
+
+// credentials makes (once) a CA and a node certificate in the work directory, the same
+// for both QEMU processes.
+func (r *rawBench) credentials() (string, error) {
+	dir := filepath.Join(r.dir, "tls")
+	if _, err := migrationtls.Load(dir); err == nil {
+		return dir, nil
+	}
+	now := time.Now()
+	certPEM, keyPEM, err := migrationtls.NewCA(now)
+	if err != nil {
+		return "", err
+	}
+	ca, err := migrationtls.ParseCA(certPEM, keyPEM)
+	if err != nil {
+		return "", err
+	}
+	c, err := ca.NodeCredentials(rawTLSNode, now, migrationtls.DefaultDuration)
+	if err != nil {
+		return "", err
+	}
+	return dir, migrationtls.Write(dir, c)
 }

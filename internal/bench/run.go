@@ -40,6 +40,8 @@ type Options struct {
 	Scenarios []string
 	// SkipRaw skips the bare-QEMU baseline.
 	SkipRaw bool
+	// RawTLS runs the bare-QEMU baseline over TLS, as Ferry's launchers migrate by default.
+	RawTLS bool
 	// MigrationTimeout bounds one migration.
 	MigrationTimeout time.Duration
 	// WaitOther is how long to wait for another `ferry up` on this machine to end.
@@ -222,9 +224,9 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 			results[i].Raw.Skipped = true
 			continue
 		}
-		say("[raw %s] bare QEMU, %d MiB/s, downtime limit %s, auto-converge %v", sc.name, params.MaxBandwidth>>20, params.DowntimeLimit, params.AutoConverge)
+		say("[raw %s] bare QEMU, %d MiB/s, downtime limit %s, auto-converge %v, TLS %v", sc.name, params.MaxBandwidth>>20, params.DowntimeLimit, params.AutoConverge, o.RawTLS)
 		rb := &rawBench{image: image, dir: filepath.Join(workDir, "raw-"+sc.name), memKiB: hypervisor.SafeMemoryKiB(mem.Value() >> 10),
-			params: params, timeout: o.MigrationTimeout, say: say}
+			params: params, tls: o.RawTLS, timeout: o.MigrationTimeout, say: say}
 		results[i].Raw, runErr = rb.run(ctx, o.Runs, sc.dirty, o.DirtyWarmup, func(n int, s Sample) {
 			report(say, "raw "+sc.name, n, o.Runs, s)
 		})
@@ -240,7 +242,11 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 	for _, sc := range scenarios {
 		res.DirtyMiB = max(res.DirtyMiB, sc.dirty)
 	}
-	fmt.Fprintf(out, "\nMigration benchmark: %s guest, %d run(s) per scenario, Ferry = Evict operations on `ferry up --nodes 2`, raw = bare QEMU on loopback. Times in ms.\n\n", o.Memory, o.Runs)
+	rawTLS := ""
+	if o.RawTLS {
+		rawTLS = " over TLS"
+	}
+	fmt.Fprintf(out, "\nMigration benchmark: %s guest, %d run(s) per scenario, Ferry = Evict operations on `ferry up --nodes 2`, raw = bare QEMU on loopback%s. Times in ms.\n\n", o.Memory, o.Runs, rawTLS)
 	if err := Table(out, results); err != nil {
 		return res, err
 	}

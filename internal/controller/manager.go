@@ -24,11 +24,13 @@ import (
 	"github.com/ferryvm/ferry/internal/controller/evacuation"
 	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/controller/migration"
+	"github.com/ferryvm/ferry/internal/controller/migrationsigner"
 	"github.com/ferryvm/ferry/internal/controller/power"
 	"github.com/ferryvm/ferry/internal/controller/storage"
 	"github.com/ferryvm/ferry/internal/controller/vm"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcherpod"
+	"github.com/ferryvm/ferry/internal/webhookcert"
 )
 
 // Options configure the controller process.
@@ -66,6 +68,10 @@ type WebhookOptions struct {
 	CertDir  string
 	CertName string
 	KeyName  string
+	// CertMode is CertModeFiles ("" too) or CertModeSelf.
+	CertMode string
+	// Certs configure CertModeSelf; the files are CertDir, CertName and KeyName.
+	Certs webhookcert.Options
 }
 
 // NewScheme returns a scheme with the Kubernetes and Ferry types.
@@ -96,7 +102,17 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return fmt.Errorf("VM network mode %q: use %s or %s", o.VMNetwork, NetworkRouted, NetworkNone)
 	}
 	var hooks webhook.Server
+	var certs *webhookcert.Rotator
 	if o.Webhook.Port > 0 {
+		switch o.Webhook.CertMode {
+		case "", CertModeFiles:
+		case CertModeSelf:
+			if certs, err = selfManagedCerts(ctx, cfg, o.Webhook); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("webhook certificate mode %q: use %s or %s", o.Webhook.CertMode, CertModeSelf, CertModeFiles)
+		}
 		for _, f := range []string{o.Webhook.CertName, o.Webhook.KeyName} {
 			if _, err := os.Stat(filepath.Join(o.Webhook.CertDir, f)); err != nil {
 				return fmt.Errorf("the admission webhooks need their serving certificate: %w (pass --webhook-cert-dir, or --webhook-port 0 to run without them: kubectl drain then kills VMs instead of moving them)", err)
@@ -141,6 +157,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		&migration.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("migration-controller"), Config: o.Migration, APIReader: mgr.GetAPIReader()},
 		&evacuation.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("evacuation-controller")},
 		&fencing.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("fencing-controller"), MaxUnreachable: o.FencingMaxUnreachable},
+		&migrationsigner.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("migration-signer"),
+			Namespace: migration.ConfigNamespace, Policy: migrationsigner.Policy{AgentUser: migrationsigner.AgentUser(migration.ConfigNamespace)}},
 	}
 	for _, s := range setups {
 		if err := s.SetupWithManager(mgr); err != nil {
@@ -152,6 +170,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		mgr.GetWebhookServer().Register(vm.WebhookPath, &webhook.Admission{Handler: &vm.Webhook{APIReader: mgr.GetAPIReader(), Range: r, Decoder: admission.NewDecoder(mgr.GetScheme())}})
 		mgr.GetWebhookServer().Register(evacuation.WebhookPath, &webhook.Admission{Handler: &evacuation.Webhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Backoff: evacuation.DefaultBackoff}})
 		if err := mgr.AddReadyzCheck("webhook", hooks.StartedChecker()); err != nil {
+			return err
+		}
+	}
+	if certs != nil {
+		if err := mgr.Add(certs); err != nil {
 			return err
 		}
 	}

@@ -24,6 +24,11 @@
 // defer), call PrepareIncoming with a listen URI, then MigrateOut on the
 // source and poll MigrationStatus (or WaitMigration). The destination resumes
 // by itself; quit the source (Shutdown) once it reports "postmigrate".
+// With MigrationTLS (PrepareIncoming's argument, MigrationParams.TLS) the stream is
+// TLS with certificates checked at both ends: QMP object-add of a tls-creds-x509 object
+// (verify-peer on; an authz-list on a target that restricts its peers) and the
+// migration parameters tls-creds, tls-hostname and tls-authz, read back before the
+// migration starts.
 // Notes for Debian 12's QEMU 7.2 under TCG: give guests a RAM size that is
 // not a multiple of 256 KiB (SafeMemoryKiB) or migration can lose pages, and
 // never issue calc-dirty-rate in dirty-bitmap mode (it crashes QEMU).
@@ -38,7 +43,7 @@
 //		Shutdown(ctx context.Context, grace time.Duration) error
 //		Kill()
 //		Wait() (guestShutdown bool, err error)
-//		PrepareIncoming(ctx context.Context, uri string) error
+//		PrepareIncoming(ctx context.Context, uri string, tls *MigrationTLS) error
 //		MigrateOut(ctx context.Context, uri string, p MigrationParams) error
 //		MigrationStatus(ctx context.Context) (MigrationInfo, error)
 //		WaitMigration(ctx context.Context, interval time.Duration) (MigrationInfo, error)

@@ -37,6 +37,7 @@ type Fake struct {
 	booted        bool
 	migration     MigrationInfo
 	incomingURI   string
+	incomingTLS   *MigrationTLS
 	calls         []string
 }
 
@@ -177,15 +178,16 @@ func (f *Fake) Booted() bool {
 	return f.booted
 }
 
-// PrepareIncoming records uri; the fake must have been created Incoming.
-func (f *Fake) PrepareIncoming(ctx context.Context, uri string) error {
+// PrepareIncoming records uri and tls (it checks no certificate); the fake
+// must have been created Incoming.
+func (f *Fake) PrepareIncoming(ctx context.Context, uri string, tls *MigrationTLS) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("PrepareIncoming " + uri)
 	if !f.cfg.Incoming {
 		return errors.New("hypervisor: PrepareIncoming on an instance not started with Incoming")
 	}
-	f.incomingURI = uri
+	f.incomingURI, f.incomingTLS = uri, tls
 	return nil
 }
 
@@ -194,6 +196,13 @@ func (f *Fake) IncomingURI() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.incomingURI
+}
+
+// IncomingTLS returns the TLS settings given to PrepareIncoming (nil: plain).
+func (f *Fake) IncomingTLS() *MigrationTLS {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.incomingTLS
 }
 
 // FinishIncoming simulates the end of an incoming migration: the

@@ -18,7 +18,7 @@ type vmShape interface {
 	Shutdown(ctx context.Context, grace time.Duration) error
 	Kill()
 	Wait() (guestShutdown bool, err error)
-	PrepareIncoming(ctx context.Context, uri string) error
+	PrepareIncoming(ctx context.Context, uri string, tls *MigrationTLS) error
 	MigrateOut(ctx context.Context, uri string, p MigrationParams) error
 	MigrationStatus(ctx context.Context) (MigrationInfo, error)
 	WaitMigration(ctx context.Context, interval time.Duration) (MigrationInfo, error)
@@ -41,10 +41,10 @@ func TestFake(t *testing.T) {
 	if st, _ := dst.Status(ctx); st != "inmigrate" {
 		t.Fatalf("dst status %q", st)
 	}
-	if err := src.PrepareIncoming(ctx, "tcp:x:1"); err == nil {
+	if err := src.PrepareIncoming(ctx, "tcp:x:1", nil); err == nil {
 		t.Error("PrepareIncoming on a non-incoming fake succeeded")
 	}
-	if err := dst.PrepareIncoming(ctx, "tcp:127.0.0.1:4444"); err != nil {
+	if err := dst.PrepareIncoming(ctx, "tcp:127.0.0.1:4444", nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := src.MigrateOut(ctx, dst.IncomingURI(), DefaultMigrationParams()); err != nil {

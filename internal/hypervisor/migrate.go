@@ -15,6 +15,9 @@ type MigrationParams struct {
 	DowntimeLimit time.Duration
 	// AutoConverge throttles guest vCPUs when dirtying outpaces transfer.
 	AutoConverge bool
+	// TLS, when set, encrypts the stream and checks the target's certificate; nil sends
+	// it in the clear.
+	TLS *MigrationTLS
 }
 
 // DefaultMigrationParams returns 1 GiB/s, 300 ms downtime, auto-converge on.
@@ -51,16 +54,23 @@ func (m MigrationInfo) Finished() bool {
 }
 
 // PrepareIncoming makes a destination started with Config.Incoming listen
-// for the migration stream on uri (e.g. "tcp:0.0.0.0:4444").
-func (inst *Instance) PrepareIncoming(ctx context.Context, uri string) error {
+// for the migration stream on uri (e.g. "tcp:0.0.0.0:4444"). With tls it
+// accepts only a TLS stream from a source whose certificate the CA in tls.Dir
+// signed (and, with tls.AllowedPeers, whose name matches).
+func (inst *Instance) PrepareIncoming(ctx context.Context, uri string, tls *MigrationTLS) error {
 	if !inst.cfg.Incoming {
 		return fmt.Errorf("hypervisor: PrepareIncoming on an instance not started with Incoming")
+	}
+	if tls != nil {
+		if err := inst.setupTLS(ctx, "server", *tls, map[string]any{}); err != nil {
+			return err
+		}
 	}
 	return inst.qmp.Execute(ctx, "migrate-incoming", map[string]any{"uri": uri}, nil)
 }
 
 // MigrateOut sets the migration parameters and capabilities and starts
-// migrating to uri (e.g. "tcp:10.0.0.2:4444"). It returns once QEMU accepted
+// migrating to uri (e.g. "tcp:10.0.0.2:4444"), over TLS with p.TLS. It returns once QEMU accepted
 // the command; poll MigrationStatus or use WaitMigration. On success the
 // source ends in state "postmigrate" and should then be quit (Shutdown).
 func (inst *Instance) MigrateOut(ctx context.Context, uri string, p MigrationParams) error {
@@ -76,7 +86,12 @@ func (inst *Instance) MigrateOut(ctx context.Context, uri string, p MigrationPar
 	if p.DowntimeLimit > 0 {
 		params["downtime-limit"] = p.DowntimeLimit.Milliseconds()
 	}
-	if len(params) > 0 {
+	switch {
+	case p.TLS != nil:
+		if err := inst.setupTLS(ctx, "client", *p.TLS, params); err != nil {
+			return err
+		}
+	case len(params) > 0:
 		if err := inst.qmp.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
 			return err
 		}

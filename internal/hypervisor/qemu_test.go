@@ -166,7 +166,7 @@ func TestBootAndLiveMigration(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	uri := "tcp:127.0.0.1:" + strconv.Itoa(port)
-	if err := dst.PrepareIncoming(ctx, uri); err != nil {
+	if err := dst.PrepareIncoming(ctx, uri, nil); err != nil {
 		t.Fatalf("PrepareIncoming: %v", err)
 	}
 

@@ -40,6 +40,15 @@
 // broke off (source cancelled or died) exits 2, "incoming migration
 // failed".
 //
+// Migration TLS (Options.MigrationTLSDir, which the node agent sets through
+// $FERRY_MIGRATION_TLS_DIR): both ends check each other's certificate. The
+// launcher copies the node's credentials (package migrationtls) into its run
+// directory for QEMU just before the migration and removes the copy once QEMU
+// has read them. A target accepts only a source with a Ferry node's
+// certificate; a source accepts only a target whose certificate names
+// MigrationRequest.TargetNode. Without valid credentials a target does not
+// start (exit 1) and a source refuses POST /migrate: the guest stays put.
+//
 // RunSimulated is Run around an in-memory hypervisor.Fake instead of QEMU
 // (no process, disk, NIC or disk lease), for scale tests with thousands of
 // VMs in one process; simulated launchers migrate to each other through a

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ferryvm/ferry/internal/disklease"
 	"github.com/ferryvm/ferry/internal/hypervisor"
+	"github.com/ferryvm/ferry/internal/migrationtls"
 )
 
 // Exit codes of Run.
@@ -42,7 +43,7 @@ type vm interface {
 	Shutdown(ctx context.Context, grace time.Duration) error
 	Wait() (guestShutdown bool, err error)
 	Kill()
-	PrepareIncoming(ctx context.Context, uri string) error
+	PrepareIncoming(ctx context.Context, uri string, tls *hypervisor.MigrationTLS) error
 	MigrateOut(ctx context.Context, uri string, p hypervisor.MigrationParams) error
 	MigrationStatus(ctx context.Context) (hypervisor.MigrationInfo, error)
 	CancelMigration(ctx context.Context) error
@@ -74,6 +75,8 @@ type launcher struct {
 	fence *fencing
 	// net is the VM's NIC on this node; nil without one.
 	net *network
+	// tlsDir is the node's migration credentials directory: migrations are TLS ("": plain).
+	tlsDir string
 
 	mu         sync.Mutex
 	stopping   bool
@@ -140,8 +143,8 @@ type backend struct {
 	// run returns, for helpers such as the serial follower.
 	start func(ctx, runCtx context.Context, cfg hypervisor.Config) (*startedVM, error)
 	// incoming makes v (started Incoming) wait for the migration stream on
-	// addr and returns the URI.
-	incoming func(ctx context.Context, v vm, addr string) (string, error)
+	// addr (over TLS with tls) and returns the URI.
+	incoming func(ctx context.Context, v vm, addr string, tls *hypervisor.MigrationTLS) (string, error)
 }
 
 // startedVM is a VM as its backend started it.
@@ -248,6 +251,25 @@ func run(ctx context.Context, o Options, log io.Writer, b backend) (exitCode int
 		nw.attach("cold start")
 	}
 
+	tlsDir := ""
+	if b.node {
+		tlsDir = migrationTLSDir(o)
+	}
+	var incomingTLS *hypervisor.MigrationTLS
+	cleanupTLS := func() {}
+	if o.Incoming && tlsDir != "" {
+		// Checked before QEMU starts: a node that cannot take the stream encrypted refuses
+		// it at once, and the guest stays where it runs.
+		stage, cleanup, err := stageTLS(tlsDir, o.RunDir, os.Getenv("FERRY_NODE_NAME"), time.Now())
+		if err != nil {
+			return fail(ExitNoStart, "cannot start VM %s as a migration target: %v", name, err)
+		}
+		// QEMU reads the staged credentials in PrepareIncoming; the copy goes then.
+		cleanupTLS = sync.OnceFunc(cleanup)
+		defer cleanupTLS()
+		incomingTLS = &hypervisor.MigrationTLS{Dir: stage, AllowedPeers: []string{migrationtls.AllowedPeers}}
+	}
+
 	startCtx, cancelStart := context.WithTimeout(ctx, 2*time.Minute)
 	st, err := b.start(startCtx, runCtx, cfg)
 	cancelStart()
@@ -274,10 +296,11 @@ func run(ctx context.Context, o Options, log io.Writer, b backend) (exitCode int
 
 	l := newLauncher(o, inst, st.hb, lg)
 	l.accel, l.memoryKiB = st.accel, kib
-	l.leasePath, l.fence, l.net = leasePath, fence, nw
+	l.leasePath, l.fence, l.net, l.tlsDir = leasePath, fence, nw, tlsDir
 	go nw.serveDHCP(runCtx)
 	if o.Incoming {
-		uri, err := b.incoming(ctx, inst, migrationAddress(o))
+		uri, err := b.incoming(ctx, inst, migrationAddress(o), incomingTLS)
+		cleanupTLS()
 		if err != nil {
 			inst.Kill()
 			inst.Wait()
@@ -288,7 +311,7 @@ func run(ctx context.Context, o Options, log io.Writer, b backend) (exitCode int
 			return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
 		}
 		l.incomingURI = uri
-		lg.printf("VM %s: waiting for the incoming migration on %s", name, uri)
+		lg.printf("VM %s: waiting for the incoming migration on %s (%s)", name, uri, incomingTLS.Describe())
 		go l.watchIncoming(runCtx)
 	}
 	if nw != nil && st.events != nil {

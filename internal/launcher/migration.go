@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -76,6 +78,10 @@ type MigrationRequest struct {
 	// ProgressTimeoutSeconds: remaining bytes not decreasing for this long →
 	// cancelled, status "failed".
 	ProgressTimeoutSeconds int64 `json:"progressTimeoutSeconds,omitempty"`
+	// TargetNode is the target's node name. With migration TLS
+	// (Options.MigrationTLSDir) it is required: the target's certificate must
+	// carry it (the URI's address is not in the certificate).
+	TargetNode string `json:"targetNode,omitempty"`
 }
 
 // Validate checks the request without applying defaults.
@@ -94,6 +100,8 @@ func (r MigrationRequest) Validate() error {
 		return fmt.Errorf("completionTimeoutSeconds must be between 0 (default) and %d", maxTimeoutSeconds)
 	case r.ProgressTimeoutSeconds < 0 || r.ProgressTimeoutSeconds > maxTimeoutSeconds:
 		return fmt.Errorf("progressTimeoutSeconds must be between 0 (default) and %d", maxTimeoutSeconds)
+	case r.TargetNode != "" && len(validation.IsDNS1123Subdomain(r.TargetNode)) > 0:
+		return fmt.Errorf("targetNode %q is not a node name", r.TargetNode)
 	}
 	return nil
 }
@@ -141,6 +149,9 @@ type MigrationStatus struct {
 	DirtyPagesRate     int64     `json:"dirtyPagesRate"` // pages/s
 	ThrottlePercent    int64     `json:"throttlePercent"`
 	Error              string    `json:"error,omitempty"`
+	// TLSHostname is set when the stream is TLS: the node name the target's
+	// certificate had to carry (QEMU's tls-hostname, read back from QEMU).
+	TLSHostname string `json:"tlsHostname,omitempty"`
 }
 
 // Finished reports whether the migration reached a terminal status.
@@ -160,6 +171,7 @@ type migrationRun struct {
 	progress   time.Duration
 	started    time.Time
 	wasRunning bool
+	tlsHost    string        // the target node, when over TLS
 	done       chan struct{} // closed when the monitor has finished
 }
 
@@ -229,18 +241,33 @@ func (l *launcher) handleMigrate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m.wasRunning = state == "running"
+	if l.tlsDir != "" {
+		m.tlsHost = req.TargetNode
+	}
 	m.started = time.Now()
 	l.mig = m
-	l.migStatus = &MigrationStatus{URI: m.uri, Status: "setup", StartedAt: m.started.UTC()}
+	l.migStatus = &MigrationStatus{URI: m.uri, Status: "setup", StartedAt: m.started.UTC(), TLSHostname: m.tlsHost}
 	l.mu.Unlock()
 
-	l.log.printf("migrating to %s (max %d B/s, downtime %v, auto-converge %v, completion timeout %v, progress timeout %v)",
-		m.uri, m.params.MaxBandwidth, m.params.DowntimeLimit, m.params.AutoConverge, m.completion, m.progress)
-	qctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
-	err = l.vm.MigrateOut(qctx, m.uri, m.params)
-	cancel()
+	var cleanupTLS func()
+	if l.tlsDir != "" {
+		m.params.TLS, cleanupTLS, err = l.outgoingTLS(req.TargetNode)
+	}
+	if err == nil {
+		l.log.printf("migrating to %s (%s; max %d B/s, downtime %v, auto-converge %v, completion timeout %v, progress timeout %v)",
+			m.uri, m.params.TLS.Describe(), m.params.MaxBandwidth, m.params.DowntimeLimit, m.params.AutoConverge, m.completion, m.progress)
+		qctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+		err = l.vm.MigrateOut(qctx, m.uri, m.params)
+		cancel()
+		if cleanupTLS != nil {
+			cleanupTLS() // QEMU has read the credentials
+		}
+		if err != nil {
+			err = fmt.Errorf("migrate: %w", err)
+		}
+	}
 	if err != nil {
-		msg := "migrate: " + err.Error()
+		msg := err.Error()
 		l.log.printf("migration to %s not started: %s", m.uri, msg)
 		l.mu.Lock()
 		l.migStatus.Status, l.migStatus.Error = "failed", msg
@@ -358,7 +385,7 @@ func toMigrationStatus(info hypervisor.MigrationInfo) *MigrationStatus {
 }
 
 func (l *launcher) setMigrationStatus(m *migrationRun, st *MigrationStatus) {
-	st.URI, st.StartedAt = m.uri, m.started.UTC()
+	st.URI, st.StartedAt, st.TLSHostname = m.uri, m.started.UTC(), m.tlsHost
 	l.mu.Lock()
 	l.migStatus = st
 	l.mu.Unlock()
@@ -517,7 +544,7 @@ func migrationAddress(o Options) string {
 // prepareIncoming makes an -incoming defer QEMU listen on a free port of
 // addr and returns the URI. A port taken between choosing and binding it is
 // retried with another one.
-func prepareIncoming(ctx context.Context, v vm, addr string) (string, error) {
+func prepareIncoming(ctx context.Context, v vm, addr string, tls *hypervisor.MigrationTLS) (string, error) {
 	const attempts = 5
 	var lastErr error
 	for range attempts {
@@ -527,7 +554,7 @@ func prepareIncoming(ctx context.Context, v vm, addr string) (string, error) {
 		}
 		uri := "tcp:" + net.JoinHostPort(addr, strconv.Itoa(port))
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = v.PrepareIncoming(qctx, uri)
+		err = v.PrepareIncoming(qctx, uri, tls)
 		cancel()
 		if err == nil {
 			return uri, nil

@@ -90,18 +90,22 @@ var summaryRE = regexp.MustCompile(`total (\S+), downtime (\S+),`)
 // migrate boots a source, optionally makes the guest dirty dirtyMiB MiB in
 // a loop, starts a target on the same overlay and migrates with req (URI
 // filled in). It checks the whole hand-over and returns total time and
-// downtime.
-func migrate(t *testing.T, dirtyMiB int, req MigrationRequest) (total, downtime time.Duration) {
+// downtime. With tlsDirs (source's, target's) both launchers migrate over TLS.
+func migrate(t *testing.T, dirtyMiB int, req MigrationRequest, tlsDirs ...string) (total, downtime time.Duration) {
 	img := guestImage(t)
 	disk := overlay(t, img) + ":qcow2"
-	src, srcDir := startVM(t, Options{VMName: "mig", Namespace: "default", Memory: "128Mi", Disks: []string{disk}})
+	var srcTLS, dstTLS string
+	if len(tlsDirs) == 2 {
+		srcTLS, dstTLS = tlsDirs[0], tlsDirs[1]
+	}
+	src, srcDir := startVM(t, Options{VMName: "mig", Namespace: "default", Memory: "128Mi", Disks: []string{disk}, MigrationTLSDir: srcTLS})
 	pollStatus(t, src, srcDir, 90*time.Second, "source heartbeat >= 3", func(s Status) bool { return s.Heartbeat >= 3 })
 	if dirtyMiB > 0 {
 		n := strconv.Itoa(dirtyMiB)
 		typeOnConsole(t, srcDir, "dirty "+n, "DIRTY "+n+" STARTED")
 	}
 
-	dst, dstDir := startVM(t, Options{VMName: "mig", Namespace: "default", Memory: "128Mi", Disks: []string{disk}, Incoming: true})
+	dst, dstDir := startVM(t, Options{VMName: "mig", Namespace: "default", Memory: "128Mi", Disks: []string{disk}, Incoming: true, MigrationTLSDir: dstTLS})
 	dstSt := pollStatus(t, dst, dstDir, 60*time.Second, "target incomingURI", func(s Status) bool { return s.IncomingURI != "" })
 	if dstSt.QEMU != "inmigrate" || !strings.HasPrefix(dstSt.IncomingURI, "tcp:127.0.0.1:") || dstSt.Booted {
 		t.Fatalf("target status %+v", dstSt)
@@ -417,6 +421,8 @@ func TestMigrateRequestValidation(t *testing.T) {
 		{"valid", `{"uri":"tcp:10.0.0.2:4444","maxBandwidthBytes":1073741824,"downtimeLimitMs":300,"autoConverge":true,"completionTimeoutSeconds":150,"progressTimeoutSeconds":150}`, 202, ""},
 		{"valid ipv6", `{"uri":"tcp:[fd00::2]:4444"}`, 202, ""},
 		{"valid hostname", `{"uri":"tcp:node-2:4444"}`, 202, ""},
+		{"valid target node", `{"uri":"tcp:10.0.0.2:4444","targetNode":"node-2"}`, 202, ""},
+		{"target node that is no node name", `{"uri":"tcp:10.0.0.2:4444","targetNode":"node-2,tls-authz=x"}`, 400, "targetNode"},
 		{"not json", `uri=tcp:1.2.3.4:5`, 400, "bad migration request"},
 		{"empty body", ``, 400, "bad migration request"},
 		{"trailing data", `{"uri":"tcp:1.2.3.4:5"} {}`, 400, "trailing data"},

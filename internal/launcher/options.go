@@ -30,6 +30,12 @@ type Options struct {
 	// MigrationAddress is the address an incoming migration listens on
 	// (flag --migration-address); default $FERRY_NODE_IP, else 127.0.0.1.
 	MigrationAddress string
+	// MigrationTLSDir is the node's migration credentials directory (package
+	// migrationtls), kept by the node agent, which names it in
+	// $FERRY_MIGRATION_TLS_DIR (the default). Set, migrations in and out are TLS
+	// with both ends' certificates checked, and a node without valid credentials
+	// refuses them (the guest stays where it runs). "" migrates in the clear.
+	MigrationTLSDir string
 	// FencingToken (flag --fencing-token) is this instance's token for the
 	// disk lease, <first writable disk>.lease (package disklease); the
 	// controller gives every cold start a token higher than any before. A

@@ -155,7 +155,7 @@ func RunSimulated(ctx context.Context, o Options, log io.Writer, so SimOptions) 
 		start: func(ctx, _ context.Context, cfg hypervisor.Config) (*startedVM, error) {
 			return startSim(ctx, cfg, so)
 		},
-		incoming: func(ctx context.Context, v vm, addr string) (string, error) {
+		incoming: func(ctx context.Context, v vm, addr string, _ *hypervisor.MigrationTLS) (string, error) {
 			return v.(*simVM).listen(ctx, addr)
 		},
 	})
@@ -253,7 +253,7 @@ func (s *simVM) listen(ctx context.Context, addr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := s.PrepareIncoming(ctx, uri); err != nil {
+	if err := s.PrepareIncoming(ctx, uri, nil); err != nil {
 		s.so.Net.unlisten(uri, s)
 		return "", fmt.Errorf("migrate-incoming: %w", err)
 	}

@@ -18,12 +18,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ferryvm/ferry/api/crds"
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	"github.com/ferryvm/ferry/internal/controller"
+	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/controlplane"
 	"github.com/ferryvm/ferry/internal/ipam"
 )
@@ -42,6 +44,8 @@ type Options struct {
 	NodeMemory string
 	// FencingProfile is the watchdog profile of the nodes' NodeGroup ("" or "off": no fencing).
 	FencingProfile string
+	// MigrationTLS runs the nodes' agents with --migration-tls: live migrations over TLS.
+	MigrationTLS bool
 	// NoController leaves the controller out: another runs it, e.g. tests that run it on
 	// the ServiceAccount token of deploy/base (test/deploy).
 	NoController bool
@@ -162,6 +166,10 @@ func Run(o Options) error {
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)+1),
 		"--webhook-host", "127.0.0.1", "--webhook-port", strconv.Itoa(webhookPort(o.Port)),
 		"--webhook-cert-dir", hookDir, "--webhook-cert-name", hookCert, "--webhook-key-name", hookKey}}
+	// Ferry's namespace: the controller keeps the migration CA there.
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: migration.ConfigNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating the namespace %s: %w", migration.ConfigNamespace, err)
+	}
 	if err := ensureNodeGroup(ctx, c, o.FencingProfile); err != nil {
 		return fmt.Errorf("creating the NodeGroup %s: %w", nodeGroupName, err)
 	}
@@ -181,7 +189,8 @@ func Run(o Options) error {
 		argv := []string{exe, "agent", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
 			"--state-dir", dir, "--cpu", o.NodeCPU, "--memory", o.NodeMemory,
 			"--node-labels", deckhousev1.LabelNodeGroup + "=" + nodeGroupName, "--watchdog", "process:" + sock,
-			"--peer-port", strconv.Itoa(peerPort(o.Port)), "--ip-range", o.IPRange, "--vm-network", vmNetwork(o.NetNS)}
+			"--peer-port", strconv.Itoa(peerPort(o.Port)), "--ip-range", o.IPRange, "--vm-network", vmNetwork(o.NetNS),
+			"--migration-tls=" + strconv.FormatBool(o.MigrationTLS)}
 		if n.Namespace != "" {
 			argv = append(argv, "--vm-uplink", "eth0")
 			argv = append([]string{"ip", "netns", "exec", n.Namespace}, argv...)

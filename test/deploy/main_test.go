@@ -120,8 +120,9 @@ func cluster(t *testing.T) {
 	}
 }
 
-// certManagerCRDs stand in for cert-manager's Issuer and Certificate, which the base uses
-// for the webhooks' certificate: the kinds exist, their schema is cert-manager's business.
+// certManagerCRDs stand in for cert-manager's Issuer and Certificate, which
+// deploy/overlays/cert-manager uses for the webhooks' certificate: the kinds exist, their
+// schema is cert-manager's business.
 func certManagerCRDs() []*apiextensionsv1.CustomResourceDefinition {
 	var out []*apiextensionsv1.CustomResourceDefinition
 	for _, kind := range []string{"Issuer", "Certificate"} {
@@ -147,9 +148,15 @@ func certManagerCRDs() []*apiextensionsv1.CustomResourceDefinition {
 // manifests builds deploy/base as `kubectl kustomize deploy/base` does.
 func manifests(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join(testenv.RepoRoot(), "deploy", "base"))
+	return kustomize(t, "deploy/base")
+}
+
+// kustomize builds a kustomization of the repository (a path like deploy/base).
+func kustomize(t *testing.T, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join(testenv.RepoRoot(), dir))
 	if err != nil {
-		t.Fatalf("kustomize deploy/base: %v", err)
+		t.Fatalf("kustomize %s: %v", dir, err)
 	}
 	var out []*unstructured.Unstructured
 	for _, r := range m.Resources() {

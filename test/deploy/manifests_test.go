@@ -2,10 +2,12 @@ package deploy
 
 import (
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,36 +19,49 @@ import (
 	"github.com/ferryvm/ferry/internal/testenv"
 )
 
-// TestManifestsApply applies every object of `kubectl kustomize deploy/base` with a
-// server-side dry run: the apiserver validates each (schemas, CEL of the policies,
-// admission) without keeping it.
+// TestManifestsApply applies every object of `kubectl kustomize deploy/base`, and of the
+// cert-manager overlay, with a server-side dry run: the apiserver validates each (schemas,
+// CEL of the policies, admission) without keeping it.
 func TestManifestsApply(t *testing.T) {
 	cluster(t)
-	objs := manifests(t)
-	kinds := map[string]int{}
-	for _, u := range objs {
-		kinds[u.GetKind()]++
-		err := admin.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(u), fieldOwner, client.ForceOwnership, client.DryRunAll)
-		if err != nil {
-			t.Errorf("%s does not apply: %v", describe(u), err)
-		}
-	}
-	t.Logf("%d objects applied (dry run): %v", len(objs), kinds)
-	for kind, n := range map[string]int{
+	base := map[string]int{
 		"Namespace": 1, "CustomResourceDefinition": 6, "ConfigMap": 1, "Deployment": 1, "DaemonSet": 1,
-		"ServiceAccount": 2, "ClusterRole": 2, "ValidatingWebhookConfiguration": 2, "Service": 2,
-		"ValidatingAdmissionPolicy": 3, "ValidatingAdmissionPolicyBinding": 3,
-	} {
-		if kinds[kind] != n {
-			t.Errorf("deploy/base has %d %s, want %d", kinds[kind], kind, n)
-		}
+		"ServiceAccount": 2, "ClusterRole": 3, "ValidatingWebhookConfiguration": 2, "Service": 2,
+		"ValidatingAdmissionPolicy": 4, "ValidatingAdmissionPolicyBinding": 4,
+	}
+	// cert-manager issues the certificate: its Issuer and Certificate come, the
+	// controller's grants and policy for its own CA go.
+	certManager := maps.Clone(base)
+	certManager["Issuer"], certManager["Certificate"] = 1, 1
+	certManager["ClusterRole"], certManager["ValidatingAdmissionPolicy"], certManager["ValidatingAdmissionPolicyBinding"] = 2, 3, 3
+	for _, tc := range []struct {
+		dir   string
+		kinds map[string]int
+	}{{"deploy/base", base}, {"deploy/overlays/cert-manager", certManager}} {
+		t.Run(tc.dir, func(t *testing.T) {
+			objs := kustomize(t, tc.dir)
+			kinds := map[string]int{}
+			for _, u := range objs {
+				kinds[u.GetKind()]++
+				err := admin.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(u), fieldOwner, client.ForceOwnership, client.DryRunAll)
+				if err != nil {
+					t.Errorf("%s does not apply: %v", describe(u), err)
+				}
+			}
+			t.Logf("%d objects applied (dry run): %v", len(objs), kinds)
+			for kind, n := range tc.kinds {
+				if kinds[kind] != n {
+					t.Errorf("%s has %d %s, want %d", tc.dir, kinds[kind], kind, n)
+				}
+			}
+		})
 	}
 }
 
 // TestWorkloadFlagsParse runs `ferry controller` and `ferry agent` with the arguments of
-// the Deployment and the DaemonSet, the ConfigMap's values filled in as the kubelet would,
-// and --help: every flag exists and every value parses, and every key they take from
-// ferry-config is in it.
+// the Deployment and the DaemonSet (of deploy/base, and the controller's of the cert-manager
+// overlay), the ConfigMap's values filled in as the kubelet would, and --help: every flag
+// exists and every value parses, and every key they take from ferry-config is in it.
 func TestWorkloadFlagsParse(t *testing.T) {
 	ferry := os.Getenv("FERRY_BIN")
 	if ferry == "" {
@@ -61,8 +76,19 @@ func TestWorkloadFlagsParse(t *testing.T) {
 	fromManifest(t, manifest(t, "Deployment", "ferry-controller"), &deployment)
 	var daemonset appsv1.DaemonSet
 	fromManifest(t, manifest(t, "DaemonSet", "ferry-agent"), &daemonset)
+	var certManager appsv1.Deployment
+	for _, u := range kustomize(t, "deploy/overlays/cert-manager") {
+		if u.GetKind() == "Deployment" && u.GetName() == "ferry-controller" {
+			fromManifest(t, u, &certManager)
+		}
+	}
+	containers := slices.Concat(deployment.Spec.Template.Spec.Containers, daemonset.Spec.Template.Spec.Containers)
+	for _, c := range certManager.Spec.Template.Spec.Containers {
+		c.Name += " (cert-manager overlay)"
+		containers = append(containers, c)
+	}
 
-	for _, c := range append(deployment.Spec.Template.Spec.Containers, daemonset.Spec.Template.Spec.Containers...) {
+	for _, c := range containers {
 		args := expand(t, c, config.Data)
 		if len(c.Command) != 1 || c.Command[0] != "ferry" {
 			t.Errorf("container %s runs %v, want ferry", c.Name, c.Command)

@@ -43,9 +43,17 @@ var controllerGrants = []grant{
 	{"", "pods/status", "", nil, "update", "fencing ends a fenced node's pods"},
 	{"", "nodes", "", nil, "get list watch delete", "placement, fencing removes a fenced Node"},
 	{"", "events", "", nil, "create patch", "event recorders"},
+	{"certificates.k8s.io", "certificatesigningrequests", "", nil, "get list watch", "migration signer's cache"},
+	{"certificates.k8s.io", "certificatesigningrequests/approval", "", nil, "update", "migration signer approves or denies"},
+	{"certificates.k8s.io", "certificatesigningrequests/status", "", nil, "update", "migration signer issues certificates"},
+	{"certificates.k8s.io", "signers", "", []string{"virtualization.ferryvm.io/migration"}, "approve sign", "the migration signer, of its own signerName only"},
+	{"", "secrets", "ferry-system", []string{"ferry-migration-ca"}, "get update", "the migration CA: read, filled in on first need"},
 	{"coordination.k8s.io", "leases", "ferry-system", nil, "create", "leader election"},
 	{"coordination.k8s.io", "leases", "ferry-system", []string{"ferry-controller"}, "get update", "leader election"},
 	{"", "configmaps", "ferry-system", []string{"ferry-config"}, "get", "migration settings"},
+	{"", "secrets", "ferry-system", nil, "create", "webhookcert creates the webhooks' CA Secret (a policy allows that one only)"},
+	{"", "secrets", "ferry-system", []string{"ferry-webhook-ca"}, "get update", "webhookcert reads the webhooks' CA, rotates it"},
+	{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "", []string{"ferry-eviction", "ferry-virtualmachine"}, "get update", "webhookcert sets the webhooks' caBundle"},
 	{"coordination.k8s.io", "leases", "kube-node-lease", nil, "get list watch delete", "fencing reads heartbeats, removes a fenced node's"},
 }
 
@@ -57,6 +65,7 @@ var agentGrants = []grant{
 	{"deckhouse.io", "nodegroups", "", nil, "get list watch", "fencing settings"},
 	{"coordination.k8s.io", "leases", "kube-node-lease", nil, "get create update", "the node's heartbeat"},
 	{"", "events", "default", nil, "create", "NodeReset event"},
+	{"certificates.k8s.io", "certificatesigningrequests", "", nil, "get list watch create", "the node's migration certificate"},
 }
 
 // probe is one question to the authorizer.
@@ -122,12 +131,24 @@ func TestRolesAllowExactlyWhatTheCodeUses(t *testing.T) {
 		{"apps", "deployments", true}, {"apps", "daemonsets", true},
 		{"rbac.authorization.k8s.io", "clusterroles", false}, {"rbac.authorization.k8s.io", "rolebindings", true},
 		{"admissionregistration.k8s.io", "validatingadmissionpolicies", false},
+		{"certificates.k8s.io", "certificatesigningrequests", false}, {"certificates.k8s.io", "certificatesigningrequests/approval", false},
+		{"certificates.k8s.io", "certificatesigningrequests/status", false}, {"certificates.k8s.io", "signers", false},
+		{"admissionregistration.k8s.io", "validatingwebhookconfigurations", false}, {"admissionregistration.k8s.io", "mutatingwebhookconfigurations", false},
 		{"apiextensions.k8s.io", "customresourcedefinitions", false},
 	}
 	verbs := []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
+	// Signers take verbs of their own, on a signer's name (or its domain/*).
+	signerVerbs := []string{"approve", "sign"}
+	signerNames := []string{"virtualization.ferryvm.io/migration", "virtualization.ferryvm.io/other", "kubernetes.io/kubelet-serving", "kubernetes.io/kube-apiserver-client"}
 	namespaces := []string{"", namespace, "kube-node-lease", "default", "vms"}
-	names := map[string][]string{"configmaps": {"ferry-config", "other"}, "leases": {"ferry-controller", "other"}}
+	names := map[string][]string{"configmaps": {"ferry-config", "other"}, "leases": {"ferry-controller", "other"},
+		"secrets": {"ferry-webhook-ca", "ferry-migration-ca", "other"}, "validatingwebhookconfigurations": {"ferry-eviction", "ferry-virtualmachine", "other"}}
 	var probes []probe
+	for _, n := range signerNames {
+		for _, v := range signerVerbs {
+			probes = append(probes, probe{"certificates.k8s.io", "signers", "", n, v})
+		}
+	}
 	for _, r := range universe {
 		nss := []string{""}
 		if r.namespaced {

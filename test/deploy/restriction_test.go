@@ -154,7 +154,7 @@ func policiesTypeCheck(t *testing.T) {
 		SchemaResolver: &resolver.ClientDiscoveryResolver{Discovery: adminCS.Discovery()},
 		RestMapper:     admin.RESTMapper(),
 	}
-	for _, name := range []string{"ferry-agent-own-node", "ferry-agent-own-lease", "ferry-agent-own-pods"} {
+	for _, name := range []string{"ferry-agent-own-node", "ferry-agent-own-lease", "ferry-agent-own-pods", "ferry-controller-webhook-ca"} {
 		var p admissionregistrationv1.ValidatingAdmissionPolicy
 		if err := admin.Get(context.Background(), client.ObjectKey{Name: name}, &p); err != nil {
 			t.Fatal(err)

@@ -57,6 +57,8 @@ type Options struct {
 	Executable string
 	// Runtime starts containers; nil runs them as processes of Executable.
 	Runtime Runtime
+	// LauncherEnv is added to the environment of every container (NAME=value).
+	LauncherEnv []string
 	// LeaseInterval is how often the node Lease is renewed; LeaseDuration is what it claims.
 	LeaseInterval  time.Duration
 	LeaseDuration  time.Duration

@@ -106,6 +106,7 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) 
 		"FERRY_NODE_NAME=" + k.o.NodeName,
 		"FERRY_NODE_IP=" + k.o.NodeIP,
 	}
+	env = append(env, k.o.LauncherEnv...)
 	for _, e := range c.Env {
 		env = append(env, e.Name+"="+e.Value)
 	}

@@ -210,6 +210,7 @@ func (r *Reconciler) preparing(ctx context.Context, op *v1alpha2.VirtualMachineO
 	}
 	req := v1alpha2.MigrationRequest{
 		URI:                      uri,
+		TargetNode:               target.Spec.NodeName,
 		MaxBandwidthBytes:        cfg.MaxBandwidthBytes,
 		DowntimeLimitMs:          cfg.DowntimeLimit.Milliseconds(),
 		AutoConverge:             ms.AutoConverge,
