@@ -34,7 +34,6 @@ import (
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/simnode"
-	"github.com/ferryvm/ferry/internal/testenv"
 )
 
 // The cluster of TestFlowsOnOwnTokensAndLeaderKill: ferry up's embedded control plane
@@ -56,13 +55,7 @@ const flowsPort = 19643
 // No simulated guest ever runs in two places (the simulated nodes record every guest), and
 // no component was refused a request (their logs have no "forbidden").
 func TestFlowsOnOwnTokensAndLeaderKill(t *testing.T) {
-	bin := os.Getenv("FERRY_BIN")
-	if bin == "" {
-		bin = filepath.Join(testenv.RepoRoot(), "bin", "ferry")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("no ferry binary (FERRY_BIN, or bin/ferry: make build): %v", err)
-	}
+	bin := ferryBin(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	f := &flows{t: t, bin: bin, dir: dir, upDir: filepath.Join(dir, "up")}

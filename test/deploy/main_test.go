@@ -336,3 +336,16 @@ func (r *refusals) list() []string {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// ferryBin is the ferry binary the tests run: FERRY_BIN, or bin/ferry.
+func ferryBin(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("FERRY_BIN")
+	if bin == "" {
+		bin = filepath.Join(testenv.RepoRoot(), "bin", "ferry")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("no ferry binary (FERRY_BIN, or bin/ferry: make build): %v", err)
+	}
+	return bin
+}

@@ -3,9 +3,7 @@ package deploy
 import (
 	"context"
 	"maps"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,8 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/ferryvm/ferry/internal/testenv"
 )
 
 // TestManifestsApply applies every object of `kubectl kustomize deploy/base`, and of the
@@ -63,13 +59,7 @@ func TestManifestsApply(t *testing.T) {
 // overlay), the ConfigMap's values filled in as the kubelet would, and --help: every flag
 // exists and every value parses, and every key they take from ferry-config is in it.
 func TestWorkloadFlagsParse(t *testing.T) {
-	ferry := os.Getenv("FERRY_BIN")
-	if ferry == "" {
-		ferry = filepath.Join(testenv.RepoRoot(), "bin", "ferry")
-	}
-	if _, err := os.Stat(ferry); err != nil {
-		t.Fatalf("no ferry binary (run `make build` or set FERRY_BIN): %v", err)
-	}
+	ferry := ferryBin(t)
 	var config corev1.ConfigMap
 	fromManifest(t, manifest(t, "ConfigMap", "ferry-config"), &config)
 	var deployment appsv1.Deployment

@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +21,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
-	"github.com/ferryvm/ferry/internal/testenv"
 )
 
 // Lifetimes short enough to see a serving certificate renewed every 6.7 s and the CA
@@ -46,13 +44,7 @@ const (
 // the controller's token cannot create another Secret (the policy of webhook-cert-rbac.yaml).
 func TestWebhookCertRotatesOnOwnToken(t *testing.T) {
 	install(t)
-	bin := os.Getenv("FERRY_BIN")
-	if bin == "" {
-		bin = filepath.Join(testenv.RepoRoot(), "bin", "ferry")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("no ferry binary (FERRY_BIN, or bin/ferry: make build): %v", err)
-	}
+	bin := ferryBin(t)
 	ctx := context.Background()
 	// A CA from an earlier run would not be this test's.
 	if err := admin.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: webhookCASecret}}); client.IgnoreNotFound(err) != nil {
