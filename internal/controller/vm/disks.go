@@ -141,3 +141,21 @@ func (r *Reconciler) vmsOfDisk(ctx context.Context, obj client.Object) []reconci
 	}
 	return out
 }
+
+// vmsOfImage wakes the VMs that boot the image directly (a VM created before its image
+// is Ready waits for it).
+func (r *Reconciler) vmsOfImage(ctx context.Context, obj client.Object) []reconcile.Request {
+	var vms v1alpha2.VirtualMachineList
+	if err := r.Client.List(ctx, &vms, client.UnsafeDisableDeepCopy); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range vms.Items {
+		for _, ref := range vms.Items[i].Spec.BlockDeviceRefs {
+			if ref.Kind == v1alpha2.ClusterImageDevice && ref.Name == obj.GetName() {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vms.Items[i])})
+			}
+		}
+	}
+	return out
+}
