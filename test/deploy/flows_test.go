@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,7 +26,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -94,10 +92,10 @@ func TestFlowsOnOwnTokensAndLeaderKill(t *testing.T) {
 		if err := f.admin.Create(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
-		f.writeKubeconfig(filepath.Join(kcDir, n+".kubeconfig"), f.token("ferry-agent", pod))
+		writeKubeconfig(t, filepath.Join(kcDir, n+".kubeconfig"), f.adminCfg, f.token("ferry-agent", pod))
 	}
 	ctrlKC := filepath.Join(kcDir, "controller.kubeconfig")
-	f.writeKubeconfig(ctrlKC, f.token("ferry-controller", nil))
+	writeKubeconfig(t, ctrlKC, f.adminCfg, f.token("ferry-controller", nil))
 
 	// Simulated nodes on their own tokens; a migration takes 6 s, time to kill a leader in.
 	// A short directory: launcher sockets live under it (at most 107 bytes a path).
@@ -114,10 +112,9 @@ func TestFlowsOnOwnTokensAndLeaderKill(t *testing.T) {
 	// certificate ferry up issued, behind the address ferry up registered (port+2002), as
 	// a Service would: a connection goes to a replica that answers.
 	pki := filepath.Join(f.upDir, "control-plane", "pki")
-	var hooks []string
+	service := startWebhookProxy(t, fmt.Sprintf("127.0.0.1:%d", flowsPort+2002))
 	for i := range 2 {
-		hook := fmt.Sprintf("127.0.0.1:%d", flowsPort+2020+i)
-		hooks = append(hooks, hook)
+		service.add(flowsPort + 2020 + i)
 		args := []string{"controller", "--kubeconfig", ctrlKC, "--leader-elect", "--leader-election-namespace", namespace,
 			"--storage-dir", filepath.Join(f.upDir, "storage"), "--ip-range", "10.81.0.0/24", "--vm-network", "none",
 			"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", flowsPort+2010+2*i),
@@ -127,7 +124,6 @@ func TestFlowsOnOwnTokensAndLeaderKill(t *testing.T) {
 		f.replicas = append(f.replicas, args)
 		f.start(fmt.Sprintf("controller-%d", i), args...)
 	}
-	serveLikeAService(t, fmt.Sprintf("127.0.0.1:%d", flowsPort+2002), hooks)
 	f.waitNodesReady(nodes)
 	leader := f.leader()
 	t.Logf("controller-%d leads", leader)
@@ -392,29 +388,6 @@ func (f *flows) token(serviceAccount string, pod *corev1.Pod) string {
 	return got.Status.Token
 }
 
-// writeKubeconfig writes a kubeconfig for the cluster that authenticates with token only.
-func (f *flows) writeKubeconfig(path, token string) {
-	f.t.Helper()
-	ca := f.adminCfg.CAData
-	if len(ca) == 0 {
-		var err error
-		if ca, err = os.ReadFile(f.adminCfg.CAFile); err != nil {
-			f.t.Fatal(err)
-		}
-	}
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["ferry"] = &clientcmdapi.Cluster{Server: f.adminCfg.Host, CertificateAuthorityData: ca}
-	kc.AuthInfos["sa"] = &clientcmdapi.AuthInfo{Token: token}
-	kc.Contexts["ferry"] = &clientcmdapi.Context{Cluster: "ferry", AuthInfo: "sa"}
-	kc.CurrentContext = "ferry"
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		f.t.Fatal(err)
-	}
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		f.t.Fatal(err)
-	}
-}
-
 func (f *flows) waitNodesReady(names []string) {
 	f.t.Helper()
 	eventually(f.t, 90*time.Second, fmt.Sprintf("%d simulated nodes Ready", len(names)), func() (bool, string) {
@@ -480,37 +453,6 @@ func (f *flows) killLeader() int {
 	f.t.Logf("killed controller-%d (the leader) with SIGKILL; controller-%d leads %.1fs later", i, next, time.Since(killed).Seconds())
 	f.start(name, f.replicas[i]...)
 	return next
-}
-
-// serveLikeAService forwards connections on addr to the first of backends that accepts
-// them, until the test ends.
-func serveLikeAService(t *testing.T, addr string, backends []string) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				for _, b := range backends {
-					out, err := net.DialTimeout("tcp", b, time.Second)
-					if err != nil {
-						continue
-					}
-					defer out.Close()
-					go func() { _, _ = io.Copy(out, in) }()
-					_, _ = io.Copy(in, out)
-					return
-				}
-			}()
-		}
-	}()
 }
 
 // control calls the simulated nodes' control endpoint.

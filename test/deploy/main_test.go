@@ -26,6 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -348,4 +350,28 @@ func ferryBin(t *testing.T) string {
 		t.Fatalf("no ferry binary (FERRY_BIN, or bin/ferry: make build): %v", err)
 	}
 	return bin
+}
+
+// writeKubeconfig writes to path a kubeconfig for the cluster of c that authenticates with
+// token only.
+func writeKubeconfig(t *testing.T, path string, c *rest.Config, token string) {
+	t.Helper()
+	ca := c.CAData
+	if len(ca) == 0 {
+		var err error
+		if ca, err = os.ReadFile(c.CAFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["ferry"] = &clientcmdapi.Cluster{Server: c.Host, CertificateAuthorityData: ca}
+	kc.AuthInfos["sa"] = &clientcmdapi.AuthInfo{Token: token}
+	kc.Contexts["ferry"] = &clientcmdapi.Context{Cluster: "ferry", AuthInfo: "sa"}
+	kc.CurrentContext = "ferry"
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,8 +24,6 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -124,7 +123,8 @@ func (r *ctrlReplica) stop(t *testing.T) {
 	})
 }
 
-// webhookProxy passes each connection to the next replica in turn, as a Service does.
+// webhookProxy passes each connection to the next replica in turn that answers, as a
+// Service does.
 type webhookProxy struct {
 	ln       net.Listener
 	mu       sync.Mutex
@@ -133,9 +133,10 @@ type webhookProxy struct {
 	conns    []net.Conn
 }
 
-func startWebhookProxy(t *testing.T) *webhookProxy {
+// startWebhookProxy listens on addr ("127.0.0.1:0": any port).
+func startWebhookProxy(t *testing.T, addr string) *webhookProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,11 +176,19 @@ func (p *webhookProxy) forward(c net.Conn) {
 		c.Close()
 		return
 	}
-	port := p.backends[p.next%len(p.backends)]
+	k := p.next % len(p.backends)
+	ports := append(slices.Clone(p.backends[k:]), p.backends[:k]...)
 	p.next++
 	p.mu.Unlock()
-	b, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
-	if err != nil {
+	// The next replica in turn, or the one after it if that one is down (killed).
+	var b net.Conn
+	for _, port := range ports {
+		var err error
+		if b, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second); err == nil {
+			break
+		}
+	}
+	if b == nil {
 		c.Close()
 		return
 	}
@@ -198,14 +207,7 @@ func (p *webhookProxy) forward(c net.Conn) {
 func writeTokenKubeconfig(t *testing.T, token string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kubeconfig")
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["token"] = &clientcmdapi.AuthInfo{Token: token}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "token"}
-	kc.CurrentContext = "envtest"
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
+	writeKubeconfig(t, path, cfg, token)
 	return path
 }
 

@@ -53,7 +53,7 @@ func TestWebhookCertRotatesOnOwnToken(t *testing.T) {
 
 	// deploy/base's webhook configurations, called by URL through the proxy: nothing routes
 	// Services to processes here.
-	proxy := startWebhookProxy(t)
+	proxy := startWebhookProxy(t, "127.0.0.1:0")
 	configs := []string{"ferry-eviction", "ferry-virtualmachine"}
 	for _, name := range configs {
 		var cfg admissionregistrationv1.ValidatingWebhookConfiguration
