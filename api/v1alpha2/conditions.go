@@ -93,6 +93,10 @@ const (
 	AnnotationMigrationStatus = "virtualization.ferryvm.io/migration-status"
 	// ReasonPodMigrated is the terminated reason of a source pod whose VM moved away.
 	ReasonPodMigrated = "Migrated"
+	// PodConditionGuestReady is the readiness gate of launcher pods: the node agent sets it
+	// True while the guest's heartbeat is fresh, so a pod is Ready (for the kubelet, which
+	// knows nothing of guests, too) only while its guest runs.
+	PodConditionGuestReady = "virtualization.ferryvm.io/guest-ready"
 )
 
 // Condition types and reasons of images and disks.

@@ -54,3 +54,16 @@ func ArmedTiming(annotations map[string]string) (deckhousev1.Timing, bool) {
 	}
 	return deckhousev1.ArmedTiming(timeout, interval), true
 }
+
+// FencingLeaseNamespace holds the Leases of node agents that leave the kubelet's part to a
+// real kubelet (a DaemonSet on a cluster): the kubelet renews kube-node-lease/<node>, the
+// agent renews FencingLeaseNamespace/<node> and feeds its watchdog after each renewal. The
+// fencing controller goes by this Lease when a node has one, else by kube-node-lease's.
+const FencingLeaseNamespace = "ferry-node-lease"
+
+// Launcher exit codes that do not mean a crash (package launcher sets them). A launcher
+// pod run by a real kubelet shows them only as its container's exit code.
+const (
+	LauncherExitMigrated   = 3 // the VM live-migrated away: it runs on in the target pod
+	LauncherExitSuperseded = 4 // a newer instance of the VM holds its disk lease
+)

@@ -282,7 +282,8 @@ until the nodes are Ready with armed watchdogs, and then, for --duration, with n
 The load ends after --duration; it watches on for the profile's fence-after plus 2 s, so
 that a fencing the last pause set off is counted.
 
-All along it polls (every 100 ms) the Leases in kube-node-lease (the oldest one seen, now
+All along it polls (every 100 ms) the agents' Leases in ferry-node-lease (kube-node-lease when
+the nodes have none; the oldest one seen, now
 minus renewTime) and the Nodes (a Node deleted or recreated counts as removed); at the
 end it counts the Fenced events on Nodes, the storm guard's FencingPaused events, the
 watchdog resets in STATE/logs/node-N-watchdog.log and the Lease renewals too slow to feed

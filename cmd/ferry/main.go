@@ -97,5 +97,7 @@ func upCommand(stateDir *string) *cobra.Command {
 	f.BoolVar(&o.MigrationTLS, "migration-tls", os.Getenv("FERRY_MIGRATION_TLS") != "false", "live migrations over TLS with per-node certificates from the controller's signer (the nodes' agents' --migration-tls; default true unless $FERRY_MIGRATION_TLS is false)")
 	f.BoolVar(&o.NoController, "no-controller", false, "run no controller (another runs it, e.g. on its ServiceAccount token)")
 	_ = f.MarkHidden("no-controller")
+	f.BoolVar(&o.SplitAgent, "split-agent", true, "run each node as a real cluster's: a stand-in kubelet (agent --role=kubelet) runs the launcher pods, and the agent as the DaemonSet runs it (--role=handler) does fencing and the VM handler beside it; false: one agent process plays both (--role=all)")
+	_ = f.MarkHidden("split-agent")
 	return cmd
 }

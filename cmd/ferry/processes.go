@@ -13,7 +13,9 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/agent"
+	"github.com/ferryvm/ferry/internal/agent/kubelet"
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/controller/migration"
@@ -54,6 +56,8 @@ func controllerCommand() *cobra.Command {
 	f.StringVar(&o.IPRange, "ip-range", ipam.DefaultRange, "CIDR that VM addresses come from")
 	f.StringVar(&o.VMNetwork, "vm-network", controller.NetworkRouted, "routed: each VM gets a NIC and its address by DHCP, routed to the node it runs on (launchers need CAP_NET_ADMIN in the node's network namespace); none: VMs get no NIC")
 	f.StringVar(&o.LauncherImage, "launcher-image", "ferry/launcher:latest", "container image of launcher pods")
+	f.StringVar(&o.NodeStateDir, "node-state-dir", "/var/lib/ferry/node", "the node agents' --state-dir: launcher pods mount their run directory (pods/<uid>) and the node's migration certificate (migration-tls) from it")
+	f.BoolVar(&o.MigrationTLS, "migration-tls", os.Getenv("FERRY_MIGRATION_TLS") != "false", "launcher pods migrate only over TLS, with the node's certificate (set it as the agents' --migration-tls; default true unless $FERRY_MIGRATION_TLS is false)")
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint (0 turns it off)")
 	f.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "health endpoint (0 turns it off)")
 	f.StringVar(&o.PprofAddr, "pprof-bind-address", os.Getenv("FERRY_CONTROLLER_PPROF"), "Go profiles at /debug/pprof (default $FERRY_CONTROLLER_PPROF; empty: off)")
@@ -79,7 +83,7 @@ func controllerCommand() *cobra.Command {
 }
 
 func agentCommand() *cobra.Command {
-	var kubeconfig, labels, vmNetwork string
+	var kubeconfig, labels, vmNetwork, role string
 	o := agent.Options{}
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -90,6 +94,10 @@ func agentCommand() *cobra.Command {
 			ctrl.SetLogger(o.Log)
 			if o.NodeName == "" || o.NodeIP == "" {
 				return fmt.Errorf("--node-name and --node-ip are required")
+			}
+			var err error
+			if o.Role, err = kubelet.ParseRole(role); err != nil {
+				return fmt.Errorf("--%w", err)
 			}
 			switch vmNetwork {
 			case controller.NetworkRouted:
@@ -113,6 +121,7 @@ func agentCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (empty: in-cluster)")
+	f.StringVar(&role, "role", "all", "what the agent does for its node: all (no kubelet on the node, as under ferry up: it registers the Node, renews its Lease and runs the launcher pods too), handler (beside a real kubelet, which runs the launcher pods: fencing watchdog on a Lease of its own in "+v1alpha2.FencingLeaseNamespace+", VM handler, migration certificate, VM network) or kubelet (only the kubelet's part: a stand-in for a real kubelet, to test handler)")
 	f.StringVar(&o.NodeName, "node-name", "", "this node's name")
 	f.StringVar(&o.NodeIP, "node-ip", "", "this node's address")
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/ferry/node", "where the node keeps its pods' run directories")

@@ -35,7 +35,7 @@ func simNodesCommand() *cobra.Command {
 	var (
 		kubeconfig, kubeconfigDir, prefix, stateDir, cpu, memory, group, control string
 		count, peerPort                                                          int
-		watchdogResets                                                           bool
+		watchdogResets, split                                                    bool
 		so                                                                       launcher.SimOptions
 	)
 	cmd := &cobra.Command{
@@ -83,6 +83,9 @@ func simNodesCommand() *cobra.Command {
 				})
 				rt := &simRuntime{so: so, node: n}
 				n.Runtime, n.BrokenWatchdog = rt.start, !watchdogResets
+				if split {
+					n.KubeletConfig = cfg
+				}
 			}
 			var wg sync.WaitGroup
 			for _, n := range cl.Nodes() {
@@ -134,6 +137,7 @@ func simNodesCommand() *cobra.Command {
 	f.StringVar(&control, "control", "", "address (e.g. 127.0.0.1:0) of the fault and guest endpoint; the address taken is written to <state-dir>/control-addr")
 	f.IntVar(&peerPort, "peer-port", 0, "port the agents ask each other about the control plane on (0: no peer checks); each node then gets an address 127.1.x.y of its own")
 	f.BoolVar(&watchdogResets, "watchdog-resets", true, "a node whose watchdog is not fed in time resets (false: the watchdogs are armed and fed but never fire; for scale runs, where many simulated nodes share a few cores and renew late, and to prove that chaos runs catch a VM running twice)")
+	f.BoolVar(&split, "split-agent", false, "each node as on a real cluster: a stand-in kubelet (agent --role kubelet, on --kubeconfig) runs its launcher pods and the agent proper (--role handler, on the node's own credentials from --kubeconfig-dir when given) handles fencing and the VMs")
 	f.DurationVar(&so.MigrationTime, "migration-time", 200*time.Millisecond, "how long a simulated migration takes")
 	f.DurationVar(&so.Downtime, "downtime", 20*time.Millisecond, "simulated switchover pause")
 	return cmd

@@ -36,6 +36,12 @@ import (
 
 // Options configure one node's agent.
 type Options struct {
+	// Role is which parts of the node's work the agent does: kubelet.RoleAll under `ferry
+	// up`, kubelet.RoleHandler beside a real kubelet (a DaemonSet on a cluster: fencing,
+	// VM handler, migration certificate, the node's VM network; no Node registration, no
+	// pods run), kubelet.RoleKubelet only the kubelet's part (a stand-in for a real kubelet
+	// in tests of RoleHandler: no watchdog, no VM handling, no network set-up).
+	Role     kubelet.Role
 	NodeName string
 	NodeIP   string
 	Labels   map[string]string
@@ -149,21 +155,24 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return err
 	}
-	cpu, err := resource.ParseQuantity(o.CPU)
-	if err != nil {
-		return fmt.Errorf("--cpu: %w", err)
+	// What the node offers is the kubelet's to report.
+	var cpu, mem resource.Quantity
+	if o.Role.PlaysKubelet() {
+		if cpu, err = resource.ParseQuantity(o.CPU); err != nil {
+			return fmt.Errorf("--cpu: %w", err)
+		}
+		if mem, err = resource.ParseQuantity(o.Memory); err != nil {
+			return fmt.Errorf("--memory: %w", err)
+		}
 	}
-	mem, err := resource.ParseQuantity(o.Memory)
-	if err != nil {
-		return fmt.Errorf("--memory: %w", err)
-	}
+	handler := o.Role.HandlesVMs()
 	var wd Watchdog = o.WatchdogDevice
-	if wd == nil {
+	if wd == nil && handler {
 		if wd, err = openWatchdog(o.Watchdog); err != nil {
 			return err
 		}
 	}
-	if o.VMRange != "" {
+	if o.VMRange != "" && handler {
 		r, err := ipam.ParseRange(o.VMRange)
 		if err != nil {
 			return err
@@ -195,19 +204,24 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		fencingScheme = scheme
 	}
 	var launcherEnv []string
-	if o.MigrationTLS {
-		dir := filepath.Join(o.StateDir, migrationtls.DirName)
+	dir := filepath.Join(o.StateDir, migrationtls.DirName)
+	if o.MigrationTLS && o.Role.PlaysKubelet() {
+		// The launchers find the node's certificate where the VM handler keeps it (the
+		// same state directory when the two parts run apart).
 		launcherEnv = append(launcherEnv, migrationtls.EnvDir+"="+dir)
+	}
+	if o.MigrationTLS && handler {
 		mctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			migrationcert.Run(mctx, migrationcert.Options{Client: cs, Node: o.NodeName, Dir: dir, Log: o.Log.WithName("migration-tls")})
 		})
 		defer func() { cancel(); wg.Wait() }()
-	} else if o.Runtime == nil {
+	} else if o.Runtime == nil && !o.MigrationTLS {
 		o.Log.Info("Migration TLS is off: this node's live migrations go over plain TCP")
 	}
-	k := kubelet.New(cs, kubelet.Options{
+	ko := kubelet.Options{
+		Role:           o.Role,
 		LauncherEnv:    launcherEnv,
 		OnLeaseRenewed: onRenew,
 		NodeName:       o.NodeName,
@@ -235,8 +249,16 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			return progressOf(m), nil
 		},
 		Log: o.Log,
-	})
-	if err := awaitFencing(ctx, cs, o.NodeName, filepath.Join(o.StateDir, ResetMarker), o.Log); err != nil {
+	}
+	if !handler {
+		ko.Probe, ko.Migrate, ko.CancelMigration, ko.FinalMigration = nil, nil, nil, nil
+	}
+	k := kubelet.New(cs, ko)
+	leaseNamespace := corev1.NamespaceNodeLease
+	if o.Role == kubelet.RoleHandler {
+		leaseNamespace = v1alpha2.FencingLeaseNamespace
+	}
+	if err := awaitFencing(ctx, cs, o.NodeName, filepath.Join(o.StateDir, ResetMarker), leaseNamespace, handler, o.Log); err != nil {
 		return err
 	}
 	if f != nil {

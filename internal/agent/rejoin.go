@@ -28,7 +28,11 @@ const rejoinGrace = 5 * time.Second
 // (its Node is gone) or has surely chosen not to. A real node takes longer than that to
 // reboot; a node of `ferry up` restarts in a second and would otherwise come back before
 // the fencing, and find its VMs' pods, which the cluster is about to start elsewhere.
-func awaitFencing(ctx context.Context, cs kubernetes.Interface, node, marker string, log logr.Logger) error {
+//
+// The Lease it goes by is the one the node's watchdog was fed after, in leaseNamespace. An
+// agent that does not handle the node's fencing (kubelet.RoleKubelet) waits alike but
+// leaves the marker and the record to the one that does.
+func awaitFencing(ctx context.Context, cs kubernetes.Interface, node, marker, leaseNamespace string, owner bool, log logr.Logger) error {
 	b, err := os.ReadFile(marker)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -38,7 +42,7 @@ func awaitFencing(ctx context.Context, cs kubernetes.Interface, node, marker str
 	}
 	log.Info("This node was reset by its watchdog: it rejoins once the cluster has fenced it", "reset", strings.TrimSpace(string(b)))
 	for {
-		if fenced(ctx, cs, node, log) {
+		if fenced(ctx, cs, node, leaseNamespace, log) {
 			break
 		}
 		select {
@@ -47,8 +51,14 @@ func awaitFencing(ctx context.Context, cs kubernetes.Interface, node, marker str
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+	if !owner {
+		return nil
+	}
 	recordReset(ctx, cs, node, strings.TrimSpace(string(b)), log)
-	return os.Remove(marker)
+	if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // recordReset tells the cluster, in an event on the Node, that its watchdog reset it.
@@ -72,7 +82,7 @@ func recordReset(ctx context.Context, cs kubernetes.Interface, node, reset strin
 
 // fenced tells whether the node's Node object is gone, or its Lease has been stale for
 // longer than its fencing time plus rejoinGrace.
-func fenced(ctx context.Context, cs kubernetes.Interface, name string, log logr.Logger) bool {
+func fenced(ctx context.Context, cs kubernetes.Interface, name, leaseNamespace string, log logr.Logger) bool {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
@@ -84,7 +94,7 @@ func fenced(ctx context.Context, cs kubernetes.Interface, name string, log logr.
 		return false // cut off still: keep waiting
 	}
 	armed, ok := v1alpha2.ArmedTiming(node.Annotations)
-	lease, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, name, metav1.GetOptions{})
+	lease, err := cs.CoordinationV1().Leases(leaseNamespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil || lease.Spec.RenewTime == nil || !ok {
 		log.Info("The node's fencing time is unknown: rejoining")
 		return true

@@ -407,8 +407,14 @@ func (w *fencingWatch) run(ctx context.Context) {
 	w.uids = map[string]types.UID{}
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// The Leases fencing goes by: the agents' where they renew their own (ferry up's
+		// nodes as on a real cluster), else the kubelets'.
 		var leases coordinationv1.LeaseList
-		if err := w.c.List(rctx, &leases, client.InNamespace(corev1.NamespaceNodeLease)); err == nil {
+		err := w.c.List(rctx, &leases, client.InNamespace(v1alpha2.FencingLeaseNamespace))
+		if err == nil && len(leases.Items) == 0 {
+			err = w.c.List(rctx, &leases, client.InNamespace(corev1.NamespaceNodeLease))
+		}
+		if err == nil {
 			now := time.Now()
 			for _, l := range leases.Items {
 				if l.Spec.RenewTime == nil {

@@ -46,8 +46,9 @@ func armed() map[string]string {
 // fakeNode is a Node whose agent the test plays: it renews the node's Lease every
 // renewEvery while renewing.
 type fakeNode struct {
-	t    *testing.T
-	name string
+	t         *testing.T
+	name      string
+	namespace string // of the Lease
 
 	mu       sync.Mutex
 	renewing bool
@@ -65,9 +66,31 @@ func newNode(t *testing.T, name, group string, ann map[string]string) *fakeNode 
 	if err := k8s.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	n := &fakeNode{t: t, name: name, renewing: true, last: time.Now()}
+	t.Cleanup(func() {
+		if err := k8s.Delete(ctx, node); client.IgnoreNotFound(err) != nil {
+			t.Error(err)
+		}
+	})
+	return renewedLease(t, corev1.NamespaceNodeLease, name)
+}
+
+// agentLease is a second Lease of node n, in ferry-node-lease, as an agent that leaves the
+// kubelet's part to a real kubelet renews it; renewed like newNode's.
+func (n *fakeNode) agentLease() *fakeNode {
+	n.t.Helper()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: v1alpha2.FencingLeaseNamespace}}); client.IgnoreAlreadyExists(err) != nil {
+		n.t.Fatal(err)
+	}
+	return renewedLease(n.t, v1alpha2.FencingLeaseNamespace, n.name)
+}
+
+// renewedLease creates a Lease and renews it every renewEvery until the test ends (or
+// pause); the test's end removes it.
+func renewedLease(t *testing.T, namespace, name string) *fakeNode {
+	t.Helper()
+	n := &fakeNode{t: t, name: name, namespace: namespace, renewing: true, last: time.Now()}
 	lease := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(name), LeaseDurationSeconds: ptr.To(int32(1)),
 			RenewTime: &metav1.MicroTime{Time: n.last}},
 	}
@@ -98,9 +121,6 @@ func newNode(t *testing.T, name, group string, ann map[string]string) *fakeNode 
 		if err := k8s.Delete(ctx, lease); client.IgnoreNotFound(err) != nil {
 			t.Error(err)
 		}
-		if err := k8s.Delete(ctx, node); client.IgnoreNotFound(err) != nil {
-			t.Error(err)
-		}
 	})
 	return n
 }
@@ -108,9 +128,12 @@ func newNode(t *testing.T, name, group string, ann map[string]string) *fakeNode 
 func (n *fakeNode) renewLocked() {
 	now := time.Now()
 	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"renewTime": metav1.NewMicroTime(now)}})
-	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: n.name, Namespace: corev1.NamespaceNodeLease}}
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: n.name, Namespace: n.namespace}}
 	if err := k8s.Patch(ctx, lease, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		n.t.Errorf("renewing the Lease of node %s: %v", n.name, err)
+		if apierrors.IsNotFound(err) {
+			return // removed by fencing
+		}
+		n.t.Errorf("renewing the Lease %s/%s: %v", n.namespace, n.name, err)
 		return
 	}
 	n.last = now
@@ -390,6 +413,48 @@ func TestFencingRestartsVMOfFailedNode(t *testing.T) {
 	}
 	waitReachable(t, ns, "vm")
 	waitEvent(t, ns, "VirtualMachine", "vm", v1alpha2.ReasonNodeFenced)
+}
+
+// TestFencingGoesByTheAgentsLease: where a node's agent renews a Lease of its own beside
+// the kubelet's (a real cluster), fencing goes by the agent's, which its watchdog is fed
+// after: a node whose agent stopped is fenced though its kubelet renews on, and a node
+// whose kubelet stopped but whose agent renews is left alone.
+func TestFencingGoesByTheAgentsLease(t *testing.T) {
+	ns := newNamespace(t)
+	makeImageDisk(t, ns, "root")
+	group := ns + "-fenced"
+	newGroup(t, group, true)
+	a := newNode(t, ns+"-a", group, armed())
+	agentA := a.agentLease()
+	b := newNode(t, ns+"-b", group, armed())
+	b.agentLease()
+	for _, n := range []string{"c", "d", "e"} { // two of five unreachable is not a storm
+		newNode(t, ns+"-"+n, group, armed()).agentLease()
+	}
+	pod := vmOn(t, ns, "vm", "root", b.name)
+	waitGroupFencing(t, group, metav1.ConditionTrue, v1alpha2.ReasonFencingActive)
+
+	// b's kubelet stops; its agent renews (and feeds the watchdog): its VM runs on.
+	b.pause()
+	holdsFor(t, 2*fenceAfter, "a node whose agent renews is not fenced, whatever its kubelet's Lease", allHold(b.exists,
+		func() (bool, string) { return podRuns(&pod) },
+		func() (bool, string) {
+			c := nodeReachable(t, ns, "vm")
+			return c == nil, fmt.Sprintf("NodeReachable %+v", c)
+		}))
+
+	// a's agent stops (its watchdog fires); its kubelet renews on: a is fenced.
+	last := agentA.pause()
+	holdsFor(t, time.Until(last.Add(fenceAfter-300*time.Millisecond)), "the node is not fenced before its watchdog has surely fired", a.exists)
+	eventually(t, timeout, "node "+a.name+" fenced", func() (bool, string) {
+		ok, seen := a.exists()
+		return !ok, seen
+	})
+	waitEvent(t, "", "Node", a.name, "Fenced")
+	err := k8s.Get(ctx, client.ObjectKey{Namespace: v1alpha2.FencingLeaseNamespace, Name: a.name}, &coordinationv1.Lease{})
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("the agent's Lease of the fenced node: %v, want it removed", err)
+	}
 }
 
 // TestFencingSparesNodesWithoutWatchdog: a node whose group has no fencing, and a node of a

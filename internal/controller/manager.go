@@ -44,6 +44,11 @@ type Options struct {
 	VMNetwork string
 	// LauncherImage is the container image of launcher pods on a real cluster.
 	LauncherImage string
+	// NodeStateDir is the node agents' --state-dir, which launcher pods mount their run
+	// directory and the node's migration certificate from.
+	NodeStateDir string
+	// MigrationTLS makes launchers migrate only over TLS (the agents' --migration-tls).
+	MigrationTLS bool
 	// MetricsAddr serves Prometheus metrics ("0" turns them off).
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz ("0" turns them off).
@@ -134,7 +139,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			// Only launcher pods matter to Ferry; do not cache every pod of the cluster.
 			&corev1.Pod{}: {Label: launcherSelector()},
 			// Only node heartbeats, not every lease of the cluster.
-			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{corev1.NamespaceNodeLease: {}}},
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{corev1.NamespaceNodeLease: {}, v1alpha2.FencingLeaseNamespace: {}}},
 		}},
 	})
 	if err != nil {
@@ -150,7 +155,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 	setups := []interface{ SetupWithManager(ctrl.Manager) error }{
-		&vm.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Range: r, LauncherImage: o.LauncherImage, Network: o.VMNetwork == NetworkRouted},
+		&vm.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Range: r, LauncherImage: o.LauncherImage,
+			Node: vm.NodeSide{StateDir: o.NodeStateDir, StorageDir: o.StorageDir, MigrationTLS: o.MigrationTLS}, Network: o.VMNetwork == NetworkRouted},
 		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir},
 		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir},
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/disklease"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 	"github.com/ferryvm/ferry/internal/migrationtls"
@@ -20,11 +21,11 @@ import (
 
 // Exit codes of Run.
 const (
-	ExitStopped    = 0 // guest powered off, or stopped on request
-	ExitNoStart    = 1 // VM could not be started (bad options, broken disk, ...)
-	ExitQEMUDied   = 2 // QEMU died unexpectedly (crash, killed)
-	ExitMigrated   = 3 // the VM live-migrated away; the guest runs on the target
-	ExitSuperseded = 4 // a newer instance holds the VM's disk lease; this one was fenced
+	ExitStopped    = 0                               // guest powered off, or stopped on request
+	ExitNoStart    = 1                               // VM could not be started (bad options, broken disk, ...)
+	ExitQEMUDied   = 2                               // QEMU died unexpectedly (crash, killed)
+	ExitMigrated   = v1alpha2.LauncherExitMigrated   // the VM live-migrated away; the guest runs on the target
+	ExitSuperseded = v1alpha2.LauncherExitSuperseded // a newer instance holds the VM's disk lease; this one was fenced
 	ShutdownGrace  = 10 * time.Second
 )
 

@@ -28,10 +28,12 @@ func Ready(p *corev1.Pod) bool {
 	return false
 }
 
-// MigratedAway tells whether a pod ended because its VM live-migrated to another pod.
+// MigratedAway tells whether a pod ended because its VM live-migrated to another pod: by
+// the reason Ferry's own node agent gives, or by the launcher's exit code alone, which is
+// all a real kubelet shows.
 func MigratedAway(p *corev1.Pod) bool {
 	if t := terminated(p); t != nil {
-		return t.Reason == v1alpha2.ReasonPodMigrated
+		return t.Reason == v1alpha2.ReasonPodMigrated || t.ExitCode == v1alpha2.LauncherExitMigrated
 	}
 	return false
 }
@@ -40,7 +42,7 @@ func MigratedAway(p *corev1.Pod) bool {
 // lease: that instance is the VM now.
 func Superseded(p *corev1.Pod) bool {
 	if t := terminated(p); t != nil {
-		return t.Reason == v1alpha2.ReasonSuperseded
+		return t.Reason == v1alpha2.ReasonSuperseded || t.ExitCode == v1alpha2.LauncherExitSuperseded
 	}
 	return false
 }

@@ -32,6 +32,11 @@ type Node struct {
 	// running its VMs while the cluster believes it reset. Only to prove that a chaos run
 	// notices a VM running twice.
 	BrokenWatchdog bool
+	// KubeletConfig, when set (before Live), splits the node's agent in two, as on a real
+	// cluster: a stand-in kubelet (kubelet.RoleKubelet) on these credentials runs the
+	// launcher pods, and the agent proper (kubelet.RoleHandler) on the node's own handles
+	// fencing and the VMs. Both die with the node.
+	KubeletConfig *rest.Config
 
 	cfg *rest.Config
 	o   agent.Options
@@ -137,9 +142,32 @@ func (n *Node) run(ctx context.Context) {
 			}
 		}
 	}()
-	err := agent.Run(actx, cfg, o)
-	if err != nil && ctx.Err() == nil && !b.dead.Load() {
-		n.log.Error(err, "Simulated agent stopped")
+	if n.KubeletConfig == nil {
+		err := agent.Run(actx, cfg, o)
+		if err != nil && ctx.Err() == nil && !b.dead.Load() {
+			n.log.Error(err, "Simulated agent stopped")
+		}
+	} else {
+		kcfg := rest.CopyConfig(n.KubeletConfig)
+		kcfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &transport{rt: rt, n: n, b: b} })
+		ko := n.o
+		ko.Role, ko.Runtime, ko.PeerPort, ko.Log = kubelet.RoleKubelet, n.Runtime, 0, n.log.WithName("kubelet")
+		o.Role, o.Runtime = kubelet.RoleHandler, nil
+		var wg sync.WaitGroup
+		for _, part := range []struct {
+			cfg *rest.Config
+			o   agent.Options
+		}{{kcfg, ko}, {cfg, o}} {
+			wg.Go(func() {
+				err := agent.Run(actx, part.cfg, part.o)
+				if err != nil && ctx.Err() == nil && !b.dead.Load() {
+					n.log.Error(err, "Simulated agent stopped", "role", part.o.Role)
+				}
+				// One part gone is the node's agent gone: the other goes too.
+				b.stopAgent()
+			})
+		}
+		wg.Wait()
 	}
 	// Whatever ended the agent, its launchers go with it.
 	b.once.Do(func() { b.dead.Store(true); close(b.gone); b.killVMs() })

@@ -110,7 +110,9 @@ func agentPID(stateDir, node string) (int, error) {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-		if len(args) > 2 && args[1] == "agent" && slices.Contains(args, dir) {
+		// The agent that renews the fencing Lease and feeds the watchdog, not a stand-in
+		// kubelet beside it (up --split-agent).
+		if len(args) > 2 && args[1] == "agent" && slices.Contains(args, dir) && !slices.Contains(args, "--role=kubelet") {
 			return pid, nil
 		}
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/ferryvm/ferry/api/crds"
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/controlplane"
@@ -49,7 +50,10 @@ type Options struct {
 	// NoController leaves the controller out: another runs it, e.g. tests that run it on
 	// the ServiceAccount token of deploy/base (test/deploy).
 	NoController bool
-	Out          io.Writer
+	// SplitAgent runs each node's agent as two processes, as on a real cluster: a
+	// stand-in kubelet (agent --role=kubelet) and the agent proper (--role=handler).
+	SplitAgent bool
+	Out        io.Writer
 }
 
 // DefaultStateDir is /var/lib/ferry for root and ~/.local/share/ferry otherwise; the
@@ -167,8 +171,10 @@ func Run(o Options) error {
 		"--webhook-host", "127.0.0.1", "--webhook-port", strconv.Itoa(webhookPort(o.Port)),
 		"--webhook-cert-dir", hookDir, "--webhook-cert-name", hookCert, "--webhook-key-name", hookKey}}
 	// Ferry's namespace: the controller keeps the migration CA there.
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: migration.ConfigNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating the namespace %s: %w", migration.ConfigNamespace, err)
+	for _, ns := range []string{migration.ConfigNamespace, v1alpha2.FencingLeaseNamespace} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating the namespace %s: %w", ns, err)
+		}
 	}
 	if err := ensureNodeGroup(ctx, c, o.FencingProfile); err != nil {
 		return fmt.Errorf("creating the NodeGroup %s: %w", nodeGroupName, err)
@@ -193,11 +199,29 @@ func Run(o Options) error {
 			"--migration-tls=" + strconv.FormatBool(o.MigrationTLS)}
 		if n.Namespace != "" {
 			argv = append(argv, "--vm-uplink", "eth0")
-			argv = append([]string{"ip", "netns", "exec", n.Namespace}, argv...)
+		}
+		var kubeletArgv []string
+		if o.SplitAgent {
+			// As on a real cluster: a stand-in kubelet runs the launcher pods, and the agent
+			// handles fencing and the VMs beside it.
+			argv = append(argv, "--role=handler")
+			kubeletArgv = []string{exe, "agent", "--role=kubelet", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
+				"--state-dir", dir, "--cpu", o.NodeCPU, "--memory", o.NodeMemory,
+				"--node-labels", deckhousev1.LabelNodeGroup + "=" + nodeGroupName,
+				"--migration-tls=" + strconv.FormatBool(o.MigrationTLS)}
+		}
+		for _, a := range []*[]string{&argv, &kubeletArgv} {
+			if n.Namespace != "" && len(*a) > 0 {
+				*a = append([]string{"ip", "netns", "exec", n.Namespace}, *a...)
+			}
 		}
 		// A node powered off (ferry node poweroff) stays down until powered on.
 		children = append(children, &child{name: n.Name, argv: argv, log: filepath.Join(logs, n.Name+".log"),
 			holdWhile: poweredOffFile(o.StateDir, n.Name)})
+		if kubeletArgv != nil {
+			children = append(children, &child{name: n.Name + " kubelet", argv: kubeletArgv, log: filepath.Join(logs, n.Name+"-kubelet.log"),
+				holdWhile: poweredOffFile(o.StateDir, n.Name)})
+		}
 	}
 	for _, ch := range children {
 		if err := ch.start(); err != nil {

@@ -41,8 +41,11 @@ const flowsPort = 19643
 
 // TestFlowsOnOwnTokensAndLeaderKill installs deploy/base's ServiceAccounts, roles and node
 // policies on the embedded control plane and runs two replicas of `ferry controller` with
-// leader election on the controller's token, and simulated nodes whose agents each run on a
-// token bound to that node's agent Pod. Then, with those permissions only:
+// leader election on the controller's token, and simulated nodes split as on a real
+// cluster: a stand-in kubelet (agent --role kubelet, on the admin's credentials, as a
+// kubelet has its node's) runs the launcher pods, and the agent as the DaemonSet runs it
+// (--role handler) on a token bound to that node's agent Pod handles fencing and the VMs.
+// Then, with those permissions only:
 //   - a VirtualMachineOperation Evict moves a VM to another node, same address;
 //   - `kubectl drain --pod-selector` moves a VM off its node;
 //   - the leader is killed (SIGKILL) while a migration transfers: the other replica takes
@@ -68,8 +71,10 @@ func TestFlowsOnOwnTokensAndLeaderKill(t *testing.T) {
 	})
 
 	// deploy/base's permissions and node policies.
-	if err := f.admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); client.IgnoreAlreadyExists(err) != nil {
-		t.Fatal(err)
+	for _, n := range []string{namespace, v1alpha2.FencingLeaseNamespace} {
+		if err := f.admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); client.IgnoreAlreadyExists(err) != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, u := range manifests(t) {
 		if !installKinds[u.GetKind()] {
@@ -97,7 +102,8 @@ func TestFlowsOnOwnTokensAndLeaderKill(t *testing.T) {
 	ctrlKC := filepath.Join(kcDir, "controller.kubeconfig")
 	writeKubeconfig(t, ctrlKC, f.adminCfg, f.token("ferry-controller", nil))
 
-	// Simulated nodes on their own tokens; a migration takes 6 s, time to kill a leader in.
+	// Simulated nodes, their agents on their own tokens; a migration takes 6 s, time to kill
+	// a leader in.
 	// A short directory: launcher sockets live under it (at most 107 bytes a path).
 	simDir, err := os.MkdirTemp("", "fl")
 	if err != nil {
@@ -105,7 +111,8 @@ func TestFlowsOnOwnTokensAndLeaderKill(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(simDir) })
 	f.simDir = simDir
-	f.start("nodes", "sim-nodes", "--kubeconfig", ctrlKC, "--kubeconfig-dir", kcDir, "--count", strconv.Itoa(len(nodes)),
+	f.start("nodes", "sim-nodes", "--split-agent", "--kubeconfig", filepath.Join(f.upDir, "control-plane", "admin.kubeconfig"),
+		"--kubeconfig-dir", kcDir, "--count", strconv.Itoa(len(nodes)),
 		"--prefix", "ha", "--state-dir", simDir, "--control", "127.0.0.1:0", "--migration-time", "6s", "--cpu", "4", "--memory", "8Gi")
 
 	// Two controller replicas on the controller's token. Both serve the webhooks, with the

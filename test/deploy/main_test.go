@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/testenv"
 )
@@ -93,7 +94,7 @@ func cluster(t *testing.T) {
 				return
 			}
 		}
-		for _, ns := range []string{namespace, corev1.NamespaceNodeLease} {
+		for _, ns := range []string{namespace, corev1.NamespaceNodeLease, v1alpha2.FencingLeaseNamespace} {
 			err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 			if err != nil && !apierrors.IsAlreadyExists(err) {
 				startErr = err
@@ -226,8 +227,8 @@ func install(t *testing.T) {
 				user string
 				p    probe
 			}{
-				{agentUser, probe{"", "nodes", "", "", "create"}},
-				{agentUser, probe{"coordination.k8s.io", "leases", corev1.NamespaceNodeLease, "", "create"}},
+				{agentUser, probe{"", "nodes", "", "", "patch"}},
+				{agentUser, probe{"coordination.k8s.io", "leases", v1alpha2.FencingLeaseNamespace, "", "create"}},
 				{ctrlUser, probe{"coordination.k8s.io", "leases", namespace, "", "create"}},
 				{ctrlUser, probe{"coordination.k8s.io", "leases", corev1.NamespaceNodeLease, "", "list"}},
 			} {

@@ -21,7 +21,7 @@ import (
 func TestManifestsApply(t *testing.T) {
 	cluster(t)
 	base := map[string]int{
-		"Namespace": 1, "CustomResourceDefinition": 6, "ConfigMap": 1, "Deployment": 1, "DaemonSet": 1,
+		"Namespace": 2, "CustomResourceDefinition": 6, "ConfigMap": 1, "Deployment": 1, "DaemonSet": 1,
 		"ServiceAccount": 2, "ClusterRole": 3, "ValidatingWebhookConfiguration": 2, "Service": 2,
 		"ValidatingAdmissionPolicy": 4, "ValidatingAdmissionPolicyBinding": 4,
 	}

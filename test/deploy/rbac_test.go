@@ -55,15 +55,15 @@ var controllerGrants = []grant{
 	{"", "secrets", "ferry-system", []string{"ferry-webhook-ca"}, "get update", "webhookcert reads the webhooks' CA, rotates it"},
 	{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "", []string{"ferry-eviction", "ferry-virtualmachine"}, "get update", "webhookcert sets the webhooks' caBundle"},
 	{"coordination.k8s.io", "leases", "kube-node-lease", nil, "get list watch delete", "fencing reads heartbeats, removes a fenced node's"},
+	{"coordination.k8s.io", "leases", "ferry-node-lease", nil, "get list watch delete", "fencing reads the agents' heartbeats, removes a fenced node's"},
 }
 
 var agentGrants = []grant{
-	{"", "nodes", "", nil, "get list watch create update patch", "register, fencing cache, peers, watchdog annotations"},
-	{"", "nodes/status", "", nil, "update", "register, reportReady"},
-	{"", "pods", "", nil, "get list watch patch delete", "the node's pods: annotations, finish deletion"},
-	{"", "pods/status", "", nil, "update", "pod status"},
+	{"", "nodes", "", nil, "get list watch patch", "Lease owner, fencing cache, peers, watchdog annotations"},
+	{"", "pods", "", nil, "get list watch patch", "the node's pods: run directory and migration annotations"},
+	{"", "pods/status", "", nil, "patch", "the guest-ready readiness gate"},
 	{"deckhouse.io", "nodegroups", "", nil, "get list watch", "fencing settings"},
-	{"coordination.k8s.io", "leases", "kube-node-lease", nil, "get create update", "the node's heartbeat"},
+	{"coordination.k8s.io", "leases", "ferry-node-lease", nil, "get create update", "the agent's heartbeat, which its watchdog is fed after"},
 	{"", "events", "default", nil, "create", "NodeReset event"},
 	{"certificates.k8s.io", "certificatesigningrequests", "", nil, "get list watch create", "the node's migration certificate"},
 }
@@ -140,7 +140,7 @@ func TestRolesAllowExactlyWhatTheCodeUses(t *testing.T) {
 	// Signers take verbs of their own, on a signer's name (or its domain/*).
 	signerVerbs := []string{"approve", "sign"}
 	signerNames := []string{"virtualization.ferryvm.io/migration", "virtualization.ferryvm.io/other", "kubernetes.io/kubelet-serving", "kubernetes.io/kube-apiserver-client"}
-	namespaces := []string{"", namespace, "kube-node-lease", "default", "vms"}
+	namespaces := []string{"", namespace, "kube-node-lease", "ferry-node-lease", "default", "vms"}
 	names := map[string][]string{"configmaps": {"ferry-config", "other"}, "leases": {"ferry-controller", "other"},
 		"secrets": {"ferry-webhook-ca", "ferry-migration-ca", "other"}, "validatingwebhookconfigurations": {"ferry-eviction", "ferry-virtualmachine", "other"}}
 	var probes []probe

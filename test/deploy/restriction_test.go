@@ -20,12 +20,14 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 // TestAgentChangesOnlyItsOwnNode gives the agent's ServiceAccount a token bound to a Pod on
-// node A, as the kubelet does, and checks that kube-apiserver names node A in it and that
-// the policies of agent-node-restriction.yaml let it change node A's Node, Lease and pods
-// but refuse, with their message, node B's.
+// node A, as the kubelet does, and checks that kube-apiserver names node A in it, that the
+// policies of agent-node-restriction.yaml let it change node A's Node, Lease and pods but
+// refuse, with their message, node B's, and that RBAC refuses it the kubelet's part.
 func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 	install(t)
 	ctx := context.Background()
@@ -39,7 +41,7 @@ func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 	placeholderPod(t, ns, "vm-a", a, "")
 	placeholderPod(t, ns, "vm-b", b, "")
 	agentPod := placeholderPod(t, namespace, "ferry-agent-"+a, a, "ferry-agent")
-	leaseB := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: corev1.NamespaceNodeLease, Name: b}}
+	leaseB := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha2.FencingLeaseNamespace, Name: b}}
 	if err := admin.Create(ctx, leaseB); err != nil {
 		t.Fatal(err)
 	}
@@ -67,9 +69,10 @@ func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 		return refusedWith(err, "may not update Node "+b), fmt.Sprint(err)
 	})
 
-	nodes, leases, events := agent.CoreV1().Nodes(), agent.CoordinationV1().Leases(corev1.NamespaceNodeLease), agent.CoreV1().Events(metav1.NamespaceDefault)
+	nodes, leases, events := agent.CoreV1().Nodes(), agent.CoordinationV1().Leases(v1alpha2.FencingLeaseNamespace), agent.CoreV1().Events(metav1.NamespaceDefault)
 	pods := agent.CoreV1().Pods(ns)
 	onA := "ferry-agent on node " + a + " may not "
+	gate := []byte(`{"status":{"conditions":[{"type":"` + v1alpha2.PodConditionGuestReady + `","status":"True","reason":"GuestRunning"}]}}`)
 	for _, c := range []struct {
 		what    string
 		call    func() error
@@ -79,13 +82,15 @@ func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 			_, err := nodes.Patch(ctx, a, types.MergePatchType, annotate, metav1.PatchOptions{})
 			return err
 		}, ""},
-		{"update Node A's status (kubelet/node.go reportReady)", func() error { return updateNodeStatus(ctx, nodes, a) }, ""},
-		{"create Lease A (kubelet/node.go renewLease)", func() error {
+		{"create Lease A in ferry-node-lease (kubelet/node.go renewLease)", func() error {
 			_, err := leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: a}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(a)}}, metav1.CreateOptions{})
 			return err
 		}, ""},
-		{"update Lease A", func() error { return renewLease(ctx, agent, a) }, ""},
-		{"update the status of pod vm-a on node A (kubelet/pods.go writeStatus)", func() error { return updatePodStatus(ctx, pods, "vm-a") }, ""},
+		{"update Lease A", func() error { return renewLease(ctx, agent, v1alpha2.FencingLeaseNamespace, a) }, ""},
+		{"patch the guest-ready gate of pod vm-a on node A (kubelet/handler.go reportGuest)", func() error {
+			_, err := pods.Patch(ctx, "vm-a", types.StrategicMergePatchType, gate, metav1.PatchOptions{}, "status")
+			return err
+		}, ""},
 		{"patch pod vm-a on node A (kubelet/pods.go annotateRunDir)", func() error {
 			_, err := pods.Patch(ctx, "vm-a", types.MergePatchType, []byte(`{"metadata":{"annotations":{"virtualization.ferryvm.io/run-dir":"/x"}}}`), metav1.PatchOptions{})
 			return err
@@ -99,25 +104,32 @@ func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 			_, err := nodes.Patch(ctx, b, types.MergePatchType, annotate, metav1.PatchOptions{})
 			return err
 		}, onA + "update Node " + b + ": an agent changes only the Node it runs on"},
-		{"update Node B's status", func() error { return updateNodeStatus(ctx, nodes, b) }, onA + "update Node " + b},
-		{"create Node C", func() error {
-			_, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "restrict-c"}}, metav1.CreateOptions{})
-			return err
-		}, onA + "create Node restrict-c"},
 		{"create Lease C", func() error {
 			_, err := leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "restrict-c"}}, metav1.CreateOptions{})
 			return err
-		}, onA + "create Lease kube-node-lease/restrict-c: an agent changes only the heartbeat of its own node"},
-		{"update Lease B", func() error { return renewLease(ctx, agent, b) }, onA + "update Lease kube-node-lease/" + b},
-		{"update the status of pod vm-b on node B", func() error { return updatePodStatus(ctx, pods, "vm-b") },
-			onA + "update the status of pod " + ns + "/vm-b, which is bound to node " + b + ": an agent changes only the pods of its own node"},
+		}, onA + "create Lease ferry-node-lease/restrict-c: an agent changes only the heartbeat of its own node"},
+		{"update Lease B", func() error { return renewLease(ctx, agent, v1alpha2.FencingLeaseNamespace, b) }, onA + "update Lease ferry-node-lease/" + b},
+		{"patch the guest-ready gate of pod vm-b on node B", func() error {
+			_, err := pods.Patch(ctx, "vm-b", types.StrategicMergePatchType, gate, metav1.PatchOptions{}, "status")
+			return err
+		}, onA + "update the status of pod " + ns + "/vm-b, which is bound to node " + b + ": an agent changes only the pods of its own node"},
 		{"patch pod vm-b on node B", func() error {
 			_, err := pods.Patch(ctx, "vm-b", types.MergePatchType, []byte(`{"metadata":{"annotations":{"virtualization.ferryvm.io/run-dir":"/x"}}}`), metav1.PatchOptions{})
 			return err
 		}, onA + "update pod " + ns + "/vm-b, which is bound to node " + b},
-		{"delete pod vm-b on node B", func() error { return pods.Delete(ctx, "vm-b", metav1.DeleteOptions{}) }, onA + "delete pod " + ns + "/vm-b"},
+		// The kubelet's part is not the agent's (RBAC).
+		{"update Node A's status (the kubelet's)", func() error { return updateNodeStatus(ctx, nodes, a) }, `cannot update resource "nodes/status"`},
+		{"create Node C (the kubelet registers nodes)", func() error {
+			_, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "restrict-c"}}, metav1.CreateOptions{})
+			return err
+		}, `cannot create resource "nodes"`},
+		{"create Lease A in kube-node-lease (the kubelet's heartbeat)", func() error {
+			_, err := agent.CoordinationV1().Leases(corev1.NamespaceNodeLease).Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: a}}, metav1.CreateOptions{})
+			return err
+		}, `cannot create resource "leases"`},
+		{"update the status of pod vm-a (the kubelet's)", func() error { return updatePodStatus(ctx, pods, "vm-a") }, `cannot update resource "pods/status"`},
+		{"delete pod vm-a on node A (the kubelet finishes deletions)", func() error { return pods.Delete(ctx, "vm-a", metav1.DeleteOptions{}) }, `cannot delete resource "pods"`},
 		{"delete Node A (RBAC: the agent deletes no Node)", func() error { return nodes.Delete(ctx, a, metav1.DeleteOptions{}) }, `cannot delete resource "nodes"`},
-		{"delete pod vm-a on node A (kubelet/pods.go terminate)", func() error { return pods.Delete(ctx, "vm-a", metav1.DeleteOptions{}) }, ""},
 	} {
 		err := c.call()
 		switch {
@@ -189,8 +201,8 @@ func updateNodeStatus(ctx context.Context, nodes interface {
 	return err
 }
 
-func renewLease(ctx context.Context, cs kubernetes.Interface, name string) error {
-	leases := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+func renewLease(ctx context.Context, cs kubernetes.Interface, namespace, name string) error {
+	leases := cs.CoordinationV1().Leases(namespace)
 	l, err := leases.Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return err

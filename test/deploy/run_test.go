@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,6 +20,7 @@ import (
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/agent"
+	"github.com/ferryvm/ferry/internal/agent/kubelet"
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/controller/migration"
@@ -26,11 +28,12 @@ import (
 )
 
 // TestControllerAndAgentRunOnTheirOwnTokens runs the real controller manager and a real
-// node agent with the ServiceAccount tokens the manifests give them (the agent's bound to
-// its Pod, so the node policies apply) and checks that they do their work and are refused
-// nothing: the controller elects itself leader and writes a NodeGroup's status; the agent
-// registers its Node, renews its Lease, arms its watchdog and shows it on the Node, and
-// ends a pod it cannot run.
+// node agent as the DaemonSet runs it (--role handler) with the ServiceAccount tokens the
+// manifests give them (the agent's bound to its Pod, so the node policies apply), beside a
+// stand-in kubelet (agent --role kubelet, on the admin's credentials) that registers the
+// Node, and checks that they do their work and are refused nothing: the controller elects
+// itself leader and writes a NodeGroup's status; the agent renews its own Lease in
+// ferry-node-lease, arms its watchdog and shows it on the Node.
 func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 	install(t)
 	ctx := context.Background()
@@ -44,8 +47,7 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 	if err := admin.Create(ctx, ng); err != nil {
 		t.Fatal(err)
 	}
-	// The agent's Pod, as the DaemonSet would make it; the agent finds it bound to its node
-	// and, as it is no launcher, ends it.
+	// The agent's Pod, as the DaemonSet would make it: its token names the node.
 	agentPod := placeholderPod(t, namespace, "ferry-agent-"+node, node, "ferry-agent")
 	refused := &refusals{}
 	agentCfg := refused.wrap("agent", configFor(tokenFor(t, "ferry-agent", agentPod)))
@@ -53,7 +55,7 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	ctrlDone, agentDone := make(chan error, 1), make(chan error, 1)
+	ctrlDone, agentDone, kubeletDone := make(chan error, 1), make(chan error, 1), make(chan error, 1)
 	go func() {
 		ctrlDone <- controller.Run(runCtx, ctrlCfg, controller.Options{
 			StorageDir: t.TempDir(), IPRange: ipam.DefaultRange, VMNetwork: controller.NetworkRouted,
@@ -62,14 +64,28 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 			LeaderElection: true, LeaderElectionNamespace: namespace,
 		})
 	}()
+	state := t.TempDir()
+	go func() {
+		kubeletDone <- agent.Run(runCtx, cfg, agent.Options{
+			Role: kubelet.RoleKubelet, NodeName: node, NodeIP: "127.0.0.1", Labels: map[string]string{deckhousev1.LabelNodeGroup: group},
+			CPU: "2", Memory: "4Gi", StateDir: state, Log: logr.Discard(),
+		})
+	}()
 	go func() {
 		agentDone <- agent.Run(runCtx, agentCfg, agent.Options{
-			NodeName: node, NodeIP: "127.0.0.1", Labels: map[string]string{deckhousev1.LabelNodeGroup: group},
-			CPU: "2", Memory: "4Gi", StateDir: t.TempDir(), Watchdog: "fake",
-			MaxUnreachable: fencing.DefaultMaxUnreachable, Log: logr.Discard(),
+			Role: kubelet.RoleHandler, NodeName: node, NodeIP: "127.0.0.1", StateDir: state, Watchdog: "fake",
+			MaxUnreachable: fencing.DefaultMaxUnreachable, Log: testr.New(t),
 		})
 	}()
 
+	// A part that ends before the test stops it failed to start: say why at once.
+	for who, done := range map[string]chan error{"agent": agentDone, "stand-in kubelet": kubeletDone} {
+		select {
+		case err := <-done:
+			t.Fatalf("the %s ended at start: %v", who, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	eventually(t, 60*time.Second, "the controller leads (Lease ferry-system/ferry-controller)", func() (bool, string) {
 		var l coordinationv1.Lease
 		if err := admin.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "ferry-controller"}, &l); err != nil {
@@ -77,30 +93,23 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 		}
 		return l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "", fmt.Sprintf("holder %v", l.Spec.HolderIdentity)
 	})
-	eventually(t, 60*time.Second, "the agent registers Node "+node+" and shows its armed watchdog", func() (bool, string) {
+	eventually(t, 60*time.Second, "the agent shows its armed watchdog on Node "+node, func() (bool, string) {
 		var n corev1.Node
 		if err := admin.Get(ctx, client.ObjectKey{Name: node}, &n); err != nil {
 			return false, err.Error()
 		}
-		return n.Annotations[v1alpha2.AnnotationWatchdogTimeout] == "5s", fmt.Sprintf("annotations %v", n.Annotations)
+		return n.Annotations[v1alpha2.AnnotationWatchdogTimeout] == "5s", fmt.Sprintf("annotations %v, labels %v, refused %v", n.Annotations, n.Labels, refused.list())
 	})
 	var first time.Time
-	eventually(t, 30*time.Second, "the agent renews Lease kube-node-lease/"+node, func() (bool, string) {
+	eventually(t, 30*time.Second, "the agent renews Lease "+v1alpha2.FencingLeaseNamespace+"/"+node, func() (bool, string) {
 		var l coordinationv1.Lease
-		if err := admin.Get(ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: node}, &l); err != nil || l.Spec.RenewTime == nil {
+		if err := admin.Get(ctx, client.ObjectKey{Namespace: v1alpha2.FencingLeaseNamespace, Name: node}, &l); err != nil || l.Spec.RenewTime == nil {
 			return false, fmt.Sprint(err)
 		}
 		if first.IsZero() {
 			first = l.Spec.RenewTime.Time
 		}
 		return l.Spec.RenewTime.After(first), fmt.Sprintf("renewed at %s, first seen %s", l.Spec.RenewTime, first)
-	})
-	eventually(t, 30*time.Second, "the agent ends the pod it cannot run", func() (bool, string) {
-		var p corev1.Pod
-		if err := admin.Get(ctx, client.ObjectKeyFromObject(agentPod), &p); err != nil {
-			return false, err.Error()
-		}
-		return p.Status.Phase == corev1.PodFailed && p.Status.Reason == "StartFailed", fmt.Sprintf("%s %s", p.Status.Phase, p.Status.Reason)
 	})
 	eventually(t, 30*time.Second, "the controller writes NodeGroup "+group+"'s status", func() (bool, string) {
 		var g deckhousev1.NodeGroup
@@ -112,7 +121,7 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 	})
 
 	stop()
-	for who, done := range map[string]chan error{"controller": ctrlDone, "agent": agentDone} {
+	for who, done := range map[string]chan error{"controller": ctrlDone, "agent": agentDone, "stand-in kubelet": kubeletDone} {
 		select {
 		case err := <-done:
 			// Leader election reports a lost lock when it stops with its context.

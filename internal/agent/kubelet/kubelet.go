@@ -2,6 +2,7 @@ package kubelet
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,8 +45,42 @@ func (g GuestState) migrating() bool {
 // Probe asks the launcher in runDir about its guest.
 type Probe func(ctx context.Context, runDir string) (GuestState, error)
 
+// Role is which parts of the node's work a Kubelet does.
+type Role int
+
+const (
+	// RoleAll plays the kubelet and handles VMs (`ferry up`: no real kubelet runs).
+	RoleAll Role = iota
+	// RoleHandler handles the VMs of launcher pods that a real kubelet runs.
+	RoleHandler
+	// RoleKubelet plays the kubelet alone: it stands in for a real one, beside an agent of
+	// RoleHandler, to test that role where no real kubelet runs. Like a real kubelet it
+	// knows nothing of guests: a pod is Ready when its readiness gates are True.
+	RoleKubelet
+)
+
+// ParseRole reads a role's name: all, handler or kubelet.
+func ParseRole(s string) (Role, error) {
+	switch s {
+	case "", "all":
+		return RoleAll, nil
+	case "handler":
+		return RoleHandler, nil
+	case "kubelet":
+		return RoleKubelet, nil
+	}
+	return 0, fmt.Errorf("role %q: want all (no real kubelet on the node: ferry up), handler (beside a real kubelet) or kubelet (a stand-in for one, in tests)", s)
+}
+
+// PlaysKubelet tells whether the role runs the node's pods; HandlesVMs, whether it
+// handles their guests.
+func (r Role) PlaysKubelet() bool { return r != RoleHandler }
+func (r Role) HandlesVMs() bool   { return r != RoleKubelet }
+
 // Options configure the kubelet role of one node.
 type Options struct {
+	// Role is which parts this Kubelet plays.
+	Role     Role
 	NodeName string
 	NodeIP   string
 	Labels   map[string]string
@@ -148,7 +183,10 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	// A node that boots cut off from the cluster waits for it, as a kubelet does.
 	for attempt := 0; ; attempt++ {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := k.register(rctx)
+		var err error
+		if k.o.Role.PlaysKubelet() {
+			err = k.register(rctx)
+		}
 		if err == nil {
 			_, err = k.renewLease(rctx)
 		}
@@ -168,7 +206,11 @@ func (k *Kubelet) Run(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
-	k.log.Info("Registered node", "node", k.o.NodeName, "ip", k.o.NodeIP)
+	if k.o.Role.PlaysKubelet() {
+		k.log.Info("Registered node", "node", k.o.NodeName, "ip", k.o.NodeIP)
+	} else {
+		k.log.Info("Handling the VMs of the node's launcher pods", "node", k.o.NodeName, "lease", k.leaseNamespace()+"/"+k.o.NodeName)
+	}
 
 	factory := informers.NewSharedInformerFactoryWithOptions(k.client, 0,
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
@@ -212,7 +254,11 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	k.queue.ShutDown()
-	k.stopAll()
+	if k.o.Role.PlaysKubelet() {
+		k.stopAll()
+	} else {
+		k.forgetAll() // the launchers are the kubelet's: they run on
+	}
 	wg.Wait()
 	return nil
 }
@@ -223,7 +269,11 @@ func (k *Kubelet) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer k.queue.Done(uid)
-	if err := k.sync(ctx, uid); err != nil {
+	sync := k.sync
+	if !k.o.Role.PlaysKubelet() {
+		sync = k.handle
+	}
+	if err := sync(ctx, uid); err != nil {
 		// A conflict only means the pod changed meanwhile: retry without noise.
 		if ctx.Err() == nil && !apierrors.IsConflict(err) {
 			k.log.Error(err, "Could not sync pod", "pod", k.keyOf(uid))

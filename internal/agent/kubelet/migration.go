@@ -11,12 +11,12 @@ import (
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
-// exitMigrated is the launcher's exit code after its VM moved to another node.
-const exitMigrated = 3
-
-// exitSuperseded is the launcher's exit code when a newer instance of its VM holds the disk
-// lease: this one was fenced and must not run.
-const exitSuperseded = 4
+// The launcher's exit codes after its VM moved to another node, and when a newer instance
+// of its VM holds the disk lease (this one was fenced and must not run).
+const (
+	exitMigrated   = v1alpha2.LauncherExitMigrated
+	exitSuperseded = v1alpha2.LauncherExitSuperseded
+)
 
 // syncMigration is the VM handler's part of a live migration, through the pod's
 // annotations: it publishes where a target listens, starts or cancels an outgoing migration

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 func (k *Kubelet) nodeObject() *corev1.Node {
@@ -113,6 +115,9 @@ func (k *Kubelet) heartbeat(ctx context.Context) {
 			}
 			leaseTimer.Reset(k.LeaseInterval())
 		case <-statusTick.C:
+			if !k.o.Role.PlaysKubelet() {
+				continue
+			}
 			if err := k.reportReady(ctx); err != nil {
 				k.log.Error(err, "Could not report node status")
 			}
@@ -120,12 +125,22 @@ func (k *Kubelet) heartbeat(ctx context.Context) {
 	}
 }
 
+// leaseNamespace is where the Lease this Kubelet renews lives: the node's own, or, beside a
+// real kubelet (which renews that one), the agent's in v1alpha2.FencingLeaseNamespace.
+func (k *Kubelet) leaseNamespace() string {
+	if k.o.Role.PlaysKubelet() {
+		return corev1.NamespaceNodeLease
+	}
+	return v1alpha2.FencingLeaseNamespace
+}
+
 // renewLease writes now as the Lease's renew time and returns it. A node removed meanwhile
-// (fenced while it was cut off) registers again first.
+// (fenced while it was cut off) registers again first; beside a real kubelet, the handler
+// waits for the kubelet to register it.
 func (k *Kubelet) renewLease(ctx context.Context) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*k.LeaseInterval())
 	defer cancel()
-	leases := k.client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	leases := k.client.CoordinationV1().Leases(k.leaseNamespace())
 	// One round trip when the Lease we wrote last is still current, as the kubelet does:
 	// under load, a renewal must stay quick for the watchdog to be fed.
 	k.leaseMu.Lock()
@@ -144,6 +159,9 @@ func (k *Kubelet) renewLease(ctx context.Context) (time.Time, error) {
 	lease, err := leases.Get(ctx, k.o.NodeName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		node, nerr := k.client.CoreV1().Nodes().Get(ctx, k.o.NodeName, metav1.GetOptions{})
+		if apierrors.IsNotFound(nerr) && !k.o.Role.PlaysKubelet() {
+			return time.Time{}, fmt.Errorf("node %s is not registered (its kubelet registers it): %w", k.o.NodeName, nerr)
+		}
 		if apierrors.IsNotFound(nerr) {
 			k.log.Info("The node was removed from the cluster (fenced?): registering it again")
 			if nerr = k.register(ctx); nerr == nil {
@@ -155,7 +173,7 @@ func (k *Kubelet) renewLease(ctx context.Context) (time.Time, error) {
 		}
 		now := metav1.NewMicroTime(time.Now())
 		lease = &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: k.o.NodeName, Namespace: corev1.NamespaceNodeLease,
+			ObjectMeta: metav1.ObjectMeta{Name: k.o.NodeName, Namespace: k.leaseNamespace(),
 				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}},
 			Spec: coordinationv1.LeaseSpec{
 				HolderIdentity:       ptr.To(k.o.NodeName),

@@ -71,8 +71,10 @@ func (k *Kubelet) sync(ctx context.Context, uid types.UID) error {
 		pod = written
 		k.log.Info("Started launcher", "pod", pod.Namespace+"/"+pod.Name, "container", p.cmd.ID())
 	}
-	if err := k.syncMigration(ctx, pod, proc); err != nil {
-		return err
+	if k.o.Role.HandlesVMs() {
+		if err := k.syncMigration(ctx, pod, proc); err != nil {
+			return err
+		}
 	}
 	return k.report(ctx, pod, proc)
 }
@@ -155,16 +157,29 @@ func (k *Kubelet) report(ctx context.Context, pod *corev1.Pod, p *process) error
 	p.mu.Lock()
 	ready, everReady, code, finished := k.ready(p), p.everReady, p.exitCode, p.finishedAt
 	p.mu.Unlock()
+	if k.o.Role.HandlesVMs() {
+		// The gate and Ready say the same here: this agent is the kubelet and the handler.
+		gate, reason, msg := guestCondition(ready, everReady)
+		if !exited {
+			setCond(st, v1alpha2.PodConditionGuestReady, gate, reason, msg)
+		}
+	} else {
+		// A kubelet knows nothing of guests: Ready is the readiness gates'.
+		ready, everReady = gatesReady(pod), false
+	}
 
 	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, ContainerID: "ferry://" + p.cmd.ID()}
 	if exited {
 		reason := "Completed"
 		st.Phase = corev1.PodSucceeded
-		switch code {
-		case 0:
-		case exitMigrated:
+		switch {
+		case code == 0:
+		case !k.o.Role.HandlesVMs():
+			// As a real kubelet reports it: the code alone says what it means.
+			reason, st.Phase = "Error", corev1.PodFailed
+		case code == exitMigrated:
 			reason = v1alpha2.ReasonPodMigrated
-		case exitSuperseded:
+		case code == exitSuperseded:
 			reason, st.Phase = v1alpha2.ReasonSuperseded, corev1.PodFailed
 		default:
 			reason, st.Phase = "Error", corev1.PodFailed
@@ -184,6 +199,11 @@ func (k *Kubelet) report(ctx context.Context, pod *corev1.Pod, p *process) error
 		case ready:
 			setCond(st, corev1.ContainersReady, corev1.ConditionTrue, "", "")
 			setCond(st, corev1.PodReady, corev1.ConditionTrue, "", "")
+		case !k.o.Role.HandlesVMs():
+			// As a kubelet says it of a container without a readiness probe.
+			cs.Ready = true
+			setCond(st, corev1.ContainersReady, corev1.ConditionTrue, "", "")
+			setCond(st, corev1.PodReady, corev1.ConditionFalse, "ReadinessGatesNotReady", "a readiness gate of the pod is not True")
 		case everReady:
 			msg := "the guest's heartbeat has stopped"
 			setCond(st, corev1.ContainersReady, corev1.ConditionFalse, reasonGuestSilent, msg)
@@ -209,6 +229,36 @@ func (k *Kubelet) writeStatus(ctx context.Context, pod *corev1.Pod, st *corev1.P
 		return nil
 	}
 	return err
+}
+
+// guestCondition is the guest-ready gate's status, reason and message.
+func guestCondition(ready, everReady bool) (corev1.ConditionStatus, string, string) {
+	switch {
+	case ready:
+		return corev1.ConditionTrue, "GuestRunning", "the guest's heartbeat is fresh"
+	case everReady:
+		return corev1.ConditionFalse, reasonGuestSilent, "the guest's heartbeat has stopped"
+	}
+	return corev1.ConditionFalse, reasonGuestBooting, "waiting for the guest's first heartbeat"
+}
+
+// gatesReady tells whether every readiness gate of the pod has its condition True.
+func gatesReady(pod *corev1.Pod) bool {
+	for _, g := range pod.Spec.ReadinessGates {
+		if c := podCondition(&pod.Status, g.ConditionType); c == nil || c.Status != corev1.ConditionTrue {
+			return false
+		}
+	}
+	return true
+}
+
+func podCondition(st *corev1.PodStatus, t corev1.PodConditionType) *corev1.PodCondition {
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == t {
+			return &st.Conditions[i]
+		}
+	}
+	return nil
 }
 
 // setCond sets a pod condition, keeping its transition time when the status is unchanged.

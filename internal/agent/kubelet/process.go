@@ -99,17 +99,24 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) 
 	}
 	defer logf.Close()
 	argv := append(append([]string{}, c.Command...), c.Args...)
-	env := []string{
-		"FERRY_RUN_DIR=" + runDir,
-		"FERRY_POD_NAME=" + pod.Name,
-		"FERRY_POD_NAMESPACE=" + pod.Namespace,
-		"FERRY_NODE_NAME=" + k.o.NodeName,
-		"FERRY_NODE_IP=" + k.o.NodeIP,
-	}
-	env = append(env, k.o.LauncherEnv...)
+	// No volume is mounted: the launcher runs on the node's own filesystem. Ferry's
+	// variables (FERRY_*) name paths in the pod's mounts and fields of the pod; they are
+	// set here to the node's paths and the pod's values instead.
+	var env []string
 	for _, e := range c.Env {
-		env = append(env, e.Name+"="+e.Value)
+		if !strings.HasPrefix(e.Name, "FERRY_") && e.ValueFrom == nil {
+			env = append(env, e.Name+"="+e.Value)
+		}
 	}
+	env = append(env,
+		"FERRY_RUN_DIR="+runDir,
+		"FERRY_POD_NAME="+pod.Name,
+		"FERRY_POD_NAMESPACE="+pod.Namespace,
+		"FERRY_POD_UID="+string(pod.UID),
+		"FERRY_NODE_NAME="+k.o.NodeName,
+		"FERRY_NODE_IP="+k.o.NodeIP,
+	)
+	env = append(env, k.o.LauncherEnv...)
 	run := k.o.Runtime
 	if run == nil {
 		run = k.execRuntime

@@ -89,10 +89,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	if err := r.Client.List(ctx, &nodes); err != nil {
 		return ctrl.Result{}, err
 	}
-	var leases coordinationv1.LeaseList
+	var leases, agentLeases coordinationv1.LeaseList
 	if err := r.Client.List(ctx, &leases, client.InNamespace(corev1.NamespaceNodeLease)); err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.Client.List(ctx, &agentLeases, client.InNamespace(v1alpha2.FencingLeaseNamespace)); err != nil {
+		return ctrl.Result{}, err
+	}
+	// A node whose agent renews a Lease of its own (beside a real kubelet's) is judged by
+	// that one: its watchdog is fed after those renewals, not the kubelet's.
+	leases.Items = append(leases.Items, agentLeases.Items...)
 	var groups deckhousev1.NodeGroupList
 	if err := r.Client.List(ctx, &groups); err != nil {
 		return ctrl.Result{}, err
@@ -184,7 +190,16 @@ func (r *Reconciler) observe(now time.Time, nodes []corev1.Node, leases []coordi
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	renew := map[string]time.Time{}
+	agent := map[string]bool{}
 	for _, l := range leases {
+		own := l.Namespace == v1alpha2.FencingLeaseNamespace
+		if agent[l.Name] && !own {
+			continue
+		}
+		if own {
+			agent[l.Name] = true
+			delete(renew, l.Name)
+		}
 		if l.Spec.RenewTime != nil {
 			renew[l.Name] = l.Spec.RenewTime.Time
 		}
@@ -230,8 +245,7 @@ func (r *Reconciler) fence(ctx context.Context, node *corev1.Node, v Verdict) er
 	r.mu.Lock()
 	seen := r.seen[node.Name]
 	r.mu.Unlock()
-	var lease coordinationv1.Lease
-	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: node.Name}, &lease)
+	lease, err := r.fencingLease(ctx, node.Name)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
@@ -262,8 +276,11 @@ func (r *Reconciler) fence(ctx context.Context, node *corev1.Node, v Verdict) er
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := r.Client.Delete(ctx, &lease); err != nil && !apierrors.IsNotFound(err) && lease.Name != "" {
-		return err
+	for _, ns := range []string{v1alpha2.FencingLeaseNamespace, corev1.NamespaceNodeLease} {
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: node.Name}}
+		if err := r.Client.Delete(ctx, l); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
 	}
 	uid := node.UID
 	if err := r.Client.Delete(ctx, node, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
@@ -275,6 +292,17 @@ func (r *Reconciler) fence(ctx context.Context, node *corev1.Node, v Verdict) er
 	delete(r.seen, node.Name)
 	r.mu.Unlock()
 	return nil
+}
+
+// fencingLease reads, past the cache, the Lease a node is judged by: its agent's own
+// when it has one, else the kubelet's.
+func (r *Reconciler) fencingLease(ctx context.Context, node string) (*coordinationv1.Lease, error) {
+	var lease coordinationv1.Lease
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: v1alpha2.FencingLeaseNamespace, Name: node}, &lease)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: node}, &lease)
+	}
+	return &lease, err
 }
 
 func armedTimeout(n *corev1.Node) string {

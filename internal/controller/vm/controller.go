@@ -35,7 +35,9 @@ type Reconciler struct {
 	Network bool
 	// LauncherImage is the container image of launcher pods (used on a real cluster).
 	LauncherImage string
-	Now           func() time.Time
+	// Node is what launcher pods mount from their node.
+	Node NodeSide
+	Now  func() time.Time
 
 	// cursor is where the search for a free address goes on from.
 	cursorMu sync.Mutex

@@ -166,7 +166,7 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 	if r.Network {
 		nic = &podNIC{Address: vm.Status.IPAddress + "/" + strconv.Itoa(r.Range.Bits()), Gateway: r.Range.Gateway().String()}
 	}
-	pod := launcherPod(vm, s.disks, r.LauncherImage, token, nic)
+	pod := launcherPod(vm, s.disks, r.LauncherImage, token, nic, r.Node)
 	if s.fencedFrom != "" {
 		preferNotOn(pod, s.fencedFrom)
 	}

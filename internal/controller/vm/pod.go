@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/migrationtls"
 )
 
 // launcherOverhead is the memory a launcher needs beyond the guest's RAM: QEMU's own
@@ -46,7 +48,7 @@ const LauncherPodPrefix = "virt-launcher-"
 // disk lease holds no higher one.
 // nic, when set, gives the VM a NIC with its address (launcher flags --ip, --gateway); the
 // launcher then runs in the node's network namespace, where it routes the address.
-func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string, token int64, nic *podNIC) *corev1.Pod {
+func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string, token int64, nic *podNIC, node NodeSide) *corev1.Pod {
 	cores := max(vm.Spec.CPU.Cores, 1)
 	fraction := 100
 	if f, err := strconv.Atoi(strings.TrimSuffix(vm.Spec.CPU.CoreFraction, "%")); err == nil && f > 0 {
@@ -92,18 +94,99 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 			Tolerations:                   append(slices.Clone(vm.Spec.Tolerations), stayOnUnreachable...),
 			AutomountServiceAccountToken:  ptr.To(false),
 			EnableServiceLinks:            ptr.To(false),
+			// Ready only while the guest runs: the node agent sets the gate from the guest's
+			// heartbeat.
+			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: v1alpha2.PodConditionGuestReady}},
 			Containers: []corev1.Container{{
 				Name:    "compute",
 				Image:   image,
 				Command: []string{"ferry"},
 				Args:    args,
+				Env:     node.env(),
 				Resources: corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{corev1.ResourceCPU: *cpu, corev1.ResourceMemory: mem},
 				},
+				VolumeMounts:             node.mounts(),
+				TerminationMessagePath:   launcherRunDir + "/termination-message",
 				TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+				// QEMU opens /dev/kvm and a tap (/dev/net/tun), and the launcher routes the
+				// VM's address on the node (CAP_NET_ADMIN in the node's network).
+				SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
 			}},
+			Volumes: node.volumes(),
 		},
 	}
+}
+
+// NodeSide is where a node keeps what its agent and its launcher pods share, as host paths
+// mounted into each launcher pod (a real kubelet mounts them; Ferry's own, under `ferry
+// up`, runs launchers on the node's filesystem and tells them the node's paths).
+type NodeSide struct {
+	// StateDir is the node agent's --state-dir: pods/<pod UID> is a launcher's run
+	// directory (sockets, serial log), migration-tls the node's migration certificate.
+	StateDir string
+	// StorageDir is the shared storage of images and disks, at the same path on every node.
+	StorageDir string
+	// MigrationTLS tells launchers to migrate only over TLS with the node's certificate.
+	MigrationTLS bool
+}
+
+// Paths inside a launcher container.
+const (
+	launcherRunDir       = "/var/run/ferry/launcher"
+	launcherMigrationTLS = "/var/run/ferry/migration-tls"
+)
+
+// env names where the mounts are and what the launcher must know of its pod and node.
+func (n NodeSide) env() []corev1.EnvVar {
+	field := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	env := []corev1.EnvVar{
+		{Name: "FERRY_RUN_DIR", Value: launcherRunDir},
+		field("FERRY_POD_NAME", "metadata.name"),
+		field("FERRY_POD_NAMESPACE", "metadata.namespace"),
+		field("FERRY_POD_UID", "metadata.uid"),
+		field("FERRY_NODE_NAME", "spec.nodeName"),
+		field("FERRY_NODE_IP", "status.hostIP"),
+	}
+	if n.MigrationTLS && n.StateDir != "" {
+		env = append(env, corev1.EnvVar{Name: migrationtls.EnvDir, Value: launcherMigrationTLS})
+	}
+	return env
+}
+
+// mounts and volumes leave out what NodeSide does not name (controller tests run no node).
+func (n NodeSide) mounts() []corev1.VolumeMount {
+	var m []corev1.VolumeMount
+	if n.StateDir != "" {
+		// The pod's own run directory, <state>/pods/<uid>, where the node agent finds it.
+		m = append(m, corev1.VolumeMount{Name: "run", MountPath: launcherRunDir, SubPathExpr: "$(FERRY_POD_UID)"})
+		if n.MigrationTLS {
+			m = append(m, corev1.VolumeMount{Name: "migration-tls", MountPath: launcherMigrationTLS, ReadOnly: true})
+		}
+	}
+	if n.StorageDir != "" {
+		m = append(m, corev1.VolumeMount{Name: "storage", MountPath: n.StorageDir})
+	}
+	return m
+}
+
+func (n NodeSide) volumes() []corev1.Volume {
+	host := func(name, path string, t corev1.HostPathType) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path, Type: &t}}}
+	}
+	var v []corev1.Volume
+	if n.StateDir != "" {
+		v = append(v, host("run", filepath.Join(n.StateDir, "pods"), corev1.HostPathDirectoryOrCreate))
+		if n.MigrationTLS {
+			v = append(v, host("migration-tls", filepath.Join(n.StateDir, migrationtls.DirName), corev1.HostPathDirectoryOrCreate))
+		}
+	}
+	if n.StorageDir != "" {
+		v = append(v, host("storage", n.StorageDir, corev1.HostPathDirectory))
+	}
+	return v
 }
 
 // preferNotOn makes the scheduler place the pod on another node than node if one fits: a
