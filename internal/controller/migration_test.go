@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,13 +38,41 @@ func TestMigrationCompletesWhenTheSourceIsRemovedFirst(t *testing.T) {
 		_ = k8s.Get(ctx, client.ObjectKeyFromObject(op), op)
 		return false, fmt.Sprintf("%d live pods; op %s: %s", len(livePods(t, ns, "m")), op.Status.Phase, op.Status.Progress)
 	})
-	finishMigration(t, op, &source, &target, nodeB)
+	finishMigration(t, op, &source, &target, nodeB, false)
+}
+
+// TestMigrationCompletesWhenTheSourceIsRemovedBeforeTheGuestIsSeen: the source pod goes
+// (evicted by a drain once it ended as migrated, say) before the target's guest gave its
+// first heartbeat. The operation waits for the target's word and completes; it does not
+// fail the migration (which would start the guest again from cold).
+func TestMigrationCompletesWhenTheSourceIsRemovedBeforeTheGuestIsSeen(t *testing.T) {
+	ns := newNamespace(t)
+	nodeA, nodeB := migrationNodes(t, ns)
+	source := runningVM(t, ns, nodeA)
+
+	op := newOp(ns, "ev", "m", v1alpha2.OpEvict)
+	if err := k8s.Create(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	var target corev1.Pod
+	eventually(t, timeout, "a migration target pod", func() (bool, string) {
+		for _, p := range livePods(t, ns, "m") {
+			if _, ok := p.Labels[v1alpha2.LabelMigrationTarget]; ok {
+				target = p
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d live pods", len(livePods(t, ns, "m")))
+	})
+	finishMigration(t, op, &source, &target, nodeB, true)
 }
 
 // finishMigration plays the agents' part in a migration: the target bound to node, running
 // and listening; once the source is asked to migrate, the guest arrives and the source is
-// removed before any status of it said so. The operation must complete.
-func finishMigration(t *testing.T, op *v1alpha2.VirtualMachineOperation, source, target *corev1.Pod, node string) {
+// removed before any status of it said so. The operation must complete. With sourceFirst
+// the source goes before the target's guest is seen (Ready), and the operation is seen
+// waiting for it first.
+func finishMigration(t *testing.T, op *v1alpha2.VirtualMachineOperation, source, target *corev1.Pod, node string, sourceFirst bool) {
 	t.Helper()
 	b := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: target.Name, Namespace: target.Namespace}, Target: corev1.ObjectReference{Kind: "Node", Name: node}}
 	if err := k8s.SubResource("binding").Create(ctx, target, b); err != nil {
@@ -60,9 +89,23 @@ func finishMigration(t *testing.T, op *v1alpha2.VirtualMachineOperation, source,
 		}
 		return source.Annotations[v1alpha2.AnnotationMigrateTo] != "", "no request"
 	})
-	setPodStatus(t, target, corev1.PodRunning, true)
+	if !sourceFirst {
+		setPodStatus(t, target, corev1.PodRunning, true)
+	}
 	if err := k8s.Delete(ctx, source, client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
+	}
+	if sourceFirst {
+		eventually(t, timeout, "the operation waits for the target's guest", func() (bool, string) {
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(op), op); err != nil {
+				return false, err.Error()
+			}
+			if op.Status.Phase == v1alpha2.OpFailed {
+				t.Fatalf("the operation failed: %s", op.Status.Progress)
+			}
+			return strings.Contains(op.Status.Progress, "is gone; waiting for the guest's heartbeat"), fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
+		})
+		setPodStatus(t, target, corev1.PodRunning, true)
 	}
 	eventually(t, timeout, "the operation Completed", func() (bool, string) {
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(op), op); err != nil {
@@ -167,7 +210,7 @@ func TestMigrationResumedAfterLostStatus(t *testing.T) {
 			fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
 	})
 	// It goes on to the end as any migration.
-	finishMigration(t, op, &source, &target, b)
+	finishMigration(t, op, &source, &target, b, false)
 	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
 }
 
