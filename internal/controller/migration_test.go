@@ -19,10 +19,26 @@ import (
 // operation must still complete (the target's guest runs), not fail with "source pod ended
 // during the transfer: the pod is gone".
 func TestMigrationCompletesWhenTheSourceIsRemovedFirst(t *testing.T) {
+	op, source, target, node := evictToTarget(t)
+	finishMigration(t, op, source, target, node, false)
+}
+
+// TestMigrationCompletesWhenTheSourceIsRemovedBeforeTheGuestIsSeen: the source pod goes
+// (evicted by a drain once it ended as migrated, say) before the target's guest gave its
+// first heartbeat. The operation waits for the target's word and completes; it does not
+// fail the migration (which would start the guest again from cold).
+func TestMigrationCompletesWhenTheSourceIsRemovedBeforeTheGuestIsSeen(t *testing.T) {
+	op, source, target, node := evictToTarget(t)
+	finishMigration(t, op, source, target, node, true)
+}
+
+// evictToTarget runs a VM on one of two nodes and evicts it; it returns the operation, the
+// source pod, the target pod once the controller made it, and the node to bind it to.
+func evictToTarget(t *testing.T) (*v1alpha2.VirtualMachineOperation, *corev1.Pod, *corev1.Pod, string) {
+	t.Helper()
 	ns := newNamespace(t)
 	nodeA, nodeB := migrationNodes(t, ns)
 	source := runningVM(t, ns, nodeA)
-
 	op := newOp(ns, "ev", "m", v1alpha2.OpEvict)
 	if err := k8s.Create(ctx, op); err != nil {
 		t.Fatal(err)
@@ -38,33 +54,7 @@ func TestMigrationCompletesWhenTheSourceIsRemovedFirst(t *testing.T) {
 		_ = k8s.Get(ctx, client.ObjectKeyFromObject(op), op)
 		return false, fmt.Sprintf("%d live pods; op %s: %s", len(livePods(t, ns, "m")), op.Status.Phase, op.Status.Progress)
 	})
-	finishMigration(t, op, &source, &target, nodeB, false)
-}
-
-// TestMigrationCompletesWhenTheSourceIsRemovedBeforeTheGuestIsSeen: the source pod goes
-// (evicted by a drain once it ended as migrated, say) before the target's guest gave its
-// first heartbeat. The operation waits for the target's word and completes; it does not
-// fail the migration (which would start the guest again from cold).
-func TestMigrationCompletesWhenTheSourceIsRemovedBeforeTheGuestIsSeen(t *testing.T) {
-	ns := newNamespace(t)
-	nodeA, nodeB := migrationNodes(t, ns)
-	source := runningVM(t, ns, nodeA)
-
-	op := newOp(ns, "ev", "m", v1alpha2.OpEvict)
-	if err := k8s.Create(ctx, op); err != nil {
-		t.Fatal(err)
-	}
-	var target corev1.Pod
-	eventually(t, timeout, "a migration target pod", func() (bool, string) {
-		for _, p := range livePods(t, ns, "m") {
-			if _, ok := p.Labels[v1alpha2.LabelMigrationTarget]; ok {
-				target = p
-				return true, ""
-			}
-		}
-		return false, fmt.Sprintf("%d live pods", len(livePods(t, ns, "m")))
-	})
-	finishMigration(t, op, &source, &target, nodeB, true)
+	return op, &source, &target, nodeB
 }
 
 // finishMigration plays the agents' part in a migration: the target bound to node, running
