@@ -27,7 +27,8 @@ Each trial draws, from --seed and its number, an operation on a running VM:
   failover   the VM's node powered off (powered on once its VMs run elsewhere)
 and a fault injected 0–4 s (simulated) or 0–8 s (real) after it starts:
   none, kill-source-launcher, kill-target-launcher (SIGKILL, with the guest),
-  kill-agent (SIGKILL; its launchers die with it, ferry up restarts it),
+  kill-agent (SIGKILL; ferry up restarts it; simulated nodes: its launchers die with it;
+    real nodes: they run on under the node's stand-in kubelet, as beside a real kubelet),
   freeze-agent and cut-network (1–12 s: beyond the 5 s watchdog the node resets),
   restart-controller (SIGKILL; ferry up restarts it),
   restart-apiserver (apiserver and etcd stopped and started again).

@@ -74,8 +74,9 @@ func (d *realDriver) powerOn(ctx context.Context, n string) error {
 	return ferryNode(ctx, d.bin, d.stateDir, "poweron", n)
 }
 
-// killAgent kills the node's agent with SIGKILL (its launchers die with it; ferry up
-// starts it again).
+// killAgent kills the node's agent with SIGKILL; ferry up starts it again. Its launchers
+// run on under the node's stand-in kubelet, as they do on a real cluster when the agent's
+// pod dies (the pattern matches the agent, not the stand-in's `agent --role=kubelet`).
 func (d *realDriver) killAgent(_ context.Context, n string) error {
 	marker := "agent --kubeconfig " + filepath.Join(d.stateDir, "control-plane", "admin.kubeconfig") + " --node-name " + n + " "
 	if out, err := exec.Command("pkill", "-KILL", "-f", marker).CombinedOutput(); err != nil {

@@ -142,6 +142,11 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 		return res, err
 	}
 	nodes := sortedKeys(byNode)
+	// A node's VMs leave it one at a time (migrationsPerNodeOutbound 1), each in about 30 s
+	// of control-plane work at 100 nodes: 30 VMs take over 15 minutes. The drains get two
+	// minutes a VM, at least 20 minutes, so that the timeout measures nothing but a stuck
+	// drain (the 100 × 30 run of 95165da+ hit a fixed 20 minutes with its last VMs moving).
+	drainTimeout := max(20*time.Minute, time.Duration(o.VMsPerNode)*2*time.Minute)
 	drain := func(names []string) (time.Duration, []time.Duration, error) {
 		m.mark()
 		opsBefore := time.Now()
@@ -151,7 +156,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 		for i, n := range names {
 			wg.Go(func() {
 				out, err := exec.CommandContext(ctx, bin, "k", "--kubeconfig", cl.kubeconfig, "drain", n, "--ignore-daemonsets",
-					"--delete-emptydir-data", "--pod-selector", v1alpha2.LabelVMName, "--timeout", "20m").CombinedOutput()
+					"--delete-emptydir-data", "--pod-selector", v1alpha2.LabelVMName, "--timeout", drainTimeout.String()).CombinedOutput()
 				if err != nil {
 					errs[i] = fmt.Errorf("drain %s: %v: %s", n, err, lastLine(string(out)))
 				}
