@@ -204,14 +204,11 @@ func (k *Kubelet) report(ctx context.Context, pod *corev1.Pod, p *process) error
 			cs.Ready = true
 			setCond(st, corev1.ContainersReady, corev1.ConditionTrue, "", "")
 			setCond(st, corev1.PodReady, corev1.ConditionFalse, "ReadinessGatesNotReady", "a readiness gate of the pod is not True")
-		case everReady:
-			msg := "the guest's heartbeat has stopped"
-			setCond(st, corev1.ContainersReady, corev1.ConditionFalse, reasonGuestSilent, msg)
-			setCond(st, corev1.PodReady, corev1.ConditionFalse, reasonGuestSilent, msg)
 		default:
-			msg := "waiting for the guest's first heartbeat"
-			setCond(st, corev1.ContainersReady, corev1.ConditionFalse, reasonGuestBooting, msg)
-			setCond(st, corev1.PodReady, corev1.ConditionFalse, reasonGuestBooting, msg)
+			// Silent or booting, in the gate's words.
+			_, reason, msg := guestCondition(false, everReady)
+			setCond(st, corev1.ContainersReady, corev1.ConditionFalse, reason, msg)
+			setCond(st, corev1.PodReady, corev1.ConditionFalse, reason, msg)
 		}
 	}
 	st.ContainerStatuses = []corev1.ContainerStatus{cs}
