@@ -14,12 +14,25 @@ const (
 	VMConditionMigratable = "Migratable"
 	// VMConditionEvictionRequired is set when the VM's node is being drained.
 	VMConditionEvictionRequired = "EvictionRequired"
+	// VMConditionAgentReady is True while the QEMU guest agent in the guest answers.
+	VMConditionAgentReady = "AgentReady"
 )
 
 // Reasons on VirtualMachine conditions.
 const (
-	ReasonGuestHeartbeat  = "GuestHeartbeat"
-	ReasonGuestSilent     = "GuestSilent"
+	// ReasonGuestRunning: QEMU runs the guest's vCPUs. What the guest prints, if anything,
+	// does not matter.
+	ReasonGuestRunning = "GuestRunning"
+	// ReasonGuestPanicked: the guest's kernel reported a panic (pvpanic); QEMU keeps it
+	// paused for the runPolicy to decide.
+	ReasonGuestPanicked = "GuestPanicked"
+	// ReasonGuestIOError: QEMU paused the guest on a disk I/O error (werror/rerror=stop).
+	ReasonGuestIOError = "IOError"
+	// ReasonGuestNotRunning: QEMU is up but does not run the guest (paused, migrating in,
+	// starting).
+	ReasonGuestNotRunning = "GuestNotRunning"
+	ReasonAgentReady      = "AgentReady"
+	ReasonAgentNotReady   = "AgentNotReady"
 	ReasonVMStopped       = "Stopped"
 	ReasonPodNotRunning   = "PodNotRunning"
 	ReasonDiskNotFound    = "DiskNotFound"
@@ -94,9 +107,14 @@ const (
 	// ReasonPodMigrated is the terminated reason of a source pod whose VM moved away.
 	ReasonPodMigrated = "Migrated"
 	// PodConditionGuestReady is the readiness gate of launcher pods: the node agent sets it
-	// True while the guest's heartbeat is fresh, so a pod is Ready (for the kubelet, which
-	// knows nothing of guests, too) only while its guest runs.
+	// True while QEMU runs the guest's vCPUs, so a pod is Ready (for the kubelet, which
+	// knows nothing of guests, too) only while its guest runs. False carries the evidence
+	// in its reason: ReasonGuestPanicked, ReasonGuestIOError or ReasonGuestNotRunning.
 	PodConditionGuestReady = "virtualization.ferryvm.io/guest-ready"
+	// PodConditionGuestAgent is a launcher pod's condition (not a readiness gate) that the
+	// node agent keeps: True while the QEMU guest agent answers, its message then the JSON
+	// of a GuestAgentReport. Pod status is written by nodes only, never by a tenant.
+	PodConditionGuestAgent = "virtualization.ferryvm.io/guest-agent"
 )
 
 // Condition types and reasons of images and disks.

@@ -40,3 +40,12 @@ func (p MigrationProgress) Finished() bool {
 	}
 	return false
 }
+
+// GuestAgentReport is what a node's agent learned from the QEMU guest agent of a VM, in the
+// message of the launcher pod's PodConditionGuestAgent. It is not an API object.
+// +kubebuilder:object:generate=false
+type GuestAgentReport struct {
+	OS         *GuestOSInfo     `json:"os,omitempty"`
+	Hostname   string           `json:"hostname,omitempty"`
+	Interfaces []GuestInterface `json:"interfaces,omitempty"`
+}

@@ -152,6 +152,36 @@ type VirtualMachinePod struct {
 	Active bool   `json:"active"`
 }
 
+// GuestOSInfo is what the QEMU guest agent tells about the guest's operating system, with
+// the names KubeVirt and Deckhouse show.
+type GuestOSInfo struct {
+	// +optional
+	ID string `json:"id,omitempty"`
+	// +optional
+	Name string `json:"name,omitempty"`
+	// +optional
+	PrettyName string `json:"prettyName,omitempty"`
+	// +optional
+	Version string `json:"version,omitempty"`
+	// +optional
+	VersionID string `json:"versionId,omitempty"`
+	// +optional
+	KernelRelease string `json:"kernelRelease,omitempty"`
+	// +optional
+	KernelVersion string `json:"kernelVersion,omitempty"`
+	// +optional
+	Machine string `json:"machine,omitempty"`
+}
+
+// GuestInterface is a network interface of the guest as its agent reports it.
+type GuestInterface struct {
+	Name string `json:"name"`
+	// +optional
+	MAC string `json:"mac,omitempty"`
+	// +optional
+	IPAddresses []string `json:"ipAddresses,omitempty"`
+}
+
 // GuestStatus is what the platform last heard from inside the guest.
 type GuestStatus struct {
 	// Heartbeat is the last counter the guest printed on its serial console.
@@ -172,6 +202,13 @@ type VirtualMachineStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 	// +optional
 	MigrationState *MigrationState `json:"migrationState,omitempty"`
+	// GuestOSInfo is the guest's operating system, from the QEMU guest agent (empty while
+	// no agent answers).
+	// +optional
+	GuestOSInfo *GuestOSInfo `json:"guestOSInfo,omitempty"`
+	// Interfaces are the guest's network interfaces with the addresses its agent reports.
+	// +optional
+	Interfaces []GuestInterface `json:"interfaces,omitempty"`
 	// +optional
 	VirtualMachinePods []VirtualMachinePod `json:"virtualMachinePods,omitempty"`
 	// RestartCount counts starts after a crash since the VM last ran well; it paces restarts.
@@ -188,6 +225,7 @@ type VirtualMachineStatus struct {
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.status.nodeName`
 // +kubebuilder:printcolumn:name="IPAddress",type=string,JSONPath=`.status.ipAddress`
+// +kubebuilder:printcolumn:name="Agent",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=='AgentReady')].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type VirtualMachine struct {
 	metav1.TypeMeta   `json:",inline"`

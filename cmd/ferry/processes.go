@@ -171,5 +171,6 @@ func launcherFlags(f *pflag.FlagSet, o *launcher.Options) {
 	f.StringVar(&o.IP, "ip", "", "the VM's address and the VM range's prefix length (e.g. 10.66.10.5/24): the VM gets a NIC on a tap, the address by DHCP, and a route here while it runs (needs CAP_NET_ADMIN); empty: no NIC")
 	f.StringVar(&o.Gateway, "gateway", "", "the guest's default gateway (with --ip)")
 	f.StringVar(&o.MAC, "mac", "", "the guest NIC's MAC (default: derived from --ip)")
+	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", launcher.ShutdownGrace, "how long the guest has to power off when the VM is stopped (ACPI power button, then the guest agent's shutdown) before QEMU is quit")
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", disklease.DefaultTTL, "how long a disk lease renewal vouches for this instance (renewed every third of it)")
 }

@@ -292,7 +292,16 @@ func probeLauncher(ctx context.Context, runDir string) (kubelet.GuestState, erro
 	if err != nil {
 		return kubelet.GuestState{}, err
 	}
-	g := kubelet.GuestState{Booted: st.Booted, Heartbeat: st.Heartbeat, HeartbeatAt: st.HeartbeatAt, IncomingURI: st.IncomingURI}
+	g := kubelet.GuestState{QEMU: st.QEMU, IncomingURI: st.IncomingURI}
+	if st.Fault != nil {
+		g.Fault = &kubelet.GuestFault{Reason: st.Fault.Reason, Message: st.Fault.Message}
+	}
+	if st.Agent != nil && st.Agent.Connected {
+		g.Agent = st.Agent.Report
+		if g.Agent == nil {
+			g.Agent = &v1alpha2.GuestAgentReport{}
+		}
+	}
 	if st.Migration != nil {
 		g.Migration = progressOf(st.Migration)
 	}

@@ -38,6 +38,7 @@ type Fake struct {
 	migration     MigrationInfo
 	incomingURI   string
 	incomingTLS   *MigrationTLS
+	fault         *Fault
 	calls         []string
 }
 
@@ -145,6 +146,26 @@ func (f *Fake) SetStatus(status string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.setStatus(status)
+}
+
+// Panic simulates a guest kernel panic as QEMU run with -action panic=pause reports it: a
+// GUEST_PANICKED fault and the run state "guest-panicked".
+func (f *Fake) Panic() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fault = &Fault{Reason: FaultPanicked, Message: "the guest's kernel panicked (simulated)", At: time.Now()}
+	f.setStatus("guest-panicked")
+}
+
+// Fault mirrors Instance.Fault.
+func (f *Fake) Fault() *Fault {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fault == nil {
+		return nil
+	}
+	c := *f.fault
+	return &c
 }
 
 // Tick simulates one heartbeat line (and the boot line before the first).

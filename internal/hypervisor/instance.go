@@ -57,6 +57,18 @@ func (inst *Instance) Status(ctx context.Context) (string, error) {
 	return st.Status, nil
 }
 
+// Fault returns the evidence that the guest cannot run, if QEMU reported any: a guest
+// panic (GUEST_PANICKED) or a disk I/O error that paused it (BLOCK_IO_ERROR). nil otherwise.
+func (inst *Instance) Fault() *Fault {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.fault == nil {
+		return nil
+	}
+	f := *inst.fault
+	return &f
+}
+
 // Shutdown asks the guest to power off (ACPI system_powerdown) and waits up
 // to grace for QEMU to exit, then sends QMP quit, then kills it. A VM that
 // is not running (paused, inmigrate, postmigrate) is quit directly.
@@ -79,7 +91,7 @@ func (inst *Instance) Shutdown(ctx context.Context, grace time.Duration) error {
 			inst.powerdown = true
 			inst.mu.Unlock()
 		}
-		if err == nil && inst.waitDone(ctx, grace) {
+		if err == nil && inst.pressPowerButton(ctx, grace) {
 			return nil
 		}
 	}
@@ -95,6 +107,32 @@ func (inst *Instance) Shutdown(ctx context.Context, grace time.Duration) error {
 		return ctx.Err()
 	}
 	return errors.New("hypervisor: qemu did not quit, killed")
+}
+
+// powerButtonRepeat is how often the ACPI power button is pressed again while a guest has
+// not powered off: a press before the guest's ACPI handling is up (early in its boot) is
+// lost, and the platform no longer waits for a guest to say it booted.
+const powerButtonRepeat = 5 * time.Second
+
+// pressPowerButton waits up to grace for QEMU to exit, pressing the power button again every
+// powerButtonRepeat. It tells whether QEMU exited.
+func (inst *Instance) pressPowerButton(ctx context.Context, grace time.Duration) bool {
+	deadline := time.Now().Add(grace)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		if inst.waitDone(ctx, min(left, powerButtonRepeat)) {
+			return true
+		}
+		if ctx.Err() != nil || time.Until(deadline) <= 0 {
+			return false
+		}
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		inst.qmp.Execute(qctx, "system_powerdown", nil, nil)
+		cancel()
+	}
 }
 
 func (inst *Instance) waitDone(ctx context.Context, d time.Duration) bool {

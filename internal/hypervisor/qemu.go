@@ -22,7 +22,15 @@ const (
 	SerialLogName    = "serial.log"
 	PIDFileName      = "qemu.pid"
 	QEMULogName      = "qemu.log"
+	// GuestAgentSocketName is the host end of the guest agent's virtio-serial channel
+	// (org.qemu.guest_agent.0): package guestagent talks to qemu-ga through it.
+	GuestAgentSocketName = "qga.sock"
 )
+
+// GuestAgentChannel is the name of the virtio-serial port the QEMU guest agent opens in the
+// guest (/dev/virtio-ports/org.qemu.guest_agent.0); distributions start qemu-ga when it
+// appears.
+const GuestAgentChannel = "org.qemu.guest_agent.0"
 
 // DefaultBinary is the QEMU system emulator started when Config.Binary is
 // empty.
@@ -94,6 +102,7 @@ type Instance struct {
 	powerdown     bool // system_powerdown sent
 	guestShutdown bool // SHUTDOWN event with guest=true
 	hostShutdown  string
+	fault         *Fault // the guest panicked or QEMU stopped it on an I/O error
 	waitErr       error
 	exitState     *os.ProcessState
 }
@@ -128,7 +137,7 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	if err := os.MkdirAll(cfg.RunDir, 0o750); err != nil {
 		return nil, fmt.Errorf("hypervisor: %w", err)
 	}
-	for _, n := range []string{QMPSocketName, SerialSocketName, PIDFileName} {
+	for _, n := range []string{QMPSocketName, SerialSocketName, PIDFileName, GuestAgentSocketName} {
 		os.Remove(filepath.Join(cfg.RunDir, n))
 	}
 	logPath := filepath.Join(cfg.RunDir, SerialLogName)
@@ -227,6 +236,22 @@ func (inst *Instance) connectQMP(ctx context.Context) error {
 }
 
 func (inst *Instance) onEvent(ev Event) {
+	if f := faultOf(ev); f != nil {
+		inst.mu.Lock()
+		inst.fault = f
+		inst.mu.Unlock()
+		return
+	}
+	if ev.Name == "RESUME" {
+		// A guest that runs again (cont after an I/O error was fixed) no longer shows the
+		// fault; a panicked guest is never resumed by Ferry.
+		inst.mu.Lock()
+		if inst.fault != nil && inst.fault.Reason == FaultIOError {
+			inst.fault = nil
+		}
+		inst.mu.Unlock()
+		return
+	}
 	if ev.Name != "SHUTDOWN" {
 		return
 	}
@@ -267,12 +292,25 @@ func buildArgs(cfg Config, accel string) []string {
 			qemuEscape(filepath.Join(run, SerialSocketName)) +
 			",logfile=" + qemuEscape(filepath.Join(run, SerialLogName)),
 		"-serial", "chardev:serial0",
+		// A guest kernel that panics tells QEMU (Linux loads its pvpanic driver by itself);
+		// QEMU then keeps the guest paused, as evidence, for the runPolicy to decide.
+		"-device", "pvpanic",
+		"-action", "panic=pause",
+		// The QEMU guest agent's channel. QEMU accepts the connection whether or not an
+		// agent runs in the guest (package guestagent copes).
+		"-device", "virtio-serial-pci,id=vser0",
+		"-chardev", "socket,id=qga0,server=on,wait=off,path=" + qemuEscape(filepath.Join(run, GuestAgentSocketName)),
+		"-device", "virtserialport,bus=vser0.0,nr=1,chardev=qga0,id=channel0,name=" + GuestAgentChannel,
 	}
 	for i, d := range cfg.Disks {
 		drive := fmt.Sprintf("if=none,id=disk%d,file=%s,format=%s,file.locking=on,cache=writeback",
 			i, qemuEscape(d.Path), d.Format)
 		if d.ReadOnly {
 			drive += ",readonly=on"
+		} else {
+			// A failed write pauses the guest (QMP status io-error, event BLOCK_IO_ERROR)
+			// instead of handing the error to a guest that may not survive it.
+			drive += ",werror=stop,rerror=stop"
 		}
 		args = append(args, "-drive", drive,
 			"-device", fmt.Sprintf("virtio-blk-pci,drive=disk%d,bootindex=%d", i, i+1))

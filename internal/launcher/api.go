@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
 // Status is the launcher's view of its VM (GET /status).
@@ -21,7 +23,14 @@ type Status struct {
 	Namespace string `json:"namespace,omitempty"`
 	// QEMU is the QMP run state: "running", "paused", "inmigrate",
 	// "postmigrate", "shutdown", ..., or "unknown" when QMP did not answer.
-	QEMU        string    `json:"qemu"`
+	QEMU string `json:"qemu"`
+	// Fault is QEMU's evidence that the guest cannot run: it panicked, or QEMU paused it on
+	// a disk I/O error. A guest that runs and prints nothing has none.
+	Fault *hypervisor.Fault `json:"fault,omitempty"`
+	// Agent is the QEMU guest agent's state (nil: the VM has no agent channel).
+	Agent *AgentStatus `json:"agent,omitempty"`
+	// Booted, Heartbeat and HeartbeatAt follow the lines Ferry's own test guest prints on
+	// its serial console. They are a test fixture: the platform decides nothing from them.
 	Booted      bool      `json:"booted"`
 	Heartbeat   int64     `json:"heartbeat"`
 	HeartbeatAt time.Time `json:"heartbeatAt,omitzero"` // RFC 3339 (nanoseconds)
@@ -68,6 +77,8 @@ func (l *launcher) status(ctx context.Context) Status {
 		}
 		st.QEMU = s
 	}
+	st.Fault = l.vm.Fault()
+	st.Agent = l.agent.get()
 	st.Booted = l.hb.Booted() || l.incomingDone(st.QEMU)
 	if l.incomingURI != "" && st.QEMU == "inmigrate" {
 		st.IncomingURI = l.incomingURI

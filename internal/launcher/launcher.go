@@ -26,7 +26,9 @@ const (
 	ExitQEMUDied   = 2                               // QEMU died unexpectedly (crash, killed)
 	ExitMigrated   = v1alpha2.LauncherExitMigrated   // the VM live-migrated away; the guest runs on the target
 	ExitSuperseded = v1alpha2.LauncherExitSuperseded // a newer instance holds the VM's disk lease; this one was fenced
-	ShutdownGrace  = 10 * time.Second
+	// ShutdownGrace is how long a guest has to power off when stopped, unless
+	// Options.ShutdownGrace says otherwise.
+	ShutdownGrace = 10 * time.Second
 )
 
 // File names inside Options.RunDir.
@@ -49,6 +51,8 @@ type vm interface {
 	MigrationStatus(ctx context.Context) (hypervisor.MigrationInfo, error)
 	CancelMigration(ctx context.Context) error
 	Resume(ctx context.Context) error
+	// Fault is QEMU's evidence that the guest cannot run (panic, I/O error), or nil.
+	Fault() *hypervisor.Fault
 }
 
 // heartbeats is satisfied by *hypervisor.SerialFollower and *hypervisor.Fake.
@@ -78,6 +82,8 @@ type launcher struct {
 	net *network
 	// tlsDir is the node's migration credentials directory: migrations are TLS ("": plain).
 	tlsDir string
+	// agent follows the QEMU guest agent; nil for a VM without one (simulated).
+	agent *agentWatch
 
 	mu         sync.Mutex
 	stopping   bool
@@ -157,6 +163,8 @@ type startedVM struct {
 	events func(func(hypervisor.Event)) (remove func())
 	// cleanup, if set, runs once run is done with the VM (it has exited).
 	cleanup func()
+	// agentSocket is the guest agent channel's socket ("": the VM has none).
+	agentSocket string
 }
 
 var qemuBackend = backend{node: true, start: startQEMU, incoming: prepareIncoming}
@@ -167,10 +175,11 @@ func startQEMU(ctx, runCtx context.Context, cfg hypervisor.Config) (*startedVM, 
 		return nil, err
 	}
 	return &startedVM{
-		vm:     inst,
-		hb:     hypervisor.FollowSerial(runCtx, filepath.Join(cfg.RunDir, hypervisor.SerialLogName), 250*time.Millisecond),
-		accel:  inst.Accel(),
-		events: inst.QMP().AddEventHandler,
+		vm:          inst,
+		hb:          hypervisor.FollowSerial(runCtx, filepath.Join(cfg.RunDir, hypervisor.SerialLogName), 250*time.Millisecond),
+		accel:       inst.Accel(),
+		events:      inst.QMP().AddEventHandler,
+		agentSocket: filepath.Join(cfg.RunDir, hypervisor.GuestAgentSocketName),
 	}, nil
 }
 
@@ -299,6 +308,10 @@ func run(ctx context.Context, o Options, log io.Writer, b backend) (exitCode int
 	l.accel, l.memoryKiB = st.accel, kib
 	l.leasePath, l.fence, l.net, l.tlsDir = leasePath, fence, nw, tlsDir
 	go nw.serveDHCP(runCtx)
+	if st.agentSocket != "" {
+		l.agent = &agentWatch{socket: st.agentSocket}
+		go l.agent.run(runCtx, lg)
+	}
 	if o.Incoming {
 		uri, err := b.incoming(ctx, inst, migrationAddress(o), incomingTLS)
 		cleanupTLS()
@@ -397,10 +410,14 @@ func (l *launcher) loop(ctx context.Context) (int, string) {
 		return l.quitMigrated(uri)
 	}
 	waiting := l.incomingURI != "" && !l.incomingDone("")
-	l.log.printf("stopping VM (%s): ACPI powerdown, %v grace", reason, ShutdownGrace)
-	sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace+15*time.Second)
+	grace := l.shutdownGrace()
+	l.log.printf("stopping VM (%s): ACPI powerdown, %v grace", reason, grace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace+15*time.Second)
 	defer cancel()
-	if err := l.vm.Shutdown(sctx, ShutdownGrace); err != nil {
+	stopAgent := l.nudgeAgent(sctx, grace/3)
+	err := l.vm.Shutdown(sctx, grace)
+	stopAgent()
+	if err != nil {
 		l.log.printf("shutdown: %v", err)
 	}
 	guest, err := l.vm.Wait()
@@ -417,6 +434,34 @@ func (l *launcher) loop(ctx context.Context) (int, string) {
 	default:
 		return ExitStopped, fmt.Sprintf("stopped on request (%s); guest did not power off in time", reason)
 	}
+}
+
+// shutdownGrace is how long the guest has to power off when the VM is stopped.
+func (l *launcher) shutdownGrace() time.Duration {
+	if l.o.ShutdownGrace > 0 {
+		return l.o.ShutdownGrace
+	}
+	return ShutdownGrace
+}
+
+// nudgeAgent asks the guest agent to power the guest off if the guest has not done so after
+// wait (a guest may ignore the ACPI power button: no acpid, a locked screen). The returned
+// function stops the nudge once QEMU is gone.
+func (l *launcher) nudgeAgent(ctx context.Context, wait time.Duration) (stop func()) {
+	if l.agent == nil {
+		return func() {}
+	}
+	t := time.AfterFunc(wait, func() {
+		select {
+		case <-l.vm.Done():
+			return
+		default:
+		}
+		if l.agent.shutdown(ctx) {
+			l.log.printf("the guest has not powered off after %v: asked its guest agent to", wait)
+		}
+	})
+	return func() { t.Stop() }
 }
 
 // quitMigrated quits the source QEMU (paused in "postmigrate" after the

@@ -51,6 +51,11 @@ type Options struct {
 	Gateway string
 	// MAC (flag --mac) is the guest NIC's address; default vmnet.GuestMAC of IP.
 	MAC string
+	// ShutdownGrace (flag --shutdown-grace) is how long the guest has to power off after the
+	// ACPI power button (and, a third of the way in, the guest agent's shutdown) before
+	// QEMU is quit. The controller sets it from the VM's terminationGracePeriodSeconds,
+	// less the time the pod needs to end. 0 means ShutdownGrace.
+	ShutdownGrace time.Duration
 	// LeaseTTL (flag --lease-ttl) is how long a lease renewal vouches for
 	// this instance; it renews every LeaseTTL/3. 0 means disklease.DefaultTTL.
 	LeaseTTL time.Duration

@@ -80,27 +80,36 @@ func launcherStatus(pod *corev1.Pod) *corev1.ContainerStatus {
 	return nil
 }
 
-// reportGuest sets the pod's guest-ready gate from the guest's heartbeat, when it changed.
+// reportGuest sets the pod's guest-ready gate from QEMU's run state, and its guest-agent
+// condition from the QEMU guest agent, when they changed.
 func (k *Kubelet) reportGuest(ctx context.Context, pod *corev1.Pod, p *process) error {
 	if p.exited() {
 		return nil
 	}
 	p.mu.Lock()
-	ready, everReady := k.ready(p), p.everReady
+	guest := p.guest
 	p.mu.Unlock()
-	status, reason, msg := guestCondition(ready, everReady)
-	since := metav1.Now()
-	if c := podCondition(&pod.Status, v1alpha2.PodConditionGuestReady); c != nil {
-		if c.Status == status && c.Reason == reason {
-			return nil
+	var conds []corev1.PodCondition
+	add := func(t corev1.PodConditionType, status corev1.ConditionStatus, reason, msg string, exact bool) {
+		since := metav1.Now()
+		if c := podCondition(&pod.Status, t); c != nil {
+			if c.Status == status && c.Reason == reason && (!exact || c.Message == msg) {
+				return
+			}
+			if c.Status == status {
+				since = c.LastTransitionTime
+			}
 		}
-		if c.Status == status {
-			since = c.LastTransitionTime
-		}
+		conds = append(conds, corev1.PodCondition{Type: t, Status: status, Reason: reason, Message: msg, LastTransitionTime: since})
 	}
-	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.PodCondition{{
-		Type: v1alpha2.PodConditionGuestReady, Status: status, Reason: reason, Message: msg, LastTransitionTime: since,
-	}}}})
+	status, reason, msg := guestCondition(guest)
+	add(v1alpha2.PodConditionGuestReady, status, reason, msg, false)
+	status, reason, msg = agentCondition(guest)
+	add(v1alpha2.PodConditionGuestAgent, status, reason, msg, true)
+	if len(conds) == 0 {
+		return nil
+	}
+	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": conds}})
 	_, err := k.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
 	return err
 }

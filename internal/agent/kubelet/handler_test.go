@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -127,9 +128,22 @@ func TestHandlerBesideARealKubelet(t *testing.T) {
 		a := get().Annotations[AnnotationRunDir]
 		return a == runDir, a
 	})
-	waitFor("the gate False while the guest boots", gate(corev1.ConditionFalse, reasonGuestBooting))
-	fl.set(GuestState{Heartbeat: 1, HeartbeatAt: time.Now()})
-	waitFor("the gate True on the first heartbeat", gate(corev1.ConditionTrue, "GuestRunning"))
+	waitFor("the gate False before QEMU runs", gate(corev1.ConditionFalse, v1alpha2.ReasonGuestNotRunning))
+	fl.set(GuestState{QEMU: "running"})
+	waitFor("the gate True once QEMU runs the guest", gate(corev1.ConditionTrue, v1alpha2.ReasonGuestRunning))
+	agent := func(want corev1.ConditionStatus, msg string) func() (bool, string) {
+		return func() (bool, string) {
+			c := podCondition(&get().Status, v1alpha2.PodConditionGuestAgent)
+			return c != nil && c.Status == want && strings.Contains(c.Message, msg), fmt.Sprintf("%+v", c)
+		}
+	}
+	waitFor("the guest-agent condition False while no agent answers", agent(corev1.ConditionFalse, "does not answer"))
+	fl.set(GuestState{QEMU: "running", Agent: &v1alpha2.GuestAgentReport{OS: &v1alpha2.GuestOSInfo{ID: "debian", VersionID: "12"}, Hostname: "vm-1"}})
+	waitFor("the guest-agent condition True with the agent's report", agent(corev1.ConditionTrue, `"versionId":"12"`))
+	fl.set(GuestState{QEMU: "guest-panicked", Fault: &GuestFault{Reason: v1alpha2.ReasonGuestPanicked, Message: "the guest's kernel panicked"}})
+	waitFor("the gate False with the panic as evidence", gate(corev1.ConditionFalse, v1alpha2.ReasonGuestPanicked))
+	fl.set(GuestState{QEMU: "running"})
+	waitFor("the gate True again", gate(corev1.ConditionTrue, v1alpha2.ReasonGuestRunning))
 	fl.mu.Lock()
 	probed := fl.dirs[runDir]
 	fl.mu.Unlock()

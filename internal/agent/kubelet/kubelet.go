@@ -23,18 +23,26 @@ import (
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
-// GuestState is what a launcher reports about its guest.
+// GuestState is what a launcher reports about its guest. It comes from QEMU (run state,
+// faults) and the QEMU guest agent, never from what the guest prints.
 type GuestState struct {
-	// Booted is true once the guest printed its first output.
-	Booted bool
-	// HeartbeatAt is when the guest's heartbeat was last seen.
-	HeartbeatAt time.Time
-	// Heartbeat is the guest's last counter.
-	Heartbeat int64
+	// QEMU is QEMU's run state: running, paused, inmigrate, postmigrate, guest-panicked,
+	// io-error, shutdown, ... ("" before the launcher answered).
+	QEMU string
+	// Fault is QEMU's evidence that the guest cannot run (a panic, an I/O error), or nil.
+	Fault *GuestFault
+	// Agent is what the QEMU guest agent reports while it answers; nil while it does not.
+	Agent *v1alpha2.GuestAgentReport
 	// IncomingURI is where a migration target's QEMU listens.
 	IncomingURI string
 	// Migration is the progress of an outgoing migration.
 	Migration *v1alpha2.MigrationProgress
+}
+
+// GuestFault is evidence that a guest cannot run: Reason is v1alpha2.ReasonGuestPanicked or
+// ReasonGuestIOError.
+type GuestFault struct {
+	Reason, Message string
 }
 
 // migrating tells whether a migration is under way in or out of this launcher.
@@ -98,8 +106,6 @@ type Options struct {
 	LeaseInterval  time.Duration
 	LeaseDuration  time.Duration
 	StatusInterval time.Duration
-	// HeartbeatStale is how old a guest heartbeat may be before the pod is not Ready.
-	HeartbeatStale time.Duration
 	// OnLeaseRenewed is called after each successful Lease renewal with the renew time
 	// written and how long the renewal took.
 	OnLeaseRenewed func(stamp time.Time, took time.Duration)
@@ -124,9 +130,6 @@ func (o *Options) defaults() {
 	}
 	if o.StatusInterval == 0 {
 		o.StatusInterval = 30 * time.Second
-	}
-	if o.HeartbeatStale == 0 {
-		o.HeartbeatStale = 15 * time.Second
 	}
 	if o.CPU.IsZero() {
 		o.CPU = resource.MustParse("4")

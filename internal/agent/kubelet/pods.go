@@ -21,8 +21,6 @@ const AnnotationRunDir = "virtualization.ferryvm.io/run-dir"
 const (
 	reasonNodeRestarted = "NodeRestarted"
 	reasonStartFailed   = "StartFailed"
-	reasonGuestBooting  = "GuestBooting"
-	reasonGuestSilent   = "GuestSilent"
 )
 
 // sync brings one pod of this node toward its spec and reports its status.
@@ -155,17 +153,19 @@ func (k *Kubelet) report(ctx context.Context, pod *corev1.Pod, p *process) error
 	// would turn a migrated-away pod into a guest shutdown).
 	exited := p.exited()
 	p.mu.Lock()
-	ready, everReady, code, finished := k.ready(p), p.everReady, p.exitCode, p.finishedAt
+	ready, guest, code, finished := k.ready(p), p.guest, p.exitCode, p.finishedAt
 	p.mu.Unlock()
 	if k.o.Role.HandlesVMs() {
 		// The gate and Ready say the same here: this agent is the kubelet and the handler.
-		gate, reason, msg := guestCondition(ready, everReady)
+		gate, reason, msg := guestCondition(guest)
 		if !exited {
 			setCond(st, v1alpha2.PodConditionGuestReady, gate, reason, msg)
+			agent, reason, msg := agentCondition(guest)
+			setCond(st, v1alpha2.PodConditionGuestAgent, agent, reason, msg)
 		}
 	} else {
 		// A kubelet knows nothing of guests: Ready is the readiness gates'.
-		ready, everReady = gatesReady(pod), false
+		ready = gatesReady(pod)
 	}
 
 	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, ContainerID: "ferry://" + p.cmd.ID()}
@@ -205,8 +205,8 @@ func (k *Kubelet) report(ctx context.Context, pod *corev1.Pod, p *process) error
 			setCond(st, corev1.ContainersReady, corev1.ConditionTrue, "", "")
 			setCond(st, corev1.PodReady, corev1.ConditionFalse, "ReadinessGatesNotReady", "a readiness gate of the pod is not True")
 		default:
-			// Silent or booting, in the gate's words.
-			_, reason, msg := guestCondition(false, everReady)
+			// Not running, in the gate's words.
+			_, reason, msg := guestCondition(guest)
 			setCond(st, corev1.ContainersReady, corev1.ConditionFalse, reason, msg)
 			setCond(st, corev1.PodReady, corev1.ConditionFalse, reason, msg)
 		}
@@ -228,15 +228,39 @@ func (k *Kubelet) writeStatus(ctx context.Context, pod *corev1.Pod, st *corev1.P
 	return err
 }
 
-// guestCondition is the guest-ready gate's status, reason and message.
-func guestCondition(ready, everReady bool) (corev1.ConditionStatus, string, string) {
+// guestCondition is the guest-ready gate's status, reason and message: True while QEMU runs
+// the guest's vCPUs; False with the evidence when the guest panicked or QEMU stopped it on
+// an I/O error; False while QEMU does not run it yet (or any more). A guest that runs and
+// prints nothing is running: quiet is not hung.
+func guestCondition(g GuestState) (corev1.ConditionStatus, string, string) {
 	switch {
-	case ready:
-		return corev1.ConditionTrue, "GuestRunning", "the guest's heartbeat is fresh"
-	case everReady:
-		return corev1.ConditionFalse, reasonGuestSilent, "the guest's heartbeat has stopped"
+	case g.Fault != nil:
+		return corev1.ConditionFalse, g.Fault.Reason, g.Fault.Message
+	case g.QEMU == "running":
+		return corev1.ConditionTrue, v1alpha2.ReasonGuestRunning, "QEMU runs the guest's vCPUs"
+	case g.QEMU == "":
+		return corev1.ConditionFalse, v1alpha2.ReasonGuestNotRunning, "waiting for the launcher to start QEMU"
+	case g.QEMU == "inmigrate":
+		return corev1.ConditionFalse, v1alpha2.ReasonGuestNotRunning, "QEMU waits for the incoming migration"
 	}
-	return corev1.ConditionFalse, reasonGuestBooting, "waiting for the guest's first heartbeat"
+	return corev1.ConditionFalse, v1alpha2.ReasonGuestNotRunning, "QEMU does not run the guest: its run state is " + g.QEMU
+}
+
+// maxAgentMessage bounds the guest agent's report in a pod condition: the guest, not Ferry,
+// chose its content.
+const maxAgentMessage = 8 << 10
+
+// agentCondition is the pod's guest-agent condition: True with the agent's report as JSON in
+// its message while the QEMU guest agent answers.
+func agentCondition(g GuestState) (corev1.ConditionStatus, string, string) {
+	if g.Agent == nil {
+		return corev1.ConditionFalse, v1alpha2.ReasonAgentNotReady, "the QEMU guest agent does not answer (not installed, not started yet, or the guest is not running)"
+	}
+	msg, err := json.Marshal(g.Agent)
+	if err != nil || len(msg) > maxAgentMessage {
+		msg = []byte("{}")
+	}
+	return corev1.ConditionTrue, v1alpha2.ReasonAgentReady, string(msg)
 }
 
 // gatesReady tells whether every readiness gate of the pod has its condition True.
@@ -283,7 +307,7 @@ func sameStatus(a, b *corev1.PodStatus) bool {
 		found := false
 		for _, o := range a.Conditions {
 			if o.Type == c.Type {
-				found = o.Status == c.Status && o.Reason == c.Reason
+				found = o.Status == c.Status && o.Reason == c.Reason && (c.Type != v1alpha2.PodConditionGuestAgent || o.Message == c.Message)
 			}
 		}
 		if !found {

@@ -47,7 +47,6 @@ type process struct {
 	exitCode   int
 	finishedAt time.Time
 	guest      GuestState
-	everReady  bool
 	stopping   bool
 	// migrateReq is the migration request this process was given; aborted, whether it was
 	// told to cancel it.
@@ -158,15 +157,10 @@ func (k *Kubelet) watch(ctx context.Context, p *process) {
 			continue
 		}
 		p.mu.Lock()
-		before, old := k.ready(p), p.guest
+		old := p.guest
 		p.guest = g
-		after := k.ready(p)
-		// A guest that migrated in was up before it arrived: silence after that is not a boot.
-		if after || (old.IncomingURI != "" && g.IncomingURI == "") {
-			p.everReady = true
-		}
 		p.mu.Unlock()
-		if before != after || old.IncomingURI != g.IncomingURI || !sameProgress(old.Migration, g.Migration) {
+		if guestChanged(old, g) {
 			k.queue.Add(p.uid)
 		}
 		// A migration's switchover is watched closely: its end is on the VM's critical path.
@@ -186,9 +180,20 @@ func sameProgress(a, b *v1alpha2.MigrationProgress) bool {
 	return *a == *b
 }
 
-// ready tells whether the guest's heartbeat is fresh. Call with p.mu held.
+// guestChanged tells whether anything a pod's status shows of its guest changed.
+func guestChanged(a, b GuestState) bool {
+	ga, ra, _ := guestCondition(a)
+	gb, rb, _ := guestCondition(b)
+	aa, _, ma := agentCondition(a)
+	ab, _, mb := agentCondition(b)
+	return ga != gb || ra != rb || aa != ab || ma != mb ||
+		a.IncomingURI != b.IncomingURI || !sameProgress(a.Migration, b.Migration)
+}
+
+// ready tells whether QEMU runs the guest's vCPUs. Call with p.mu held.
 func (k *Kubelet) ready(p *process) bool {
-	return p.guest.Heartbeat > 0 && time.Since(p.guest.HeartbeatAt) < k.o.HeartbeatStale
+	status, _, _ := guestCondition(p.guest)
+	return status == corev1.ConditionTrue
 }
 
 // stop ends the process: SIGTERM to the launcher (which shuts the guest down), then

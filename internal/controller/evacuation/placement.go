@@ -17,9 +17,10 @@ import (
 
 // Reasons of the Migratable condition.
 const (
-	ReasonMigratable     = "Migratable"
-	ReasonNotRunning     = "VirtualMachineNotRunning"
-	ReasonGuestSilent    = "GuestNotResponding"
+	ReasonMigratable = "Migratable"
+	ReasonNotRunning = "VirtualMachineNotRunning"
+	// ReasonGuestFault: the guest panicked or QEMU paused it on an I/O error (Degraded).
+	ReasonGuestFault     = "GuestDegraded"
 	ReasonNoTargetNode   = "NoTargetNode"
 	ReasonMigrationFails = "MigrationKeepsFailing"
 )
@@ -52,7 +53,7 @@ func Assess(vm *v1alpha2.VirtualMachine, pod *corev1.Pod, nodes []corev1.Node, p
 		a.Reason, a.Message = ReasonNotRunning, fmt.Sprintf("the VM is %s, not running on a node", orNone(string(vm.Status.Phase)))
 		return a
 	case vm.Status.Phase == v1alpha2.MachineDegraded:
-		a.Reason, a.Message = ReasonGuestSilent, "the guest gives no heartbeat (Degraded): a live migration would carry a hung guest; restart or stop the VM"
+		a.Reason, a.Message = ReasonGuestFault, "the guest is Degraded (it panicked, or QEMU paused it on a disk I/O error): a live migration would carry a dead guest; restart or stop the VM"
 		return a
 	case vm.Status.Phase == v1alpha2.MachineStarting || !launcherpod.Ready(pod) && vm.Status.Phase != v1alpha2.MachineMigrating:
 		a.Reason, a.Message = ReasonNotRunning, "the guest is still starting: it can move once it runs"

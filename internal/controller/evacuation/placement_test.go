@@ -83,7 +83,7 @@ func TestAssess(t *testing.T) {
 			others: []corev1.Pod{launcher("big", "n2", "1800Mi")}, reason: ReasonNoTargetNode, say: "n2 not enough memory (needs 512Mi, 248Mi free)"},
 		{name: "only node", vm: runningVM(), nodes: []corev1.Node{node("n1")}, reason: ReasonNoTargetNode, say: "it is the only node"},
 		{name: "degraded guest", vm: runningVM(func(vm *v1alpha2.VirtualMachine) { vm.Status.Phase = v1alpha2.MachineDegraded }),
-			nodes: []corev1.Node{node("n1"), node("n2")}, reason: ReasonGuestSilent},
+			nodes: []corev1.Node{node("n1"), node("n2")}, reason: ReasonGuestFault},
 		{name: "stopped", vm: runningVM(func(vm *v1alpha2.VirtualMachine) { vm.Status.Phase = v1alpha2.MachineStopped }),
 			nodes: []corev1.Node{node("n1"), node("n2")}, reason: ReasonNotRunning},
 	} {

@@ -65,6 +65,7 @@ type scope struct {
 	lastEnd      string // why the VM last stopped by itself
 	lastEndCause string
 	fencedFrom   string // the node the VM's pod ended on when that node was fenced
+	faultNote    string // what the runPolicy does about a guest fault, for the status
 	requeue      time.Duration
 }
 
@@ -137,6 +138,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		r.ensureAddress,
 		r.ensureDisks,
 		r.handleEndedPods,
+		r.handleGuestFault,
 		r.applyPower,
 	} {
 		if err := phase(ctx, s); err != nil {

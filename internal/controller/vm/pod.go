@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -74,6 +75,7 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 		args = append(args, "--ip", nic.Address, "--gateway", nic.Gateway)
 	}
 	grace := ptr.Deref(vm.Spec.TerminationGracePeriodSeconds, 60)
+	args = append(args, "--shutdown-grace", guestShutdownGrace(grace).String())
 
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
@@ -116,6 +118,14 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 			Volumes: node.volumes(),
 		},
 	}
+}
+
+// guestShutdownGrace is how long the launcher lets the guest power off when the pod's
+// grace period is grace seconds: what is left once QEMU has had time to quit before the
+// kubelet's SIGKILL.
+func guestShutdownGrace(grace int64) time.Duration {
+	total := time.Duration(grace) * time.Second
+	return max(total-5*time.Second, total/2)
 }
 
 // NodeSide is where a node keeps what its agent and its launcher pods share, as host paths

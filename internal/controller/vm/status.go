@@ -38,13 +38,18 @@ func (r *Reconciler) deriveStatus(s *scope) {
 	}
 
 	p := s.active
+	if p != nil && p.Status.Phase == corev1.PodRunning {
+		deriveAgent(st, p, gen)
+	} else {
+		deriveAgent(st, nil, gen)
+	}
 	// A migration shows as Migrating, on its source node, from its start until the migration
 	// controller records its end (the guest's heartbeat came from the target), whichever pod
 	// holds the VM in between.
 	if ms := st.MigrationState; ms != nil && ms.StartTimestamp != nil && ms.EndTimestamp == nil && (p != nil || len(s.targets) > 0) {
 		st.Phase = v1alpha2.MachineMigrating
 		st.NodeName = ms.Source.Node
-		set(v1alpha2.VMConditionRunning, true, v1alpha2.ReasonGuestHeartbeat, "the guest is being migrated from node "+ms.Source.Node)
+		set(v1alpha2.VMConditionRunning, true, v1alpha2.ReasonGuestRunning, "the guest is being migrated from node "+ms.Source.Node)
 		st.ObservedGeneration = gen
 		return
 	}
@@ -92,29 +97,33 @@ func (r *Reconciler) deriveStatus(s *scope) {
 		if p.Spec.NodeName != "" {
 			set(v1alpha2.VMConditionPodScheduled, true, v1alpha2.ReasonScheduled, "the VM is placed on node "+p.Spec.NodeName)
 		}
-		switch {
+		switch fault := guestFault(p); {
 		case launcherpod.Ready(p):
 			st.Phase = v1alpha2.MachineRunning
-			set(v1alpha2.VMConditionRunning, true, v1alpha2.ReasonGuestHeartbeat, "the guest is up and its heartbeat is fresh")
-		case p.Status.Phase == corev1.PodRunning && wasReady(p):
+			set(v1alpha2.VMConditionRunning, true, v1alpha2.ReasonGuestRunning, "QEMU runs the guest's vCPUs")
+		case fault != nil:
+			// Degraded only on evidence: a guest that runs and prints nothing is Running.
 			st.Phase = v1alpha2.MachineDegraded
-			set(v1alpha2.VMConditionRunning, false, v1alpha2.ReasonGuestSilent, "QEMU runs but the guest's heartbeat has stopped")
+			set(v1alpha2.VMConditionRunning, false, fault.Reason, fault.Message+s.faultNote)
 		default:
 			st.Phase = v1alpha2.MachineStarting
-			set(v1alpha2.VMConditionRunning, false, v1alpha2.ReasonPodNotRunning, "the guest is booting")
+			set(v1alpha2.VMConditionRunning, false, v1alpha2.ReasonPodNotRunning, startingMessage(p))
 		}
 	}
 	st.ObservedGeneration = gen
 }
 
-// wasReady tells whether a pod's Ready condition once was True and then went False.
-func wasReady(p *corev1.Pod) bool {
+// startingMessage says what a VM whose pod is not Ready waits for.
+func startingMessage(p *corev1.Pod) string {
+	if p.Status.Phase != corev1.PodRunning {
+		return "waiting for the launcher pod to run on node " + p.Spec.NodeName
+	}
 	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionFalse && c.Reason == "GuestSilent"
+		if c.Type == v1alpha2.PodConditionGuestReady && c.Message != "" {
+			return c.Message
 		}
 	}
-	return false
+	return "waiting for QEMU to run the guest"
 }
 
 func stoppedMessage(vm *v1alpha2.VirtualMachine) string {
