@@ -64,8 +64,8 @@ type CPUSpec struct {
 // MemorySpec is the VM's memory.
 type MemorySpec struct {
 	// Size of the guest's memory, at least 96Mi (smaller guests do not boot).
-	// +kubebuilder:validation:XValidation:rule="quantity(self).compareTo(quantity('96Mi')) >= 0",message="memory.size must be at least 96Mi"
-	// +kubebuilder:validation:XValidation:rule="quantity(self).compareTo(quantity('256Gi')) <= 0",message="memory.size must be at most 256Gi"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).compareTo(quantity('96Mi')) >= 0",message="memory.size must be at least 96Mi"
+	// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self)) || quantity(string(self)).compareTo(quantity('256Gi')) <= 0",message="memory.size must be at most 256Gi"
 	Size resource.Quantity `json:"size"`
 }
 
