@@ -302,6 +302,10 @@ func (g *debianGuest) nodeLoss(t *testing.T) {
 // reason GuestPanicked) and, the VM being AlwaysOn, it runs and answers again.
 func (g *debianGuest) guestPanic(t *testing.T) {
 	w := watchVMStatus(t, debianVM)
+	// The watch shows the VM as it is first: from then on it misses no change.
+	if !w.waitFor("", 30*time.Second) {
+		t.Fatal("kubectl get vm -w printed nothing within 30s")
+	}
 	t0 := time.Now()
 	// The session dies with the kernel: its result says nothing.
 	go func() { _, _ = g.ssh(t, "sudo sh -c 'echo c > /proc/sysrq-trigger'", 20*time.Second) }()
