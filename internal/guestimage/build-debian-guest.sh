@@ -26,11 +26,6 @@ if [[ $# -gt 1 ]]; then
 	echo "usage: $0 [CACHEDIR]" >&2
 	exit 2
 fi
-if [[ $(id -u) -ne 0 ]]; then
-	echo "build-debian-guest: run as root (mmdebstrap --mode=root, mkfs.ext4 -d keep file owners)" >&2
-	exit 1
-fi
-
 script="${BASH_SOURCE[0]}"
 hash=$(sha256sum "$script" | cut -c1-12)
 cachedir=${1:-${FERRY_GUEST_CACHE:-/var/cache/ferry/guests}}
@@ -41,6 +36,10 @@ img="$cachedir/debian-12-$hash.qcow2"
 if [[ -s $img ]]; then
 	echo "$img"
 	exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+	echo "build-debian-guest: no $img yet; building it needs root (mmdebstrap --mode=root, mkfs.ext4 -d keeps file owners)" >&2
+	exit 1
 fi
 
 exec 9>"$cachedir/.lock"
@@ -53,6 +52,7 @@ fi
 rm -rf "$cachedir"/.build.*
 
 log() { echo "build-debian-guest: $*" >&2; }
+began=$SECONDS
 
 # --- host packages --------------------------------------------------------------
 need=(mmdebstrap grub-pc-bin grub2-common qemu-utils e2fsprogs fdisk debian-archive-keyring)
@@ -186,4 +186,5 @@ dd if="$work/core.img" of="$raw" bs=512 seek=1 conv=notrunc status=none
 log "qemu-img convert -c (compressed qcow2)"
 qemu-img convert -c -f raw -O qcow2 "$raw" "$work/disk.qcow2"
 mv -f "$work/disk.qcow2" "$img"
+log "built in $((SECONDS - began)) s: $(du -m "$img" | cut -f1) MiB"
 echo "$img"

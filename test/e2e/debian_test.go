@@ -180,6 +180,10 @@ func (g *debianGuest) boot(t *testing.T, applied time.Time) {
 	if !strings.Contains(pretty, "Debian GNU/Linux 12") {
 		t.Errorf("guestOSInfo.prettyName = %q, want Debian GNU/Linux 12", pretty)
 	}
+	kernel := vmField(t, "{.status.guestOSInfo.kernelRelease}")
+	if !strings.HasSuffix(kernel, "-cloud-amd64") {
+		t.Errorf("guestOSInfo.kernelRelease = %q, want Debian's cloud kernel", kernel)
+	}
 	waitSSHBanner(t, g.ip, 3*time.Minute)
 	banner := since(applied)
 
@@ -189,8 +193,8 @@ func (g *debianGuest) boot(t *testing.T, applied time.Time) {
 		return err == nil && strings.Contains(o, "ID=debian"), fmt.Sprintf("%v: %s", err, lastLines(o, 3))
 	})
 	login := since(applied)
-	t.Logf("Running after %s, AgentReady after %s (%s), sshd answers after %s, ferry v ssh logs in after %s",
-		running, agent, pretty, banner, login)
+	t.Logf("Running after %s, AgentReady after %s (%s, %s), sshd answers after %s, ferry v ssh logs in after %s",
+		running, agent, pretty, kernel, banner, login)
 
 	status := g.mustSSH(t, "cloud-init status --wait >/dev/null; cloud-init status")
 	if !strings.Contains(status, "status: done") {
