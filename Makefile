@@ -38,7 +38,7 @@ test:
 	bash scripts/test.sh
 
 # A Debian 12 cloud image (cloud-init, qemu-guest-agent), cached in /var/cache/ferry/guests
-# and rebuilt only when the script changes; prints its path. As root; ~3 min cold.
+# and rebuilt only when the script changes; prints its path. As root; 3-4 min cold.
 debian-guest:
 	@bash internal/guestimage/build-debian-guest.sh
 
