@@ -6,7 +6,7 @@ LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 	-X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=37 \
 	-X github.com/ferryvm/ferry/internal/version.Version=$(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build generate manifests deps up test vet print-ldflags
+.PHONY: build generate manifests deps up test vet print-ldflags debian-guest
 
 build:
 	go build -ldflags "$(LDFLAGS)" -o bin/ferry ./cmd/ferry
@@ -36,6 +36,11 @@ vet:
 
 test:
 	bash scripts/test.sh
+
+# A Debian 12 cloud image (cloud-init, qemu-guest-agent), cached in /var/cache/ferry/guests
+# and rebuilt only when the script changes; prints its path. As root; 3-4 min cold.
+debian-guest:
+	@bash internal/guestimage/build-debian-guest.sh
 
 print-ldflags:
 	@echo '$(LDFLAGS)'

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static dosfstools mtools
+pkgs=(qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static dosfstools mtools openssh-client
 	syslinux syslinux-common fdisk cpio iproute2 util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
