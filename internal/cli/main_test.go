@@ -7,10 +7,15 @@ import (
 	"os/exec"
 	"strconv"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 // helperAddressEnv makes the test binary act as `ferry` with every VM at the address it
-// names: ssh runs it as the ProxyCommand in the end-to-end tests, with no cluster.
+// names ("stopped": every VM Stopped): ssh runs it as the ProxyCommand in the end-to-end
+// tests, with no cluster.
 const helperAddressEnv = "FERRY_CLI_TEST_VM_ADDRESS"
 
 func TestMain(m *testing.M) {
@@ -29,6 +34,10 @@ func runAsFerry(addr string, args []string) int {
 		Kubeconfig: func() string { return "/nonexistent/kubeconfig" },
 		Out:        os.Stdout,
 		resolver: func(ctx context.Context, namespace, name string) (Endpoint, error) {
+			if addr == "stopped" {
+				return endpointOf(&v1alpha2.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+					Status: v1alpha2.VirtualMachineStatus{Phase: v1alpha2.MachineStopped}})
+			}
 			return Endpoint{Namespace: namespace, Name: name, Address: addr}, nil
 		},
 	}

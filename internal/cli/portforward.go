@@ -45,6 +45,10 @@ func portForwardCommand(g *Globals) *cobra.Command {
 			if err := checkVMName(vm); err != nil {
 				return err
 			}
+			port, pairs, err := parseForwardPorts(stdio, args[1:])
+			if err != nil {
+				return err
+			}
 			f, err := g.forwarder(vm, mode)
 			if err != nil {
 				return err
@@ -52,22 +56,7 @@ func portForwardCommand(g *Globals) *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if stdio {
-				if len(args) != 2 {
-					return fmt.Errorf("--stdio forwards one port: write `port-forward --stdio VM PORT`, got %d ports", len(args)-1)
-				}
-				port, err := parsePort(args[1], false)
-				if err != nil {
-					return fmt.Errorf("--stdio: %w", err)
-				}
 				return f.stdio(ctx, port, os.Stdin, os.Stdout)
-			}
-			var pairs []PortPair
-			for _, a := range args[1:] {
-				p, err := parsePortPair(a)
-				if err != nil {
-					return err
-				}
-				pairs = append(pairs, p)
 			}
 			return f.listen(ctx, address, pairs, g.Out)
 		},
@@ -76,6 +65,27 @@ func portForwardCommand(g *Globals) *cobra.Command {
 	cmd.Flags().BoolVar(&stdio, "stdio", false, "join stdin/stdout to the VM's PORT instead of listening (for ssh -o ProxyCommand)")
 	cmd.Flags().StringVar(&mode, "transport", transportAuto, "how to reach the VM: auto, direct (its address from here) or exec (pods/exec through the Kubernetes API)")
 	return cmd
+}
+
+// parseForwardPorts reads the ports after the VM: one PORT with --stdio, else pairs.
+func parseForwardPorts(stdio bool, args []string) (port int, pairs []PortPair, err error) {
+	if stdio {
+		if len(args) != 1 {
+			return 0, nil, fmt.Errorf("--stdio forwards one port: write `port-forward --stdio VM PORT`, got %d ports", len(args))
+		}
+		if port, err = parsePort(args[0], false); err != nil {
+			return 0, nil, fmt.Errorf("--stdio: %w", err)
+		}
+		return port, nil, nil
+	}
+	for _, a := range args {
+		p, err := parsePortPair(a)
+		if err != nil {
+			return 0, nil, err
+		}
+		pairs = append(pairs, p)
+	}
+	return 0, pairs, nil
 }
 
 // forwarder carries connections to one VM; resolve runs per connection so a VM that

@@ -79,27 +79,28 @@ func sshArgs(o sshOptions, user, vm, command string) []string {
 }
 
 // scpArgs is the argv of `scp` that copies src to dst, one of them "[user@]VM:path".
-func scpArgs(o sshOptions, recursive bool, src, dst string) ([]string, error) {
+// It returns the VM too, for the caller to check before scp runs.
+func scpArgs(o sshOptions, recursive bool, src, dst string) (args []string, vm string, err error) {
 	s, err := parseSCPPath(src)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	d, err := parseSCPPath(dst)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	switch {
 	case s.VM != "" && d.VM != "":
-		return nil, fmt.Errorf("both %q and %q name a VM: copy between two VMs through this machine in two steps", src, dst)
+		return nil, "", fmt.Errorf("both %q and %q name a VM: copy between two VMs through this machine in two steps", src, dst)
 	case s.VM == "" && d.VM == "":
-		return nil, fmt.Errorf("neither %q nor %q names a VM: write one side as [user@]VM:path", src, dst)
+		return nil, "", fmt.Errorf("neither %q nor %q names a VM: write one side as [user@]VM:path", src, dst)
 	}
-	vm := s.VM + d.VM
-	args := o.common(vm)
+	vm = s.VM + d.VM
+	args = o.common(vm)
 	if recursive {
 		args = append(args, "-r")
 	}
-	return append(args, "--", s.scpArg(&o), d.scpArg(&o)), nil
+	return append(args, "--", s.scpArg(&o), d.scpArg(&o)), vm, nil
 }
 
 // scpPath is one side of scp: a local path, or a path on a VM.
@@ -174,6 +175,21 @@ func (g *Globals) runClient(cmd *cobra.Command, name string, args []string) erro
 	return err
 }
 
+// checkReachable says why a VM cannot be reached (stopped, no address, not found) before
+// ssh runs, where the reason would be lost among ssh's own messages.
+func (g *Globals) checkReachable(cmd *cobra.Command, vm string) error {
+	resolve := g.resolver
+	if resolve == nil {
+		c, err := g.client()
+		if err != nil {
+			return err
+		}
+		resolve = vmEndpoint(c)
+	}
+	_, err := resolve(cmd.Context(), g.Namespace, vm)
+	return err
+}
+
 func (g *Globals) sshOptions(o *sshOptions) error {
 	if o.Transport != transportAuto && o.Transport != transportDirect && o.Transport != transportExec {
 		return fmt.Errorf("--transport %q: choose auto, direct or exec", o.Transport)
@@ -215,6 +231,9 @@ func sshCommand(g *Globals) *cobra.Command {
 				return err
 			}
 			o.Extra = append(o.Extra, args[1:]...)
+			if err := g.checkReachable(cmd, vm); err != nil {
+				return err
+			}
 			return g.runClient(cmd, "ssh", sshArgs(o, user, vm, command))
 		},
 	}
@@ -242,8 +261,11 @@ func scpCommand(g *Globals) *cobra.Command {
 				return err
 			}
 			o.Extra = append(o.Extra, args[2:]...)
-			a, err := scpArgs(o, recursive, args[0], args[1])
+			a, vm, err := scpArgs(o, recursive, args[0], args[1])
 			if err != nil {
+				return err
+			}
+			if err := g.checkReachable(cmd, vm); err != nil {
 				return err
 			}
 			return g.runClient(cmd, "scp", a)

@@ -132,9 +132,9 @@ func TestSSHArgs(t *testing.T) {
 
 func TestSCPArgs(t *testing.T) {
 	o := testSSHOptions()
-	got, err := scpArgs(o, true, "./build:1/", "cloud@linux-vm:/srv/")
-	if err != nil {
-		t.Fatal(err)
+	got, vm, err := scpArgs(o, true, "./build:1/", "cloud@linux-vm:/srv/")
+	if err != nil || vm != "linux-vm" {
+		t.Fatal(vm, err)
 	}
 	want := []string{
 		"-o", "ProxyCommand='/opt/my ferry/ferry' v port-forward --stdio -n prod linux-vm 22",
@@ -144,12 +144,12 @@ func TestSCPArgs(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("scp args\n got %q\nwant %q", got, want)
 	}
-	got, err = scpArgs(o, false, "db:/var/log/syslog", "syslog")
-	if err != nil || got[len(got)-2] != "vm.db.prod:/var/log/syslog" || got[len(got)-1] != "syslog" {
+	got, vm, err = scpArgs(o, false, "db:/var/log/syslog", "syslog")
+	if err != nil || vm != "db" || got[len(got)-2] != "vm.db.prod:/var/log/syslog" || got[len(got)-1] != "syslog" {
 		t.Fatalf("scp args %q, %v", got, err)
 	}
 	for _, tc := range [][2]string{{"a:/x", "b:/y"}, {"x", "y"}} {
-		if _, err := scpArgs(o, false, tc[0], tc[1]); err == nil {
+		if _, _, err := scpArgs(o, false, tc[0], tc[1]); err == nil {
 			t.Errorf("scpArgs(%q, %q) took it; want an error (exactly one side is a VM)", tc[0], tc[1])
 		}
 	}

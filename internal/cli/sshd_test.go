@@ -205,3 +205,19 @@ func TestSSHWarnsWhenTheVMsHostKeyChanges(t *testing.T) {
 		t.Fatalf("login to a changed host key: exit %d, stderr %q; want ssh's refusal naming vm.db.prod", code, e)
 	}
 }
+
+// TestSSHToAStoppedVM: the reason comes from ferry before ssh runs, not as ssh's
+// "connection closed" after a failed ProxyCommand.
+func TestSSHToAStoppedVM(t *testing.T) {
+	for _, args := range [][]string{
+		{"ssh", "cloud@db", "-n", "prod", "-c", "true"},
+		{"scp", "./x", "cloud@db:/tmp/", "-n", "prod"},
+	} {
+		cmd := helperCommand(t, "stopped", append([]string{"v"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		want := "VM prod/db is Stopped: only a Running VM can be reached (start it with `ferry v start -n prod db`)"
+		if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), want) || strings.Contains(string(out), "Connection closed") {
+			t.Errorf("%s: exit %d, %v, output %q; want ferry's reason only", args[0], cmd.ProcessState.ExitCode(), err, out)
+		}
+	}
+}
