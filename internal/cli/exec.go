@@ -13,11 +13,13 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	// client-go's executors fail with this package's UpgradeFailureError (not the one
+	// of apimachinery/pkg/util/httpstream): only it makes the SPDY fallback happen.
+	"k8s.io/streaming/pkg/httpstream"
 )
 
 // launcherContainer is the launcher pod's one container (internal/controller/vm's pod
@@ -104,7 +106,9 @@ func startExecStream(ctx context.Context, exec remotecommand.Executor, what stri
 			}
 		}
 		stdoutW.CloseWithError(err) // nil: the reader sees EOF
-		s.stdinR.CloseWithError(io.ErrClosedPipe)
+		// EOF, not an error, for the executor's stdin copier, which would log one; our own
+		// writes after this fail with io.ErrClosedPipe all the same.
+		s.stdinW.Close()
 		cancel()
 	}()
 	return s
@@ -119,7 +123,7 @@ func (s *execStream) CloseWrite() error { return s.stdinW.Close() }
 
 func (s *execStream) Close() error {
 	s.cancel()
-	s.stdinW.CloseWithError(io.ErrClosedPipe)
+	s.stdinW.Close()
 	s.stdoutR.CloseWithError(io.ErrClosedPipe)
 	return nil
 }

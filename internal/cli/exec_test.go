@@ -16,8 +16,7 @@ import (
 
 // loopExecutor plays a kubelet's exec of `ferry v connect 127.0.0.1 PORT`: what the
 // apiserver would carry as stdin/stdout streams it joins to a local TCP port. It tests
-// the stream adapter, not the SPDY/websocket protocols (those need a kubelet that serves
-// exec, which Ferry's stand-in does not).
+// the stream adapter alone; exec_kubelet_test.go runs the wire protocols.
 type loopExecutor struct {
 	port   int
 	fail   error
