@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -305,5 +307,78 @@ func TestAutoTransportFallsBackToTheAPI(t *testing.T) {
 	}
 	if api.used != 2 {
 		t.Fatalf("API path used %d times, want 2 (chosen once, then kept)", api.used)
+	}
+}
+
+// TestPortForwardCommand runs `ferry v port-forward VM :PORT PORT2:PORT` as a process
+// (every VM at 127.0.0.1) and uses what it prints to connect.
+func TestPortForwardCommand(t *testing.T) {
+	echo := echoServer(t)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	fixed := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := helperCommand(t, "127.0.0.1", "v", "port-forward", "--transport", "direct", "linux-vm", fmt.Sprintf(":%d", echo), fmt.Sprintf("%d:%d", fixed, echo))
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	stop := func() error {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case err := <-exited:
+			return err
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			return errors.New("port-forward did not end within 10s of Ctrl-C")
+		}
+	}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		cmd.Process.Kill()
+	}()
+	var addrs []string
+	for len(addrs) < 2 {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("port-forward ended after %q: %s", addrs, stderr.String())
+			}
+			var addr, target string
+			if _, err := fmt.Sscanf(l, "Forwarding from %s -> %s", &addr, &target); err != nil || target != fmt.Sprintf("default/linux-vm:%d", echo) {
+				t.Fatalf("line %q: want Forwarding from ADDR -> default/linux-vm:%d", l, echo)
+			}
+			addrs = append(addrs, addr)
+		case <-time.After(20 * time.Second):
+			t.Fatal("port-forward printed no listeners in 20s")
+		}
+	}
+	if addrs[1] != fmt.Sprintf("127.0.0.1:%d", fixed) {
+		t.Fatalf("second listener %s, want 127.0.0.1:%d", addrs[1], fixed)
+	}
+	for _, a := range addrs {
+		if got, err := roundTrip(a, []byte("ping\n")); err != nil || string(got) != "ping\n" {
+			t.Fatalf("through %s: %q, %v", a, got, err)
+		}
+	}
+	// Ctrl-C ends it cleanly, exit code 0.
+	if err := stop(); err != nil {
+		t.Fatalf("after Ctrl-C: %v; stderr %s", err, stderr.String())
 	}
 }
