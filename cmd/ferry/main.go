@@ -34,7 +34,8 @@ func main() {
 		os.Args = append(os.Args[:1], os.Args[2:]...)
 	}
 	if err := newRoot().Execute(); err != nil {
-		os.Exit(1)
+		// `ferry v ssh` exits with ssh's code, as scripts around ssh expect.
+		os.Exit(cli.ExitCode(err))
 	}
 }
 

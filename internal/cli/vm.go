@@ -26,6 +26,8 @@ type Globals struct {
 	Kubeconfig func() string
 	Namespace  string
 	Out        io.Writer
+	// resolver, when set, finds VMs instead of the cluster (tests of port-forward and ssh).
+	resolver Resolver
 }
 
 func (g *Globals) client() (client.Client, error) {
@@ -38,18 +40,22 @@ func (g *Globals) client() (client.Client, error) {
 
 // NewCommand returns `ferry v`.
 func NewCommand(kubeconfig func() string) *cobra.Command {
-	g := &Globals{Kubeconfig: kubeconfig, Out: os.Stdout}
+	return newCommand(&Globals{Kubeconfig: kubeconfig, Out: os.Stdout})
+}
+
+func newCommand(g *Globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "v",
-		Short: "Virtual machine verbs: start, stop, restart, evict, migrate, console, drain",
+		Short: "Virtual machine verbs: start, stop, restart, evict, migrate, console, drain, ssh, scp, port-forward",
 		Long: "Each verb creates a VirtualMachineOperation, as `ferry k apply` of one would; --wait follows it.\n" +
-			"evict moves a running VM live to any other node that fits it; migrate does the same, optionally to --target-node.",
+			"evict moves a running VM live to any other node that fits it; migrate does the same, optionally to --target-node.\n" +
+			"ssh, scp and port-forward reach a running VM's ports (the system OpenSSH client for ssh and scp).",
 	}
 	cmd.PersistentFlags().StringVarP(&g.Namespace, "namespace", "n", "default", "namespace of the VM")
 	for _, t := range []v1alpha2.OperationType{v1alpha2.OpStart, v1alpha2.OpStop, v1alpha2.OpRestart, v1alpha2.OpEvict, v1alpha2.OpMigrate} {
 		cmd.AddCommand(operationCommand(g, t))
 	}
-	cmd.AddCommand(consoleCommand(g), drainCommand(g))
+	cmd.AddCommand(consoleCommand(g), drainCommand(g), sshCommand(g), scpCommand(g), portForwardCommand(g), connectCommand())
 	return cmd
 }
 
