@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -225,5 +226,53 @@ func TestProvisioningValidation(t *testing.T) {
 	vm.Spec.Provisioning = &v1alpha2.Provisioning{Type: v1alpha2.ProvisioningUserData, UserData: strings.Repeat("a", 2048)}
 	if err := k8s.Create(ctx, vm); err != nil {
 		t.Errorf("2048 bytes of userData refused: %v", err)
+	}
+}
+
+// TestMigrationTargetGetsTheSameSeed: a migration target reads the source's very seed
+// file, and a seed that a pod names stays while the provisioning changes under it.
+func TestMigrationTargetGetsTheSameSeed(t *testing.T) {
+	ns := newNamespace(t)
+	nodeA, _ := migrationNodes(t, ns)
+	makeImageDisk(t, ns, "d")
+	vm := newVM(ns, "m", "d", v1alpha2.AlwaysOn)
+	vm.Spec.Provisioning = &v1alpha2.Provisioning{Type: v1alpha2.ProvisioningUserData, UserData: "#cloud-config\n"}
+	if err := k8s.Create(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteVM(t, ns, "m") })
+	source := waitPod(t, ns, "m")
+	runPod(t, &source, nodeA)
+	waitPhase(t, ns, "m", v1alpha2.MachineRunning)
+	seed := seedOf(t, source)
+
+	if err := k8s.Create(ctx, newOp(ns, "ev", "m", v1alpha2.OpEvict)); err != nil {
+		t.Fatal(err)
+	}
+	var target corev1.Pod
+	eventually(t, timeout, "a migration target pod", func() (bool, string) {
+		for _, p := range livePods(t, ns, "m") {
+			if _, ok := p.Labels[v1alpha2.LabelMigrationTarget]; ok {
+				target = p
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d live pods", len(livePods(t, ns, "m")))
+	})
+	if got := seedOf(t, target); got != seed {
+		t.Fatalf("target's seed %s, source's %s", got, seed)
+	}
+
+	vm = getVM(t, ns, "m")
+	vm.Spec.Provisioning.UserData = "#cloud-config\nhostname: changed\n"
+	if err := k8s.Update(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, timeout, "a new seed for the changed user-data", func() (bool, string) {
+		c := meta.FindStatusCondition(getVM(t, ns, "m").Status.Conditions, v1alpha2.VMConditionProvisioningReady)
+		return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == vm.Generation && !strings.Contains(c.Message, filepath.Base(seed)), fmt.Sprintf("%+v", c)
+	})
+	if _, err := os.Stat(seed); err != nil {
+		t.Fatalf("the seed the source and target pods name was removed: %v", err)
 	}
 }
