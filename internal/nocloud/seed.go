@@ -88,13 +88,16 @@ func SysprepFiles(data map[string][]byte) ([]File, error) {
 // Joliet names.
 const maxName = 64
 
+// fileName is what a Secret's key may be, and so every name an image holds.
+var fileName = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+
 func checkName(name string) error {
 	switch {
-	case name == "" || name == "." || name == "..":
+	case name == "." || name == "..":
 		return fmt.Errorf("file name %q is not a file name", name)
-	case strings.ContainsAny(name, "/\x00"):
-		return fmt.Errorf("file name %q: a name may not hold '/' or NUL", name)
-	case len([]rune(name)) > maxName:
+	case !fileName.MatchString(name):
+		return fmt.Errorf("file name %q: use letters, digits, '-', '_' and '.'", name)
+	case len(name) > maxName:
 		return fmt.Errorf("file name %q is longer than %d characters, which Windows cannot read from a CD-ROM", name, maxName)
 	}
 	return nil

@@ -159,3 +159,30 @@ func FuzzSeedRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSysprepRoundTrip: a file the Secret names reaches the guest under that name, with
+// its content, or is refused with a reason.
+func FuzzSysprepRoundTrip(f *testing.F) {
+	f.Add("autounattend.xml", []byte("<unattend/>"))
+	f.Add("Unattend.XML", []byte{})
+	f.Add("a.b.c-d_e", []byte{0})
+	f.Add(strings.Repeat("x", 64), []byte("y"))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, name string, data []byte) {
+		files, err := SysprepFiles(map[string][]byte{name: data})
+		if err != nil {
+			return
+		}
+		p := filepath.Join(dir, "sysprep.iso")
+		if err := WriteISO(p, LabelSysprep, files); err != nil {
+			t.Fatalf("SysprepFiles took %q, WriteISO refused it: %v", name, err)
+		}
+		_, got, err := ReadISO(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || !bytes.Equal(got[name], data) {
+			t.Fatalf("wrote %q (%d bytes), read %q", name, len(data), keys(got))
+		}
+	})
+}
