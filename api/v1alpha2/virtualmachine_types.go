@@ -121,6 +121,8 @@ type VirtualMachineSpec struct {
 	// +kubebuilder:default=60
 	// +optional
 	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
+	// +optional
+	Provisioning *Provisioning `json:"provisioning,omitempty"`
 }
 
 // MigrationResult is how a migration ended.

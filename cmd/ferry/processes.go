@@ -163,7 +163,7 @@ func launcherFlags(f *pflag.FlagSet, o *launcher.Options) {
 	f.StringVar(&o.Namespace, "namespace", "", "VM namespace")
 	f.IntVar(&o.CPUs, "cpus", 1, "virtual CPUs")
 	f.StringVar(&o.Memory, "memory", "128Mi", "guest memory")
-	f.StringArrayVar(&o.Disks, "disk", nil, "disk path[:format], first boots (repeatable)")
+	f.StringArrayVar(&o.Disks, "disk", nil, "disk path[:format][:ro][:cdrom], first boots (repeatable)")
 	f.StringVar(&o.RunDir, "run-dir", o.RunDir, "directory for sockets and the serial log (env FERRY_RUN_DIR)")
 	f.BoolVar(&o.Incoming, "incoming", false, "wait for an incoming live migration")
 	f.StringVar(&o.MigrationAddress, "migration-address", "", "address an incoming migration listens on (default $FERRY_NODE_IP, else 127.0.0.1)")

@@ -57,7 +57,8 @@ func checkDisk(d *Disk, boot bool) error {
 		if n == 0 {
 			return fmt.Errorf("disk image %s: empty file", d.Path)
 		}
-		if boot && (n < 512 || head[510] != 0x55 || head[511] != 0xaa) {
+		// A CD boots by El Torito, not by a boot sector.
+		if boot && !d.CDROM && (n < 512 || head[510] != 0x55 || head[511] != 0xaa) {
 			return fmt.Errorf("disk image %s: not bootable (no boot sector signature; corrupt or not a disk image)", d.Path)
 		}
 	}

@@ -67,6 +67,10 @@ type Disk struct {
 	Path     string
 	Format   string
 	ReadOnly bool
+	// CDROM attaches the image as a read-only IDE CD-ROM (an installer ISO, a cloud-init
+	// seed) instead of a virtio disk: guests look for such media on a CD drive, and every
+	// guest, Windows setup included, has the driver for one.
+	CDROM bool
 }
 
 // NIC is a virtio network card on an open tap device (package vmnet). QEMU gets the
@@ -305,7 +309,13 @@ func buildArgs(cfg Config, accel string) []string {
 	for i, d := range cfg.Disks {
 		drive := fmt.Sprintf("if=none,id=disk%d,file=%s,format=%s,file.locking=on,cache=writeback",
 			i, qemuEscape(d.Path), d.Format)
-		if d.ReadOnly {
+		device := "virtio-blk-pci"
+		if d.CDROM {
+			// ide-cd on the pc machine's PIIX controller: at most four IDE devices.
+			drive += ",media=cdrom"
+			device = "ide-cd"
+		}
+		if d.ReadOnly || d.CDROM {
 			drive += ",readonly=on"
 		} else {
 			// A failed write pauses the guest (QMP status io-error, event BLOCK_IO_ERROR)
@@ -313,7 +323,7 @@ func buildArgs(cfg Config, accel string) []string {
 			drive += ",werror=stop,rerror=stop"
 		}
 		args = append(args, "-drive", drive,
-			"-device", fmt.Sprintf("virtio-blk-pci,drive=disk%d,bootindex=%d", i, i+1))
+			"-device", fmt.Sprintf("%s,drive=disk%d,bootindex=%d", device, i, i+1))
 	}
 	for i, n := range cfg.NICs {
 		// ExtraFiles start at descriptor 3. romfile= skips the PXE ROM: nothing boots

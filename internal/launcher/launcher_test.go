@@ -341,10 +341,13 @@ func TestParseMemory(t *testing.T) {
 
 func TestParseDisk(t *testing.T) {
 	for in, want := range map[string]hypervisor.Disk{
-		"/d/a.img":         {Path: "/d/a.img"},
-		"/d/a.qcow2:qcow2": {Path: "/d/a.qcow2", Format: "qcow2"},
-		"/d/a:raw":         {Path: "/d/a", Format: "raw"},
-		"/d/x:y/a.img":     {Path: "/d/x:y/a.img"},
+		"/d/a.img":                 {Path: "/d/a.img"},
+		"/d/a.qcow2:qcow2":         {Path: "/d/a.qcow2", Format: "qcow2"},
+		"/d/a:raw":                 {Path: "/d/a", Format: "raw"},
+		"/d/x:y/a.img":             {Path: "/d/x:y/a.img"},
+		"/s/seed.iso:raw:ro:cdrom": {Path: "/s/seed.iso", Format: "raw", ReadOnly: true, CDROM: true},
+		"/s/seed.iso:cdrom":        {Path: "/s/seed.iso", ReadOnly: true, CDROM: true},
+		"/s/cdrom":                 {Path: "/s/cdrom"},
 	} {
 		if got, err := parseDisk(in); err != nil || got != want {
 			t.Errorf("parseDisk(%q) = %+v, %v; want %+v", in, got, err, want)

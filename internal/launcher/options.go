@@ -18,7 +18,7 @@ type Options struct {
 	// Memory is a Kubernetes-style quantity: "128Mi", "1Gi", "1.5Gi",
 	// "512M", "134217728". Default 128Mi.
 	Memory string
-	// Disks are "path[:format][:ro]"; the first disk boots. Format defaults to
+	// Disks are "path[:format][:ro][:cdrom]"; the first disk boots. Format defaults to
 	// sniffing (qcow2 by magic, raw otherwise).
 	Disks []string
 	// RunDir holds QEMU's sockets and logs, launcher.sock and
@@ -174,10 +174,14 @@ var diskFormats = map[string]bool{
 	"raw": true, "qcow2": true, "qed": true, "vmdk": true, "vdi": true, "vhdx": true, "vpc": true, "luks": true,
 }
 
-// parseDisk parses "path[:format][:ro]". A suffix that is not a known format is
-// part of the path; ":ro" attaches the disk read-only (a shared boot image).
+// parseDisk parses "path[:format][:ro][:cdrom]". A suffix that is not a known format is
+// part of the path; ":ro" attaches the disk read-only (a shared boot image); ":cdrom"
+// attaches it as a CD-ROM, which is always read-only.
 func parseDisk(s string) (hypervisor.Disk, error) {
 	var d hypervisor.Disk
+	if rest, ok := strings.CutSuffix(s, ":cdrom"); ok {
+		s, d.CDROM, d.ReadOnly = rest, true, true
+	}
 	if rest, ok := strings.CutSuffix(s, ":ro"); ok {
 		s, d.ReadOnly = rest, true
 	}

@@ -38,6 +38,9 @@ type Reconciler struct {
 	// Node is what launcher pods mount from their node.
 	Node NodeSide
 	Now  func() time.Time
+	// APIReader reads provisioning Secrets past the cache (only their metadata is
+	// watched); nil reads through Client.
+	APIReader client.Reader
 
 	// cursor is where the search for a free address goes on from.
 	cursorMu sync.Mutex
@@ -66,6 +69,8 @@ type scope struct {
 	lastEndCause string
 	fencedFrom   string // the node the VM's pod ended on when that node was fenced
 	faultNote    string // what the runPolicy does about a guest fault, for the status
+	provReady    bool   // no provisioning, or its seed is attached
+	provMessage  string // what the seed is, or what to fix
 	requeue      time.Duration
 }
 
@@ -79,6 +84,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Pod{}).
 		Watches(&v1alpha2.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfDisk)).
 		Watches(&v1alpha2.ClusterVirtualImage{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfImage)).
+		// Metadata only: the cache holds no Secret's data; provisioning reads its one Secret.
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfSecret)).
 		// A migration's end lets the VM remove its migrated-away source pod.
 		Watches(&v1alpha2.VirtualMachineOperation{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.(*v1alpha2.VirtualMachineOperation).Spec.VirtualMachineName}}}
@@ -137,6 +144,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		r.observePods,
 		r.ensureAddress,
 		r.ensureDisks,
+		r.ensureProvisioning,
 		r.handleEndedPods,
 		r.handleGuestFault,
 		r.applyPower,
@@ -183,6 +191,9 @@ func (r *Reconciler) finalize(ctx context.Context, vm *v1alpha2.VirtualMachine) 
 		return ctrl.Result{}, err
 	}
 	if err := r.releaseAddress(ctx, vm); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.removeSeeds(vm); err != nil {
 		return ctrl.Result{}, err
 	}
 	controllerutil.RemoveFinalizer(vm, v1alpha2.FinalizerVM)

@@ -153,7 +153,7 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		}
 		return nil
 	}
-	if len(s.terminating) > 0 || len(s.targets) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady {
+	if len(s.terminating) > 0 || len(s.targets) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady || !s.provReady {
 		// Never start a second instance while an old one may still run, or while the VM
 		// is moving into a migration target.
 		return nil

@@ -24,14 +24,19 @@ var launcherOverhead = resource.MustParse("128Mi")
 type attachedDisk struct {
 	Path   string
 	Format string
+	CDROM  bool // a read-only CD-ROM (a provisioning seed)
 }
 
 // launcherArg renders the launcher's --disk value.
 func (d attachedDisk) launcherArg() string {
-	if d.Format == "" {
-		return d.Path
+	arg := d.Path
+	if d.Format != "" {
+		arg += ":" + d.Format
 	}
-	return d.Path + ":" + d.Format
+	if d.CDROM {
+		arg += ":cdrom"
+	}
+	return arg
 }
 
 // podNIC is the VM's NIC as its launcher is told it.

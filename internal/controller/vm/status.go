@@ -29,6 +29,7 @@ func (r *Reconciler) deriveStatus(s *scope) {
 	if s.diskReason != "" {
 		set(v1alpha2.VMConditionBlockDevicesReady, s.disksReady, s.diskReason, s.diskMessage)
 	}
+	r.deriveProvisioning(s)
 
 	st.VirtualMachinePods = st.VirtualMachinePods[:0]
 	for _, p := range append(append(append([]*corev1.Pod{s.active}, s.extraActive...), s.targets...), s.terminating...) {
@@ -71,6 +72,8 @@ func (r *Reconciler) deriveStatus(s *scope) {
 				reason, msg = s.ipReason, s.ipMessage
 			case !s.disksReady:
 				reason, msg = s.diskReason, s.diskMessage
+			case !s.provReady && s.provMessage != "":
+				reason, msg = v1alpha2.ReasonProvisioningNotReady, s.provMessage
 			}
 			set(v1alpha2.VMConditionRunning, false, reason, msg)
 		default:
