@@ -20,6 +20,9 @@ import (
 // shows a line matching want after it; it returns the match.
 func typeOnConsole(t *testing.T, vm, line string, want *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
+	// Running means QEMU runs the guest: the test guest reads its console only once it
+	// has booted (its first heartbeat); what is typed before is lost.
+	waitHeartbeat(t, vm, 0, 2*time.Minute)
 	before, _ := ferry(t, "v", "console", vm, "--log")
 	c, err := net.Dial("unix", filepath.Join(runDirOf(t, activePod(t, vm)), "serial.sock"))
 	if err != nil {
