@@ -54,7 +54,11 @@ func (o *sshOptions) common(vm string) []string {
 	if o.Identity != "" {
 		args = append(args, "-i", o.Identity)
 	}
-	return append(args, o.Extra...)
+	args = append(args, o.Extra...)
+	// Trust on first use: the first login records the VM's host key under its alias, and a
+	// changed key is refused as ssh refuses it. Last, so that the caller's own choice (ssh
+	// takes the first value of an option) wins.
+	return append(args, "-o", "StrictHostKeyChecking=accept-new")
 }
 
 func (o *sshOptions) destination(user, vm string) string {

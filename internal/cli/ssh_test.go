@@ -110,6 +110,7 @@ func TestSSHArgs(t *testing.T) {
 		"-o", "HostKeyAlias=vm.linux-vm.prod",
 		"-i", "/home/u/.ssh/id_ed25519",
 		"-t",
+		"-o", "StrictHostKeyChecking=accept-new",
 		"--", "cloud@vm.linux-vm.prod", "nproc; uname -r",
 	}
 	if !slices.Equal(got, want) {
@@ -123,6 +124,7 @@ func TestSSHArgs(t *testing.T) {
 	want = []string{
 		"-o", "ProxyCommand='/opt/my ferry/ferry' v port-forward --stdio -n prod --transport exec db 2222",
 		"-o", "HostKeyAlias=vm.db.prod",
+		"-o", "StrictHostKeyChecking=accept-new",
 		"--", "root@vm.db.prod",
 	}
 	if !slices.Equal(got, want) {
@@ -139,6 +141,7 @@ func TestSCPArgs(t *testing.T) {
 	want := []string{
 		"-o", "ProxyCommand='/opt/my ferry/ferry' v port-forward --stdio -n prod linux-vm 22",
 		"-o", "HostKeyAlias=vm.linux-vm.prod",
+		"-o", "StrictHostKeyChecking=accept-new",
 		"-r", "--", "./build:1/", "cloud@vm.linux-vm.prod:/srv/",
 	}
 	if !slices.Equal(got, want) {

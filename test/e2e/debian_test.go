@@ -189,7 +189,9 @@ func (g *debianGuest) boot(t *testing.T, applied time.Time) {
 
 	// cloud-init adds the user after sshd starts: the login works a little later.
 	eventually(t, 3*time.Minute, "ferry v ssh runs a command in the guest", func() (bool, string) {
-		o, err := ferry(t, "v", "ssh", "-i", g.key, "-c", "cat /etc/os-release", debianUser+"@"+debianVM)
+		// A known_hosts of the test's own: each run's VM has new host keys.
+		o, err := ferry(t, "v", "ssh", "-i", g.key, "--local-ssh-opts=-oUserKnownHostsFile="+filepath.Join(filepath.Dir(g.key), "known_hosts"),
+			"-c", "cat /etc/os-release", debianUser+"@"+debianVM)
 		return err == nil && strings.Contains(o, "ID=debian"), fmt.Sprintf("%v: %s", err, lastLines(o, 3))
 	})
 	login := since(applied)
