@@ -23,6 +23,7 @@ var launcherOverhead = resource.MustParse("128Mi")
 type attachedDisk struct {
 	Path   string
 	Format string
+	CDROM  bool
 }
 
 // launcherArg renders the launcher's --disk value.
