@@ -184,9 +184,11 @@ func TestDiskGrowsToItsSize(t *testing.T) {
 		}
 	}
 	vd := waitDisk(t, ns, "too-small", v1alpha2.ImageFailed)
-	if msg := imageReadyMessage(vd.Status.Conditions); !strings.Contains(msg, "smaller than the image") || !strings.Contains(msg, "1Mi") {
+	msg := imageReadyMessage(vd.Status.Conditions)
+	if !strings.Contains(msg, "smaller than the image") || !strings.Contains(msg, "1Mi") {
 		t.Errorf("too small a disk says %q", msg)
 	}
+	t.Logf("too small a disk: %s", msg)
 }
 
 // TestImagesThatNameHostFilesAreRefused: a qcow2 with a backing file or an external data
@@ -201,8 +203,9 @@ func TestImagesThatNameHostFilesAreRefused(t *testing.T) {
 		img := waitImage(t, name, v1alpha2.ImageFailed)
 		c := meta.FindStatusCondition(img.Status.Conditions, v1alpha2.ImageConditionReady)
 		if c == nil || c.Reason != v1alpha2.ReasonImportFailed || !strings.Contains(c.Message, want) {
-			t.Errorf("%s: condition %+v, want ImportFailed naming the %s", name, c, want)
+			t.Fatalf("%s: condition %+v, want ImportFailed naming the %s", name, c, want)
 		}
+		t.Logf("%s: %s: %s", name, c.Reason, c.Message)
 	}
 }
 
@@ -228,9 +231,11 @@ func TestISOImageIsACDROM(t *testing.T) {
 		t.Errorf("ISO image: format %q, cdrom %v", img.Status.Format, img.Status.CDROM)
 	}
 	vd := waitDisk(t, ns, "from-iso", v1alpha2.ImageFailed)
-	if msg := imageReadyMessage(vd.Status.Conditions); !strings.Contains(msg, "ISO") {
+	msg := imageReadyMessage(vd.Status.Conditions)
+	if !strings.Contains(msg, "ISO") {
 		t.Errorf("a disk from an ISO says %q", msg)
 	}
+	t.Logf("a disk from an ISO: %s", msg)
 	pod := waitPod(t, ns, "vm")
 	args := strings.Join(pod.Spec.Containers[0].Args, " ")
 	if !strings.Contains(args, "--disk "+img.Status.Path+":raw:ro") {
