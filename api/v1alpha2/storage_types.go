@@ -29,7 +29,7 @@ const (
 
 // HTTPSource is a URL to fetch an image from.
 type HTTPSource struct {
-	// URL of a qcow2, raw or ISO image: http://, https:// or file:// (a path that the controller can read).
+	// URL of a qcow2, raw or ISO image (vdi and vhdx are converted to qcow2): http://, https:// or file:// (a path that the controller can read).
 	// +kubebuilder:validation:Pattern=`^(https?|file)://.+`
 	URL string `json:"url"`
 	// CABundle is a PEM CA chain (base64 in YAML, as any bytes field) that an https URL's

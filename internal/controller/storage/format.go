@@ -30,11 +30,9 @@ var foreignMagics = []struct {
 }{
 	{0, "KDMV", "vmdk"},
 	{0, "# Disk DescriptorFile", "vmdk (descriptor)"},
-	{0, "vhdxfile", "vhdx"},
 	{0, "conectix", "vpc (vhd)"},
 	{0, "QED\x00", "qed"},
 	{0, "LUKS\xba\xbe", "luks"},
-	{64, "\x7f\x10\xda\xbe", "vdi"},
 	{0, "WithoutFreeSpace", "parallels"},
 	{0, "WithouFreSpacExt", "parallels"},
 	{0, "Bochs Virtual HD Image", "bochs"},
@@ -42,16 +40,34 @@ var foreignMagics = []struct {
 	{0, "\xfd7zXZ\x00", "xz"},
 }
 
+// Formats that are imported by converting them to qcow2: self-contained formats whose
+// QEMU drivers open no other file. VMDK is not among them: its descriptor lists extent
+// files by name.
+var convertibleMagics = []struct {
+	offset int
+	magic  string
+	name   string
+}{
+	{0, "vhdxfile", "vhdx"},
+	{64, "\x7f\x10\xda\xbe", "vdi"},
+}
+
 // detectFormat tells an image's format from its first bytes alone, so that qemu-img is
 // always told the format and never guesses it: a guess is how a "raw" upload that looks
 // like qcow2 points a guest at a host file. A file too short for a signature is raw.
+// vdi and vhdx are detected to be converted (see convertToQcow2).
 func detectFormat(header []byte) (string, error) {
 	if bytes.HasPrefix(header, []byte("QFI\xfb")) {
 		return FormatQcow2, nil
 	}
+	for _, m := range convertibleMagics {
+		if len(header) >= m.offset+len(m.magic) && string(header[m.offset:m.offset+len(m.magic)]) == m.magic {
+			return m.name, nil
+		}
+	}
 	for _, m := range foreignMagics {
 		if len(header) >= m.offset+len(m.magic) && string(header[m.offset:m.offset+len(m.magic)]) == m.magic {
-			return "", fmt.Errorf("the image is in %s format, which Ferry does not import: convert it to qcow2 (qemu-img convert -O qcow2) or give an uncompressed qcow2, raw or ISO image", m.name)
+			return "", fmt.Errorf("the image is in %s format, which Ferry does not import: convert it to qcow2 (qemu-img convert -O qcow2) or give an uncompressed qcow2, raw, ISO, vdi or vhdx image", m.name)
 		}
 	}
 	if len(header) >= isoMagicOffset+5 && string(header[isoMagicOffset:isoMagicOffset+5]) == "CD001" {

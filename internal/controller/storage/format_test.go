@@ -39,8 +39,9 @@ func TestDetectFormat(t *testing.T) {
 		{"short", FormatRaw, "", []byte("QFI")},
 		{"iso magic cut off", FormatRaw, "", isoHeader()[:isoMagicOffset+4]},
 		{"vmdk", "", "vmdk", []byte("KDMV\x01\x00\x00\x00")},
-		{"vhdx", "", "vhdx", []byte("vhdxfile....")},
-		{"vdi", "", "vdi", vdi},
+		{"vhdx", "vhdx", "", []byte("vhdxfile....")},
+		{"vdi", "vdi", "", vdi},
+		{"vpc", "", "vpc", []byte("conectix")},
 		{"gzip", "", "gzip", []byte("\x1f\x8b\x08\x00")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,7 +106,7 @@ func FuzzDetectFormat(f *testing.F) {
 			if checkQcow2Header(header) == nil && len(header) >= 16 && binary.BigEndian.Uint64(header[8:]) != 0 {
 				t.Fatalf("a backing file offset passed the check")
 			}
-		case FormatISO, FormatRaw:
+		case FormatISO, FormatRaw, "vdi", "vhdx":
 		default:
 			t.Fatalf("unknown format %q", format)
 		}
@@ -226,6 +227,21 @@ func TestOverlayGrowsToTheDiskSize(t *testing.T) {
 		size, err := diskSize(context.Background(), disk)
 		if err != nil || size != 64<<20 {
 			t.Errorf("disk of a %s image: %d bytes, %v; want 64 MiB", format, size, err)
+		}
+	}
+}
+
+// TestConvertVdiAndVhdx: vdi and vhdx images become qcow2 of the same size.
+func TestConvertVdiAndVhdx(t *testing.T) {
+	for _, format := range []string{"vdi", "vhdx"} {
+		p := filepath.Join(t.TempDir(), "img."+format)
+		qemuImg(t, "create", "-q", "-f", format, p, "4M")
+		if err := convertToQcow2(context.Background(), p); err != nil {
+			t.Fatalf("%s: %v", format, err)
+		}
+		info, err := inspect(context.Background(), p)
+		if err != nil || info.Format != FormatQcow2 || info.VirtualSize != 4<<20 {
+			t.Errorf("%s converted: %+v, %v; want a 4 MiB qcow2", format, info, err)
 		}
 	}
 }

@@ -227,6 +227,9 @@ func (r *ImageReconciler) importImage(ctx context.Context, img *v1alpha2.Cluster
 	if err := tmp.Close(); err != nil {
 		return imageInfo{}, err
 	}
+	if err := convertToQcow2(ctx, tmp.Name()); err != nil {
+		return imageInfo{}, permanentError{err}
+	}
 	info, err := inspect(ctx, tmp.Name())
 	if err != nil {
 		return imageInfo{}, permanentError{err}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 )
@@ -80,6 +81,8 @@ func inspect(ctx context.Context, path string) (imageInfo, error) {
 	}
 	qemuFormat := format
 	switch format {
+	case "vdi", "vhdx":
+		return imageInfo{}, fmt.Errorf("a %s image must be converted to qcow2 first", format)
 	case FormatQcow2:
 		if err := checkQcow2Header(header); err != nil {
 			return imageInfo{}, err
@@ -100,6 +103,33 @@ func inspect(ctx context.Context, path string) (imageInfo, error) {
 		return imageInfo{}, err
 	}
 	return imageInfo{Format: format, VirtualSize: qi.VirtualSize, ActualSize: qi.ActualSize}, nil
+}
+
+// convertToQcow2 turns a vdi or vhdx image at path into a qcow2 file in its place (with
+// the format stated to qemu-img, and refused first if it names another file). It
+// leaves any other format as it is.
+func convertToQcow2(ctx context.Context, path string) error {
+	header, err := readHeader(path)
+	if err != nil {
+		return err
+	}
+	format, err := detectFormat(header)
+	if err != nil || (format != "vdi" && format != "vhdx") {
+		return err
+	}
+	out, err := run(ctx, "qemu-img", "info", "-U", "-f", format, "--output=json", path)
+	if err != nil {
+		return err
+	}
+	if _, err := parseQemuInfo(out, format); err != nil {
+		return err
+	}
+	tmp := path + ".qcow2"
+	defer os.Remove(tmp)
+	if _, err := run(ctx, "qemu-img", "convert", "-q", "-f", format, "-O", FormatQcow2, path, tmp); err != nil {
+		return fmt.Errorf("converting the %s image to qcow2: %w", format, err)
+	}
+	return os.Rename(tmp, path)
 }
 
 // diskSize reads the virtual size of a disk Ferry made itself (a qcow2 overlay, whose
