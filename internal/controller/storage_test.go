@@ -1,12 +1,17 @@
 package controller_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -240,5 +245,47 @@ func TestISOImageIsACDROM(t *testing.T) {
 	args := strings.Join(pod.Spec.Containers[0].Args, " ")
 	if !strings.Contains(args, "--disk "+img.Status.Path+":raw:ro") {
 		t.Errorf("launcher args %q do not attach %s read-only as raw", args, img.Status.Path)
+	}
+}
+
+// TestHTTPImportRetriesAndChecks: over a real apiserver, a download refused once stays
+// Provisioning with the attempt and the error in status, then is Ready after the first
+// back-off (10 s) with its checksum checked; a checksum that is no hex digest is refused
+// by the CRD's validation.
+func TestHTTPImportRetriesAndChecks(t *testing.T) {
+	b := make([]byte, 1<<20)
+	b[510], b[511] = 0x55, 0xAA
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			http.Error(w, "not yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write(b)
+	}))
+	defer srv.Close()
+	sum := sha256.Sum256(b)
+	img := &v1alpha2.ClusterVirtualImage{
+		ObjectMeta: metav1.ObjectMeta{Name: newNamespace(t) + "-http"},
+		Spec: v1alpha2.ClusterVirtualImageSpec{DataSource: v1alpha2.DataSource{Type: v1alpha2.SourceHTTP, HTTP: &v1alpha2.HTTPSource{
+			URL: srv.URL + "/disk.img", Checksum: &v1alpha2.Checksum{SHA256: hex.EncodeToString(sum[:])}}}},
+	}
+	bad := img.DeepCopy()
+	bad.Name += "-bad"
+	bad.Spec.DataSource.HTTP.Checksum.SHA256 = "not-hex"
+	if err := k8s.Create(ctx, bad); err == nil || !strings.Contains(err.Error(), "sha256") {
+		t.Errorf("a checksum that is no hex digest was not refused: %v", err)
+	}
+	createAll(t, img)
+	eventually(t, timeout, "the first attempt recorded", func() (bool, string) {
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(img), img)
+		rt := img.Status.ImportRetry
+		return img.Status.Phase == v1alpha2.ImageProvisioning && rt != nil && rt.Attempts == 1 && strings.Contains(rt.LastError, "503"),
+			fmt.Sprintf("%s %+v", img.Status.Phase, rt)
+	})
+	t.Logf("while retrying: %s", imageReadyMessage(img.Status.Conditions))
+	img = waitImage(t, img.Name, v1alpha2.ImageReady)
+	if img.Status.ImportRetry != nil || img.Status.Progress != "100%" || img.Status.Format != "raw" || calls.Load() != 2 {
+		t.Errorf("ready image: retry %+v, progress %q, format %q, %d downloads", img.Status.ImportRetry, img.Status.Progress, img.Status.Format, calls.Load())
 	}
 }

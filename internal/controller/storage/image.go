@@ -90,8 +90,13 @@ func (r *ImageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	st := &imageStatus{client: r.Client, img: img, base: img.DeepCopy()}
 	img.Status.Phase = v1alpha2.ImageProvisioning
 	setReady(&img.Status.Conditions, false, v1alpha2.ReasonProvisioning, "The image is being imported.", img.Generation)
-	if err := st.patch(ctx); err != nil {
-		return ctrl.Result{}, err
+	// The optimistic lock makes a reconcile that read a stale image from the cache (one
+	// that misses the last failure's retry time, or Ready) fail here instead of
+	// downloading again.
+	if err := st.claim(ctx); apierrors.IsConflict(err) {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	} else if err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	info, err := r.importImage(ctx, img, path, st.reporter(ctx))
 	switch {
@@ -158,6 +163,14 @@ type imageStatus struct {
 	client client.Client
 	img    *v1alpha2.ClusterVirtualImage
 	base   *v1alpha2.ClusterVirtualImage
+}
+
+func (s *imageStatus) claim(ctx context.Context) error {
+	if err := s.client.Status().Patch(ctx, s.img, client.MergeFromWithOptions(s.base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	s.base = s.img.DeepCopy()
+	return nil
 }
 
 func (s *imageStatus) patch(ctx context.Context) error {
