@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -287,5 +289,38 @@ func TestHTTPImportRetriesAndChecks(t *testing.T) {
 	img = waitImage(t, img.Name, v1alpha2.ImageReady)
 	if img.Status.ImportRetry != nil || img.Status.Progress != "100%" || img.Status.Format != "raw" || calls.Load() != 2 {
 		t.Errorf("ready image: retry %+v, progress %q, format %q, %d downloads", img.Status.ImportRetry, img.Status.Progress, img.Status.Format, calls.Load())
+	}
+}
+
+// TestFailedDownloadWaitsForItsBackoff: after a refused connection the image is not
+// downloaded again before its first back-off (10 s) is over, whatever events its own
+// status writes cause.
+func TestFailedDownloadWaitsForItsBackoff(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now: a refused connection
+	img := &v1alpha2.ClusterVirtualImage{
+		ObjectMeta: metav1.ObjectMeta{Name: newNamespace(t) + "-refused"},
+		Spec: v1alpha2.ClusterVirtualImageSpec{DataSource: v1alpha2.DataSource{Type: v1alpha2.SourceHTTP,
+			HTTP: &v1alpha2.HTTPSource{URL: "http://" + addr + "/x.img"}}},
+	}
+	createAll(t, img)
+	eventually(t, timeout, "the first attempt recorded", func() (bool, string) {
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(img), img)
+		return img.Status.ImportRetry != nil, fmt.Sprintf("%+v", img.Status)
+	})
+	// Proving that something does not happen takes a while: 5 s of the 10 s back-off.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(img), img); err != nil {
+			t.Fatal(err)
+		}
+		if rt := img.Status.ImportRetry; rt == nil || rt.Attempts != 1 || !strings.Contains(rt.LastError, "refused") {
+			t.Fatalf("within the first back-off: %+v", rt)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
