@@ -29,9 +29,32 @@ const (
 
 // HTTPSource is a URL to fetch an image from.
 type HTTPSource struct {
-	// URL of a raw or qcow2 image: http://, https:// or file:// (a path that the controller can read).
+	// URL of a qcow2, raw or ISO image (vdi and vhdx are converted to qcow2): http://, https:// or file:// (a path that the controller can read).
 	// +kubebuilder:validation:Pattern=`^(https?|file)://.+`
 	URL string `json:"url"`
+	// CABundle is a PEM CA chain (base64 in YAML, as any bytes field) that an https URL's
+	// certificate may chain to, besides the system's CAs.
+	// +optional
+	CABundle []byte `json:"caBundle,omitempty"`
+	// Checksum the downloaded file must match (every sum given).
+	// +optional
+	Checksum *Checksum `json:"checksum,omitempty"`
+}
+
+// Checksum holds hex digests of a file; the file must match all of those given.
+type Checksum struct {
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{32}$`
+	MD5 string `json:"md5,omitempty"`
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{40}$`
+	SHA1 string `json:"sha1,omitempty"`
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{64}$`
+	SHA256 string `json:"sha256,omitempty"`
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{128}$`
+	SHA512 string `json:"sha512,omitempty"`
 }
 
 // ObjectRefSource names an image to copy from.
@@ -55,8 +78,33 @@ type DataSource struct {
 
 // ImageSize is the size of an image as stored and as seen by a guest.
 type ImageSize struct {
-	Stored   string `json:"stored,omitempty"`
-	Unpacked string `json:"unpacked,omitempty"`
+	Stored string `json:"stored,omitempty"`
+	// +optional
+	StoredBytes string `json:"storedBytes,omitempty"`
+	Unpacked    string `json:"unpacked,omitempty"`
+	// +optional
+	UnpackedBytes string `json:"unpackedBytes,omitempty"`
+}
+
+// DownloadSpeed is how fast an image is being downloaded.
+type DownloadSpeed struct {
+	Avg string `json:"avg,omitempty"`
+	// AvgBytes is the average in bytes per second.
+	AvgBytes string `json:"avgBytes,omitempty"`
+	Current  string `json:"current,omitempty"`
+	// CurrentBytes is the current speed in bytes per second.
+	CurrentBytes string `json:"currentBytes,omitempty"`
+}
+
+// ImportRetry records failed downloads of an image that the controller tries again
+// (a Ferry field: Deckhouse's importer pod restarts instead).
+type ImportRetry struct {
+	// Attempts is how many downloads failed so far.
+	Attempts int32 `json:"attempts"`
+	// LastError is why the last one failed.
+	LastError string `json:"lastError,omitempty"`
+	// NextAttemptTime is when the next download starts (back-off: 10 s, doubling, at most 5 min).
+	NextAttemptTime metav1.Time `json:"nextAttemptTime,omitempty"`
 }
 
 // ClusterVirtualImageSpec is the desired image.
@@ -68,9 +116,21 @@ type ClusterVirtualImageSpec struct {
 // ClusterVirtualImageStatus is the observed image.
 type ClusterVirtualImageStatus struct {
 	Phase ImagePhase `json:"phase,omitempty"`
-	// Format is raw or qcow2.
-	Format string    `json:"format,omitempty"`
-	Size   ImageSize `json:"size,omitempty"`
+	// Format is qcow2, raw or iso.
+	Format string `json:"format,omitempty"`
+	// CDROM is true for an image a VM sees as a CD-ROM (an ISO).
+	// +optional
+	CDROM bool      `json:"cdrom,omitempty"`
+	Size  ImageSize `json:"size,omitempty"`
+	// Progress of the download, e.g. "45%" (100% once Ready).
+	// +optional
+	Progress string `json:"progress,omitempty"`
+	// DownloadSpeed while Provisioning from an http(s) URL.
+	// +optional
+	DownloadSpeed *DownloadSpeed `json:"downloadSpeed,omitempty"`
+	// ImportRetry is set while a failed download waits to be tried again.
+	// +optional
+	ImportRetry *ImportRetry `json:"importRetry,omitempty"`
 	// Path is where the image is kept on the shared storage.
 	Path       string             `json:"path,omitempty"`
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
@@ -83,6 +143,8 @@ type ClusterVirtualImageStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=cvi;cvis,categories=all;virtualization
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="CDROM",type=boolean,JSONPath=`.status.cdrom`
+// +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.progress`
 // +kubebuilder:printcolumn:name="Format",type=string,JSONPath=`.status.format`
 // +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.status.size.unpacked`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

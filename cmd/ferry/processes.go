@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -28,6 +29,7 @@ func controllerCommand() *cobra.Command {
 	var kubeconfig string
 	var qps float32
 	var burst int
+	var maxImageSize string
 	o := controller.Options{Migration: migration.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -37,6 +39,11 @@ func controllerCommand() *cobra.Command {
 			if o.FencingMaxUnreachable <= 0 || o.FencingMaxUnreachable > 1 {
 				return fmt.Errorf("--fencing-max-unreachable must be a share between 0 and 1 (e.g. 0.49), not %v", o.FencingMaxUnreachable)
 			}
+			q, err := resource.ParseQuantity(maxImageSize)
+			if err != nil || q.Value() <= 0 {
+				return fmt.Errorf("--max-image-size must be a positive size such as 64Gi, not %q", maxImageSize)
+			}
+			o.MaxImageSize = q.Value()
 			ctrl.SetLogger(zap.New())
 			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 			if err != nil {
@@ -53,6 +60,7 @@ func controllerCommand() *cobra.Command {
 	f.Float32Var(&qps, "kube-api-qps", 200, "requests per second the controller sends the apiserver at most (client-side rate limit)")
 	f.IntVar(&burst, "kube-api-burst", 400, "burst above --kube-api-qps")
 	f.StringVar(&o.StorageDir, "storage-dir", "/var/lib/ferry/storage", "shared storage for images and disks")
+	f.StringVar(&maxImageSize, "max-image-size", "64Gi", "largest image an import may download (a ClusterVirtualImage above it fails and says so)")
 	f.StringVar(&o.IPRange, "ip-range", ipam.DefaultRange, "CIDR that VM addresses come from")
 	f.StringVar(&o.VMNetwork, "vm-network", controller.NetworkRouted, "routed: each VM gets a NIC and its address by DHCP, routed to the node it runs on (launchers need CAP_NET_ADMIN in the node's network namespace); none: VMs get no NIC")
 	f.StringVar(&o.LauncherImage, "launcher-image", "ferry/launcher:latest", "container image of launcher pods")

@@ -37,6 +37,8 @@ import (
 type Options struct {
 	// StorageDir is the shared storage that holds images and disks.
 	StorageDir string
+	// MaxImageSize caps the bytes one image import may download (0: 64 GiB).
+	MaxImageSize int64
 	// IPRange is the CIDR that VM addresses come from.
 	IPRange string
 	// VMNetwork is NetworkRouted (each VM gets a NIC, its address routed to its node) or
@@ -158,7 +160,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		&vm.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Range: r, LauncherImage: o.LauncherImage,
 			Node: vm.NodeSide{StateDir: o.NodeStateDir, StorageDir: o.StorageDir, MigrationTLS: o.MigrationTLS}, Network: o.VMNetwork == NetworkRouted,
 			APIReader: mgr.GetAPIReader()},
-		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir},
+		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir, MaxImageSize: o.MaxImageSize},
 		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir},
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},
 		&migration.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("migration-controller"), Config: o.Migration, APIReader: mgr.GetAPIReader()},

@@ -218,18 +218,32 @@ func (g *debianGuest) boot(t *testing.T, applied time.Time) {
 	t.Logf("root filesystem %dG, instance-id %s", size, g.instanceID)
 }
 
-// evict: an SSH session printing a line every 50 ms stays open through a live migration.
+// evict: an SSH session printing a line every 50 ms stays open through a live migration,
+// of the idle guest and of the guest with a process dirtying 256 MiB of its memory.
 func (g *debianGuest) evict(t *testing.T) {
+	g.evictOnce(t, "idle")
+	// stress-ng keeps rewriting 256 MiB until it is killed (or its timeout ends).
+	g.mustSSH(t, "nohup stress-ng --vm 1 --vm-bytes 256M --vm-keep --timeout 600 >/dev/null 2>&1 </dev/null & sleep 3; pgrep -c stress-ng")
+	g.evictOnce(t, "dirtying 256 MiB")
+	g.mustSSH(t, "pkill stress-ng; true")
+}
+
+func (g *debianGuest) evictOnce(t *testing.T, load string) {
 	s := g.startTicker(t)
 	from := getVM(t, debianVM).Status.NodeName
 	started := time.Now()
 	op := newEvict(t, debianVM)
-	if _, reason := waitOpEnd(t, op, v1alpha2.OpCompleted); reason != v1alpha2.ReasonOperationCompleted {
-		t.Errorf("evict ended with reason %s", reason)
+	ended, reason := waitOpEnd(t, op, v1alpha2.OpCompleted)
+	if reason != v1alpha2.ReasonOperationCompleted {
+		t.Errorf("evict (%s) ended with reason %s", load, reason)
 	}
 	took := since(started)
 	to := g.assertMoved(t, from)
-	s.assertAlive(t, fmt.Sprintf("Evict %s → %s in %s", from, to, took))
+	figures := ""
+	if m := ended.Status.Migration; m != nil {
+		figures = fmt.Sprintf(", QEMU: transfer %d ms, downtime %d ms", m.TransferMs, m.DowntimeMs)
+	}
+	s.assertAlive(t, fmt.Sprintf("Evict (%s, 1Gi) %s → %s in %s end to end%s", load, from, to, took, figures))
 }
 
 // drain: the same session through `kubectl drain` of the VM's node.

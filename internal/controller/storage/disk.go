@@ -9,6 +9,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,13 +74,13 @@ func (r *DiskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		setReady(&d.Status.Conditions, false, reason, err.Error(), d.Generation)
 		return ctrl.Result{RequeueAfter: 30 * time.Second}, r.Client.Status().Patch(ctx, d, client.MergeFrom(orig))
 	}
-	info, err := inspect(ctx, path)
+	capacity, err := diskSize(ctx, path)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	d.Status.Phase = v1alpha2.ImageReady
 	d.Status.Path = path
-	d.Status.Capacity = humanBytes(info.VirtualSize)
+	d.Status.Capacity = humanBytes(capacity)
 	d.Status.ObservedGeneration = d.Generation
 	setReady(&d.Status.Conditions, true, v1alpha2.ReasonImported, "disk of "+d.Status.Capacity+" provisioned", d.Generation)
 	r.Recorder.Eventf(d, corev1.EventTypeNormal, "Provisioned", "Provisioned a disk of %s", d.Status.Capacity)
@@ -100,17 +102,22 @@ func (r *DiskReconciler) source(ctx context.Context, d *v1alpha2.VirtualDisk) (s
 	}
 	switch img.Status.Phase {
 	case v1alpha2.ImageReady:
+		if img.Status.CDROM || img.Status.Format == FormatISO {
+			return "", "", v1alpha2.ReasonProvisionFailed, fmt.Errorf("ClusterVirtualImage %s is an ISO (a CD-ROM), and a VirtualDisk cannot be made from one: "+
+				"attach the image to the VM in blockDeviceRefs (kind ClusterVirtualImage) and give the VM an empty VirtualDisk (no dataSource) to install to", img.Name)
+		}
 		return img.Status.Path, img.Status.Format, "", nil
 	case v1alpha2.ImageFailed:
-		msg := "import failed"
-		for _, c := range img.Status.Conditions {
-			if c.Type == v1alpha2.ImageConditionReady {
-				msg = c.Message
-			}
-		}
-		return "", "", v1alpha2.ReasonImageFailed, fmt.Errorf("ClusterVirtualImage %s failed: %s", img.Name, msg)
+		return "", "", v1alpha2.ReasonImageFailed, fmt.Errorf("ClusterVirtualImage %s failed: %s", img.Name, readyMessage(img.Status.Conditions, "import failed"))
 	}
-	return "", "", v1alpha2.ReasonSourceNotReady, fmt.Errorf("waiting for ClusterVirtualImage %s to be imported", img.Name)
+	return "", "", v1alpha2.ReasonSourceNotReady, fmt.Errorf("waiting for ClusterVirtualImage %s to be imported: %s", img.Name, readyMessage(img.Status.Conditions, "not started"))
+}
+
+func readyMessage(conds []metav1.Condition, otherwise string) string {
+	if c := meta.FindStatusCondition(conds, v1alpha2.ImageConditionReady); c != nil && c.Message != "" {
+		return c.Message
+	}
+	return otherwise
 }
 
 func (r *DiskReconciler) provision(ctx context.Context, d *v1alpha2.VirtualDisk, path, base, baseFormat string) error {
@@ -118,13 +125,20 @@ func (r *DiskReconciler) provision(ctx context.Context, d *v1alpha2.VirtualDisk,
 		return nil
 	}
 	var size int64
-	if q := d.Spec.PersistentVolumeClaim.Size; q != nil {
+	q := d.Spec.PersistentVolumeClaim.Size
+	if q != nil {
 		size = q.Value()
 	}
 	if base != "" {
+		// The image was checked at import; it is read again because a disk must never
+		// be backed by a file that names another one.
 		info, err := inspect(ctx, base)
 		if err != nil {
-			return err
+			return fmt.Errorf("the disk's image: %w", err)
+		}
+		if q != nil && size < info.VirtualSize {
+			return fmt.Errorf("persistentVolumeClaim.size %s is smaller than the image (%s): ask for at least %s",
+				q.String(), humanBytes(info.VirtualSize), humanBytes(info.VirtualSize))
 		}
 		size = max(size, info.VirtualSize)
 	}

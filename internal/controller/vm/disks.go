@@ -31,7 +31,12 @@ func (r *Reconciler) ensureDisks(ctx context.Context, s *scope) error {
 			if img.Status.Phase != v1alpha2.ImageReady {
 				return s.diskProblem(imageReason(img.Status.Phase), "ClusterVirtualImage %s is %s%s", ref.Name, phaseOr(img.Status.Phase), readyMessage(img.Status.Conditions))
 			}
-			// An image is attached read-only, so many VMs may boot from it at once.
+			// An image is attached read-only, so many VMs may boot from it at once. An ISO
+			// is a CD-ROM, whose bytes QEMU reads as raw.
+			if img.Status.CDROM || img.Status.Format == "iso" {
+				s.disks = append(s.disks, attachedDisk{Path: img.Status.Path, Format: "raw:ro", CDROM: true})
+				continue
+			}
 			s.disks = append(s.disks, attachedDisk{Path: img.Status.Path, Format: img.Status.Format + ":ro"})
 		default:
 			var d v1alpha2.VirtualDisk

@@ -24,7 +24,7 @@ var launcherOverhead = resource.MustParse("128Mi")
 type attachedDisk struct {
 	Path   string
 	Format string
-	CDROM  bool // a read-only CD-ROM (a provisioning seed)
+	CDROM  bool // a read-only CD-ROM (an ISO image, a provisioning seed)
 }
 
 // launcherArg renders the launcher's --disk value.
