@@ -26,11 +26,13 @@ func TestBuildArgsCDROM(t *testing.T) {
 		case "-drive":
 			drives = append(drives, args[i+1])
 		case "-device":
-			devices = append(devices, args[i+1])
+			if strings.Contains(args[i+1], "drive=") {
+				devices = append(devices, args[i+1])
+			}
 		}
 	}
 	want := []string{
-		"if=none,id=disk0,file=/s/disk.qcow2,format=qcow2,file.locking=on,cache=writeback",
+		"if=none,id=disk0,file=/s/disk.qcow2,format=qcow2,file.locking=on,cache=writeback,werror=stop,rerror=stop",
 		"if=none,id=disk1,file=/s/seed,,1.iso,format=raw,file.locking=on,cache=writeback,media=cdrom,readonly=on",
 	}
 	if !slices.Equal(drives, want) {
