@@ -241,7 +241,12 @@ func (g *debianGuest) evictOnce(t *testing.T, load string) {
 	to := g.assertMoved(t, from)
 	figures := ""
 	if m := ended.Status.Migration; m != nil {
-		figures = fmt.Sprintf(", QEMU: transfer %d ms, downtime %d ms", m.TransferMs, m.DowntimeMs)
+		figures = fmt.Sprintf(", vmop status: transfer %d ms, downtime %d ms", m.TransferMs, m.DowntimeMs)
+	}
+	// What the source's QEMU itself reported, as its launcher logged it (the operation's
+	// status can miss the final figures: issue 21).
+	if line := migratedLine(t, debianVM, started); line != "" {
+		figures += "; source launcher: " + line
 	}
 	s.assertAlive(t, fmt.Sprintf("Evict (%s, 1Gi) %s → %s in %s end to end%s", load, from, to, took, figures))
 }
@@ -258,7 +263,7 @@ func (g *debianGuest) drain(t *testing.T) {
 	}
 	took := since(started)
 	to := g.assertMoved(t, node)
-	s.assertAlive(t, fmt.Sprintf("drain of %s (VM to %s) in %s", node, to, took))
+	s.assertAlive(t, fmt.Sprintf("drain of %s (VM to %s) in %s; source launcher: %s", node, to, took, migratedLine(t, debianVM, started)))
 	mustFerry(t, "k", "uncordon", node)
 }
 
@@ -483,3 +488,27 @@ func indent(s, prefix string) string {
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }
+
+// migratedLine is the "migrated to ..." line (QEMU's total time, downtime and bytes) that a
+// source launcher of vm logged after since, from the nodes' run directories.
+func migratedLine(t *testing.T, vm string, since time.Time) string {
+	t.Helper()
+	logs, _ := filepath.Glob(filepath.Join(cl.stateDir, "nodes", "*", "pods", "*", "launcher.log"))
+	marker := "VM default/" + vm + ": migrated to "
+	for _, path := range logs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			i := strings.Index(l, marker)
+			if i < 0 {
+				continue
+			}
+			if at, err := time.Parse(time.RFC3339Nano, strings.Fields(l)[0]); err == nil && at.After(since) {
+				return l[i+len(marker):]
+			}
+		}
+	}
+	return ""
+}
