@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static dosfstools mtools
-	syslinux syslinux-common fdisk cpio iproute2 util-linux openssh-client iputils-ping)
+	syslinux syslinux-common fdisk cpio iproute2 util-linux openssh-client iputils-ping genisoimage)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

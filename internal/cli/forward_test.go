@@ -17,6 +17,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
@@ -203,12 +204,10 @@ func TestPortForwardReportsUnreachableVM(t *testing.T) {
 				t.Errorf("read %q from a connection that reaches nothing", got)
 			}
 			_ = err // the forwarder closes the connection: EOF or a reset, both right
-			deadline := time.Now().Add(10 * time.Second)
-			for !strings.Contains(log.String(), tc.want) {
-				if time.Now().After(deadline) {
-					t.Fatalf("log %q does not say %q", log.String(), tc.want)
-				}
-				time.Sleep(10 * time.Millisecond)
+			if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+				return strings.Contains(log.String(), tc.want), nil
+			}); err != nil {
+				t.Fatalf("log %q does not say %q", log.String(), tc.want)
 			}
 		})
 	}

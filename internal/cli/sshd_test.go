@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // sshdPath finds an OpenSSH server for the end-to-end tests: $FERRY_TEST_SSHD, else the
@@ -82,22 +85,31 @@ LogLevel ERROR
 			t.Logf("sshd log:\n%s", log.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", itoa(port)))
-		if err == nil {
-			c.Close()
-			return port
-		}
+	err = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
 		select {
 		case <-exited:
-			t.Fatalf("sshd exited: %s", log.String())
+			return false, fmt.Errorf("sshd exited: %s", log.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sshd did not listen on %d within 10s: %s", port, log.String())
+		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", itoa(port)))
+		if err != nil {
+			return false, nil
 		}
-		time.Sleep(20 * time.Millisecond)
+		c.Close()
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("sshd did not listen on %d within 10s: %v: %s", port, err, log.String())
+	}
+	return port
+}
+
+// needSSHClient fails the test where the system ssh is missing: scripts/setup.sh installs it
+// (openssh-client), and `ferry v ssh` is nothing without it.
+func needSSHClient(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Fatal("no ssh client: run scripts/setup.sh (it installs openssh-client)")
 	}
 }
 
@@ -126,9 +138,7 @@ func ferryV(t *testing.T, args ...string) (stdout, stderr string, code int) {
 // ProxyCommand is `ferry v port-forward --stdio` (the direct transport to 127.0.0.1), and
 // copies a file both ways with `ferry v scp`.
 func TestSSHAndSCPThroughPortForward(t *testing.T) {
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Skip("no ssh client: install openssh-client")
-	}
+	needSSHClient(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "id_ed25519")
 	keygen(t, key)
@@ -182,9 +192,7 @@ func TestSSHAndSCPThroughPortForward(t *testing.T) {
 // TestSSHWarnsWhenTheVMsHostKeyChanges: a VM recreated under the same name has a new host
 // key; with the alias keyed by name, ssh refuses as it would for any host.
 func TestSSHWarnsWhenTheVMsHostKeyChanges(t *testing.T) {
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Skip("no ssh client: install openssh-client")
-	}
+	needSSHClient(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "id_ed25519")
 	keygen(t, key)

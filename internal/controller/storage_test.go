@@ -313,14 +313,11 @@ func TestFailedDownloadWaitsForItsBackoff(t *testing.T) {
 		return img.Status.ImportRetry != nil, fmt.Sprintf("%+v", img.Status)
 	})
 	// Proving that something does not happen takes a while: 5 s of the 10 s back-off.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	holdsFor(t, 5*time.Second, "one attempt within the first back-off", func() (bool, string) {
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(img), img); err != nil {
-			t.Fatal(err)
+			return false, err.Error()
 		}
-		if rt := img.Status.ImportRetry; rt == nil || rt.Attempts != 1 || !strings.Contains(rt.LastError, "refused") {
-			t.Fatalf("within the first back-off: %+v", rt)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		rt := img.Status.ImportRetry
+		return rt != nil && rt.Attempts == 1 && strings.Contains(rt.LastError, "refused"), fmt.Sprintf("%+v", rt)
+	})
 }

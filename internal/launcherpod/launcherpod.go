@@ -18,14 +18,24 @@ func Ended(p *corev1.Pod) bool {
 	return p != nil && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed)
 }
 
-// Ready tells whether the pod's Ready condition is True (the guest's heartbeat is fresh).
-func Ready(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
+// Condition returns the pod's condition of type t, or nil.
+func Condition(p *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {
+	if p == nil {
+		return nil
+	}
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == t {
+			return &p.Status.Conditions[i]
 		}
 	}
-	return false
+	return nil
+}
+
+// Ready tells whether the pod's Ready condition is True (QEMU runs the guest: the
+// readiness gate guest-ready).
+func Ready(p *corev1.Pod) bool {
+	c := Condition(p, corev1.PodReady)
+	return c != nil && c.Status == corev1.ConditionTrue
 }
 
 // MigratedAway tells whether a pod ended because its VM live-migrated to another pod: by

@@ -191,11 +191,11 @@ func TestInspectFormats(t *testing.T) {
 	}
 }
 
-// TestInspectRealISO uses genisoimage when the machine has it: a real ISO9660 image,
+// TestInspectRealISO uses genisoimage (scripts/setup.sh installs it): a real ISO9660 image,
 // not only its signature.
 func TestInspectRealISO(t *testing.T) {
 	if _, err := exec.LookPath("genisoimage"); err != nil {
-		t.Skip("genisoimage is not installed (apt-get install genisoimage); TestInspectFormats covers the signature")
+		t.Fatal("genisoimage is not installed: run scripts/setup.sh (it installs genisoimage)")
 	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello"), 0o644); err != nil {

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
 // guestFault returns the launcher pod's evidence that its guest cannot run — the guest
@@ -22,12 +23,9 @@ func guestFault(p *corev1.Pod) *corev1.PodCondition {
 	if p == nil || p.Status.Phase != corev1.PodRunning {
 		return nil
 	}
-	for i := range p.Status.Conditions {
-		c := &p.Status.Conditions[i]
-		if c.Type == v1alpha2.PodConditionGuestReady && c.Status == corev1.ConditionFalse &&
-			(c.Reason == v1alpha2.ReasonGuestPanicked || c.Reason == v1alpha2.ReasonGuestIOError) {
-			return c
-		}
+	c := launcherpod.Condition(p, v1alpha2.PodConditionGuestReady)
+	if c != nil && c.Status == corev1.ConditionFalse && (c.Reason == v1alpha2.ReasonGuestPanicked || c.Reason == v1alpha2.ReasonGuestIOError) {
+		return c
 	}
 	return nil
 }
@@ -36,21 +34,14 @@ func guestFault(p *corev1.Pod) *corev1.PodCondition {
 // guest: ok is false while the agent does not answer. The report is the guest's own words;
 // a message that does not parse is an empty report.
 func guestAgent(p *corev1.Pod) (report v1alpha2.GuestAgentReport, ok bool) {
-	if p == nil {
+	c := launcherpod.Condition(p, v1alpha2.PodConditionGuestAgent)
+	if c == nil || c.Status != corev1.ConditionTrue {
 		return report, false
 	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == v1alpha2.PodConditionGuestAgent {
-			if c.Status != corev1.ConditionTrue {
-				return report, false
-			}
-			if json.Unmarshal([]byte(c.Message), &report) != nil {
-				report = v1alpha2.GuestAgentReport{}
-			}
-			return report, true
-		}
+	if json.Unmarshal([]byte(c.Message), &report) != nil {
+		report = v1alpha2.GuestAgentReport{}
 	}
-	return report, false
+	return report, true
 }
 
 // handleGuestFault applies the runPolicy to a guest that panicked: AlwaysOn and

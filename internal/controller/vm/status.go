@@ -121,10 +121,8 @@ func startingMessage(p *corev1.Pod) string {
 	if p.Status.Phase != corev1.PodRunning {
 		return "waiting for the launcher pod to run on node " + p.Spec.NodeName
 	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == v1alpha2.PodConditionGuestReady && c.Message != "" {
-			return c.Message
-		}
+	if c := launcherpod.Condition(p, v1alpha2.PodConditionGuestReady); c != nil && c.Message != "" {
+		return c.Message
 	}
 	return "waiting for QEMU to run the guest"
 }
