@@ -69,25 +69,26 @@ func (a *agentWatch) run(ctx context.Context, lg *logger) {
 			cancel()
 			switch {
 			case err == nil:
+				if time.Since(lastQuery) < agentQuery {
+					break
+				}
+				qctx, cancel := context.WithTimeout(ctx, 2*agentTimeout)
+				info, err := c.Query(qctx)
+				cancel()
+				if err != nil {
+					break // asked again at the next poll; what was known stays
+				}
+				lastQuery = time.Now()
+				// Connected and the report are shown together: an agent that answers has
+				// told what it knows, never an empty report first.
 				a.mu.Lock()
 				was := a.status.Connected
 				a.status.Connected = true
+				a.status.Report = &v1alpha2.GuestAgentReport{OS: info.OS, Hostname: info.Hostname, Interfaces: info.Interfaces}
 				a.client = c
 				a.mu.Unlock()
 				if !was {
 					lg.printf("guest agent answers")
-					lastQuery = time.Time{}
-				}
-				if time.Since(lastQuery) >= agentQuery {
-					qctx, cancel := context.WithTimeout(ctx, 2*agentTimeout)
-					info, err := c.Query(qctx)
-					cancel()
-					if err == nil {
-						lastQuery = time.Now()
-						a.mu.Lock()
-						a.status.Report = &v1alpha2.GuestAgentReport{OS: info.OS, Hostname: info.Hostname, Interfaces: info.Interfaces}
-						a.mu.Unlock()
-					}
 				}
 			default:
 				a.mu.Lock()
@@ -95,6 +96,7 @@ func (a *agentWatch) run(ctx context.Context, lg *logger) {
 				a.status.Connected = false
 				a.client = nil
 				a.mu.Unlock()
+				lastQuery = time.Time{} // an agent that comes back is asked at once
 				if was {
 					lg.printf("guest agent stopped answering: %v", err)
 				}
