@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/nocloud"
@@ -263,9 +264,12 @@ func TestMigrationTargetGetsTheSameSeed(t *testing.T) {
 		t.Fatalf("target's seed %s, source's %s", got, seed)
 	}
 
-	vm = getVM(t, ns, "m")
-	vm.Spec.Provisioning.UserData = "#cloud-config\nhostname: changed\n"
-	if err := k8s.Update(ctx, vm); err != nil {
+	// The controller writes the VM too (its fencing token): read it again on a conflict.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		vm = getVM(t, ns, "m")
+		vm.Spec.Provisioning.UserData = "#cloud-config\nhostname: changed\n"
+		return k8s.Update(ctx, vm)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, timeout, "a new seed for the changed user-data", func() (bool, string) {

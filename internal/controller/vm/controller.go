@@ -45,6 +45,11 @@ type Reconciler struct {
 	// cursor is where the search for a free address goes on from.
 	cursorMu sync.Mutex
 	cursor   netip.Addr
+
+	// created remembers, per VM UID, the launcher pod this controller created last, until
+	// the cache shows it: a reconcile that reads a cache without it must not start a
+	// second instance (seen under load in TestFencingAbortedByLateRenewal: two pods).
+	created sync.Map // types.UID → createdPod
 }
 
 // scope is what one reconcile observed and decided; status.go derives the status from it.
@@ -200,6 +205,7 @@ func (r *Reconciler) finalize(ctx context.Context, vm *v1alpha2.VirtualMachine) 
 	if err := r.Client.Update(ctx, vm); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, err
 	}
+	r.created.Delete(vm.UID)
 	r.Recorder.Event(vm, corev1.EventTypeNormal, "Deleted", "Released the VM's pods, disks and address")
 	return ctrl.Result{}, nil
 }

@@ -153,6 +153,10 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		}
 		return nil
 	}
+	if r.createdPodUnseen(s) {
+		s.requeue = 200 * time.Millisecond
+		return nil
+	}
 	if len(s.terminating) > 0 || len(s.targets) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady || !s.provReady {
 		// Never start a second instance while an old one may still run, or while the VM
 		// is moving into a migration target.
@@ -177,6 +181,7 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		return fmt.Errorf("creating launcher pod: %w", err)
 	}
 	s.active = pod
+	r.created.Store(vm.UID, createdPod{name: pod.Name, at: r.Now()})
 	r.Recorder.Eventf(vm, corev1.EventTypeNormal, "Starting", "Created launcher pod %s", pod.Name)
 	ctrl.LoggerFrom(ctx).Info("Created launcher pod", "pod", pod.Name)
 	return nil
@@ -220,4 +225,35 @@ func (r *Reconciler) migrationReads(ctx context.Context, vm *v1alpha2.VirtualMac
 		}
 	}
 	return false, nil
+}
+
+// createdPod is a launcher pod this controller created, and when.
+type createdPod struct {
+	name string
+	at   time.Time
+}
+
+// createdPodWait bounds how long a created pod may stay unseen in the cache: one deleted
+// before the cache ever showed it must not keep its VM from starting for good.
+const createdPodWait = 30 * time.Second
+
+// createdPodUnseen tells whether the pod this controller last created for the VM is missing
+// from what the reconcile observed, i.e. the cache has not caught up with the create yet.
+func (r *Reconciler) createdPodUnseen(s *scope) bool {
+	v, ok := r.created.Load(s.vm.UID)
+	if !ok {
+		return false
+	}
+	c := v.(createdPod)
+	for _, p := range append(append(append(append([]*corev1.Pod{s.active}, s.extraActive...), s.targets...), s.terminating...), s.ended...) {
+		if p != nil && p.Name == c.name {
+			r.created.Delete(s.vm.UID)
+			return false
+		}
+	}
+	if r.Now().Sub(c.at) > createdPodWait {
+		r.created.Delete(s.vm.UID)
+		return false
+	}
+	return true
 }
