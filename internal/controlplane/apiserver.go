@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -42,8 +43,16 @@ func apiserverArgs(o Options, etcdURL string, f apiserverFiles) []string {
 		"--api-audiences=https://kubernetes.default.svc.cluster.local",
 		"--service-cluster-ip-range=" + o.ServiceCIDR,
 		"--authorization-mode=Node,RBAC",
+		// Real kubelets join with node credentials: each may change only its own Node and
+		// the pods bound to it.
+		"--enable-admission-plugins=NodeRestriction",
+		// The apiserver reaches a kubelet (logs, exec) at the address the node reports.
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		// Webhooks behind a Service are called at an endpoint's address: no kube-proxy
+		// runs where the apiserver does.
+		"--enable-aggregator-routing=true",
 		"--allow-privileged=true",
-		"--endpoint-reconciler-type=none",
+		"--endpoint-reconciler-type=" + endpointReconciler(o.BindAddress),
 		"--enable-bootstrap-token-auth=true",
 		"--profiling=false",
 		// Close long-running connections quickly on shutdown instead of
@@ -51,6 +60,16 @@ func apiserverArgs(o Options, etcdURL string, f apiserverFiles) []string {
 		"--shutdown-send-retry-after=true",
 		"--shutdown-delay-duration=0s",
 	}
+}
+
+// endpointReconciler is how the apiserver publishes itself as the endpoint of the
+// kubernetes Service: "lease" where pods can reach it (an address on a node network),
+// "none" on loopback, which no endpoint may name.
+func endpointReconciler(bind string) string {
+	if ip := net.ParseIP(bind); ip != nil && !ip.IsLoopback() {
+		return "lease"
+	}
+	return "none"
 }
 
 // runAPIServer parses args like the kube-apiserver binary would and starts

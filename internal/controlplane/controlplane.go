@@ -314,6 +314,14 @@ func (c *ControlPlane) watch(name string, ch <-chan error) {
 // never closed).
 func (c *ControlPlane) Err() <-chan error { return c.errCh }
 
+// WriteKubeconfig writes a kubeconfig at path for the user commonName (in the groups
+// orgs), with a client certificate kept in the PKI directory as name.crt/name.key and
+// reissued only when it no longer fits; e.g. a real kubelet's, "system:node:n1" in
+// "system:nodes".
+func (c *ControlPlane) WriteKubeconfig(path, name, commonName string, orgs []string) error {
+	return c.ca.ensureKubeconfig(filepath.Dir(c.CAFile), name, path, c.Server, commonName, orgs)
+}
+
 // IssueClientCert issues a client certificate signed by the cluster CA, e.g.
 // commonName "system:node:n1" with orgs ["system:nodes"].
 func (c *ControlPlane) IssueClientCert(commonName string, orgs []string) (certPEM, keyPEM []byte, err error) {
