@@ -15,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -173,6 +174,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		if err := s.SetupWithManager(mgr); err != nil {
 			return err
 		}
+	}
+	// The Deployment's liveness probe (deploy/base/controller.yaml): the process answers.
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
 	}
 	if hooks != nil {
 		// Asking the manager for its webhook server is what makes it run the server.
