@@ -3,6 +3,7 @@ package up
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 )
@@ -32,6 +33,20 @@ func vmNetwork(netns bool) string {
 }
 
 func nodeNamespace(node string) string { return "ferry-" + node }
+
+// isNodeLink tells the host end of a node's veth pair (fv1, fv2, …) by its name.
+func isNodeLink(name string) bool {
+	n, ok := strings.CutPrefix(name, "fv")
+	if !ok || n == "" {
+		return false
+	}
+	for _, r := range n {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 // planNodes names the nodes and their addresses: node-1 … node-N.
 func planNodes(n int, netns bool) []nodeNet {
@@ -109,7 +124,16 @@ func teardownNetwork(nodes []nodeNet) {
 			}
 		}
 	}
-	// Deleting a namespace deletes its end of the veth pair, and with it the host end.
+	// The host ends of the veth pairs first: deleting a namespace deletes its end only
+	// once the kernel frees the namespace, which a node's dead TCP connections can delay
+	// by minutes (a real-kubelet node's), and a new run could not make its links until then.
+	if links, err := os.ReadDir("/sys/class/net"); err == nil {
+		for _, l := range links {
+			if isNodeLink(l.Name()) {
+				_ = ip("link", "del", l.Name())
+			}
+		}
+	}
 	for ns := range names {
 		_ = ip("netns", "del", ns)
 	}
