@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 )
 
 //go:embed build-node-base.sh
@@ -81,7 +83,15 @@ func EnsureBase(ctx context.Context, log io.Writer) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, "bash", f.Name(), dir)
 	cmd.Stdout, cmd.Stderr = &stdout, io.MultiWriter(log, &stderr)
+	// Cancelled, the whole build stops: debootstrap, apt and tar are the script's
+	// children, and they hold its lock while they run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("building the node image's base layer: %w", context.Cause(ctx))
+		}
 		return "", fmt.Errorf("building the node image's base layer with %s: %v: %s", f.Name(), err, lastLines(stderr.String(), 20))
 	}
 	if got := strings.TrimSpace(stdout.String()); got != layer {
