@@ -56,7 +56,10 @@ type baseLayer struct {
 // progress goes to log (nil: nowhere). Concurrent callers wait for one build (flock);
 // an interrupted build leaves nothing that a later call would use.
 func EnsureBase(ctx context.Context, log io.Writer) (string, error) {
-	dir := CacheDir()
+	dir, err := filepath.Abs(CacheDir()) // the script prints an absolute path
+	if err != nil {
+		return "", err
+	}
 	layer := filepath.Join(dir, BaseName()+".tar")
 	if _, err := readBase(dir); err == nil {
 		return layer, nil
