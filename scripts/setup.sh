@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 
 pkgs=(qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static dosfstools mtools
 	syslinux syslinux-common fdisk cpio iproute2 util-linux openssh-client iputils-ping genisoimage)
+# The node image (make node-image) and its test: debootstrap builds the base, a containerd
+# of the test's own imports and runs it.
+pkgs+=(debootstrap containerd runc)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
