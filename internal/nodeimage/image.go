@@ -102,10 +102,6 @@ type History struct {
 // which kubelet always tries to pull. out is replaced atomically. Only the ferry layer
 // is hashed: the base layer's digest is read from the cache.
 func Write(ctx context.Context, out, ref, ferryBinary string) error {
-	name, err := NormalizeRef(ref)
-	if err != nil {
-		return err
-	}
 	basePath, err := EnsureBase(ctx, nil)
 	if err != nil {
 		return err
@@ -114,7 +110,23 @@ func Write(ctx context.Context, out, ref, ferryBinary string) error {
 	if err != nil {
 		return err
 	}
+	return write(ctx, out, ref, ferryBinary, FerryPath, []string{"ferry"}, basePath, &base)
+}
 
+// WritePause writes out, an OCI image-layout tar of the pods' sandbox image ref: one
+// layer holding the static binary as /pause, its entrypoint; no base.
+func WritePause(ctx context.Context, out, ref, binary string) error {
+	return write(ctx, out, ref, binary, "/pause", []string{"/pause"}, "", nil)
+}
+
+// write writes the image: the base layer (if base is not nil, from basePath) and a layer
+// with binary at path.
+func write(ctx context.Context, out, ref, binary, path string, entrypoint []string, basePath string, base *baseLayer) error {
+	name, err := NormalizeRef(ref)
+	if err != nil {
+		return err
+	}
+	ferryBinary := binary
 	bin, err := os.Open(ferryBinary)
 	if err != nil {
 		return err
@@ -129,7 +141,7 @@ func Write(ctx context.Context, out, ref, ferryBinary string) error {
 	}
 	// First pass: the ferry layer's digest and size (it is written in the second).
 	h := sha256.New()
-	n, err := writeFerryLayer(&countingWriter{w: h}, io.NewSectionReader(bin, 0, fi.Size()), fi.Size())
+	n, err := writeFerryLayer(&countingWriter{w: h}, path, io.NewSectionReader(bin, 0, fi.Size()), fi.Size())
 	if err != nil {
 		return fmt.Errorf("hashing the ferry layer: %v", err)
 	}
@@ -142,15 +154,20 @@ func Write(ctx context.Context, out, ref, ferryBinary string) error {
 		Architecture: "amd64",
 		OS:           "linux",
 		Config: ContainerConfig{
-			Entrypoint: []string{"ferry"},
+			Entrypoint: entrypoint,
 			Env:        []string{DefaultPath},
 		},
-		RootFS: RootFS{Type: "layers", DiffIDs: []string{base.DiffID, ferryLayer.Digest}},
-		History: []History{
-			{CreatedBy: "debootstrap --variant=minbase bookworm; apt-get install --no-install-recommends qemu-system-x86 qemu-utils ca-certificates", Comment: BaseName()},
-			{CreatedBy: "COPY ferry " + FerryPath},
-		},
+		RootFS: RootFS{Type: "layers"},
 	}
+	var layers []Descriptor
+	if base != nil {
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, base.DiffID)
+		cfg.History = append(cfg.History, History{CreatedBy: "debootstrap --variant=minbase bookworm; apt-get install --no-install-recommends qemu-system-x86 qemu-utils ca-certificates", Comment: BaseName()})
+		layers = append(layers, Descriptor{MediaType: base.MediaType, Digest: base.Digest, Size: base.Size})
+	}
+	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, ferryLayer.Digest)
+	cfg.History = append(cfg.History, History{CreatedBy: "COPY " + filepath.Base(binary) + " " + path})
+	layers = append(layers, ferryLayer)
 	cfgJSON, cfgDesc, err := blob(MediaTypeConfig, cfg)
 	if err != nil {
 		return err
@@ -159,10 +176,7 @@ func Write(ctx context.Context, out, ref, ferryBinary string) error {
 		SchemaVersion: 2,
 		MediaType:     MediaTypeManifest,
 		Config:        cfgDesc,
-		Layers: []Descriptor{
-			{MediaType: base.MediaType, Digest: base.Digest, Size: base.Size},
-			ferryLayer,
-		},
+		Layers:        layers,
 	}
 	manJSON, manDesc, err := blob(MediaTypeManifest, man)
 	if err != nil {
@@ -208,24 +222,26 @@ func Write(ctx context.Context, out, ref, ferryBinary string) error {
 	if err := addFile(tw, blobPath(manDesc.Digest), manJSON); err != nil {
 		return err
 	}
-	// The base layer, copied as it is.
-	bf, err := os.Open(basePath)
-	if err != nil {
-		return err
-	}
-	defer bf.Close()
-	if err := tw.WriteHeader(blobHeader(base.Digest, base.Size)); err != nil {
-		return err
-	}
-	if _, err := io.Copy(tw, ctxReader{ctx, bf}); err != nil {
-		return fmt.Errorf("copying the base layer %s: %v", basePath, err)
+	if base != nil {
+		// The base layer, copied as it is.
+		bf, err := os.Open(basePath)
+		if err != nil {
+			return err
+		}
+		defer bf.Close()
+		if err := tw.WriteHeader(blobHeader(base.Digest, base.Size)); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, ctxReader{ctx, bf}); err != nil {
+			return fmt.Errorf("copying the base layer %s: %v", basePath, err)
+		}
 	}
 	// The ferry layer, made again: it must come out as hashed.
 	if err := tw.WriteHeader(blobHeader(ferryLayer.Digest, ferryLayer.Size)); err != nil {
 		return err
 	}
 	h.Reset()
-	if _, err := writeFerryLayer(io.MultiWriter(tw, h), io.NewSectionReader(bin, 0, fi.Size()), fi.Size()); err != nil {
+	if _, err := writeFerryLayer(io.MultiWriter(tw, h), path, io.NewSectionReader(bin, 0, fi.Size()), fi.Size()); err != nil {
 		return fmt.Errorf("writing the ferry layer: %v", err)
 	}
 	if got := digestOf(h); got != ferryLayer.Digest {
@@ -248,18 +264,23 @@ func Write(ctx context.Context, out, ref, ferryBinary string) error {
 // binary makes the same layer, which the node's runtime then has already.
 var epoch = time.Unix(0, 0)
 
-// writeFerryLayer writes the ferry layer's tar to w: usr/local/bin/ferry and its
-// directories, root-owned, and returns the bytes written.
-func writeFerryLayer(w io.Writer, bin io.Reader, size int64) (int64, error) {
+// writeFerryLayer writes the binary's layer's tar to w: the binary at path (e.g.
+// usr/local/bin/ferry) and its directories, root-owned, and returns the bytes written.
+func writeFerryLayer(w io.Writer, path string, bin io.Reader, size int64) (int64, error) {
 	cw := &countingWriter{w: w}
 	tw := tar.NewWriter(cw)
-	for _, d := range []string{"usr/", "usr/local/", "usr/local/bin/"} {
+	rel := strings.TrimPrefix(path, "/")
+	var dirs []string
+	for d := filepath.Dir(rel); d != "."; d = filepath.Dir(d) {
+		dirs = append([]string{d + "/"}, dirs...)
+	}
+	for _, d := range dirs {
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755, ModTime: epoch,
 			Uname: "root", Gname: "root", Format: tar.FormatUSTAR}); err != nil {
 			return cw.n, err
 		}
 	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(FerryPath, "/"), Mode: 0o755,
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: rel, Mode: 0o755,
 		Size: size, ModTime: epoch, Uname: "root", Gname: "root", Format: tar.FormatUSTAR}); err != nil {
 		return cw.n, err
 	}

@@ -61,9 +61,16 @@ func Import(ctx context.Context, containerdAddress, ociTar string) error {
 // ImageName is the name an OCI image-layout tar gives its image: its index.json's only
 // manifest's io.containerd.image.name annotation (or org.opencontainers.image.ref.name).
 func ImageName(ociTar string) (string, error) {
+	name, _, err := Identify(ociTar)
+	return name, err
+}
+
+// Identify reads an OCI image-layout tar's image name (as ImageName) and its manifest's
+// digest, which changes whenever any of the image's content does.
+func Identify(ociTar string) (name, digest string, err error) {
 	f, err := os.Open(ociTar)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer f.Close()
 	// tar.Reader seeks over the blobs it skips: no need to read the layers.
@@ -71,28 +78,28 @@ func ImageName(ociTar string) (string, error) {
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return "", fmt.Errorf("%s: no index.json (not an OCI image layout)", ociTar)
+			return "", "", fmt.Errorf("%s: no index.json (not an OCI image layout)", ociTar)
 		}
 		if err != nil {
-			return "", fmt.Errorf("%s: %v", ociTar, err)
+			return "", "", fmt.Errorf("%s: %v", ociTar, err)
 		}
 		if strings.TrimPrefix(h.Name, "./") != "index.json" {
 			continue
 		}
 		var idx Index
 		if err := json.NewDecoder(tr).Decode(&idx); err != nil {
-			return "", fmt.Errorf("%s: index.json: %v", ociTar, err)
+			return "", "", fmt.Errorf("%s: index.json: %v", ociTar, err)
 		}
 		if len(idx.Manifests) != 1 {
-			return "", fmt.Errorf("%s: index.json has %d manifests, expected one", ociTar, len(idx.Manifests))
+			return "", "", fmt.Errorf("%s: index.json has %d manifests, expected one", ociTar, len(idx.Manifests))
 		}
-		a := idx.Manifests[0].Annotations
-		if n := a[AnnotationImageName]; n != "" {
-			return n, nil
+		m := idx.Manifests[0]
+		if n := m.Annotations[AnnotationImageName]; n != "" {
+			return n, m.Digest, nil
 		}
-		if n := a[AnnotationRefName]; n != "" {
-			return n, nil
+		if n := m.Annotations[AnnotationRefName]; n != "" {
+			return n, m.Digest, nil
 		}
-		return "", fmt.Errorf("%s: index.json names no image", ociTar)
+		return "", "", fmt.Errorf("%s: index.json names no image", ociTar)
 	}
 }
