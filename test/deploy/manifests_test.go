@@ -238,3 +238,25 @@ func walkStrings(obj any, f func(path, s string)) {
 	}
 	walk("", obj)
 }
+
+// TestAgentStartsWithoutWatchdog: the agent's DaemonSet finds the node's watchdog itself
+// (--watchdog=auto) and needs no device to start: no hostPath volume of a device type,
+// which would keep its pod from starting on a node without one.
+func TestAgentStartsWithoutWatchdog(t *testing.T) {
+	var ds appsv1.DaemonSet
+	fromManifest(t, manifest(t, "DaemonSet", "ferry-agent"), &ds)
+	spec := ds.Spec.Template.Spec
+	for _, v := range spec.Volumes {
+		if hp := v.HostPath; hp != nil && hp.Type != nil && (*hp.Type == corev1.HostPathCharDev || *hp.Type == corev1.HostPathBlockDev || *hp.Type == corev1.HostPathFile) {
+			t.Errorf("volume %s needs %s to be a %s on the node: a node without it runs no agent", v.Name, hp.Path, *hp.Type)
+		}
+	}
+	for _, c := range spec.Containers {
+		if !slices.Contains(c.Args, "--watchdog=auto") {
+			t.Errorf("container %s: args %v, want --watchdog=auto", c.Name, c.Args)
+		}
+		if c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged {
+			t.Errorf("container %s is not privileged: it would not see the node's /dev/watchdog", c.Name)
+		}
+	}
+}
