@@ -3,6 +3,8 @@ package v1alpha2
 import (
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 )
 
@@ -37,12 +39,38 @@ const (
 	// ReasonSuperseded ends a launcher whose disk lease was taken by a newer instance.
 	ReasonSuperseded = "Superseded"
 
+	// NodeConditionFencing is a Node's condition, kept by its agent: whether the node can
+	// be fenced. True (reason the watchdog's kind: ReasonWatchdogDevice, ReasonWatchdogProcess,
+	// ReasonSimulatedWatchdog) while the agent has a watchdog, which it arms when the node's
+	// group has fencing on; False when it has none (ReasonNoWatchdogDevice: --watchdog=auto
+	// found no device; ReasonWatchdogDisabled: --watchdog=none) or cannot arm the one it has
+	// (ReasonWatchdogFailed). The fencing controller never fences a node whose condition is
+	// False: nothing would stop its VMs, which would then run twice.
+	NodeConditionFencing    = "virtualization.ferryvm.io/fencing"
+	ReasonWatchdogDevice    = "WatchdogDevice"
+	ReasonWatchdogProcess   = "WatchdogProcess"
+	ReasonSimulatedWatchdog = "SimulatedWatchdog"
+	ReasonNoWatchdogDevice  = "NoWatchdogDevice"
+	ReasonWatchdogDisabled  = "WatchdogDisabled"
+	ReasonWatchdogFailed    = "WatchdogFailed"
+
 	// NodeGroupConditionFencing is True while the group's fencing may act.
 	NodeGroupConditionFencing = "Fencing"
 	ReasonFencingActive       = "Active"
 	ReasonFencingDisabled     = "Disabled"
 	ReasonTooManyUnreachable  = "TooManyUnreachable"
 )
+
+// NotFenceable is why a Node's agent says the node cannot be fenced (its condition
+// NodeConditionFencing is False), or "" when it does not say so.
+func NotFenceable(conditions []corev1.NodeCondition) string {
+	for _, c := range conditions {
+		if c.Type == NodeConditionFencing && c.Status == corev1.ConditionFalse {
+			return c.Reason + ": " + c.Message
+		}
+	}
+	return ""
+}
 
 // ArmedTiming is the timing a node's agent armed its watchdog with, from the Node's
 // annotations (what the fencing controller goes by); false when it shows none.

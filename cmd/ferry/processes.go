@@ -135,7 +135,7 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/ferry/node", "where the node keeps its pods' run directories")
 	f.IntVar(&o.PeerPort, "peer-port", agent.DefaultPeerPort, "port on --node-ip where agents ask each other whether the control plane is down for most of the cluster (0: no peer checks: a control-plane outage longer than the watchdog timeout resets every node)")
 	f.Float64Var(&o.MaxUnreachable, "fencing-max-unreachable", fencing.DefaultMaxUnreachable, "the fencing controller's share of unreachable nodes beyond which it fences none; keep both equal")
-	f.StringVar(&o.Watchdog, "watchdog", "none", "fencing watchdog: none, process:SOCKET (ferry up's per-node watchdog process) or device:PATH (e.g. device:/dev/watchdog from the softdog module)")
+	f.StringVar(&o.Watchdog, "watchdog", "none", "fencing watchdog: none, process:SOCKET (ferry up's per-node watchdog process), device:PATH (e.g. device:/dev/watchdog from the softdog module), or auto (auto:PATH): device:/dev/watchdog (PATH) if it is a character device, else none. Without a watchdog the node is never fenced, and its Node says so (condition "+v1alpha2.NodeConditionFencing+" False)")
 	f.StringVar(&vmNetwork, "vm-network", controller.NetworkRouted, "routed: ready the node for VM NICs (forwarding, proxy ARP without delay, the VM range on-link on --vm-uplink); none: leave the node's network alone (VMs get no NIC)")
 	f.StringVar(&o.VMRange, "ip-range", ipam.DefaultRange, "CIDR that VM addresses come from (as the controller's)")
 	f.StringVar(&o.VMUplink, "vm-uplink", "", "the link VM addresses are announced on (default: the default route's)")

@@ -49,7 +49,10 @@ type Options struct {
 	Memory   string
 	StateDir string
 	// Watchdog is the fencing watchdog: "none", "process:SOCKET" (the per-node watchdog
-	// process of `ferry up`) or "device:PATH" (the kernel's, e.g. /dev/watchdog).
+	// process of `ferry up`), "device:PATH" (the kernel's, e.g. /dev/watchdog), or "auto"
+	// ("auto:PATH"): device:/dev/watchdog (PATH) when that is a character device, else
+	// none. An agent without a watchdog says on its Node that the node is never fenced
+	// (condition v1alpha2.NodeConditionFencing False).
 	Watchdog string
 	// WatchdogDevice, if set, is the watchdog itself and Watchdog is ignored (simulated
 	// nodes: their watchdog outlives the agent, as hardware does).
@@ -91,7 +94,7 @@ func openWatchdog(spec string) (Watchdog, error) {
 		// simulation stops a failed node's VMs itself.
 		return &watchdog.Fake{}, nil
 	}
-	return nil, fmt.Errorf("--watchdog %q: want none, process:SOCKET, device:PATH or fake", spec)
+	return nil, fmt.Errorf("--watchdog %q: want none, auto, auto:PATH, process:SOCKET, device:PATH or fake", spec)
 }
 
 // The agent watches its own Node and the NodeGroups for fencing settings; it also rereads
@@ -167,11 +170,19 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	handler := o.Role.HandlesVMs()
 	var wd Watchdog = o.WatchdogDevice
+	wdSpec, absent := o.Watchdog, ""
 	if wd == nil && handler {
-		if wd, err = openWatchdog(o.Watchdog); err != nil {
+		if wdSpec, absent = resolveWatchdog(o.Watchdog); absent != "" {
+			o.Log.Info("No watchdog device: this node runs without a watchdog and is never fenced", "watchdog", o.Watchdog, "why", absent)
+		} else if wdSpec != o.Watchdog {
+			o.Log.Info("Watchdog found", "watchdog", o.Watchdog, "using", wdSpec)
+		}
+		if wd, err = openWatchdog(wdSpec); err != nil {
 			return err
 		}
 	}
+	// What the agent says on its Node: whether the node can be fenced.
+	cond := watchdogCondition(wdSpec, wd, absent)
 	if o.VMRange != "" && handler {
 		r, err := ipam.ParseRange(o.VMRange)
 		if err != nil {
@@ -195,7 +206,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		if err != nil {
 			return err
 		}
-		f = &fencer{c: c, node: o.NodeName, wd: wd, log: o.Log.WithName("fencing"), defaultInterval: kubelet.DefaultLeaseInterval}
+		f = &fencer{c: c, node: o.NodeName, wd: wd, log: o.Log.WithName("fencing"), defaultInterval: kubelet.DefaultLeaseInterval,
+			spec: wdSpec, cond: cond}
 		if o.PeerPort > 0 {
 			f.peers = &peers{self: o.NodeName, port: o.PeerPort, maxUnreachable: o.MaxUnreachable, reachable: f.controlPlaneReachable, down: o.NetworkDown}
 		}
@@ -281,6 +293,16 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			})
 			wg.Go(func() { f.watchOutage(fctx) })
 		}
+		defer func() { cancel(); wg.Wait() }()
+	} else if handler {
+		// No watchdog: the Node says so, so that no one counts on this node being fenced.
+		c, err := client.New(cfg, client.Options{Scheme: clientgoscheme.Scheme})
+		if err != nil {
+			return err
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { keepUnfencedCondition(cctx, c, o.NodeName, cond, fencingResync, o.Log.WithName("fencing")) })
 		defer func() { cancel(); wg.Wait() }()
 	}
 	return k.Run(ctx)

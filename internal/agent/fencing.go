@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -50,6 +51,13 @@ type fencer struct {
 	peers *peers
 	// outage is whether the last peer check found one (to log changes only).
 	outage bool
+
+	// spec names the watchdog in the Node's condition (device:/dev/watchdog, ...); cond is
+	// what that condition should say: the watchdog's kind, or that arming it failed.
+	spec string
+	cond fencingCondition
+	// seen is the Node as last read (nil before it is registered).
+	seen *corev1.Node
 }
 
 // controlPlaneReachable tells peers whether this node's Lease renewals succeed.
@@ -71,6 +79,7 @@ func (f *fencer) desired(ctx context.Context) (*deckhousev1.Timing, string, erro
 	}
 	f.mu.Lock()
 	f.shown = node.Annotations
+	f.seen = &node
 	f.mu.Unlock()
 	if why := node.Annotations[v1alpha2.AnnotationFencingDisarmed]; why != "" {
 		return nil, "disarmed by annotation: " + why, nil
@@ -90,10 +99,39 @@ func (f *fencer) desired(ctx context.Context) (*deckhousev1.Timing, string, erro
 	return &t, "", nil
 }
 
-// sync arms, re-arms or disarms the watchdog to match the node's group. The Node's
-// annotations never show a shorter timeout than the armed one: a longer timeout is
-// published before it is armed, a shorter one after.
+// sync brings the watchdog in step with the node's group, then shows on the Node whether
+// the node can be fenced (its condition v1alpha2.NodeConditionFencing).
 func (f *fencer) sync(ctx context.Context) error {
+	err := f.syncWatchdog(ctx)
+	f.mu.Lock()
+	node, cond := f.seen, f.cond
+	f.mu.Unlock()
+	if node == nil {
+		return err
+	}
+	if cerr := showCondition(ctx, f.c, node, cond); cerr != nil && ctx.Err() == nil {
+		err = errors.Join(err, fmt.Errorf("showing the fencing condition on the Node: %w", cerr))
+	}
+	return err
+}
+
+// armResult records, for the Node's condition, whether arming the watchdog worked.
+func (f *fencer) armResult(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		f.cond = failedCondition(f.spec, err)
+	} else {
+		f.cond = watchdogCondition(f.spec, f.wd, "")
+	}
+}
+
+// syncWatchdog arms, re-arms or disarms the watchdog to match the node's group. The Node's
+// annotations never show a shorter timeout than the armed one: a longer timeout is
+// published before it is armed, a shorter one after; a first arming that fails takes the
+// published timing back, so the fencing controller does not count on a watchdog that
+// never ran.
+func (f *fencer) syncWatchdog(ctx context.Context) error {
 	want, why, err := f.desired(ctx)
 	if err != nil {
 		return err
@@ -124,8 +162,14 @@ func (f *fencer) sync(ctx context.Context) error {
 	// Renew at the new pace before arming, so the first feed comes in time.
 	f.interval(want.LeaseInterval)
 	if err := f.wd.Arm(want.Timeout); err != nil {
+		f.armResult(err)
+		if have == nil {
+			f.interval(f.defaultInterval)
+			err = errors.Join(err, f.publish(ctx, nil))
+		}
 		return err
 	}
+	f.armResult(nil)
 	f.setArmed(want)
 	f.log.Info("Armed the watchdog", "timing", want.String())
 	return f.publish(ctx, want)

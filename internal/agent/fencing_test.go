@@ -27,7 +27,7 @@ func newFencer(t *testing.T, objs ...client.Object) (*fencer, *watchdog.Fake, *t
 	wd := &watchdog.Fake{}
 	interval := new(time.Duration)
 	f := &fencer{c: c, node: "n1", wd: wd, log: logr.Discard(), defaultInterval: 2 * time.Second,
-		interval: func(d time.Duration) { *interval = d }}
+		interval: func(d time.Duration) { *interval = d }, spec: "fake", cond: watchdogCondition("fake", wd, "")}
 	return f, wd, interval
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -563,4 +564,45 @@ func TestFencingAbortedByLateRenewal(t *testing.T) {
 	if got := eventReasons(t, "", "Node", slow.name); slices.Contains(got, "Fencing") {
 		t.Errorf("events on node %s: %v", slow.name, got)
 	}
+}
+
+// TestFencingSparesNodeWhoseAgentHasNoWatchdog: a node whose agent says it has no
+// watchdog device (Node condition virtualization.ferryvm.io/fencing False,
+// NoWatchdogDevice) is never fenced, even though its Node still shows the armed timing an
+// earlier agent left: when it stops renewing, its VM shows NodeUnreachable with the agent's
+// reason, an event on the Node says why it is not fenced, and nothing is ended.
+func TestFencingSparesNodeWhoseAgentHasNoWatchdog(t *testing.T) {
+	ns := newNamespace(t)
+	makeImageDisk(t, ns, "root")
+	group := ns + "-fenced"
+	newGroup(t, group, true)
+	a := newNode(t, ns+"-a", group, armed())
+	for _, n := range []string{"b", "c"} { // one of three unreachable is not a storm
+		newNode(t, ns+"-"+n, group, armed())
+	}
+	patch := fmt.Sprintf(`{"status":{"conditions":[{"type":%q,"status":"False","reason":%q,"message":"No watchdog device (--watchdog=auto: /dev/watchdog does not exist)"}]}}`,
+		v1alpha2.NodeConditionFencing, v1alpha2.ReasonNoWatchdogDevice)
+	if err := k8s.Status().Patch(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.name}}, client.RawPatch(types.StrategicMergePatchType, []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+	pod := vmOn(t, ns, "vm", "root", a.name)
+	waitGroupFencing(t, group, metav1.ConditionTrue, v1alpha2.ReasonFencingActive)
+
+	last := a.pause()
+	waitUnreachable(t, ns, "vm", v1alpha2.ReasonNodeUnreachable)
+	if c := nodeReachable(t, ns, "vm"); !strings.Contains(c.Message, v1alpha2.ReasonNoWatchdogDevice) {
+		t.Errorf("VM's NodeReachable message %q does not say why the node is not fenced (%s)", c.Message, v1alpha2.ReasonNoWatchdogDevice)
+	}
+	waitEvent(t, "", "Node", a.name, v1alpha2.ReasonNodeUnreachable)
+	holdsFor(t, time.Until(last.Add(2*fenceAfter)), "a node without a watchdog and its pod stay", allHold(a.exists,
+		func() (bool, string) { return podRuns(&pod) },
+		func() (bool, string) {
+			c := nodeReachable(t, ns, "vm")
+			return c != nil && c.Reason == v1alpha2.ReasonNodeUnreachable, fmt.Sprintf("NodeReachable %+v", c)
+		}))
+	if got := eventReasons(t, "", "Node", a.name); slices.Contains(got, "Fencing") || slices.Contains(got, "Fenced") {
+		t.Errorf("events on node %s without a watchdog: %v", a.name, got)
+	}
+	a.resume()
+	waitReachable(t, ns, "vm")
 }

@@ -155,11 +155,8 @@ func Run(o Options) error {
 	if err != nil {
 		return fmt.Errorf("issuing the webhook certificate: %w", err)
 	}
-	if err := registerEvictionWebhook(ctx, c, webhookPort(o.Port), cp.CAData); err != nil {
-		return fmt.Errorf("registering the eviction webhook: %w", err)
-	}
-	if err := registerVMWebhook(ctx, c, webhookPort(o.Port), cp.CAData); err != nil {
-		return fmt.Errorf("registering the VirtualMachine webhook: %w", err)
+	if err := setupWebhooks(ctx, c, !o.NoController, webhookPort(o.Port), cp.CAData, say); err != nil {
+		return err
 	}
 
 	logs := filepath.Join(o.StateDir, "logs")

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -29,14 +30,16 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/simnode"
 )
 
 // The cluster of TestFlowsOnOwnTokensAndLeaderKill: ferry up's embedded control plane
-// (apiserver, etcd, scheduler, controller manager) on this port, without its controller.
-// Ports port+2000..port+2003 follow from it (ferry up's webhook is at port+2002).
+// (apiserver, etcd, scheduler, controller manager) on this port, without its controller and
+// its webhooks. Ports port+2000..port+2003 follow from it (the replicas' webhooks are behind
+// port+2002, where ferry up's controller would serve them).
 const flowsPort = 19643
 
 // TestFlowsOnOwnTokensAndLeaderKill installs deploy/base's ServiceAccounts, roles and node
@@ -69,6 +72,19 @@ func TestFlowsOnOwnTokensAndLeaderKill(t *testing.T) {
 		_, err := os.Stat(filepath.Join(f.upDir, "control-plane", "pki", "webhook.key"))
 		return err == nil, fmt.Sprint(err)
 	})
+	// With --no-controller, ferry up registers no webhook of its own: deploy/base's have
+	// the same names. It has by the time its NodeGroup exists (created after them).
+	eventually(t, 30*time.Second, "ferry up's NodeGroup", func() (bool, string) {
+		err := f.admin.Get(ctx, client.ObjectKey{Name: "worker"}, &deckhousev1.NodeGroup{})
+		return err == nil, fmt.Sprint(err)
+	})
+	var hooks admissionregistrationv1.ValidatingWebhookConfigurationList
+	if err := f.admin.List(ctx, &hooks); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hooks.Items {
+		t.Errorf("ferry up --no-controller registered the webhook configuration %s (labels %v)", h.Name, h.Labels)
+	}
 
 	// deploy/base's permissions and node policies.
 	for _, n := range []string{namespace, v1alpha2.FencingLeaseNamespace} {
@@ -116,10 +132,13 @@ func TestFlowsOnOwnTokensAndLeaderKill(t *testing.T) {
 		"--prefix", "ha", "--state-dir", simDir, "--control", "127.0.0.1:0", "--migration-time", "6s", "--cpu", "4", "--memory", "8Gi")
 
 	// Two controller replicas on the controller's token. Both serve the webhooks, with the
-	// certificate ferry up issued, behind the address ferry up registered (port+2002), as
-	// a Service would: a connection goes to a replica that answers.
+	// certificate ferry up issued (for 127.0.0.1, from the cluster's CA), behind one address
+	// (port+2002), as a Service would: a connection goes to a replica that answers.
+	// deploy/base's webhook configurations call that address by URL: nothing routes
+	// Services to processes here.
 	pki := filepath.Join(f.upDir, "control-plane", "pki")
 	service := startWebhookProxy(t, fmt.Sprintf("127.0.0.1:%d", flowsPort+2002))
+	f.registerWebhooks(service.port())
 	for i := range 2 {
 		service.add(flowsPort + 2020 + i)
 		args := []string{"controller", "--kubeconfig", ctrlKC, "--leader-elect", "--leader-election-namespace", namespace,
@@ -379,6 +398,34 @@ func (f *flows) connect() {
 		f.t.Fatal(err)
 	}
 	f.adminCS = cs
+}
+
+// registerWebhooks creates deploy/base's webhook configurations with their Service
+// replaced by a URL on port of 127.0.0.1, trusted with the cluster's CA.
+func (f *flows) registerWebhooks(port int) {
+	f.t.Helper()
+	ca := f.adminCfg.CAData
+	if len(ca) == 0 {
+		var err error
+		if ca, err = os.ReadFile(f.adminCfg.CAFile); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	for _, u := range manifests(f.t) {
+		if u.GetKind() != "ValidatingWebhookConfiguration" {
+			continue
+		}
+		var cfg admissionregistrationv1.ValidatingWebhookConfiguration
+		fromManifest(f.t, u, &cfg)
+		for i := range cfg.Webhooks {
+			cc := &cfg.Webhooks[i].ClientConfig
+			url := fmt.Sprintf("https://127.0.0.1:%d%s", port, *cc.Service.Path)
+			cc.Service, cc.URL, cc.CABundle = nil, &url, ca
+		}
+		if err := f.admin.Create(context.Background(), &cfg); err != nil {
+			f.t.Fatalf("deploy/base's webhook configuration %s: %v", cfg.Name, err)
+		}
+	}
 }
 
 // token issues a token of serviceAccount, bound to pod when it is not nil.

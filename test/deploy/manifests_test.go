@@ -2,8 +2,11 @@ package deploy
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -11,8 +14,12 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ferryvm/ferry/internal/testenv"
 )
 
 // TestManifestsApply applies every object of `kubectl kustomize deploy/base`, and of the
@@ -139,4 +146,117 @@ func fromManifest(t *testing.T, u interface{ UnstructuredContent() map[string]an
 func firstLines(s string, n int) string {
 	lines := strings.SplitN(s, "\n", n+1)
 	return strings.Join(lines[:min(n, len(lines))], "\n")
+}
+
+// TestImagesPinned: deploy/base and its cert-manager overlay run one image, at the tag set
+// once in deploy/base/kustomization.yaml (images:), which ferry-config's launcherImage names
+// too (launcher pods run it); no object names a :latest or untagged image, and every
+// container pulls only if the node lacks the image (a node that reaches no registry runs
+// what it has, and a moving tag cannot mix builds on one cluster).
+func TestImagesPinned(t *testing.T) {
+	var k struct {
+		Images []struct {
+			Name    string `json:"name"`
+			NewName string `json:"newName"`
+			NewTag  string `json:"newTag"`
+		} `json:"images"`
+	}
+	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "base", "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &k); err != nil {
+		t.Fatal(err)
+	}
+	if len(k.Images) != 1 || k.Images[0].NewTag == "" || k.Images[0].NewTag == "latest" {
+		t.Fatalf("deploy/base/kustomization.yaml images: %+v, want one image with a fixed newTag", k.Images)
+	}
+	name := k.Images[0].Name
+	if k.Images[0].NewName != "" {
+		name = k.Images[0].NewName
+	}
+	want := name + ":" + k.Images[0].NewTag
+	for _, dir := range []string{"deploy/base", "deploy/overlays/cert-manager"} {
+		t.Run(dir, func(t *testing.T) {
+			objs := kustomize(t, dir)
+			var launcher string
+			containers := 0
+			for _, u := range objs {
+				if u.GetKind() == "ConfigMap" && u.GetName() == "ferry-config" {
+					launcher, _, _ = unstructured.NestedString(u.Object, "data", "launcherImage")
+				}
+				// Any image anywhere: a :latest one is refused wherever it is.
+				walkStrings(u.Object, func(path, s string) {
+					if strings.HasSuffix(path, ".image") && (strings.HasSuffix(s, ":latest") || !strings.Contains(s[strings.LastIndex(s, "/")+1:], ":")) {
+						t.Errorf("%s %s: image %q has no fixed tag", describe(u), path, s)
+					}
+				})
+				spec, ok, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "template", "spec")
+				if !ok {
+					continue
+				}
+				var pod corev1.PodSpec
+				if err := runtime.DefaultUnstructuredConverter.FromUnstructured(spec.(map[string]any), &pod); err != nil {
+					t.Fatal(err)
+				}
+				for _, c := range slices.Concat(pod.InitContainers, pod.Containers) {
+					containers++
+					if c.Image != want {
+						t.Errorf("%s container %s: image %s, want %s (kustomization.yaml images:)", describe(u), c.Name, c.Image, want)
+					}
+					if c.ImagePullPolicy != corev1.PullIfNotPresent {
+						t.Errorf("%s container %s: imagePullPolicy %q, want IfNotPresent", describe(u), c.Name, c.ImagePullPolicy)
+					}
+				}
+			}
+			if containers < 2 {
+				t.Errorf("%d containers found, want the controller's and the agent's", containers)
+			}
+			if launcher != want {
+				t.Errorf("ferry-config launcherImage %q, want %s: the launcher pods run the image of the controller and the agent (config.yaml and kustomization.yaml images: disagree)", launcher, want)
+			}
+		})
+	}
+}
+
+// walkStrings calls f with the path and value of every string in obj.
+func walkStrings(obj any, f func(path, s string)) {
+	var walk func(string, any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				walk(path+"."+k, x)
+			}
+		case []any:
+			for i, x := range v {
+				walk(fmt.Sprintf("%s[%d]", path, i), x)
+			}
+		case string:
+			f(path, v)
+		}
+	}
+	walk("", obj)
+}
+
+// TestAgentStartsWithoutWatchdog: the agent's DaemonSet finds the node's watchdog itself
+// (--watchdog=auto) and needs no device to start: no hostPath volume of a device type,
+// which would keep its pod from starting on a node without one.
+func TestAgentStartsWithoutWatchdog(t *testing.T) {
+	var ds appsv1.DaemonSet
+	fromManifest(t, manifest(t, "DaemonSet", "ferry-agent"), &ds)
+	spec := ds.Spec.Template.Spec
+	for _, v := range spec.Volumes {
+		if hp := v.HostPath; hp != nil && hp.Type != nil && (*hp.Type == corev1.HostPathCharDev || *hp.Type == corev1.HostPathBlockDev || *hp.Type == corev1.HostPathFile) {
+			t.Errorf("volume %s needs %s to be a %s on the node: a node without it runs no agent", v.Name, hp.Path, *hp.Type)
+		}
+	}
+	for _, c := range spec.Containers {
+		if !slices.Contains(c.Args, "--watchdog=auto") {
+			t.Errorf("container %s: args %v, want --watchdog=auto", c.Name, c.Args)
+		}
+		if c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged {
+			t.Errorf("container %s is not privileged: it would not see the node's /dev/watchdog", c.Name)
+		}
+	}
 }

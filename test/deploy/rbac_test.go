@@ -61,6 +61,7 @@ var controllerGrants = []grant{
 
 var agentGrants = []grant{
 	{"", "nodes", "", nil, "get list watch patch", "Lease owner, fencing cache, peers, watchdog annotations"},
+	{"", "nodes/status", "", nil, "patch", "the Node's fencing condition (that condition only: policy)"},
 	{"", "pods", "", nil, "get list watch patch", "the node's pods: run directory and migration annotations"},
 	{"", "pods/status", "", nil, "patch", "the guest-ready readiness gate"},
 	{"deckhouse.io", "nodegroups", "", nil, "get list watch", "fencing settings"},

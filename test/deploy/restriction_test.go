@@ -73,6 +73,13 @@ func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 	pods := agent.CoreV1().Pods(ns)
 	onA := "ferry-agent on node " + a + " may not "
 	gate := []byte(`{"status":{"conditions":[{"type":"` + v1alpha2.PodConditionGuestReady + `","status":"True","reason":"GuestRunning"}]}}`)
+	// The agent's condition on its Node (condition.go showCondition), and what it must not
+	// touch in a Node's status: the kubelet's conditions and the rest.
+	fencingCond := []byte(`{"status":{"conditions":[{"type":"` + v1alpha2.NodeConditionFencing + `","status":"False","reason":"NoWatchdogDevice","message":"test"}]}}`)
+	readyCond := []byte(`{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady"}]}}`)
+	addresses := []byte(`{"status":{"addresses":[{"type":"InternalIP","address":"192.0.2.99"}]}}`)
+	endpoints := []byte(`{"status":{"daemonEndpoints":{"kubeletEndpoint":{"Port":10999}}}}`)
+	onlyOwn := "only its condition " + v1alpha2.NodeConditionFencing
 	for _, c := range []struct {
 		what    string
 		call    func() error
@@ -80,6 +87,10 @@ func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 	}{
 		{"patch Node A (fencing.go publish)", func() error {
 			_, err := nodes.Patch(ctx, a, types.MergePatchType, annotate, metav1.PatchOptions{})
+			return err
+		}, ""},
+		{"patch Node A's fencing condition (condition.go showCondition)", func() error {
+			_, err := nodes.Patch(ctx, a, types.StrategicMergePatchType, fencingCond, metav1.PatchOptions{}, "status")
 			return err
 		}, ""},
 		{"create Lease A in ferry-node-lease (kubelet/node.go renewLease)", func() error {
@@ -104,6 +115,22 @@ func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 			_, err := nodes.Patch(ctx, b, types.MergePatchType, annotate, metav1.PatchOptions{})
 			return err
 		}, onA + "update Node " + b + ": an agent changes only the Node it runs on"},
+		{"patch Node B's fencing condition", func() error {
+			_, err := nodes.Patch(ctx, b, types.StrategicMergePatchType, fencingCond, metav1.PatchOptions{}, "status")
+			return err
+		}, onA + "update Node " + b + ": an agent changes only the Node it runs on"},
+		{"patch Node A's Ready condition (the kubelet's)", func() error {
+			_, err := nodes.Patch(ctx, a, types.StrategicMergePatchType, readyCond, metav1.PatchOptions{}, "status")
+			return err
+		}, onlyOwn},
+		{"patch Node A's addresses (the kubelet's)", func() error {
+			_, err := nodes.Patch(ctx, a, types.StrategicMergePatchType, addresses, metav1.PatchOptions{}, "status")
+			return err
+		}, onlyOwn},
+		{"patch Node A's kubelet port (the kubelet's)", func() error {
+			_, err := nodes.Patch(ctx, a, types.MergePatchType, endpoints, metav1.PatchOptions{}, "status")
+			return err
+		}, onlyOwn},
 		{"create Lease C", func() error {
 			_, err := leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "restrict-c"}}, metav1.CreateOptions{})
 			return err

@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,11 +34,14 @@ import (
 // stand-in kubelet (agent --role kubelet, on the admin's credentials) that registers the
 // Node, and checks that they do their work and are refused nothing: the controller elects
 // itself leader and writes a NodeGroup's status; the agent renews its own Lease in
-// ferry-node-lease, arms its watchdog and shows it on the Node.
+// ferry-node-lease, arms its watchdog and shows it on the Node (annotations and its
+// condition); a second node's agent, which finds no watchdog device (--watchdog=auto),
+// runs all the same and says on its Node that the node is never fenced.
 func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 	install(t)
 	ctx := context.Background()
-	const node, group = "run-c", "run-fencing"
+	// node's agent has a watchdog; bare's finds none (--watchdog=auto, no device).
+	const node, bare, group = "run-c", "run-d", "run-fencing"
 	ng := &deckhousev1.NodeGroup{
 		ObjectMeta: metav1.ObjectMeta{Name: group},
 		Spec: deckhousev1.NodeGroupSpec{Fencing: &deckhousev1.FencingSpec{
@@ -49,13 +53,16 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 	}
 	// The agent's Pod, as the DaemonSet would make it: its token names the node.
 	agentPod := placeholderPod(t, namespace, "ferry-agent-"+node, node, "ferry-agent")
+	barePod := placeholderPod(t, namespace, "ferry-agent-"+bare, bare, "ferry-agent")
 	refused := &refusals{}
 	agentCfg := refused.wrap("agent", configFor(tokenFor(t, "ferry-agent", agentPod)))
+	bareCfg := refused.wrap("agent without a watchdog", configFor(tokenFor(t, "ferry-agent", barePod)))
 	ctrlCfg := refused.wrap("controller", configFor(tokenFor(t, "ferry-controller", nil)))
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	ctrlDone, agentDone, kubeletDone := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+	bareDone, bareKubeletDone := make(chan error, 1), make(chan error, 1)
 	go func() {
 		ctrlDone <- controller.Run(runCtx, ctrlCfg, controller.Options{
 			StorageDir: t.TempDir(), IPRange: ipam.DefaultRange, VMNetwork: controller.NetworkRouted,
@@ -77,9 +84,25 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 			MaxUnreachable: fencing.DefaultMaxUnreachable, Log: testr.New(t),
 		})
 	}()
+	// A node without a watchdog device: its agent, as the DaemonSet runs it (--watchdog=auto),
+	// starts all the same and says on the Node that the node is never fenced.
+	bareState := t.TempDir()
+	go func() {
+		bareKubeletDone <- agent.Run(runCtx, cfg, agent.Options{
+			Role: kubelet.RoleKubelet, NodeName: bare, NodeIP: "127.0.0.1", Labels: map[string]string{deckhousev1.LabelNodeGroup: group},
+			CPU: "2", Memory: "4Gi", StateDir: bareState, Log: logr.Discard(),
+		})
+	}()
+	go func() {
+		bareDone <- agent.Run(runCtx, bareCfg, agent.Options{
+			Role: kubelet.RoleHandler, NodeName: bare, NodeIP: "127.0.0.1", StateDir: bareState,
+			Watchdog: "auto:" + filepath.Join(bareState, "no-watchdog"), Log: testr.New(t),
+		})
+	}()
 
 	// A part that ends before the test stops it failed to start: say why at once.
-	for who, done := range map[string]chan error{"agent": agentDone, "stand-in kubelet": kubeletDone} {
+	for who, done := range map[string]chan error{"agent": agentDone, "stand-in kubelet": kubeletDone,
+		"agent without a watchdog": bareDone, "its stand-in kubelet": bareKubeletDone} {
 		select {
 		case err := <-done:
 			t.Fatalf("the %s ended at start: %v", who, err)
@@ -100,6 +123,34 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 		}
 		return n.Annotations[v1alpha2.AnnotationWatchdogTimeout] == "5s", fmt.Sprintf("annotations %v, labels %v, refused %v", n.Annotations, n.Labels, refused.list())
 	})
+	fencingCondition := func(name string) (*corev1.NodeCondition, *corev1.Node, error) {
+		var n corev1.Node
+		if err := admin.Get(ctx, client.ObjectKey{Name: name}, &n); err != nil {
+			return nil, nil, err
+		}
+		for i, c := range n.Status.Conditions {
+			if c.Type == v1alpha2.NodeConditionFencing {
+				return &n.Status.Conditions[i], &n, nil
+			}
+		}
+		return nil, &n, nil
+	}
+	eventually(t, 30*time.Second, "Node "+node+" says its agent has a watchdog", func() (bool, string) {
+		c, _, err := fencingCondition(node)
+		return err == nil && c != nil && c.Status == corev1.ConditionTrue && c.Reason == v1alpha2.ReasonSimulatedWatchdog, fmt.Sprintf("%+v %v, refused %v", c, err, refused.list())
+	})
+	eventually(t, 30*time.Second, "Node "+bare+" says it has no watchdog device and is never fenced", func() (bool, string) {
+		c, n, err := fencingCondition(bare)
+		if err != nil || c == nil {
+			return false, fmt.Sprintf("%v, refused %v", err, refused.list())
+		}
+		ready := false
+		for _, k := range n.Status.Conditions {
+			ready = ready || (k.Type == corev1.NodeReady && k.Status == corev1.ConditionTrue)
+		}
+		return c.Status == corev1.ConditionFalse && c.Reason == v1alpha2.ReasonNoWatchdogDevice && strings.Contains(c.Message, "softdog") && ready,
+			fmt.Sprintf("%+v; the kubelet's Ready kept: %v", c, ready)
+	})
 	var first time.Time
 	eventually(t, 30*time.Second, "the agent renews Lease "+v1alpha2.FencingLeaseNamespace+"/"+node, func() (bool, string) {
 		var l coordinationv1.Lease
@@ -117,11 +168,12 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 			return false, err.Error()
 		}
 		c := meta.FindStatusCondition(g.Status.Conditions, v1alpha2.NodeGroupConditionFencing)
-		return g.Status.Nodes == 1 && c != nil, fmt.Sprintf("nodes %d, condition %+v", g.Status.Nodes, c)
+		return g.Status.Nodes == 2 && c != nil, fmt.Sprintf("nodes %d, condition %+v", g.Status.Nodes, c)
 	})
 
 	stop()
-	for who, done := range map[string]chan error{"controller": ctrlDone, "agent": agentDone, "stand-in kubelet": kubeletDone} {
+	for who, done := range map[string]chan error{"controller": ctrlDone, "agent": agentDone, "stand-in kubelet": kubeletDone,
+		"agent without a watchdog": bareDone, "its stand-in kubelet": bareKubeletDone} {
 		select {
 		case err := <-done:
 			// Leader election reports a lost lock when it stops with its context.

@@ -49,6 +49,9 @@ type Reconciler struct {
 	// markedAt when: a Lease renewal that changes no verdict does not walk every VM again.
 	marked   map[string]Action
 	markedAt time.Time
+	// spared is the nodes that are stale and that this controller does not fence
+	// (Unreachable), with why, as last told in the log and an event: once per change.
+	spared map[string]string
 }
 
 // remarkEvery is how often markVMs walks every VM even when no verdict changed (a VM
@@ -126,6 +129,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 			next = d
 		}
 	}
+	r.reportSpared(ctx, verdicts, byName)
 	stale := map[string]Verdict{}
 	var fence []Verdict
 	for _, v := range verdicts {
@@ -218,7 +222,7 @@ func (r *Reconciler) observe(now time.Time, nodes []corev1.Node, leases []coordi
 			r.seen[n.Name] = seen
 		}
 		st := NodeState{Name: n.Name, Renewed: seen.at, Group: n.Labels[deckhousev1.LabelNodeGroup],
-			Disarmed: n.Annotations[v1alpha2.AnnotationFencingDisarmed]}
+			Disarmed: n.Annotations[v1alpha2.AnnotationFencingDisarmed], NotFenceable: v1alpha2.NotFenceable(n.Status.Conditions)}
 		if g := groupOf[st.Group]; g != nil {
 			st.GroupFencing = g.FencingEnabled()
 		}
@@ -251,6 +255,16 @@ func (r *Reconciler) fence(ctx context.Context, node *corev1.Node, v Verdict) er
 	}
 	if err == nil && lease.Spec.RenewTime != nil && !lease.Spec.RenewTime.Time.Equal(seen.renewTime) {
 		log.Info("Not fencing: the node renewed its Lease after all")
+		return nil
+	}
+	// The Node as it is now, past the cache: an agent that just said the node has no
+	// watchdog (restarted without one) stops the fencing too.
+	var fresh corev1.Node
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(node), &fresh); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if why := v1alpha2.NotFenceable(fresh.Status.Conditions); why != "" {
+		log.Info("Not fencing: the node's agent says it cannot be fenced", "why", why)
 		return nil
 	}
 	r.Recorder.Eventf(node, corev1.EventTypeWarning, "Fencing", "%s; ending its pods and removing the node", v.Why)
@@ -292,6 +306,37 @@ func (r *Reconciler) fence(ctx context.Context, node *corev1.Node, v Verdict) er
 	delete(r.seen, node.Name)
 	r.mu.Unlock()
 	return nil
+}
+
+// reportSpared says, in the log and in an event on the Node, why a stale node is not
+// fenced (its group has no fencing, it is disarmed, its agent has no watchdog, ...): once
+// when it becomes so, and again when the reason changes.
+func (r *Reconciler) reportSpared(ctx context.Context, verdicts []Verdict, nodes map[string]*corev1.Node) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.spared == nil {
+		r.spared = map[string]string{}
+	}
+	now := map[string]bool{}
+	for _, v := range verdicts {
+		if v.Action != Unreachable {
+			continue
+		}
+		now[v.Node] = true
+		if r.spared[v.Node] == v.Cause {
+			continue
+		}
+		r.spared[v.Node] = v.Cause
+		ctrl.LoggerFrom(ctx).Info("Not fencing an unreachable node", "node", v.Node, "why", v.Why)
+		if n := nodes[v.Node]; n != nil {
+			r.Recorder.Event(n, corev1.EventTypeWarning, v1alpha2.ReasonNodeUnreachable, v.Why)
+		}
+	}
+	for n := range r.spared {
+		if !now[n] {
+			delete(r.spared, n)
+		}
+	}
 }
 
 // fencingLease reads, past the cache, the Lease a node is judged by: its agent's own

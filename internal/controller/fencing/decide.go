@@ -28,6 +28,10 @@ type NodeState struct {
 	LeaseInterval time.Duration
 	// Disarmed is why an admin disarmed the node's fencing ("" when not).
 	Disarmed string
+	// NotFenceable is why the node's agent says the node cannot be fenced ("" when it does
+	// not): it has no watchdog, or could not arm it (Node condition
+	// v1alpha2.NodeConditionFencing False).
+	NotFenceable string
 	// Renewed is when the controller saw the node's Lease renewed, on its own clock.
 	Renewed time.Time
 }
@@ -60,6 +64,9 @@ type Verdict struct {
 	FenceAt time.Time     // when a Pending node will be fenced
 	// Why explains the verdict in words for conditions and events.
 	Why string
+	// Cause is, for an Unreachable node, why it is not fenced, in words that stay the same
+	// while it stays so (Why tells the Lease's age too).
+	Cause string
 }
 
 // unreachableAfter is how long a node may go without renewing its Lease before it counts as
@@ -72,8 +79,10 @@ func (n NodeState) unreachableAfter() time.Duration {
 }
 
 // Decide judges every node at now. A node is fenced only when its group has fencing on,
-// its agent armed the watchdog, no admin disarmed it, its Lease is older than the armed
-// timeout plus margin, and at most maxUnreachable of all nodes are unreachable.
+// its agent armed the watchdog and does not say the node cannot be fenced (no watchdog,
+// whatever annotations an earlier agent left), no admin disarmed it, its Lease is older
+// than the armed timeout plus margin, and at most maxUnreachable of all nodes are
+// unreachable.
 func Decide(now time.Time, nodes []NodeState, maxUnreachable float64) (verdicts []Verdict, unreachable int, storm bool) {
 	for _, n := range nodes {
 		v := Verdict{Node: n.Name, Age: now.Sub(n.Renewed)}
@@ -91,13 +100,20 @@ func Decide(now time.Time, nodes []NodeState, maxUnreachable float64) (verdicts 
 			if n.Group != "" {
 				group = fmt.Sprintf("its NodeGroup %s has no fencing", n.Group)
 			}
+			v.Cause = group
 			v.Why = fmt.Sprintf("node %s has not renewed its Lease for %s and %s: Ferry cannot tell whether its VMs still run, so it does not start them elsewhere", n.Name, age, group)
 		case n.Disarmed != "":
 			v.Action = Unreachable
-			v.Why = fmt.Sprintf("node %s has not renewed its Lease for %s and its fencing is disarmed (%s): its VMs are not started elsewhere", n.Name, age, n.Disarmed)
+			v.Cause = "its fencing is disarmed (" + n.Disarmed + ")"
+			v.Why = fmt.Sprintf("node %s has not renewed its Lease for %s and %s: its VMs are not started elsewhere", n.Name, age, v.Cause)
+		case n.NotFenceable != "":
+			v.Action = Unreachable
+			v.Cause = "it cannot be fenced, its agent says (" + n.NotFenceable + ")"
+			v.Why = fmt.Sprintf("node %s has not renewed its Lease for %s and %s: its VMs are not started elsewhere", n.Name, age, v.Cause)
 		case n.Armed == nil:
 			v.Action = Unreachable
-			v.Why = fmt.Sprintf("node %s has not renewed its Lease for %s and its agent never reported an armed watchdog: its VMs are not started elsewhere", n.Name, age)
+			v.Cause = "its agent never reported an armed watchdog"
+			v.Why = fmt.Sprintf("node %s has not renewed its Lease for %s and %s: its VMs are not started elsewhere", n.Name, age, v.Cause)
 		default:
 			v.FenceAt = n.Renewed.Add(n.Armed.FenceAfter())
 			if now.Before(v.FenceAt) {

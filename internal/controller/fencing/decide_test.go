@@ -37,6 +37,26 @@ func TestDecide(t *testing.T) {
 			want: map[string]Action{"a": Unreachable}, why: "disarmed (firmware)"},
 		{name: "watchdog never armed", nodes: []NodeState{func() NodeState { n := armed("a", time.Minute); n.Armed = nil; return n }(), armed("b", 0), armed("c", 0)},
 			want: map[string]Action{"a": Unreachable}, why: "never reported an armed watchdog"},
+		{name: "agent without a watchdog device", nodes: []NodeState{func() NodeState {
+			n := armed("a", time.Minute)
+			n.Armed, n.NotFenceable = nil, "NoWatchdogDevice: no watchdog device"
+			return n
+		}(), armed("b", 0), armed("c", 0)},
+			want: map[string]Action{"a": Unreachable}, why: "it cannot be fenced, its agent says (NoWatchdogDevice: no watchdog device)"},
+		// An earlier agent's armed timing is still on the Node; the agent now running has no
+		// watchdog (or could not arm it): nothing would have stopped the node's VMs.
+		{name: "no watchdog now, an armed timing left from before", nodes: []NodeState{func() NodeState {
+			n := armed("a", time.Minute)
+			n.NotFenceable = "WatchdogFailed: device or resource busy"
+			return n
+		}(), armed("b", 0), armed("c", 0)},
+			want: map[string]Action{"a": Unreachable}, why: "its VMs are not started elsewhere"},
+		{name: "no watchdog, reachable", nodes: []NodeState{func() NodeState {
+			n := armed("a", 0)
+			n.Armed, n.NotFenceable = nil, "NoWatchdogDevice: no watchdog device"
+			return n
+		}(), armed("b", 0), armed("c", 0)},
+			want: map[string]Action{"a": Reachable}},
 		{name: "plain kubelet gets the node monitor's grace", nodes: []NodeState{{Name: "a", Renewed: now.Add(-30 * time.Second)}},
 			want: map[string]Action{"a": Reachable}},
 		{name: "storm: two of three unreachable", nodes: []NodeState{armed("a", time.Minute), armed("b", time.Minute), armed("c", 0)},

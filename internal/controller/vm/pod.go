@@ -105,11 +105,15 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 			// heartbeat.
 			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: v1alpha2.PodConditionGuestReady}},
 			Containers: []corev1.Container{{
-				Name:    "compute",
-				Image:   image,
-				Command: []string{"ferry"},
-				Args:    args,
-				Env:     node.env(),
+				Name:  "compute",
+				Image: image,
+				// The image is the controller's and the agent's, already on the node when
+				// its agent runs: a tag that never moves needs no pull (and a node without a
+				// registry can run it). The default would be Always for :latest or no tag.
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				Command:         []string{"ferry"},
+				Args:            args,
+				Env:             node.env(),
 				Resources: corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{corev1.ResourceCPU: *cpu, corev1.ResourceMemory: mem},
 				},
