@@ -6,10 +6,15 @@ LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 	-X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=37 \
 	-X github.com/ferryvm/ferry/internal/version.Version=$(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build generate manifests deps up test vet print-ldflags debian-guest
+.PHONY: build generate manifests deps up test vet print-ldflags debian-guest node-bins
 
 build:
 	go build -ldflags "$(LDFLAGS)" -o bin/ferry ./cmd/ferry
+
+# What `ferry up --kubelet=real` runs on each node besides Debian's containerd: kubelet and
+# kube-proxy from Ferry's Kubernetes modules, and the pods' sandbox process.
+node-bins:
+	bash scripts/build-node-bins.sh
 
 generate:
 	go tool controller-gen object paths=./api/...

@@ -15,6 +15,7 @@ import (
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/kubectl"
 	"github.com/ferryvm/ferry/internal/personality"
+	"github.com/ferryvm/ferry/internal/realnode"
 	"github.com/ferryvm/ferry/internal/up"
 	"github.com/ferryvm/ferry/internal/version"
 )
@@ -64,6 +65,7 @@ func newRoot() *cobra.Command {
 		watchdogCommand(),
 		simNodesCommand(),
 		nodeCommand(&stateDir),
+		nodeBootCommand(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print Ferry's version",
@@ -100,5 +102,23 @@ func upCommand(stateDir *string) *cobra.Command {
 	_ = f.MarkHidden("no-controller")
 	f.BoolVar(&o.SplitAgent, "split-agent", true, "run each node as a real cluster's: a stand-in kubelet (agent --role=kubelet) runs the launcher pods, and the agent as the DaemonSet runs it (--role=handler) does fencing and the VM handler beside it; false: one agent process plays both (--role=all)")
 	_ = f.MarkHidden("split-agent")
+	f.StringVar(&o.Kubelet, "kubelet", up.KubeletStandIn, "what runs each node's pods: stand-in (Ferry's own, as processes: fast) or real (a kubelet with containerd and kube-proxy in the node's namespaces, Ferry installed from deploy/base; root, make node-bins)")
+	return cmd
+}
+
+// nodeBootCommand is the first process of a real-kubelet node of `ferry up --kubelet=real`
+// (realnode.Command starts it); not for users.
+func nodeBootCommand() *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:    "node-boot",
+		Short:  "Run a real-kubelet node of ferry up (started by ferry up)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return realnode.Boot(config, os.Stdout)
+		},
+	}
+	cmd.Flags().StringVar(&config, "config", "", "the node's boot.json")
 	return cmd
 }

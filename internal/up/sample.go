@@ -22,7 +22,9 @@ const (
 
 // ensureSample creates the sample image, disk and VM on the first start of a state
 // directory only: a user who deleted them does not get them back.
-func ensureSample(ctx context.Context, c client.Client, stateDir string, say func(string, ...any)) error {
+// url, if not "", is where the cluster reads the image (the guest image file, served);
+// otherwise its file.
+func ensureSample(ctx context.Context, c client.Client, stateDir string, url func(path string) (string, error), say func(string, ...any)) error {
 	marker := filepath.Join(stateDir, "sample-created")
 	if _, err := os.Stat(marker); err == nil {
 		return nil
@@ -32,7 +34,13 @@ func ensureSample(ctx context.Context, c client.Client, stateDir string, say fun
 	if err != nil {
 		return err
 	}
-	for _, obj := range SampleObjects("file://"+img, metav1.NamespaceDefault) {
+	src := "file://" + img
+	if url != nil {
+		if src, err = url(img); err != nil {
+			return err
+		}
+	}
+	for _, obj := range SampleObjects(src, metav1.NamespaceDefault) {
 		if err := c.Create(ctx, obj); client.IgnoreAlreadyExists(err) != nil {
 			return err
 		}

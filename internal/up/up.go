@@ -22,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/ferryvm/ferry/api/crds"
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
@@ -53,7 +55,11 @@ type Options struct {
 	// SplitAgent runs each node's agent as two processes, as on a real cluster: a
 	// stand-in kubelet (agent --role=kubelet) and the agent proper (--role=handler).
 	SplitAgent bool
-	Out        io.Writer
+	// Kubelet is KubeletStandIn (Ferry's stand-in kubelet runs the launcher pods as
+	// processes) or KubeletReal: each node is a real kubelet with containerd and kube-proxy
+	// in namespaces of its own, and Ferry runs on them from deploy/base, as on any cluster.
+	Kubelet string
+	Out     io.Writer
 }
 
 // DefaultStateDir is /var/lib/ferry for root and ~/.local/share/ferry otherwise; the
@@ -86,6 +92,15 @@ func Run(o Options) error {
 	}
 	if err := validProfile(o.FencingProfile); err != nil {
 		return err
+	}
+	real := o.Kubelet == KubeletReal
+	switch {
+	case o.Kubelet != "" && o.Kubelet != KubeletStandIn && !real:
+		return fmt.Errorf("--kubelet must be %s or %s, not %q", KubeletStandIn, KubeletReal, o.Kubelet)
+	case real && (!o.NetNS || os.Geteuid() != 0):
+		return errors.New("--kubelet=real needs root and node network namespaces (--netns)")
+	case real && o.NoController:
+		return errors.New("--kubelet=real runs the controller from deploy/base: --no-controller does not apply")
 	}
 	if o.NetNS && os.Geteuid() != 0 {
 		return errors.New("node network namespaces need root: run as root or pass --netns=false")
@@ -147,7 +162,33 @@ func Run(o Options) error {
 	if err != nil {
 		return err
 	}
-	if err := installCRDs(ctx, c); err != nil {
+	var base []*unstructured.Unstructured
+	var realNodes [][]string
+	if real {
+		// Ferry as on any cluster: deploy/base, its controller and agents in pods.
+		if err := podRoutes(nodes); err != nil {
+			return fmt.Errorf("routing the nodes' pod networks: %w", err)
+		}
+		if base, err = renderBase(); err != nil {
+			return err
+		}
+		image, err := adaptBase(base, o)
+		if err != nil {
+			return err
+		}
+		say("Preparing the nodes' images (%s)…", image)
+		images, sandbox, err := nodeImages(ctx, o.StateDir, exe, image, say)
+		if err != nil {
+			return fmt.Errorf("preparing the nodes' images: %w", err)
+		}
+		if realNodes, err = prepareRealNodes(cp, exe, o.StateDir, nodes, images, sandbox); err != nil {
+			return err
+		}
+		if err := installBase(ctx, c, base); err != nil {
+			return fmt.Errorf("installing deploy/base: %w", err)
+		}
+		o.NoController = true
+	} else if err := installCRDs(ctx, c); err != nil {
 		return err
 	}
 
@@ -180,15 +221,24 @@ func Run(o Options) error {
 	if o.NoController {
 		children = nil
 	}
-	for _, n := range nodes {
+	for i, n := range nodes {
 		dir := NodeDir(o.StateDir, n.Name)
 		// Nodes powered off in an earlier run boot with this one.
 		_ = os.Remove(poweredOffFile(o.StateDir, n.Name))
 		sock := filepath.Join(dir, "watchdog.sock")
 		// The watchdog runs beside the node, not in its network namespace nor under its
 		// agent: a node cut off or frozen cannot stop it.
+		// A node powered off has no watchdog either, until it is powered on.
 		children = append(children, &child{name: n.Name + " watchdog", log: filepath.Join(logs, n.Name+"-watchdog.log"),
-			argv: []string{exe, "watchdog", "--node", n.Name, "--socket", sock, "--node-dir", dir}})
+			argv:      []string{exe, "watchdog", "--node", n.Name, "--socket", sock, "--node-dir", dir},
+			holdWhile: poweredOffFile(o.StateDir, n.Name)})
+		if real {
+			// The kubelet, kube-proxy, containerd and every pod of the node, the agent's
+			// DaemonSet pod included, in the node's namespaces.
+			children = append(children, &child{name: n.Name, argv: realNodes[i], log: filepath.Join(logs, n.Name+".log"),
+				holdWhile: poweredOffFile(o.StateDir, n.Name)})
+			continue
+		}
 		argv := []string{exe, "agent", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
 			"--state-dir", dir, "--cpu", o.NodeCPU, "--memory", o.NodeMemory,
 			"--node-labels", deckhousev1.LabelNodeGroup + "=" + nodeGroupName, "--watchdog", "process:" + sock,
@@ -249,6 +299,12 @@ func Run(o Options) error {
 	if err := waitNodesReady(ctx, c, nodes); err != nil {
 		return err
 	}
+	if real {
+		say("%d node(s) Ready (%.1fs since start); waiting for Ferry's pods…", len(nodes), time.Since(started).Seconds())
+		if err := waitFerryRunning(ctx, c, len(nodes), 5*time.Minute); err != nil {
+			return err
+		}
+	}
 	// The webhooks fail closed: VMs are created once the controller serves them.
 	if !o.NoController {
 		if err := waitControllerReady(ctx, metricsPort(o.Port)+1); err != nil {
@@ -258,7 +314,7 @@ func Run(o Options) error {
 	say("%d node(s) Ready (%.1fs since start)", len(nodes), time.Since(started).Seconds())
 
 	if o.SampleVM && len(nodes) > 0 {
-		if err := ensureSample(ctx, c, o.StateDir, say); err != nil {
+		if err := ensureSample(ctx, c, o.StateDir, sampleURL(ctx, o, say), say); err != nil {
 			say("Could not create the sample VM: %v", err)
 		}
 	}
