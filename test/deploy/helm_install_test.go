@@ -86,13 +86,17 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		return true, ""
 	})
 	certManager := kustomize(t, helmchart.CertManagerOverlay)
-	h.helm(t, "upgrade", "ferry", h.chart, "-n", "ferry-system", "--reuse-values", "--set", "webhookCert.mode=cert-manager")
+	h.helm(t, "upgrade", "ferry", h.chart, "-n", "ferry-system", "--reset-then-reuse-values", "--set", "webhookCert.mode=cert-manager")
 	h.requireObjects(t, certManager, true)
 	h.requireObjects(t, only(base, certManager), false)
-	if got := field(h.get(t, "apps/v1", "Deployment", "ferry-system", "ferry-controller"), "spec.template.spec.containers.0.env.0.value"); got != "files" {
+	ctl := h.get(t, "apps/v1", "Deployment", "ferry-system", "ferry-controller")
+	if got := field(ctl, "spec.template.spec.containers.0.env.0.value"); got != "files" {
 		t.Errorf("cert-manager mode: WEBHOOK_CERT_MODE %q, want files", got)
 	}
-	h.helm(t, "upgrade", "ferry", h.chart, "-n", "ferry-system", "--reuse-values", "--set", "webhookCert.mode=self")
+	if got := field(ctl, "spec.template.spec.containers.0.image"); !strings.HasSuffix(got, ":x") {
+		t.Errorf("--reset-then-reuse-values lost image.tag=x: the controller runs %q", got)
+	}
+	h.helm(t, "upgrade", "ferry", h.chart, "-n", "ferry-system", "--reset-then-reuse-values", "--set", "webhookCert.mode=self")
 	h.requireObjects(t, base, true)
 	h.requireObjects(t, only(certManager, base), false)
 	if got := field(h.get(t, "apps/v1", "Deployment", "ferry-system", "ferry-controller"), "spec.template.spec.volumes.0.emptyDir.medium"); got != "Memory" {
