@@ -383,8 +383,8 @@ func (t *templater) token(expr string) string {
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// valueRef is the template's reference to .Values.<path>.
-func valueRef(field string) string {
+// configRef is the template's reference to .Values.config.<field>.
+func configRef(field string) string {
 	if identifier.MatchString(field) {
 		return ".Values.config." + field
 	}
@@ -404,10 +404,10 @@ func (t *templater) templateObject(k string, obj map[string]any, image string, v
 			if field == "launcherImage" {
 				// Empty: the chart's image.
 				config[field] = ""
-				data[field] = t.token("{{ " + valueRef(field) + " | default (include \"ferry.image\" .) | quote }}")
+				data[field] = t.token("{{ " + configRef(field) + " | default (include \"ferry.image\" .) | quote }}")
 				continue
 			}
-			data[field] = t.token("{{ required \"config." + field + " is required\" " + valueRef(field) + " | quote }}")
+			data[field] = t.token("{{ required \"config." + field + " is required\" " + configRef(field) + " | quote }}")
 		}
 		v.config = config
 		return nil
@@ -587,7 +587,8 @@ func valuesYAML(root string, v chartValues) ([]byte, error) {
 
 	img := mapping()
 	add(img, "repository", "", str(v.repository))
-	add(img, "tag", "Empty: the chart's appVersion ("+v.tag+").", str(""))
+	add(img, "tag", "Empty: the chart's appVersion ("+v.tag+"). A string: quote a numeric tag\n"+
+		"(--set-string image.tag=...).", str(""))
 	add(img, "pullPolicy", "", str(v.pullPolicy))
 	add(doc, "image", header(Base)+"\n"+
 		"The chart installs into the namespace ferry-system (and ferry-node-lease): Ferry's\n"+
