@@ -24,6 +24,18 @@ if ! command -v go >/dev/null; then
 fi
 command -v go >/dev/null || { echo "setup: Go 1.26 is needed (https://go.dev/dl)" >&2; exit 1; }
 
+# helm, for the chart deploy/helm/ferry (test/deploy renders and lints it): built from its
+# module, outside Ferry's, with the version stamped as in helm's releases.
+helm_version=v4.3.2
+if [[ $(helm version --template '{{.Version}}' 2>/dev/null) != "$helm_version" ]]; then
+	if [[ $(id -u) -eq 0 ]]; then helm_bin=/usr/local/bin; else helm_bin=$(go env GOPATH)/bin; fi
+	echo "setup: building helm $helm_version into $helm_bin (~3 min the first time)"
+	(cd /tmp && GOFLAGS=-mod=mod GOBIN=$helm_bin go install \
+		-ldflags "-X helm.sh/helm/v4/internal/version.version=$helm_version" \
+		"helm.sh/helm/v4/cmd/helm@$helm_version")
+	[[ $(id -u) -eq 0 ]] || echo "setup: add $helm_bin to your PATH to run helm"
+fi
+
 echo "setup: building bin/ferry (the first build compiles Kubernetes: ~15-20 min on 2 cores)"
 make --no-print-directory build
 
