@@ -38,6 +38,18 @@ func Ready(p *corev1.Pod) bool {
 	return c != nil && c.Status == corev1.ConditionTrue
 }
 
+// GuestRunning tells whether QEMU runs the pod's guest: the pod is Ready, or it runs and
+// its node's agent has set the gate guest-ready, which a real kubelet folds into Ready
+// only at its next sync of the pod (up to seconds later: a migrated VM would show as
+// Starting on its new node meanwhile).
+func GuestRunning(p *corev1.Pod) bool {
+	if Ready(p) {
+		return true
+	}
+	c := Condition(p, v1alpha2.PodConditionGuestReady)
+	return p.Status.Phase == corev1.PodRunning && c != nil && c.Status == corev1.ConditionTrue
+}
+
 // MigratedAway tells whether a pod ended because its VM live-migrated to another pod: by
 // the reason Ferry's own node agent gives, or by the launcher's exit code alone, which is
 // all a real kubelet shows.

@@ -48,6 +48,17 @@ func (r *Reconciler) observePods(ctx context.Context, s *scope) error {
 			}
 		}
 	}
+	// A migration that succeeded put the VM in its target, though the source pod may still
+	// show as running: a real kubelet reports its launcher's exit at its next sync of the
+	// pod, seconds later. Until then the VM is the target's, not Starting on the source.
+	if ms := s.vm.Status.MigrationState; ms != nil && ms.Result == v1alpha2.MigrationSucceeded && ms.Target.Pod != "" {
+		for i, p := range live {
+			if i > 0 && p.Name == ms.Target.Pod {
+				live = append(append([]*corev1.Pod{p}, live[:i]...), live[i+1:]...)
+				break
+			}
+		}
+	}
 	if n := len(live); n > 0 {
 		s.active = live[0]
 		s.extraActive = live[1:]

@@ -101,7 +101,7 @@ func (r *Reconciler) deriveStatus(s *scope) {
 			set(v1alpha2.VMConditionPodScheduled, true, v1alpha2.ReasonScheduled, "the VM is placed on node "+p.Spec.NodeName)
 		}
 		switch fault := guestFault(p); {
-		case launcherpod.Ready(p):
+		case launcherpod.GuestRunning(p):
 			st.Phase = v1alpha2.MachineRunning
 			set(v1alpha2.VMConditionRunning, true, v1alpha2.ReasonGuestRunning, "QEMU runs the guest's vCPUs")
 		case fault != nil:
