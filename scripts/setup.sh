@@ -8,6 +8,9 @@ pkgs=(qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static dosfstoo
 # The node image (make node-image) and its test: debootstrap builds the base, a containerd
 # of the test's own imports and runs it.
 pkgs+=(debootstrap containerd runc)
+# Real-kubelet nodes (ferry up --kubelet=real, test/realkubelet): containerd and runc above,
+# the CNI plugins of the pods' bridge (its masquerade uses iptables), kube-proxy's nftables.
+pkgs+=(containernetworking-plugins iptables nftables conntrack)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,6 +41,9 @@ fi
 
 echo "setup: building bin/ferry (the first build compiles Kubernetes: ~15-20 min on 2 cores)"
 make --no-print-directory build
+# kubelet and kube-proxy for real-kubelet nodes, and the pods' pause process (skipped when
+# they are there at the right version; ~2 min after the first build of bin/ferry).
+make --no-print-directory node-bins
 
 # `ferry` on the PATH, as the README uses it.
 if [[ $(id -u) -eq 0 ]]; then

@@ -22,10 +22,13 @@ ldflags=$(make --no-print-directory -s print-ldflags)
 # it is what `make helm-chart` writes now, and that helm (from setup.sh) renders and lints it.
 echo "== unit and controller tests (race detector on the controllers, the agent, the launcher, QEMU and guest agent clients, the CLI, the watchdog, the disk lease and the node network)"
 go test -ldflags "$ldflags" -race -count=1 ./internal/controller/... ./internal/agent/... ./internal/ipam/... ./internal/watchdog/... ./internal/disklease/... ./internal/vmnet/... ./internal/pinger/... ./internal/simnode/... ./internal/guestagent/... ./internal/launcher/... ./internal/hypervisor/... ./internal/cli/...
-go test -ldflags "$ldflags" -count=1 $(go list ./... | grep -v -e /internal/controller -e /internal/agent -e /internal/ipam -e /internal/watchdog -e /internal/disklease -e /internal/vmnet -e /internal/pinger -e /internal/simnode -e /internal/guestagent -e /internal/launcher -e /internal/hypervisor -e /internal/cli -e /test/e2e -e /test/chaos)
+go test -ldflags "$ldflags" -count=1 $(go list ./... | grep -v -e /internal/controller -e /internal/agent -e /internal/ipam -e /internal/watchdog -e /internal/disklease -e /internal/vmnet -e /internal/pinger -e /internal/simnode -e /internal/guestagent -e /internal/launcher -e /internal/hypervisor -e /internal/cli -e /test/e2e -e /test/realkubelet -e /test/chaos)
 
 echo "== end-to-end tests on ferry up with real guests"
 go test -count=1 -timeout 55m -v ./test/e2e/...
+
+echo "== the seed's scenarios and deploy/'s install, upgrade and uninstall on real kubelets (ferry up --kubelet=real)"
+go test -count=1 -timeout 20m -v ./test/realkubelet/...
 
 echo "== a short chaos run on simulated nodes (every fault once; ferry-bench chaos runs more)"
 go test -count=1 -timeout 15m -v ./test/chaos/...
