@@ -266,7 +266,7 @@ func (r *Reconciler) transferring(ctx context.Context, op *v1alpha2.VirtualMachi
 	// pod is Ready only on a heartbeat, which a target has only once the migration
 	// completed) is the same. Seen with simulated nodes, where a migration takes 200 ms.
 	sourceGone := source == nil || !source.DeletionTimestamp.IsZero() || launcherpod.Ended(source)
-	arrived := sourceGone && target != nil && !launcherpod.Ended(target) && target.DeletionTimestamp.IsZero() && launcherpod.Ready(target)
+	arrived := sourceGone && target != nil && !launcherpod.Ended(target) && target.DeletionTimestamp.IsZero() && launcherpod.GuestRunning(target)
 	if ms.Phase == v1alpha2.MigrationDone || prog.Status == "completed" || (source != nil && launcherpod.MigratedAway(source)) || arrived {
 		return r.completing(ctx, op, target, prog)
 	}
@@ -324,7 +324,7 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 			return step{}, err
 		}
 	}
-	if !launcherpod.Ready(target) {
+	if !launcherpod.GuestRunning(target) {
 		if r.Now().Sub(ms.TransferStartTime.Time) > r.Config.ProgressTimeout {
 			return fail(v1alpha2.ReasonTargetFailed, "the guest gave no heartbeat on node %s after the transfer", ms.TargetNode), nil
 		}
