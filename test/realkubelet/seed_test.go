@@ -230,6 +230,33 @@ spec:
 	})
 }
 
+// TestGracefulStop: a stop on a real kubelet ends the launcher within the VM's grace
+// period (the kubelet's SIGTERM, then the launcher's stop sequence), and leaves no QEMU; the
+// VM then starts again.
+func TestGracefulStop(t *testing.T) {
+	vm := waitRunning(t, vmName, 2*time.Minute)
+	grace := time.Duration(60) * time.Second
+	if vm.Spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*vm.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	t0 := time.Now()
+	mustFerry(t, "v", "stop", vmName, "--wait", "--timeout", "3m")
+	took := time.Since(t0)
+	eventually(t, 30*time.Second, "no QEMU of the stopped VM", func() (bool, string) {
+		q := qemus(vmName)
+		return len(q) == 0, fmt.Sprint(q)
+	})
+	if got := getVM(t, vmName); got.Status.Phase != v1alpha2.MachineStopped {
+		t.Errorf("after stop: %s", got.Status.Phase)
+	}
+	if took > grace {
+		t.Errorf("stop took %s, more than the grace period %s", took, grace)
+	}
+	t.Logf("stop on a real kubelet: %s (grace %s)", took.Round(100*time.Millisecond), grace)
+	mustFerry(t, "v", "start", vmName, "--wait", "--timeout", "3m")
+	waitRunning(t, vmName, 2*time.Minute)
+}
+
 // checkPhases reads `kubectl get vm -w` output: the VM's phases go Running (on from) →
 // Migrating → Running (on to), with the same address all along and nothing in between.
 func checkPhases(t *testing.T, watched, from, to, ip string) {
