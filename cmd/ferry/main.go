@@ -64,6 +64,7 @@ func newRoot() *cobra.Command {
 		watchdogCommand(),
 		simNodesCommand(),
 		nodeCommand(&stateDir),
+		uninstallCommand(kubeconfig),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print Ferry's version",
