@@ -66,6 +66,7 @@ func newRoot() *cobra.Command {
 		simNodesCommand(),
 		nodeCommand(&stateDir),
 		nodeBootCommand(),
+		uninstallCommand(kubeconfig),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print Ferry's version",

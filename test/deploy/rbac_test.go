@@ -57,6 +57,8 @@ var controllerGrants = []grant{
 	{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "", []string{"ferry-eviction", "ferry-virtualmachine"}, "get update", "webhookcert sets the webhooks' caBundle"},
 	{"coordination.k8s.io", "leases", "kube-node-lease", nil, "get list watch delete", "fencing reads heartbeats, removes a fenced node's"},
 	{"coordination.k8s.io", "leases", "ferry-node-lease", nil, "get list watch delete", "fencing reads the agents' heartbeats, removes a fenced node's"},
+	{"apiextensions.k8s.io", "customresourcedefinitions", "", []string{"virtualmachines.virtualization.deckhouse.io", "virtualmachineoperations.virtualization.deckhouse.io",
+		"virtualdisks.virtualization.deckhouse.io", "clustervirtualimages.virtualization.deckhouse.io"}, "get", "uninstall: is the CRD of a deleted object being deleted"},
 }
 
 var agentGrants = []grant{
@@ -144,7 +146,8 @@ func TestRolesAllowExactlyWhatTheCodeUses(t *testing.T) {
 	signerNames := []string{"virtualization.ferryvm.io/migration", "virtualization.ferryvm.io/other", "kubernetes.io/kubelet-serving", "kubernetes.io/kube-apiserver-client"}
 	namespaces := []string{"", namespace, "kube-node-lease", "ferry-node-lease", "default", "vms"}
 	names := map[string][]string{"configmaps": {"ferry-config", "other"}, "leases": {"ferry-controller", "other"},
-		"secrets": {"ferry-webhook-ca", "ferry-migration-ca", "other"}, "validatingwebhookconfigurations": {"ferry-eviction", "ferry-virtualmachine", "other"}}
+		"secrets": {"ferry-webhook-ca", "ferry-migration-ca", "other"}, "validatingwebhookconfigurations": {"ferry-eviction", "ferry-virtualmachine", "other"},
+		"customresourcedefinitions": {"virtualmachines.virtualization.deckhouse.io", "virtualdisks.virtualization.deckhouse.io", "nodegroups.deckhouse.io", "other.example.com"}}
 	var probes []probe
 	for _, n := range signerNames {
 		for _, v := range signerVerbs {

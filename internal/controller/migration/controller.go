@@ -23,10 +23,11 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/power"
+	"github.com/ferryvm/ferry/internal/controller/uninstall"
 )
 
 // finalizer keeps an operation until its target pod is gone and the source is told to stop.
-const finalizer = "virtualization.ferryvm.io/migration"
+const finalizer = uninstall.FinalizerMigration
 
 // Config tunes migrations.
 type Config struct {

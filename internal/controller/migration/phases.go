@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/uninstall"
 	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
@@ -404,6 +405,11 @@ func (r *Reconciler) cleanupFailed(ctx context.Context, op *v1alpha2.VirtualMach
 func (r *Reconciler) abort(ctx context.Context, op *v1alpha2.VirtualMachineOperation) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(op, finalizer) {
 		return ctrl.Result{}, nil
+	}
+	if uninstall.Terminating(ctx, r.APIReader, uninstall.CRDOperations) {
+		// Ferry is being uninstalled: a migration target goes with its VM.
+		ctrl.LoggerFrom(ctx).Info("The VirtualMachineOperation CRD is being deleted: releasing the operation without clean-up")
+		return ctrl.Result{}, uninstall.Release(ctx, r.Client, op)
 	}
 	if !op.Finished() && op.Status.Migration != nil {
 		s := fail(v1alpha2.ReasonAborted, "cancelled: the operation was deleted")

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/uninstall"
 )
 
 // DiskReconciler provisions VirtualDisks as qcow2 files on the shared storage.
@@ -26,6 +27,9 @@ type DiskReconciler struct {
 	Client   client.Client
 	Recorder record.EventRecorder
 	Root     string
+	// APIReader reads, past the cache, whether Ferry is being uninstalled (package
+	// uninstall); nil: never.
+	APIReader client.Reader
 }
 
 // SetupWithManager registers the controller.
@@ -153,8 +157,13 @@ func (r *DiskReconciler) provision(ctx context.Context, d *v1alpha2.VirtualDisk,
 	return os.Rename(tmp, path)
 }
 
-// remove deletes the disk's file once no VM holds the disk.
+// remove deletes the disk's file once no VM holds the disk. While Ferry is being
+// uninstalled (the disks' CRD is being deleted) it keeps the file.
 func (r *DiskReconciler) remove(ctx context.Context, d *v1alpha2.VirtualDisk, path string) (ctrl.Result, error) {
+	if uninstall.Terminating(ctx, r.APIReader, uninstall.CRDDisks) {
+		ctrl.LoggerFrom(ctx).Info("The VirtualDisk CRD is being deleted: releasing the disk, its file is kept", "path", path)
+		return ctrl.Result{}, uninstall.Release(ctx, r.Client, d)
+	}
 	if len(d.Status.AttachedToVirtualMachines) > 0 {
 		orig := d.DeepCopy()
 		d.Status.Phase = v1alpha2.ImageTerminating

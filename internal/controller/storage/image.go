@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/uninstall"
 )
 
 // ImageReconciler imports ClusterVirtualImages into the shared storage.
@@ -31,6 +32,9 @@ type ImageReconciler struct {
 	Recorder record.EventRecorder
 	// Root is the shared storage directory.
 	Root string
+	// APIReader reads, past the cache, whether Ferry is being uninstalled (package
+	// uninstall); nil: never.
+	APIReader client.Reader
 	// MaxImageSize caps the bytes one import may fetch (0: DefaultMaxImageSize).
 	MaxImageSize int64
 	// Backoff is the wait after a number of failed downloads (nil: backoff); tests
@@ -64,6 +68,10 @@ func (r *ImageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	}
 	path := r.imagePath(img.Name)
 	if !img.DeletionTimestamp.IsZero() {
+		if controllerutil.ContainsFinalizer(img, v1alpha2.FinalizerStorage) && uninstall.Terminating(ctx, r.APIReader, uninstall.CRDImages) {
+			ctrl.LoggerFrom(ctx).Info("The ClusterVirtualImage CRD is being deleted: releasing the image, its file is kept", "path", path)
+			return ctrl.Result{}, uninstall.Release(ctx, r.Client, img)
+		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return ctrl.Result{}, err
 		}

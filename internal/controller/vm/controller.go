@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/uninstall"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcherpod"
 )
@@ -169,6 +170,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 func (r *Reconciler) finalize(ctx context.Context, vm *v1alpha2.VirtualMachine) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(vm, v1alpha2.FinalizerVM) {
 		return ctrl.Result{}, nil
+	}
+	if uninstall.Terminating(ctx, r.APIReader, uninstall.CRDVirtualMachines) {
+		// Ferry is being uninstalled: the VM goes at once; its launcher pods, which it
+		// owns, go with it (garbage collection).
+		ctrl.LoggerFrom(ctx).Info("The VirtualMachine CRD is being deleted: releasing the VM without clean-up")
+		return ctrl.Result{}, uninstall.Release(ctx, r.Client, vm)
 	}
 	pods, err := r.listPods(ctx, vm)
 	if err != nil {
