@@ -113,6 +113,11 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 			if live == nil {
 				t.Errorf("helm uninstall deleted %s", describe(u))
 			}
+		case u.GetKind() == "Namespace" && u.GetName() == helmchart.ReleaseNamespace:
+			// Kept: the release's record is in it until helm has purged it.
+			if live == nil || live.GetDeletionTimestamp() != nil {
+				t.Errorf("helm uninstall deleted %s, where its release record was", describe(u))
+			}
 		case u.GetKind() == "Namespace":
 			// No namespace controller runs here to finish the deletion.
 			if live != nil && live.GetDeletionTimestamp() == nil {

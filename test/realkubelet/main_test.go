@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -108,7 +109,11 @@ func startUp() error {
 	if err != nil {
 		return err
 	}
-	kc, err = client.New(cfg, client.Options{Scheme: controller.NewScheme()})
+	scheme := controller.NewScheme()
+	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	kc, err = client.New(cfg, client.Options{Scheme: scheme})
 	return err
 }
 

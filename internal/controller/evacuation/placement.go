@@ -55,7 +55,7 @@ func Assess(vm *v1alpha2.VirtualMachine, pod *corev1.Pod, nodes []corev1.Node, p
 	case vm.Status.Phase == v1alpha2.MachineDegraded:
 		a.Reason, a.Message = ReasonGuestFault, "the guest is Degraded (it panicked, or QEMU paused it on a disk I/O error): a live migration would carry a dead guest; restart or stop the VM"
 		return a
-	case vm.Status.Phase == v1alpha2.MachineStarting || !launcherpod.Ready(pod) && vm.Status.Phase != v1alpha2.MachineMigrating:
+	case vm.Status.Phase == v1alpha2.MachineStarting || !launcherpod.GuestRunning(pod) && vm.Status.Phase != v1alpha2.MachineMigrating:
 		a.Reason, a.Message = ReasonNotRunning, "the guest is still starting: it can move once it runs"
 		return a
 	}
