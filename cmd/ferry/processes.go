@@ -143,6 +143,7 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&o.Memory, "memory", "8Gi", "memory the node offers")
 	f.StringVar(&labels, "node-labels", "", "labels of the Node, key=value,...")
 	f.BoolVar(&o.MigrationTLS, "migration-tls", true, "live migrations to and from this node over TLS, both ends' certificates checked: the agent keeps the node's certificate (made here, signed by the controller through a CertificateSigningRequest) in --state-dir/migration-tls, and the node refuses migrations while it has none; false: plain TCP (set it alike on every node)")
+	f.StringVar(&o.DevicePluginDir, "device-plugin-dir", "", "the kubelet's device-plugins directory (e.g. /var/lib/kubelet/device-plugins): with --role=handler, offer the node's /dev/net/tun and, where KVM runs guests, /dev/kvm to launcher pods as the extended resources "+v1alpha2.ResourceTun+" and "+v1alpha2.ResourceKVM+" (the controller's --launcher-devices=plugin); empty: off (Ferry's stand-in kubelet has no device plugins)")
 	return cmd
 }
 

@@ -25,6 +25,7 @@ import (
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/agent/deviceplugin"
 	"github.com/ferryvm/ferry/internal/agent/kubelet"
 	"github.com/ferryvm/ferry/internal/agent/migrationcert"
 	"github.com/ferryvm/ferry/internal/ipam"
@@ -76,7 +77,12 @@ type Options struct {
 	// (package migrationcert) and tells its launchers, which refuse to migrate without
 	// one. Off, migration streams are plain TCP.
 	MigrationTLS bool
-	Log          logr.Logger
+	// DevicePluginDir, when set, is the kubelet's device-plugins directory: beside a real
+	// kubelet the agent offers the node's /dev/net/tun and /dev/kvm there as extended
+	// resources (package deviceplugin) for unprivileged launcher pods. Ferry's stand-in
+	// kubelet has no device plugins.
+	DevicePluginDir string
+	Log             logr.Logger
 }
 
 // openWatchdog makes the watchdog an Options.Watchdog names; nil for "none".
@@ -231,6 +237,21 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		defer func() { cancel(); wg.Wait() }()
 	} else if o.Runtime == nil && !o.MigrationTLS {
 		o.Log.Info("Migration TLS is off: this node's live migrations go over plain TCP")
+	}
+	if o.DevicePluginDir != "" && handler {
+		devs, leftOut := deviceplugin.NodeDevices()
+		for _, why := range leftOut {
+			o.Log.Info("Device not offered to launcher pods", "why", why)
+		}
+		dctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			err := deviceplugin.Run(dctx, deviceplugin.Options{Dir: o.DevicePluginDir, Devices: devs, Log: o.Log.WithName("device-plugin")})
+			if err != nil {
+				o.Log.Error(err, "Device plugins stopped")
+			}
+		})
+		defer func() { cancel(); wg.Wait() }()
 	}
 	ko := kubelet.Options{
 		Role:           o.Role,
