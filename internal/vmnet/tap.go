@@ -2,7 +2,6 @@ package vmnet
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -120,7 +119,7 @@ func openTun(name string, wait time.Duration) (*os.File, error) {
 	for {
 		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return nil, fmt.Errorf("opening /dev/net/tun (the launcher needs CAP_NET_ADMIN and the tun module): %w", err)
+			return nil, fmt.Errorf("opening /dev/net/tun (the node needs the tun module, and an unprivileged launcher pod the resource devices.virtualization.ferryvm.io/tun): %w", err)
 		}
 		var req ifReq
 		copy(req.name[:unix.IFNAMSIZ-1], name)
@@ -133,6 +132,9 @@ func openTun(name string, wait time.Duration) (*os.File, error) {
 		if errno != unix.EBUSY || time.Now().After(deadline) {
 			if errno == unix.EBUSY {
 				return nil, fmt.Errorf("creating tap %s: another process still holds it (an earlier QEMU of this VM on this node?)", name)
+			}
+			if errno == unix.EPERM {
+				return nil, fmt.Errorf("creating tap %s: %w (the launcher needs CAP_NET_ADMIN)", name, errno)
 			}
 			return nil, fmt.Errorf("creating tap %s: %w", name, errno)
 		}
@@ -148,26 +150,27 @@ func (t *Tap) configure() error {
 	if err := netlink.LinkSetHardwareAddr(link, TapMAC); err != nil {
 		return fmt.Errorf("setting its MAC: %w", err)
 	}
-	for _, s := range []struct{ path, value string }{
-		{"ipv4/conf/" + t.Name + "/proxy_arp", "1"},
-		{"ipv4/neigh/" + t.Name + "/proxy_delay", "0"},
-		{"ipv6/conf/" + t.Name + "/disable_ipv6", "1"},
-	} {
-		if err := writeSysctl(s.path, s.value); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
+	index := link.Attrs().Index
+	if err := setProxyARP(index); err != nil {
+		return err
+	}
+	if err := setProxyDelay(index, 0); err != nil {
+		return err
+	}
+	if err := noIPv6(link, t.Name); err != nil {
+		return err
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("setting it up: %w", err)
 	}
 	guest := &netlink.Neigh{
-		LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		LinkIndex: index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
 		IP: net.IP(t.nic.Address.Addr().AsSlice()), HardwareAddr: t.nic.MAC,
 	}
 	if err := netlink.NeighSet(guest); err != nil {
 		return fmt.Errorf("adding the guest's neighbour entry: %w", err)
 	}
-	t.index = link.Attrs().Index
+	t.index = index
 	if t.uplink, err = Uplink(t.nic.Gateway); err != nil {
 		return err
 	}
