@@ -20,6 +20,7 @@ import (
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/controller/migration"
+	"github.com/ferryvm/ferry/internal/controller/vm"
 	"github.com/ferryvm/ferry/internal/disklease"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcher"
@@ -66,6 +67,8 @@ func controllerCommand() *cobra.Command {
 	f.StringVar(&o.LauncherImage, "launcher-image", "ferry/launcher:latest", "container image of launcher pods")
 	f.StringVar(&o.NodeStateDir, "node-state-dir", "/var/lib/ferry/node", "the node agents' --state-dir: launcher pods mount their run directory (pods/<uid>) and the node's migration certificate (migration-tls) from it")
 	f.BoolVar(&o.MigrationTLS, "migration-tls", os.Getenv("FERRY_MIGRATION_TLS") != "false", "launcher pods migrate only over TLS, with the node's certificate (set it as the agents' --migration-tls; default true unless $FERRY_MIGRATION_TLS is false)")
+	f.StringVar(&o.LauncherDevices, "launcher-devices", controller.DevicesPrivileged, "how launcher pods get the node's /dev/net/tun and /dev/kvm: privileged (privileged containers, for a kubelet without device plugins such as ferry up's) or plugin (from the node agents' device plugin, --device-plugin-dir, as the extended resources "+v1alpha2.ResourceTun+" and "+v1alpha2.ResourceKVM+": unprivileged containers with only NET_ADMIN, NET_RAW and NET_BIND_SERVICE, and those only for a VM with a NIC)")
+	f.StringVar(&o.LauncherKVM, "launcher-kvm", vm.KVMAuto, "with --launcher-devices=plugin, when a launcher pod requests /dev/kvm: auto (while some schedulable node offers it: VMs then go to KVM nodes), require (always: VMs wait for a KVM node) or off (never: TCG everywhere); the launcher uses KVM when /dev/kvm opens in its container, else TCG")
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint (0 turns it off)")
 	f.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "health endpoint (0 turns it off)")
 	f.StringVar(&o.PprofAddr, "pprof-bind-address", os.Getenv("FERRY_CONTROLLER_PPROF"), "Go profiles at /debug/pprof (default $FERRY_CONTROLLER_PPROF; empty: off)")

@@ -52,6 +52,12 @@ type Options struct {
 	NodeStateDir string
 	// MigrationTLS makes launchers migrate only over TLS (the agents' --migration-tls).
 	MigrationTLS bool
+	// LauncherDevices is how launcher pods get the node's /dev/net/tun and /dev/kvm:
+	// DevicesPrivileged ("" too) or DevicesPlugin (the agents' --device-plugin-dir).
+	LauncherDevices string
+	// LauncherKVM is when launcher pods request /dev/kvm with DevicesPlugin: vm.KVMAuto
+	// ("" too), vm.KVMRequire or vm.KVMOff.
+	LauncherKVM string
 	// MetricsAddr serves Prometheus metrics ("0" turns them off).
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz ("0" turns them off).
@@ -97,6 +103,16 @@ const (
 	NetworkNone   = "none"
 )
 
+// How launcher pods get the node's devices (Options.LauncherDevices).
+const (
+	// DevicesPrivileged: privileged containers, which see every device of the node (Ferry's
+	// stand-in kubelet, `ferry up`, runs launchers as processes and has no device plugins).
+	DevicesPrivileged = "privileged"
+	// DevicesPlugin: unprivileged containers that request the devices from the node agents'
+	// device plugin (vm.Devices).
+	DevicesPlugin = "plugin"
+)
+
 // Run starts every controller and blocks until ctx ends.
 func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	r, err := ipam.ParseRange(o.IPRange)
@@ -108,6 +124,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	if o.VMNetwork != NetworkRouted && o.VMNetwork != NetworkNone {
 		return fmt.Errorf("VM network mode %q: use %s or %s", o.VMNetwork, NetworkRouted, NetworkNone)
+	}
+	devices, err := launcherDevices(o.LauncherDevices, o.LauncherKVM)
+	if err != nil {
+		return err
 	}
 	var hooks webhook.Server
 	var certs *webhookcert.Rotator
@@ -160,6 +180,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	setups := []interface{ SetupWithManager(ctrl.Manager) error }{
 		&vm.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Range: r, LauncherImage: o.LauncherImage,
 			Node: vm.NodeSide{StateDir: o.NodeStateDir, StorageDir: o.StorageDir, MigrationTLS: o.MigrationTLS}, Network: o.VMNetwork == NetworkRouted,
+			Devices:   devices,
 			APIReader: mgr.GetAPIReader()},
 		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir, MaxImageSize: o.MaxImageSize,
 			APIReader: mgr.GetAPIReader()},
@@ -194,6 +215,25 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		}
 	}
 	return mgr.Start(ctx)
+}
+
+// launcherDevices checks Options.LauncherDevices and LauncherKVM.
+func launcherDevices(mode, kvm string) (vm.Devices, error) {
+	var d vm.Devices
+	switch mode {
+	case "", DevicesPrivileged:
+	case DevicesPlugin:
+		d.Plugin = true
+	default:
+		return d, fmt.Errorf("launcher devices %q: use %s or %s", mode, DevicesPrivileged, DevicesPlugin)
+	}
+	switch kvm {
+	case "", vm.KVMAuto, vm.KVMRequire, vm.KVMOff:
+		d.KVM = kvm
+	default:
+		return d, fmt.Errorf("launcher KVM %q: use %s, %s or %s", kvm, vm.KVMAuto, vm.KVMRequire, vm.KVMOff)
+	}
+	return d, nil
 }
 
 func launcherSelector() labels.Selector {

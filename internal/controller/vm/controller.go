@@ -38,7 +38,9 @@ type Reconciler struct {
 	LauncherImage string
 	// Node is what launcher pods mount from their node.
 	Node NodeSide
-	Now  func() time.Time
+	// Devices is how launcher pods get the node's devices (privileged when zero).
+	Devices Devices
+	Now     func() time.Time
 	// APIReader reads provisioning Secrets past the cache (only their metadata is
 	// watched); nil reads through Client.
 	APIReader client.Reader

@@ -173,6 +173,10 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		// is moving into a migration target.
 		return nil
 	}
+	dev, err := r.launcherDevices(ctx)
+	if err != nil {
+		return err
+	}
 	token, err := r.nextFencingToken(ctx, vm)
 	if err != nil {
 		return err
@@ -181,7 +185,7 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 	if r.Network {
 		nic = &podNIC{Address: vm.Status.IPAddress + "/" + strconv.Itoa(r.Range.Bits()), Gateway: r.Range.Gateway().String()}
 	}
-	pod := launcherPod(vm, s.disks, r.LauncherImage, token, nic, r.Node)
+	pod := launcherPod(vm, s.disks, r.LauncherImage, token, nic, r.Node, dev)
 	if s.fencedFrom != "" {
 		preferNotOn(pod, s.fencedFrom)
 	}

@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"context"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -48,13 +49,68 @@ type podNIC struct {
 // LauncherPodPrefix starts every launcher pod's name.
 const LauncherPodPrefix = "virt-launcher-"
 
+// Devices says how launcher pods get the node's /dev/net/tun and /dev/kvm.
+type Devices struct {
+	// Plugin has launcher pods request the devices from the node agents' device plugin
+	// (the extended resources v1alpha2.ResourceTun and ResourceKVM) and run unprivileged,
+	// with only the capabilities the launcher uses. Off, they are privileged and see every
+	// device of the node: Ferry's stand-in kubelet (`ferry up`) has no device plugins.
+	Plugin bool
+	// KVM is when a launcher pod requests /dev/kvm, with Plugin: KVMAuto ("" too),
+	// KVMRequire or KVMOff. Its launcher runs QEMU under KVM when /dev/kvm opens in its
+	// container, else under TCG.
+	KVM string
+}
+
+// Devices.KVM values.
+const (
+	// KVMAuto requests /dev/kvm while some schedulable node offers it: a cluster with KVM
+	// runs its new VMs on its KVM nodes only, one without runs them under TCG anywhere.
+	KVMAuto = "auto"
+	// KVMRequire always requests it: a VM waits for a KVM node rather than run under TCG.
+	KVMRequire = "require"
+	// KVMOff never does: every VM runs under TCG (tests, nested setups without KVM).
+	KVMOff = "off"
+)
+
+// podDevices is what one launcher pod gets: by device plugin or privileged, with KVM or not.
+type podDevices struct {
+	plugin bool
+	kvm    bool
+}
+
+// launcherDevices decides how a new launcher pod gets its devices. With KVMAuto it reads
+// the nodes (from the cache): KVM when a schedulable node offers it.
+func (r *Reconciler) launcherDevices(ctx context.Context) (podDevices, error) {
+	d := podDevices{plugin: r.Devices.Plugin}
+	if !d.plugin {
+		return d, nil
+	}
+	switch r.Devices.KVM {
+	case KVMRequire:
+		d.kvm = true
+	case KVMOff:
+	default:
+		var nodes corev1.NodeList
+		if err := r.Client.List(ctx, &nodes); err != nil {
+			return d, err
+		}
+		d.kvm = slices.ContainsFunc(nodes.Items, func(n corev1.Node) bool {
+			q, ok := n.Status.Allocatable[v1alpha2.ResourceKVM]
+			return !n.Spec.Unschedulable && ok && q.Sign() > 0
+		})
+	}
+	return d, nil
+}
+
 // launcherPod builds the pod that runs the VM: one container whose process is
-// `ferry launcher`, with the VM's placement, and resource requests from its size.
+// `ferry launcher`, with the VM's placement, and requests and limits from its size.
 // token is the VM's fencing token for this start: the launcher runs QEMU only while the
 // disk lease holds no higher one.
 // nic, when set, gives the VM a NIC with its address (launcher flags --ip, --gateway); the
 // launcher then runs in the node's network namespace, where it routes the address.
-func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string, token int64, nic *podNIC, node NodeSide) *corev1.Pod {
+// dev says how the container gets the node's devices (launcherDevices).
+func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string, token int64, nic *podNIC, node NodeSide, dev podDevices) *corev1.Pod {
 	cores := max(vm.Spec.CPU.Cores, 1)
 	fraction := 100
 	if f, err := strconv.Atoi(strings.TrimSuffix(vm.Spec.CPU.CoreFraction, "%")); err == nil && f > 0 {
@@ -63,6 +119,26 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 	cpu := resource.NewMilliQuantity(int64(cores*fraction*10), resource.DecimalSI)
 	mem := vm.Spec.Memory.Size.DeepCopy()
 	mem.Add(launcherOverhead)
+	// Limits are the VM's size: its memory and QEMU's overhead, as requested, and its whole
+	// cores, which a coreFraction below 100% may use when the node has them spare. At 100%
+	// requests equal limits and the pod is Guaranteed (never evicted before Burstable ones).
+	res := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: *cpu, corev1.ResourceMemory: mem},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: *resource.NewQuantity(int64(cores), resource.DecimalSI), corev1.ResourceMemory: mem},
+	}
+	// QEMU opens /dev/kvm and a tap (/dev/net/tun), and the launcher routes the VM's address
+	// on the node (CAP_NET_ADMIN in the node's network).
+	security := &corev1.SecurityContext{Privileged: ptr.To(true)}
+	if dev.plugin {
+		security = unprivileged(nic != nil)
+		one := *resource.NewQuantity(1, resource.DecimalSI)
+		if nic != nil {
+			res.Requests[v1alpha2.ResourceTun], res.Limits[v1alpha2.ResourceTun] = one, one
+		}
+		if dev.kvm {
+			res.Requests[v1alpha2.ResourceKVM], res.Limits[v1alpha2.ResourceKVM] = one, one
+		}
+	}
 
 	args := []string{"launcher",
 		"--vm", vm.Name,
@@ -110,22 +186,38 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 				// The image is the controller's and the agent's, already on the node when
 				// its agent runs: a tag that never moves needs no pull (and a node without a
 				// registry can run it). The default would be Always for :latest or no tag.
-				ImagePullPolicy: corev1.PullIfNotPresent,
-				Command:         []string{"ferry"},
-				Args:            args,
-				Env:             node.env(),
-				Resources: corev1.ResourceRequirements{
-					Requests: corev1.ResourceList{corev1.ResourceCPU: *cpu, corev1.ResourceMemory: mem},
-				},
+				ImagePullPolicy:          corev1.PullIfNotPresent,
+				Command:                  []string{"ferry"},
+				Args:                     args,
+				Env:                      node.env(),
+				Resources:                res,
 				VolumeMounts:             node.mounts(),
 				TerminationMessagePath:   launcherRunDir + "/termination-message",
 				TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-				// QEMU opens /dev/kvm and a tap (/dev/net/tun), and the launcher routes the
-				// VM's address on the node (CAP_NET_ADMIN in the node's network).
-				SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
+				SecurityContext:          security,
 			}},
 			Volumes: node.volumes(),
 		},
+	}
+}
+
+// unprivileged is a launcher container's security context when the device plugin gives it
+// the devices: no capability but those a launcher with a NIC uses in the node's network
+// (package vmnet): NET_ADMIN to create its tap (TUNSETIFF) and to route the VM's address
+// (the tap's settings, routes, neighbour and proxy-ARP entries, by netlink), NET_RAW for
+// the gratuitous ARPs that move the address to this node (a packet socket), and
+// NET_BIND_SERVICE for its DHCP server (port 67). QEMU needs none: it gets the tap as a
+// descriptor. The runtime's default seccomp profile; no privilege gained by exec.
+func unprivileged(nic bool) *corev1.SecurityContext {
+	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
+	if nic {
+		caps.Add = []corev1.Capability{"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"}
+	}
+	return &corev1.SecurityContext{
+		Privileged:               ptr.To(false),
+		AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities:             caps,
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 }
 

@@ -73,7 +73,7 @@ func TestPreferNotOn(t *testing.T) {
 	vm := &v1alpha2.VirtualMachine{}
 	vm.Name, vm.Namespace = "v", "default"
 	vm.Spec.Affinity = &corev1.Affinity{}
-	pod := launcherPod(vm, nil, "img", 1, nil, NodeSide{})
+	pod := launcherPod(vm, nil, "img", 1, nil, NodeSide{}, podDevices{})
 	preferNotOn(pod, "node-3")
 	terms := pod.Spec.Affinity.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution
 	if len(terms) != 1 || terms[0].Preference.MatchExpressions[0].Values[0] != "node-3" ||
