@@ -260,3 +260,44 @@ func TestAgentStartsWithoutWatchdog(t *testing.T) {
 		}
 	}
 }
+
+// TestLauncherDevicesByPlugin: the controller runs launcher pods unprivileged
+// (--launcher-devices=plugin) only beside agents that offer the devices: each agent runs
+// its device plugin in the kubelet's device-plugins directory (--device-plugin-dir), which
+// it mounts from the node at the same path, without needing it there to start.
+func TestLauncherDevicesByPlugin(t *testing.T) {
+	var deployment appsv1.Deployment
+	fromManifest(t, manifest(t, "Deployment", "ferry-controller"), &deployment)
+	var ds appsv1.DaemonSet
+	fromManifest(t, manifest(t, "DaemonSet", "ferry-agent"), &ds)
+	if args := deployment.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--launcher-devices=plugin") {
+		t.Errorf("controller args %v, want --launcher-devices=plugin", args)
+	}
+	spec := ds.Spec.Template.Spec
+	c := spec.Containers[0]
+	var dir string
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--device-plugin-dir="); ok {
+			dir = v
+		}
+	}
+	if dir != "/var/lib/kubelet/device-plugins" {
+		t.Fatalf("agent args %v, want --device-plugin-dir=/var/lib/kubelet/device-plugins", c.Args)
+	}
+	var volume string
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == dir && !m.ReadOnly {
+			volume = m.Name
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Name != volume {
+			continue
+		}
+		if hp := v.HostPath; hp == nil || hp.Path != dir || hp.Type == nil || *hp.Type != corev1.HostPathDirectoryOrCreate {
+			t.Errorf("volume %s: %+v, want the node's %s (DirectoryOrCreate)", v.Name, v.VolumeSource, dir)
+		}
+		return
+	}
+	t.Errorf("the agent mounts nothing writable at %s (volume %q)", dir, volume)
+}
