@@ -171,13 +171,16 @@ func (c *Config) mountFilesystem() error {
 type bind struct{ source, target string }
 
 // binds are the node's own directories at the machine-wide paths a real node has them:
-// the agent's state (deploy/'s hostPath /var/lib/ferry/node), the shared storage and
-// /var/log (the kubelet writes pods' logs to /var/log/pods, whatever its root).
+// the agent's state (deploy/'s hostPath /var/lib/ferry/node), the shared storage,
+// /var/log (the kubelet writes pods' logs to /var/log/pods, whatever its root) and the
+// kubelet's device-plugins directory under its --root-dir, where the agent's device
+// plugin (deploy/'s hostPath /var/lib/kubelet/device-plugins) finds the kubelet's socket.
 func (c *Config) binds() []bind {
 	return []bind{
 		{c.Dir, NodeStateDir},
 		{c.StorageDir, StorageDir},
 		{c.path("log"), "/var/log"},
+		{c.path("kubelet", "device-plugins"), DevicePluginDir},
 	}
 }
 

@@ -14,6 +14,9 @@ const (
 	NodeStateDir = "/var/lib/ferry/node"
 	// StorageDir is the shared storage of images and disks (deploy/base/controller.yaml).
 	StorageDir = "/var/lib/ferry/storage"
+	// DevicePluginDir is the kubelet's device-plugins directory as the agent mounts it
+	// (deploy/base/agent.yaml); on a node of `ferry up` the kubelet's is under its root.
+	DevicePluginDir = "/var/lib/kubelet/device-plugins"
 )
 
 // Files of a node, under <node dir>/real.
