@@ -46,3 +46,13 @@ func TestArgsCarryTheGuestsSignals(t *testing.T) {
 		t.Errorf("a read-only disk got a write error policy: %s", args)
 	}
 }
+
+// TestTCGCacheCapped: under TCG, QEMU's translation cache is capped (its default of 1 GiB
+// would outgrow a launcher pod's memory limit); KVM has none.
+func TestTCGCacheCapped(t *testing.T) {
+	for accel, want := range map[string]string{"tcg": "-accel tcg,tb-size=128 ", "kvm": "-accel kvm "} {
+		if args := strings.Join(buildArgs(Config{RunDir: "/run/vm"}, accel), " "); !strings.Contains(args, want) {
+			t.Errorf("%s: %s, want %q in it", accel, args, want)
+		}
+	}
+}
