@@ -14,12 +14,17 @@ import (
 	"k8s.io/utils/ptr"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/hypervisor"
 	"github.com/ferryvm/ferry/internal/migrationtls"
 )
 
 // launcherOverhead is the memory a launcher needs beyond the guest's RAM: QEMU's own
 // code and buffers (measured: an idle 128 MiB guest's QEMU has ~200 MiB RSS).
 var launcherOverhead = resource.MustParse("128Mi")
+
+// tcgOverhead is what QEMU needs beyond that when it runs the guest without KVM: TCG's
+// translation cache (hypervisor.TCGCacheMiB), which fills as the guest runs.
+var tcgOverhead = *resource.NewQuantity(hypervisor.TCGCacheMiB<<20, resource.BinarySI)
 
 // attachedDisk is a disk the VM boots or reads, resolved to its file.
 type attachedDisk struct {
@@ -119,6 +124,11 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 	cpu := resource.NewMilliQuantity(int64(cores*fraction*10), resource.DecimalSI)
 	mem := vm.Spec.Memory.Size.DeepCopy()
 	mem.Add(launcherOverhead)
+	if !dev.kvm {
+		// TCG: certainly without /dev/kvm from the device plugin; possibly when privileged,
+		// where the node's KVM decides.
+		mem.Add(tcgOverhead)
+	}
 	// Limits are the VM's size: its memory and QEMU's overhead, as requested, and its whole
 	// cores, which a coreFraction below 100% may use when the node has them spare. At 100%
 	// requests equal limits and the pod is Guaranteed (never evicted before Burstable ones).

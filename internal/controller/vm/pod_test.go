@@ -47,8 +47,8 @@ func sizedVM(cores int, fraction, memory string) *v1alpha2.VirtualMachine {
 var testNIC = &podNIC{Address: "10.66.10.5/24", Gateway: "10.66.10.1"}
 
 // TestLauncherPodLimits: limits are the VM's size (its whole cores; its memory and QEMU's
-// overhead, as requested), so a VM at coreFraction 100% is a Guaranteed pod, in either
-// device mode.
+// overhead, as requested, with TCG's translation cache unless the pod has KVM), so a VM at
+// coreFraction 100% is a Guaranteed pod, in either device mode.
 func TestLauncherPodLimits(t *testing.T) {
 	for _, tc := range []struct {
 		cores    int
@@ -61,7 +61,11 @@ func TestLauncherPodLimits(t *testing.T) {
 		{2, "50%", "1", corev1.PodQOSBurstable},
 		{1, "5%", "50m", corev1.PodQOSBurstable},
 	} {
-		for _, dev := range []podDevices{{}, {plugin: true, kvm: true}} {
+		for dev, mem := range map[podDevices]string{
+			{}:                        "1280Mi", // 1 GiB, launcherOverhead and the TCG cache
+			{plugin: true}:            "1280Mi",
+			{plugin: true, kvm: true}: "1152Mi", // no TCG
+		} {
 			pod := launcherPod(sizedVM(tc.cores, tc.fraction, "1Gi"), nil, "ferryvm/ferry:0.2.0", 1, testNIC, NodeSide{}, dev)
 			r := pod.Spec.Containers[0].Resources
 			want := func(l corev1.ResourceList, name corev1.ResourceName, v string) {
@@ -72,8 +76,8 @@ func TestLauncherPodLimits(t *testing.T) {
 			}
 			want(r.Requests, corev1.ResourceCPU, tc.cpuReq)
 			want(r.Limits, corev1.ResourceCPU, resource.NewQuantity(int64(tc.cores), resource.DecimalSI).String())
-			want(r.Requests, corev1.ResourceMemory, "1152Mi") // 1 GiB and launcherOverhead
-			want(r.Limits, corev1.ResourceMemory, "1152Mi")
+			want(r.Requests, corev1.ResourceMemory, mem)
+			want(r.Limits, corev1.ResourceMemory, mem)
 			if got := qos.ComputePodQOS(pod); got != tc.qos {
 				t.Errorf("%d cores at %q, %+v: QoS %s, want %s", tc.cores, tc.fraction, dev, got, tc.qos)
 			}
