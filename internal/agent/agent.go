@@ -238,21 +238,6 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	} else if o.Runtime == nil && !o.MigrationTLS {
 		o.Log.Info("Migration TLS is off: this node's live migrations go over plain TCP")
 	}
-	if o.DevicePluginDir != "" && handler {
-		devs, leftOut := deviceplugin.NodeDevices()
-		for _, why := range leftOut {
-			o.Log.Info("Device not offered to launcher pods", "why", why)
-		}
-		dctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			err := deviceplugin.Run(dctx, deviceplugin.Options{Dir: o.DevicePluginDir, Devices: devs, Log: o.Log.WithName("device-plugin")})
-			if err != nil {
-				o.Log.Error(err, "Device plugins stopped")
-			}
-		})
-		defer func() { cancel(); wg.Wait() }()
-	}
 	ko := kubelet.Options{
 		Role:           o.Role,
 		LauncherEnv:    launcherEnv,
@@ -293,6 +278,23 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	if err := awaitFencing(ctx, cs, o.NodeName, filepath.Join(o.StateDir, ResetMarker), leaseNamespace, handler, o.Log); err != nil {
 		return err
+	}
+	// The devices only once the node has rejoined: a node its watchdog reset offers the
+	// scheduler no launcher pod's devices, so no VM, until the cluster has fenced it.
+	if o.DevicePluginDir != "" && handler {
+		devs, leftOut := deviceplugin.NodeDevices()
+		for _, why := range leftOut {
+			o.Log.Info("Device not offered to launcher pods", "why", why)
+		}
+		dctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			err := deviceplugin.Run(dctx, deviceplugin.Options{Dir: o.DevicePluginDir, Devices: devs, Log: o.Log.WithName("device-plugin")})
+			if err != nil {
+				o.Log.Error(err, "Device plugins stopped")
+			}
+		})
+		defer func() { cancel(); wg.Wait() }()
 	}
 	if f != nil {
 		f.interval = k.SetLeaseInterval
