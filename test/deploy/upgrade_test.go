@@ -153,16 +153,26 @@ func TestUpgradeFromPreviousReleaseAndUninstall(t *testing.T) {
 		}
 	}
 	// This release's objects are in force: the agent finds its watchdog itself, with no
-	// device volume left over from the previous release's manifest.
-	ds := f.live(manifest(t, "DaemonSet", "ferry-agent"))
+	// device volume left over from the previous release's manifest: its volumes are this
+	// release's, no more.
+	desired := manifest(t, "DaemonSet", "ferry-agent")
+	ds := f.live(desired)
 	var args []string
 	containers, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "containers")
-	volumes, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "volumes")
 	if len(containers) > 0 {
 		args, _, _ = unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
 	}
-	if !slices.Contains(args, "--watchdog=auto") || len(volumes) != 1 {
-		t.Errorf("the upgraded DaemonSet has args %v and %d volume(s), want --watchdog=auto and only the state volume", args, len(volumes))
+	volumeNames := func(u *unstructured.Unstructured) []string {
+		volumes, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "volumes")
+		var names []string
+		for _, v := range volumes {
+			names = append(names, v.(map[string]any)["name"].(string))
+		}
+		slices.Sort(names)
+		return names
+	}
+	if got, want := volumeNames(ds), volumeNames(desired); !slices.Contains(args, "--watchdog=auto") || !slices.Equal(got, want) {
+		t.Errorf("the upgraded DaemonSet has args %v and volumes %v, want --watchdog=auto and this release's volumes %v", args, got, want)
 	}
 
 	// A controller on its own token (its Pods cannot run here: no node), serving the
