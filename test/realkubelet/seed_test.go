@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -59,9 +60,10 @@ func TestRealNodes(t *testing.T) {
 	if err == nil || !strings.Contains(out, "forbidden") {
 		t.Errorf("node-1 labelled node-2 with its own credentials: %v\n%s", err, out)
 	}
-	// Logs through the kubelet: the controller's, from its Deployment pod.
-	logs := mustFerry(t, "k", "-n", "ferry-system", "logs", "deploy/ferry-controller", "--tail", "50")
-	if !strings.Contains(logs, "Starting workers") {
+	// Logs through the kubelet: a controller replica's (leader or standby, both serve the
+	// webhooks), from its Deployment pod.
+	logs := mustFerry(t, "k", "-n", "ferry-system", "logs", "deploy/ferry-controller", "--tail", "200")
+	if !strings.Contains(logs, "Serving webhook server") {
 		t.Errorf("controller logs through the kubelet:\n%s", logs)
 	}
 }
@@ -151,8 +153,17 @@ spec:
 	}
 
 	t.Run("PowerLoss", func(t *testing.T) {
+		// The worst node to lose: the one of the leading controller replica. The VM is
+		// moved there first; the other replica must take over and fence the node.
+		leaderNode := leaderControllerNode(t)
+		if vm := waitRunning(t, vmName, time.Minute); vm.Status.NodeName != leaderNode {
+			mustFerry(t, "v", "migrate", vmName, "--target-node", leaderNode, "--wait", "--timeout", "3m")
+		}
 		before := waitRunning(t, vmName, time.Minute)
 		node := before.Status.NodeName
+		if node != leaderNode {
+			t.Fatalf("VM on %s, the leading controller on %s", node, leaderNode)
+		}
 		oldPod := activePod(t, before)
 		// A second look at every QEMU of the VM, all along: never two.
 		twice := make(chan []string, 1)
@@ -255,6 +266,31 @@ func TestGracefulStop(t *testing.T) {
 	t.Logf("stop on a real kubelet: %s (grace %s)", took.Round(100*time.Millisecond), grace)
 	mustFerry(t, "v", "start", vmName, "--wait", "--timeout", "3m")
 	waitRunning(t, vmName, 2*time.Minute)
+}
+
+// leaderControllerNode is the node of the controller replica that holds the leader
+// Lease (its holder identity starts with the pod's name, which is its hostname).
+func leaderControllerNode(t *testing.T) string {
+	t.Helper()
+	var node string
+	eventually(t, time.Minute, "a leading controller replica", func() (bool, string) {
+		var l coordinationv1.Lease
+		if err := kc.Get(t.Context(), client.ObjectKey{Namespace: "ferry-system", Name: "ferry-controller"}, &l); err != nil || l.Spec.HolderIdentity == nil {
+			return false, fmt.Sprint(err)
+		}
+		var pods corev1.PodList
+		if err := kc.List(t.Context(), &pods, client.InNamespace("ferry-system"), client.MatchingLabels{"app.kubernetes.io/name": "ferry-controller"}); err != nil {
+			return false, err.Error()
+		}
+		for _, p := range pods.Items {
+			if strings.HasPrefix(*l.Spec.HolderIdentity, p.Name+"_") && p.Spec.NodeName != "" {
+				node = p.Spec.NodeName
+				return true, ""
+			}
+		}
+		return false, "holder " + *l.Spec.HolderIdentity
+	})
+	return node
 }
 
 // checkPhases reads `kubectl get vm -w` output: the VM's phases go Running (on from) →
