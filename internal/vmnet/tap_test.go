@@ -18,7 +18,7 @@ import (
 func inNewNetns(t *testing.T, f func() error) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a network namespace and a tap")
+		t.Fatal("needs root to create a network namespace and a tap: run the tests as root (make test does)")
 	}
 	errc := make(chan error, 1)
 	go func() {
