@@ -6,7 +6,7 @@ LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 	-X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=37 \
 	-X github.com/ferryvm/ferry/internal/version.Version=$(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build generate manifests helm-chart deps up test vet print-ldflags debian-guest node-bins
+.PHONY: build generate manifests helm-chart api-diff deps up test vet print-ldflags debian-guest node-bins
 
 build:
 	go build -ldflags "$(LDFLAGS)" -o bin/ferry ./cmd/ferry
@@ -35,6 +35,13 @@ manifests:
 # (internal/helmchart): run after any change to deploy/; test/deploy fails when it is stale.
 helm-chart:
 	go run ./hack/helmchart
+
+# docs/deckhouse-api.md, Deckhouse's CRD schemas field by field against Ferry's, and the facts
+# of Deckhouse's side its test reads offline (internal/apidiff); the test fails when the
+# document is stale. DECKHOUSE_MIRROR: a git directory of github.com/deckhouse/virtualization.
+DECKHOUSE_MIRROR ?= /work/.mirror/deckhouse+virtualization/repo
+api-diff:
+	go run ./hack/apidiff -mirror $(DECKHOUSE_MIRROR)
 
 deps:
 	bash scripts/setup.sh

@@ -5,6 +5,10 @@ cd "$(dirname "$0")/.."
 
 pkgs=(qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static dosfstools mtools
 	syslinux syslinux-common fdisk cpio iproute2 util-linux openssh-client iputils-ping genisoimage)
+# UEFI firmware for VMs with bootloader EFI or EFIWithSecureBoot (the launcher runs OVMF
+# from /usr/share/OVMF), and syslinux's EFI loader, with which the launcher's tests make
+# the test guest bootable by it.
+pkgs+=(ovmf syslinux-efi)
 # The node image (make node-image) and its test: debootstrap builds the base, a containerd
 # of the test's own imports and runs it.
 pkgs+=(debootstrap containerd runc)

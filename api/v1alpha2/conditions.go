@@ -6,8 +6,9 @@ const (
 	VMConditionRunning = "Running"
 	// VMConditionBlockDevicesReady is True when every disk of the VM is ready and held by it.
 	VMConditionBlockDevicesReady = "BlockDevicesReady"
-	// VMConditionIPAddressReady is True when the VM holds a lease on its address.
-	VMConditionIPAddressReady = "IPAddressReady"
+	// VMConditionIPAddressReady is True when the VM's VirtualMachineIPAddress is bound and
+	// attached to it (Deckhouse's name).
+	VMConditionIPAddressReady = "VirtualMachineIPAddressReady"
 	// VMConditionPodScheduled mirrors the launcher pod's scheduling.
 	VMConditionPodScheduled = "Scheduled"
 	// VMConditionMigratable says whether the VM can be live-migrated.
@@ -40,8 +41,12 @@ const (
 	ReasonDiskInUse       = "DiskInUse"
 	ReasonDisksReady      = "DisksReady"
 	ReasonImageFailed     = "ImageFailed"
-	ReasonIPLeased        = "IPAddressLeased"
-	ReasonIPUnavailable   = "IPAddressUnavailable"
+	// ReasonDiskRefused: a disk or image is Ready but is not given to the VM's launcher:
+	// its status.path is not the file the storage derives from its name, or its file is
+	// not an image Ferry imports. The message says which and why.
+	ReasonDiskRefused     = "DiskRefused"
+	ReasonIPLeased        = "VirtualMachineIPAddressReady"
+	ReasonIPUnavailable   = "VirtualMachineIPAddressNotAvailable"
 	ReasonUnschedulable   = "Unschedulable"
 	ReasonScheduled       = "Scheduled"
 	ReasonLauncherFailed  = "LauncherFailed"
@@ -57,38 +62,17 @@ const (
 	ReasonEvictionRequested = "EvictionRequested"
 )
 
-// Condition types of a VirtualMachineOperation.
+// VMConditionIPAddressReadyLegacy is the type Ferry's releases before
+// VirtualMachineIPAddress used (the VM controller removes it). The reasons of
+// VMConditionIPAddressReady are Deckhouse's: ReasonIPLeased (Ready: bound and attached to the VM); ReasonIPNotReady
+// (the VirtualMachineIPAddress is missing, not bound yet, or attached to another VM);
+// ReasonIPUnavailable (it cannot be bound: its address is outside the range, or held);
+// ReasonIPNotAssigned (the VM holds its address, and the guest agent reports the guest's
+// interfaces without it).
 const (
-	// OpConditionCompleted is True when the operation ended well, False with a reason otherwise.
-	OpConditionCompleted = "Completed"
-)
-
-// Reasons on VirtualMachineOperation conditions.
-const (
-	ReasonVMNotFound          = "VirtualMachineNotFound"
-	ReasonNotApplicable       = "NotApplicableForRunPolicy"
-	ReasonNotApplicableState  = "NotApplicableForVMState"
-	ReasonOperationInProgress = "InProgress"
-	ReasonOperationCompleted  = "OperationCompleted"
-	ReasonOtherOperation      = "OtherOperationInProgress"
-	ReasonVMDeleted           = "VirtualMachineDeleted"
-	ReasonTimedOut            = "TimedOut"
-
-	// Migration reasons, as Deckhouse names them.
-	ReasonMigrationPending    = "MigrationPending"
-	ReasonWaitingForSyncSlot  = "WaitingForSyncSlot"
-	ReasonTargetScheduling    = "TargetScheduling"
-	ReasonTargetPreparing     = "TargetPreparing"
-	ReasonSyncing             = "Syncing"
-	ReasonTargetUnschedulable = "TargetUnschedulable"
-	ReasonTargetFailed        = "TargetFailed"
-	ReasonSourceFailed        = "SourceFailed"
-	ReasonNotConverging       = "NotConverging"
-	ReasonAborted             = "Aborted"
-	ReasonOtherMigration      = "OtherMigrationInProgress"
-	ReasonForceNotAllowed     = "ForceNotAllowedByPolicy"
-	ReasonVMNotRunning        = "VirtualMachineNotRunning"
-	ReasonMigrationFailed     = "MigrationFailed"
+	VMConditionIPAddressReadyLegacy = "IPAddressReady"
+	ReasonIPNotReady                = "VirtualMachineIPAddressNotReady"
+	ReasonIPNotAssigned             = "VirtualMachineIPAddressNotAssigned"
 )
 
 // Launcher pod labels and annotations of a migration.
@@ -150,4 +134,14 @@ const (
 	FinalizerStorage = "virtualization.ferryvm.io/storage"
 	// FinalizerIPLease keeps a lease of an address while a VM holds it.
 	FinalizerIPLease = "virtualization.ferryvm.io/ip-lease"
+)
+
+// Reasons of images and disks whose source is an upload or another object.
+const (
+	// ReasonWaitForUserUpload: the object's dataSource is Upload and its bytes did not
+	// arrive yet (status.imageUploadURLs says where to send them).
+	ReasonWaitForUserUpload = "WaitForUserUpload"
+	// ReasonImageInUse: a deleted image's file is kept while disks made from it (qcow2
+	// overlays that read it) exist.
+	ReasonImageInUse = "ImageInUse"
 )

@@ -14,6 +14,9 @@ type MigrationRequest struct {
 	AutoConverge             bool   `json:"autoConverge"`
 	CompletionTimeoutSeconds int64  `json:"completionTimeoutSeconds"`
 	ProgressTimeoutSeconds   int64  `json:"progressTimeoutSeconds"`
+	// BlockDevices are the hot-plugged disks the target pod was started with: the source
+	// refuses to migrate unless its VM has exactly those (hotplug_wire.go).
+	BlockDevices []HotplugSlot `json:"blockDevices,omitempty"`
 }
 
 // MigrationProgress is what a source node's agent reports, in AnnotationMigrationStatus.
@@ -28,8 +31,11 @@ type MigrationProgress struct {
 	TransferredBytes int64  `json:"transferredBytes,omitempty"`
 	RemainingBytes   int64  `json:"remainingBytes,omitempty"`
 	TotalBytes       int64  `json:"totalBytes,omitempty"`
-	ThrottlePercent  int64  `json:"throttlePercent,omitempty"`
-	Error            string `json:"error,omitempty"`
+	// DirtySyncCount is QEMU's dirty-sync-count: 1 during the first pass over memory, then
+	// one more for each pass over the pages dirtied meanwhile.
+	DirtySyncCount  int64  `json:"dirtySyncCount,omitempty"`
+	ThrottlePercent int64  `json:"throttlePercent,omitempty"`
+	Error           string `json:"error,omitempty"`
 }
 
 // Finished tells whether the migration ended, well or not.

@@ -16,8 +16,16 @@ const (
 	OpMigrate OperationType = "Migrate"
 )
 
-// OperationPhase is the phase of an operation.
-// +kubebuilder:validation:Enum=Pending;InProgress;Completed;Failed;Terminating
+// OperationPhase is the phase of an operation, as Deckhouse's:
+//   - Pending: the operation is queued (a migration waits for a slot on its node);
+//   - InProgress: the operation is being carried out;
+//   - Completed: it ended well;
+//   - Failed: it did not; the Completed condition's reason and message say why;
+//   - Terminating: the operation is being deleted (a migration being cancelled);
+//   - Superseded: a later operation on the same VM took over (Deckhouse's; Ferry
+//     supersedes no operation, so it sets none).
+//
+// +kubebuilder:validation:Enum=Pending;InProgress;Completed;Failed;Terminating;Superseded
 type OperationPhase string
 
 const (
@@ -26,11 +34,16 @@ const (
 	OpCompleted   OperationPhase = "Completed"
 	OpFailed      OperationPhase = "Failed"
 	OpTerminating OperationPhase = "Terminating"
+	OpSuperseded  OperationPhase = "Superseded"
 )
 
 // MigrateSpec narrows where a Migrate operation may take the VM.
 type MigrateSpec struct {
-	// NodeSelector picks target nodes by label, on top of the VM's own placement.
+	// NodeSelector picks target nodes by label, on top of the VM's own placement (its
+	// nodeSelector, affinity and tolerations, which it must not contradict).
+	// `kubernetes.io/hostname: NODE` names one node, as `ferry v migrate --target-node-name
+	// NODE` (and d8's) writes it. A selector that no Ready, uncordoned node fitting the VM
+	// matches fails the operation at once with reason TargetUnschedulable.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 }
@@ -38,6 +51,7 @@ type MigrateSpec struct {
 // VirtualMachineOperationSpec is the requested operation. It cannot change once created.
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable: create a new VirtualMachineOperation instead"
 // +kubebuilder:validation:XValidation:rule="!has(self.migrate) || self.type == 'Migrate'",message="spec.migrate is only allowed with type Migrate"
+// +kubebuilder:validation:XValidation:rule="self.type == 'Start' ? !has(self.force) || !self.force : true",message="The `Start` operation cannot be performed forcibly."
 type VirtualMachineOperationSpec struct {
 	Type OperationType `json:"type"`
 	// VirtualMachineName is the VM in the operation's namespace.
@@ -80,6 +94,11 @@ type OperationMigrationStatus struct {
 	DowntimeMs int64 `json:"downtimeMs,omitempty"`
 	// TransferMs is QEMU's total migration time.
 	TransferMs int64 `json:"transferMs,omitempty"`
+	// MinRemainingBytes is the least memory left to send seen once QEMU copies pages the
+	// guest dirtied meanwhile, and MinRemainingTime when: a migration whose least does not
+	// improve for 10 s at maximum throttle shows reason NotConverging, as Deckhouse's.
+	MinRemainingBytes int64        `json:"minRemainingBytes,omitempty"`
+	MinRemainingTime  *metav1.Time `json:"minRemainingTime,omitempty"`
 }
 
 // VirtualMachineOperationStatus is the progress of an operation.
@@ -87,11 +106,16 @@ type VirtualMachineOperationStatus struct {
 	// Migration is set for Evict and Migrate operations.
 	// +optional
 	Migration *OperationMigrationStatus `json:"migration,omitempty"`
-	// +optional
-	Phase OperationPhase `json:"phase,omitempty"`
+	Phase     OperationPhase            `json:"phase"`
+	// Conditions: Completed (True once the operation ended well; while it runs and when it
+	// failed, False with a reason saying where it is or why it failed, and a message for
+	// people) and, for Start, Stop and Restart, SignalSent.
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
-	// Progress is a short human summary of how far the operation got.
+	// Progress is how far an Evict or Migrate got, in percent as Deckhouse reports it
+	// ("0%" pending, "2%" scheduling the target, "3%" preparing it, 10-90% while memory is
+	// copied, "91%" once the source paused, "92%" once the target runs the guest, "100%"
+	// completed; a failed migration keeps the last value). Empty for Start, Stop and Restart.
 	// +optional
 	Progress string `json:"progress,omitempty"`
 	// +optional
@@ -102,10 +126,11 @@ type VirtualMachineOperationStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=vmop;vmops,categories=all;virtualization
-// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
-// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
-// +kubebuilder:printcolumn:name="VirtualMachine",type=string,JSONPath=`.spec.virtualMachineName`
-// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,description="VirtualMachineOperation phase."
+// +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.progress`,description="VirtualMachineOperation progress in percent format."
+// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`,description="VirtualMachineOperation type."
+// +kubebuilder:printcolumn:name="VirtualMachine",type=string,JSONPath=`.spec.virtualMachineName`,description="VirtualMachine name."
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`,description="Time of resource creation."
 type VirtualMachineOperation struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -128,5 +153,76 @@ func init() {
 
 // Finished tells whether the operation has ended, well or not.
 func (op *VirtualMachineOperation) Finished() bool {
-	return op.Status.Phase == OpCompleted || op.Status.Phase == OpFailed
+	return op.Status.Phase == OpCompleted || op.Status.Phase == OpFailed || op.Status.Phase == OpSuperseded
 }
+
+// Outcome is the reason and message of the operation's Completed condition: where it is or
+// how it ended, for people. Empty before the controller has seen the operation.
+func (op *VirtualMachineOperation) Outcome() (reason, message string) {
+	for _, c := range op.Status.Conditions {
+		if c.Type == OpConditionCompleted {
+			return c.Reason, c.Message
+		}
+	}
+	return "", ""
+}
+
+// Condition types of a VirtualMachineOperation, as Deckhouse's.
+const (
+	// OpConditionCompleted is True when the operation ended well, False with a reason otherwise.
+	OpConditionCompleted = "Completed"
+	// OpConditionSignalSent (Start, Stop, Restart) is True once the VM was told (its power
+	// state set, its pod ended), False with ReasonSignalSentError if that failed.
+	OpConditionSignalSent = "SignalSent"
+)
+
+// Reasons of a VirtualMachineOperation's Completed condition, spelled as Deckhouse's
+// (api/core/v1alpha2/vmopcondition). The message tells the details, including those
+// Deckhouse has no reason for (which side of a migration failed, a timeout).
+const (
+	ReasonVMNotFound         = "VirtualMachineNotFound"
+	ReasonNotApplicable      = "NotApplicableForVirtualMachineRunPolicy"
+	ReasonNotApplicableState = "NotApplicableForVirtualMachinePhase"
+	// ReasonNotReadyToBeExecuted: another operation of the VM is still running.
+	ReasonNotReadyToBeExecuted = "NotReadyToBeExecuted"
+	ReasonStartInProgress      = "StartInProgress"
+	ReasonStopInProgress       = "StopInProgress"
+	ReasonRestartInProgress    = "RestartInProgress"
+	ReasonOperationCompleted   = "OperationCompleted"
+	// ReasonOperationFailed: a Start, Stop or Restart failed (it did not finish within
+	// power.Timeout, say); the message says how.
+	ReasonOperationFailed = "OperationFailed"
+
+	// Migration reasons (Evict, Migrate), in the order a migration goes through them.
+	ReasonMigrationPending   = "MigrationPending"
+	ReasonWaitingForSyncSlot = "WaitingForSyncSlot"
+	ReasonTargetScheduling   = "TargetScheduling"
+	ReasonTargetPreparing    = "TargetPreparing"
+	ReasonSyncing            = "Syncing"
+	// ReasonSourceSuspended: the memory is across and the source paused the guest; the
+	// target is taking over.
+	ReasonSourceSuspended = "SourceSuspended"
+	// ReasonTargetResumed: the guest runs on the target; the VM's status is following.
+	ReasonTargetResumed = "TargetResumed"
+	// ReasonMigrationCompleted ends a successful migration.
+	ReasonMigrationCompleted = "Completed"
+
+	// Why a migration failed or was refused.
+	ReasonTargetUnschedulable = "TargetUnschedulable"
+	ReasonNotConverging       = "NotConverging"
+	ReasonAborted             = "Aborted"
+	ReasonOtherMigration      = "OtherMigrationInProgress"
+	ReasonForceNotAllowed     = "NotApplicableForLiveMigrationPolicy"
+	// ReasonMigrationFailed: the migration failed for a reason none of the others names
+	// (Deckhouse's "Failed"). ReasonTargetFailed and ReasonSourceFailed are the same
+	// reason, named for the side whose pod or QEMU ended; the message says which.
+	ReasonMigrationFailed = "Failed"
+	ReasonTargetFailed    = ReasonMigrationFailed
+	ReasonSourceFailed    = ReasonMigrationFailed
+)
+
+// Reasons of a VirtualMachineOperation's SignalSent condition.
+const (
+	ReasonSignalSentSuccess = "SignalSentSuccess"
+	ReasonSignalSentError   = "SignalSentError"
+)

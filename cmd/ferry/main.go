@@ -65,6 +65,7 @@ func newRoot() *cobra.Command {
 		watchdogCommand(),
 		simNodesCommand(),
 		nodeCommand(&stateDir),
+		registryCommand(&stateDir),
 		nodeBootCommand(),
 		uninstallCommand(kubeconfig),
 		&cobra.Command{
@@ -86,6 +87,11 @@ func upCommand(stateDir *string) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.StateDir = *stateDir
+			if !cmd.Flags().Changed("image-source-dirs") {
+				o.ImageSourceDirs = nil
+			} else if o.ImageSourceDirs == nil {
+				o.ImageSourceDirs = []string{}
+			}
 			return up.Run(o)
 		},
 	}
@@ -93,7 +99,7 @@ func upCommand(stateDir *string) *cobra.Command {
 	f.IntVar(&o.Nodes, "nodes", 3, "number of nodes")
 	f.BoolVar(&o.NetNS, "netns", os.Geteuid() == 0, "give each node its own network namespace (root only)")
 	f.IntVar(&o.Port, "port", 6443, "apiserver port")
-	f.StringVar(&o.IPRange, "ip-range", ipam.DefaultRange, "CIDR that VM addresses come from")
+	f.StringVar(&o.IPRange, "ip-range", ipam.DefaultRanges, "comma-separated IPv4 CIDRs that VM addresses come from, first range first (they must not overlap; each /29 or larger)")
 	f.BoolVar(&o.SampleVM, "sample-vm", true, "create the sample VM linux-vm on first start")
 	f.StringVar(&o.NodeCPU, "node-cpu", "4", "CPU each node offers to VMs")
 	f.StringVar(&o.NodeMemory, "node-memory", "8Gi", "memory each node offers to VMs")
@@ -101,8 +107,11 @@ func upCommand(stateDir *string) *cobra.Command {
 	f.BoolVar(&o.MigrationTLS, "migration-tls", os.Getenv("FERRY_MIGRATION_TLS") != "false", "live migrations over TLS with per-node certificates from the controller's signer (the nodes' agents' --migration-tls; default true unless $FERRY_MIGRATION_TLS is false)")
 	f.BoolVar(&o.NoController, "no-controller", false, "run no controller (another runs it, e.g. on its ServiceAccount token)")
 	_ = f.MarkHidden("no-controller")
+	f.BoolVar(&o.NoCRDs, "no-crds", false, "install none of Ferry's CRDs (a cluster that gets them from deploy/; needs --no-controller, --nodes 0, --sample-vm=false)")
+	_ = f.MarkHidden("no-crds")
 	f.BoolVar(&o.SplitAgent, "split-agent", true, "run each node as a real cluster's: a stand-in kubelet (agent --role=kubelet) runs the launcher pods, and the agent as the DaemonSet runs it (--role=handler) does fencing and the VM handler beside it; false: one agent process plays both (--role=all)")
 	_ = f.MarkHidden("split-agent")
+	f.StringSliceVar(&o.ImageSourceDirs, "image-source-dirs", nil, "directories the controller reads file:// images from (its --image-source-dirs; empty: none). Default: the state directory's guest, $FERRY_GUEST_CACHE or /var/cache/ferry/guests (make debian-guest), and ~/.cache/ferry/guest (the benchmarks')")
 	f.StringVar(&o.Kubelet, "kubelet", up.KubeletStandIn, "what runs each node's pods: stand-in (Ferry's own, as processes: fast) or real (a kubelet with containerd and kube-proxy in the node's namespaces, Ferry installed from deploy/base; root, make node-bins)")
 	return cmd
 }

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -20,6 +22,7 @@ import (
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/controller/migration"
+	"github.com/ferryvm/ferry/internal/controller/storage"
 	"github.com/ferryvm/ferry/internal/controller/vm"
 	"github.com/ferryvm/ferry/internal/disklease"
 	"github.com/ferryvm/ferry/internal/ipam"
@@ -45,6 +48,9 @@ func controllerCommand() *cobra.Command {
 				return fmt.Errorf("--max-image-size must be a positive size such as 64Gi, not %q", maxImageSize)
 			}
 			o.MaxImageSize = q.Value()
+			if err := storage.CheckSourceDirs(o.ImageSourceDirs); err != nil {
+				return err
+			}
 			ctrl.SetLogger(zap.New())
 			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 			if err != nil {
@@ -62,7 +68,9 @@ func controllerCommand() *cobra.Command {
 	f.IntVar(&burst, "kube-api-burst", 400, "burst above --kube-api-qps")
 	f.StringVar(&o.StorageDir, "storage-dir", "/var/lib/ferry/storage", "shared storage for images and disks")
 	f.StringVar(&maxImageSize, "max-image-size", "64Gi", "largest image an import may download (a ClusterVirtualImage above it fails and says so)")
-	f.StringVar(&o.IPRange, "ip-range", ipam.DefaultRange, "CIDR that VM addresses come from")
+	f.StringSliceVar(&o.ImageSourceDirs, strings.TrimPrefix(storage.SourceDirsFlag, "--"), nil, "directories (absolute, comma-separated) that file:// image URLs may read from, symlinks resolved; none: file:// is refused. List only directories that no tenant can write to")
+	f.StringVar(&o.IPRange, "ip-range", ipam.DefaultRanges, "comma-separated IPv4 CIDRs that VM addresses come from, first range first (they must not overlap; each /29 or larger)")
+	f.DurationVar(&o.IPLeaseRetention, "ip-lease-retention", 10*time.Minute, "how long a released VirtualMachineIPAddressLease stays for its namespace (which may take the address back meanwhile) before it is deleted")
 	f.StringVar(&o.VMNetwork, "vm-network", controller.NetworkRouted, "routed: each VM gets a NIC and its address by DHCP, routed to the node it runs on (launchers need CAP_NET_ADMIN in the node's network namespace); none: VMs get no NIC")
 	f.StringVar(&o.LauncherImage, "launcher-image", "ferry/launcher:latest", "container image of launcher pods")
 	f.StringVar(&o.NodeStateDir, "node-state-dir", "/var/lib/ferry/node", "the node agents' --state-dir: launcher pods mount their run directory (pods/<uid>) and the node's migration certificate (migration-tls) from it")
@@ -78,6 +86,9 @@ func controllerCommand() *cobra.Command {
 	f.StringVar(&o.Webhook.CertName, "webhook-cert-name", "tls.crt", "serving certificate file in --webhook-cert-dir")
 	f.StringVar(&o.Webhook.KeyName, "webhook-key-name", "tls.key", "serving key file in --webhook-cert-dir")
 	webhookCertFlags(f, &o.Webhook)
+	f.StringVar(&o.Upload.Addr, "upload-bind-address", "", "a listener of the image upload endpoint's own, in plain HTTP (for a proxy that terminates TLS in front of it); empty: the endpoint is served on the webhook server (TLS), at "+storage.UploadPathPrefix)
+	f.StringVar(&o.Upload.ExternalURL, "upload-external-url", "", "base URL (https://host:port) of status.imageUploadURLs.external, as users outside the cluster reach the upload endpoint; empty: the webhook server's address when --webhook-host names one, else none")
+	f.StringVar(&o.Upload.InClusterURL, "upload-in-cluster-url", "", "base URL of status.imageUploadURLs.inCluster; empty: "+controller.DefaultUploadInClusterURL+" (deploy/base's webhook Service) when --webhook-host is empty, else none")
 	m := &o.Migration
 	f.Int64Var(&m.MaxBandwidthBytes, "migration-bandwidth", m.MaxBandwidthBytes, "live migration bandwidth cap, bytes/s")
 	f.DurationVar(&m.DowntimeLimit, "migration-downtime-limit", m.DowntimeLimit, "longest guest pause QEMU may plan at switchover")
@@ -136,16 +147,16 @@ func agentCommand() *cobra.Command {
 	f.StringVar(&o.NodeName, "node-name", "", "this node's name")
 	f.StringVar(&o.NodeIP, "node-ip", "", "this node's address")
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/ferry/node", "where the node keeps its pods' run directories")
-	f.IntVar(&o.PeerPort, "peer-port", agent.DefaultPeerPort, "port on --node-ip where agents ask each other whether the control plane is down for most of the cluster (0: no peer checks: a control-plane outage longer than the watchdog timeout resets every node)")
+	f.IntVar(&o.PeerPort, "peer-port", agent.DefaultPeerPort, "port on --node-ip where agents ask each other whether the control plane is down for most of the cluster, over TLS with the nodes' migration certificates at both ends (kept in --state-dir/migration-tls whatever --migration-tls says; a node without one yet neither asks nor answers). 0: no peer checks: a control-plane outage longer than the watchdog timeout resets every node")
 	f.Float64Var(&o.MaxUnreachable, "fencing-max-unreachable", fencing.DefaultMaxUnreachable, "the fencing controller's share of unreachable nodes beyond which it fences none; keep both equal")
 	f.StringVar(&o.Watchdog, "watchdog", "none", "fencing watchdog: none, process:SOCKET (ferry up's per-node watchdog process), device:PATH (e.g. device:/dev/watchdog from the softdog module), or auto (auto:PATH): device:/dev/watchdog (PATH) if it is a character device, else none. Without a watchdog the node is never fenced, and its Node says so (condition "+v1alpha2.NodeConditionFencing+" False)")
 	f.StringVar(&vmNetwork, "vm-network", controller.NetworkRouted, "routed: ready the node for VM NICs (forwarding, proxy ARP without delay, the VM range on-link on --vm-uplink); none: leave the node's network alone (VMs get no NIC)")
-	f.StringVar(&o.VMRange, "ip-range", ipam.DefaultRange, "CIDR that VM addresses come from (as the controller's)")
+	f.StringVar(&o.VMRange, "ip-range", ipam.DefaultRanges, "comma-separated CIDRs that VM addresses come from (as the controller's): each is routed on the node's uplink")
 	f.StringVar(&o.VMUplink, "vm-uplink", "", "the link VM addresses are announced on (default: the default route's)")
 	f.StringVar(&o.CPU, "cpu", "4", "CPU the node offers")
 	f.StringVar(&o.Memory, "memory", "8Gi", "memory the node offers")
 	f.StringVar(&labels, "node-labels", "", "labels of the Node, key=value,...")
-	f.BoolVar(&o.MigrationTLS, "migration-tls", true, "live migrations to and from this node over TLS, both ends' certificates checked: the agent keeps the node's certificate (made here, signed by the controller through a CertificateSigningRequest) in --state-dir/migration-tls, and the node refuses migrations while it has none; false: plain TCP (set it alike on every node)")
+	f.BoolVar(&o.MigrationTLS, "migration-tls", true, "live migrations to and from this node over TLS, both ends' certificates checked: the agent keeps the node's certificate (made here, signed by the controller through a CertificateSigningRequest) in --state-dir/migration-tls, and the node refuses migrations while it has none; false: plain TCP (set it alike on every node; the agent still keeps the certificate for its peer checks, see --peer-port)")
 	f.StringVar(&o.DevicePluginDir, "device-plugin-dir", "", "the kubelet's device-plugins directory (e.g. /var/lib/kubelet/device-plugins): with --role=handler, offer the node's /dev/net/tun and, where KVM runs guests, /dev/kvm to launcher pods as the extended resources "+v1alpha2.ResourceTun+" and "+v1alpha2.ResourceKVM+" (the controller's --launcher-devices=plugin); empty: off (Ferry's stand-in kubelet has no device plugins)")
 	return cmd
 }
@@ -165,6 +176,33 @@ func launcherCommand() *cobra.Command {
 		},
 	}
 	launcherFlags(cmd.Flags(), &o)
+	cmd.AddCommand(relayCommand(launcher.RelayConsole, "Join stdin/stdout to the VM's serial console (the far end of `ferry v console`); --log prints what the guest wrote"),
+		relayCommand(launcher.RelayVNC, "Join stdin/stdout to the VM's VNC server (the far end of `ferry v vnc`)"))
+	return cmd
+}
+
+// relayCommand is `ferry launcher console|vnc`, which `ferry v` runs in a launcher pod
+// through pods/exec: it joins stdin/stdout to a socket of the pod's QEMU.
+func relayCommand(kind, short string) *cobra.Command {
+	runDir := os.Getenv("FERRY_RUN_DIR")
+	var logOnly bool
+	cmd := &cobra.Command{
+		Use:   kind,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SilenceUsage = true
+			what := kind
+			if logOnly {
+				what = launcher.RelayConsoleLog
+			}
+			return launcher.Relay(cmd.Context(), what, runDir, os.Stdin, os.Stdout)
+		},
+	}
+	cmd.Flags().StringVar(&runDir, "run-dir", runDir, "the launcher's run directory (env FERRY_RUN_DIR)")
+	if kind == launcher.RelayConsole {
+		cmd.Flags().BoolVar(&logOnly, "log", false, "print the guest's serial output so far and exit")
+	}
 	return cmd
 }
 
@@ -175,14 +213,35 @@ func launcherFlags(f *pflag.FlagSet, o *launcher.Options) {
 	f.StringVar(&o.Namespace, "namespace", "", "VM namespace")
 	f.IntVar(&o.CPUs, "cpus", 1, "virtual CPUs")
 	f.StringVar(&o.Memory, "memory", "128Mi", "guest memory")
+	f.StringVar(&o.CPUModel, "cpu-model", "", "the guest's QEMU CPU model (e.g. Nehalem; host: the node's CPU, QEMU's max without KVM); empty: QEMU's default")
+	f.StringVar(&o.CPUFeatures, "cpu-features", "", "CPU features the model must have on top, comma-separated (e.g. sse4_2,popcnt)")
 	f.StringArrayVar(&o.Disks, "disk", nil, "disk path[:format][:ro][:cdrom], first boots (repeatable)")
 	f.StringVar(&o.RunDir, "run-dir", o.RunDir, "directory for sockets and the serial log (env FERRY_RUN_DIR)")
 	f.BoolVar(&o.Incoming, "incoming", false, "wait for an incoming live migration")
+	f.StringVar(&o.IncomingFrom, "incoming-from", "", "the node the incoming migration comes from: over migration TLS only its certificate is accepted (empty: any Ferry node's)")
 	f.StringVar(&o.MigrationAddress, "migration-address", "", "address an incoming migration listens on (default $FERRY_NODE_IP, else 127.0.0.1)")
 	f.Int64Var(&o.FencingToken, "fencing-token", 0, "token for the disk lease <first writable disk>.lease; a higher one fences this instance (0: no lease)")
 	f.StringVar(&o.IP, "ip", "", "the VM's address and the VM range's prefix length (e.g. 10.66.10.5/24): the VM gets a NIC on a tap, the address by DHCP, and a route here while it runs (needs CAP_NET_ADMIN); empty: no NIC")
 	f.StringVar(&o.Gateway, "gateway", "", "the guest's default gateway (with --ip)")
 	f.StringVar(&o.MAC, "mac", "", "the guest NIC's MAC (default: derived from --ip)")
 	f.DurationVar(&o.ShutdownGrace, "shutdown-grace", launcher.ShutdownGrace, "how long the guest has to power off when the VM is stopped (ACPI power button, then the guest agent's shutdown) before QEMU is quit")
+	f.StringArrayVar(&o.HotplugDisks, "hotplug-disk", nil, "a disk the VM starts with as if hot-plugged: SLOT,NAME,PATH[:FORMAT][:ro] (repeatable)")
+	f.StringVar(&o.HotplugRoot, "hotplug-root", "", "the directory every hot-plugged disk must be in (the shared storage); empty: no hot-plug")
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", disklease.DefaultTTL, "how long a disk lease renewal vouches for this instance (renewed every third of it)")
+	f.StringVar(&o.OSType, "os-type", "", "the VM's osType: Generic, Windows or Legacy (empty: the machine of launchers before osType)")
+	f.StringVar(&o.Bootloader, "bootloader", "", "the VM's firmware: BIOS (SeaBIOS), EFI or EFIWithSecureBoot (OVMF, from $FERRY_OVMF_DIR or /usr/share/OVMF)")
+	f.StringVar(&o.EFIVars, "efi-vars", "", "the VM's EFI variable store (with an EFI bootloader), created from OVMF's template when missing")
+	f.VarPF((*paravirtFlag)(&o.Emulated), "paravirtualization", "", "virtio disks and NIC; false: emulated ones (SATA and e1000, IDE and RTL8139 with --os-type Legacy)").NoOptDefVal = "true"
+}
+
+// paravirtFlag is --paravirtualization, stored as its opposite (launcher.Options.Emulated),
+// whose zero value is the default.
+type paravirtFlag bool
+
+func (p *paravirtFlag) String() string { return strconv.FormatBool(!bool(*p)) }
+func (p *paravirtFlag) Type() string   { return "bool" }
+func (p *paravirtFlag) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	*p = paravirtFlag(!v)
+	return err
 }

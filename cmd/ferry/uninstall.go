@@ -28,8 +28,8 @@ image waiting for finalizers no one removes, and the CRDs Terminating for ever.
 
 With the controller running: deletes every VirtualMachine (the controller stops its launcher
 pods and releases its address and disks) and VirtualMachineOperation, and waits for them;
-then deletes Ferry's CRDs, and the controller releases the disks and images left, keeping
-their files in the shared storage (--delete-data deletes the disks and images first, and so
+then deletes Ferry's CRDs, and the controller releases the disks, images and disk snapshots
+left, keeping their files in the shared storage (--delete-data deletes them first, and so
 their files). Then run: kubectl delete -k deploy/base --ignore-not-found
 
 --force goes on without a running controller, or after kubectl delete -k came first and the
@@ -57,7 +57,7 @@ pods are garbage-collected; no file is removed).`,
 	f := cmd.Flags()
 	f.StringVar(&kc, "kubeconfig", "", "kubeconfig of the cluster's admin (default: $KUBECONFIG, or ferry up's)")
 	f.BoolVar(&o.Force, "force", false, "remove Ferry's finalizers here when the controller does not run or does not finish in time")
-	f.BoolVar(&o.DeleteData, "delete-data", false, "delete the disks and images first, with their files in the shared storage (the controller must run)")
+	f.BoolVar(&o.DeleteData, "delete-data", false, "delete the disks, images and disk snapshots first, with their files in the shared storage (the controller must run)")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for the controller at each step")
 	f.StringVar(&o.ControllerNamespace, "controller-namespace", o.ControllerNamespace, "namespace of the controller's leader Lease (ferry-controller)")
 	return cmd

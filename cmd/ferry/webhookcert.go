@@ -16,7 +16,7 @@ func webhookCertFlags(f *pflag.FlagSet, o *controller.WebhookOptions) {
 	f.StringVar(&c.CASecret, "webhook-ca-secret", webhookcert.DefaultCASecret, "Secret in --webhook-namespace that holds the webhooks' CA, created if missing (self mode)")
 	f.StringSliceVar(&c.Hosts, "webhook-cert-hosts", nil, "more DNS names or IP addresses for the certificate, e.g. 127.0.0.1 where the apiserver calls the webhooks by URL (self mode)")
 	f.StringSliceVar(&c.ValidatingWebhooks, "webhook-configurations", []string{"ferry-eviction", "ferry-virtualmachine"}, "ValidatingWebhookConfigurations whose caBundle the controller sets (self mode)")
-	f.StringSliceVar(&c.MutatingWebhooks, "webhook-mutating-configurations", nil, "MutatingWebhookConfigurations whose caBundle the controller sets (self mode; Ferry has none)")
+	f.StringSliceVar(&c.MutatingWebhooks, "webhook-mutating-configurations", []string{"ferry-virtualmachine"}, "MutatingWebhookConfigurations whose caBundle the controller sets (self mode)")
 	f.DurationVar(&c.CertValidity, "webhook-cert-validity", webhookcert.DefaultCertValidity, "life of a serving certificate, renewed after two thirds of it (self mode)")
 	f.DurationVar(&c.CAValidity, "webhook-ca-validity", webhookcert.DefaultCAValidity, "life of the webhooks' CA: after two thirds of it a next CA joins the caBundles, after five sixths it signs, and the old one stays trusted until it ends (self mode)")
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/ferryvm/ferry/internal/agent/deviceplugin"
 	"github.com/ferryvm/ferry/internal/agent/kubelet"
 	"github.com/ferryvm/ferry/internal/agent/migrationcert"
+	"github.com/ferryvm/ferry/internal/hypervisor"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcher"
 	"github.com/ferryvm/ferry/internal/migrationtls"
@@ -55,18 +56,23 @@ type Options struct {
 	// none. An agent without a watchdog says on its Node that the node is never fenced
 	// (condition v1alpha2.NodeConditionFencing False).
 	Watchdog string
-	// WatchdogDevice, if set, is the watchdog itself and Watchdog is ignored (simulated
-	// nodes: their watchdog outlives the agent, as hardware does).
+	// WatchdogDevice, if set, is the watchdog itself and Watchdog is ignored: simulated
+	// nodes (their watchdog outlives the agent, as hardware does) and tests, whose watchdogs
+	// reset nothing. No flag sets it; the Node says SimulatedWatchdog.
 	WatchdogDevice Watchdog
 	// PeerPort is where this agent answers the others about its contact with the control
 	// plane (0: no peer checks); MaxUnreachable is the fencing controller's storm guard share.
+	// Peers prove which node they are with the node's migration certificate, which the
+	// agent then keeps whether or not MigrationTLS is on; until it has one, the node neither
+	// answers nor asks, so a control-plane outage resets it as if it were cut off alone.
 	PeerPort       int
 	MaxUnreachable float64
 	// NetworkDown, if set, tells a simulated node whose network is cut: its peer endpoint
 	// then neither answers nor asks (its API requests fail in its rest.Config's transport).
 	NetworkDown func() bool
-	// VMRange, when set, is the VM address range this node routes VMs of: the agent readies
-	// the node's network for them (package vmnet) on VMUplink ("" the default route's link).
+	// VMRange, when set, is the comma-separated list of VM address ranges this node routes
+	// VMs of (ipam.ParseRanges): the agent readies the node's network for them (package
+	// vmnet) on VMUplink ("" the default route's link), every range on-link there.
 	VMRange  string
 	VMUplink string
 	// Runtime, when set, runs the node's launcher pods instead of processes (simulated
@@ -75,7 +81,8 @@ type Options struct {
 	// MigrationTLS makes the node's live migrations TLS with certificates checked at both
 	// ends: the agent keeps the node's migration certificate in StateDir/migration-tls
 	// (package migrationcert) and tells its launchers, which refuse to migrate without
-	// one. Off, migration streams are plain TCP.
+	// one. Off, migration streams are plain TCP (the certificate is still kept for the peer
+	// checks, see PeerPort).
 	MigrationTLS bool
 	// DevicePluginDir, when set, is the kubelet's device-plugins directory: beside a real
 	// kubelet the agent offers the node's /dev/net/tun and /dev/kvm there as extended
@@ -85,7 +92,27 @@ type Options struct {
 	Log             logr.Logger
 }
 
-// openWatchdog makes the watchdog an Options.Watchdog names; nil for "none".
+// watchdogValues is what --watchdog takes. A watchdog that never resets the node (tests,
+// simulated nodes) is no value of it: a node that shows an armed watchdog must be one that
+// resets, so only Go code sets Options.WatchdogDevice.
+const watchdogValues = "none, auto, auto:PATH, process:SOCKET or device:PATH"
+
+// checkWatchdog refuses an Options.Watchdog that names no watchdog, whatever the agent's
+// role, so that a wrong flag fails at start and not once the node relies on it.
+func checkWatchdog(spec string) error {
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch {
+	case spec == "" || spec == "none" || kind == "auto":
+		return nil
+	case (kind == "process" || kind == "device") && arg != "":
+		return nil
+	case spec == "fake":
+		return fmt.Errorf("--watchdog %q: want %s (a fake watchdog never resets the node, which would look fenced and never be: it is for tests and simulated nodes, which set theirs in code)", spec, watchdogValues)
+	}
+	return fmt.Errorf("--watchdog %q: want %s", spec, watchdogValues)
+}
+
+// openWatchdog makes the watchdog an Options.Watchdog names (auto resolved); nil for "none".
 func openWatchdog(spec string) (Watchdog, error) {
 	kind, arg, _ := strings.Cut(spec, ":")
 	switch {
@@ -95,12 +122,8 @@ func openWatchdog(spec string) (Watchdog, error) {
 		return watchdog.DialProcess(arg), nil
 	case kind == "device" && arg != "":
 		return watchdog.NewDevice(arg), nil
-	case spec == "fake":
-		// Simulated nodes: armed and fed like a real one, but nothing resets the node; the
-		// simulation stops a failed node's VMs itself.
-		return &watchdog.Fake{}, nil
 	}
-	return nil, fmt.Errorf("--watchdog %q: want none, auto, auto:PATH, process:SOCKET, device:PATH or fake", spec)
+	return nil, fmt.Errorf("--watchdog %q: want %s", spec, watchdogValues)
 }
 
 // The agent watches its own Node and the NodeGroups for fencing settings; it also rereads
@@ -156,6 +179,11 @@ func watchFencing(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme,
 
 // Run runs the node until ctx ends.
 func Run(ctx context.Context, cfg *rest.Config, o Options) error {
+	if o.WatchdogDevice == nil {
+		if err := checkWatchdog(o.Watchdog); err != nil {
+			return err
+		}
+	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -190,16 +218,19 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	// What the agent says on its Node: whether the node can be fenced.
 	cond := watchdogCondition(wdSpec, wd, absent)
 	if o.VMRange != "" && handler {
-		r, err := ipam.ParseRange(o.VMRange)
+		r, err := ipam.ParseRanges(o.VMRange)
 		if err != nil {
 			return err
 		}
-		uplink, err := vmnet.PrepareNode(r.Prefix(), o.VMUplink)
+		uplink, err := vmnet.PrepareNode(r.Prefixes(), o.VMUplink)
 		if err != nil {
 			return err
 		}
-		o.Log.Info("VM network ready", "range", r.String(), "uplink", uplink)
+		o.Log.Info("VM network ready", "ranges", r.String(), "uplink", uplink)
 	}
+	// The node's certificate (migration-tls in the state directory) is also its identity
+	// towards its peers: the keeper runs when migrations use TLS or the node asks peers.
+	dir := filepath.Join(o.StateDir, migrationtls.DirName)
 	var f *fencer
 	var onRenew func(time.Time, time.Duration)
 	var peerReader client.Reader
@@ -215,27 +246,32 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		f = &fencer{c: c, node: o.NodeName, wd: wd, log: o.Log.WithName("fencing"), defaultInterval: kubelet.DefaultLeaseInterval,
 			spec: wdSpec, cond: cond}
 		if o.PeerPort > 0 {
-			f.peers = &peers{self: o.NodeName, port: o.PeerPort, maxUnreachable: o.MaxUnreachable, reachable: f.controlPlaneReachable, down: o.NetworkDown}
+			f.peers = &peers{self: o.NodeName, port: o.PeerPort, maxUnreachable: o.MaxUnreachable, reachable: f.controlPlaneReachable, down: o.NetworkDown,
+				creds: func() (*migrationtls.Credentials, error) { return migrationtls.Load(dir) }}
 		}
 		onRenew = f.renewed
 		peerReader = c
 		fencingScheme = scheme
 	}
 	var launcherEnv []string
-	dir := filepath.Join(o.StateDir, migrationtls.DirName)
 	if o.MigrationTLS && o.Role.PlaysKubelet() {
 		// The launchers find the node's certificate where the VM handler keeps it (the
 		// same state directory when the two parts run apart).
 		launcherEnv = append(launcherEnv, migrationtls.EnvDir+"="+dir)
 	}
-	if o.MigrationTLS && handler {
+	peerChecks := f != nil && f.peers != nil
+	if handler && (o.MigrationTLS || peerChecks) {
+		if !o.MigrationTLS && o.Runtime == nil {
+			o.Log.Info("Migration TLS is off, but the node's certificate is its identity in the peer checks: keeping one all the same", "dir", dir)
+		}
 		mctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			migrationcert.Run(mctx, migrationcert.Options{Client: cs, Node: o.NodeName, Dir: dir, Log: o.Log.WithName("migration-tls")})
 		})
 		defer func() { cancel(); wg.Wait() }()
-	} else if o.Runtime == nil && !o.MigrationTLS {
+	}
+	if o.Runtime == nil && !o.MigrationTLS {
 		o.Log.Info("Migration TLS is off: this node's live migrations go over plain TCP")
 	}
 	ko := kubelet.Options{
@@ -255,7 +291,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			return launcher.StartMigration(ctx, runDir, launcher.MigrationRequest{
 				URI: r.URI, TargetNode: r.TargetNode, MaxBandwidthBytes: r.MaxBandwidthBytes, DowntimeLimitMs: r.DowntimeLimitMs,
 				AutoConverge: r.AutoConverge, CompletionTimeoutSeconds: r.CompletionTimeoutSeconds,
-				ProgressTimeoutSeconds: r.ProgressTimeoutSeconds,
+				ProgressTimeoutSeconds: r.ProgressTimeoutSeconds, BlockDevices: migrationBlockDevices(r.BlockDevices),
 			})
 		},
 		CancelMigration: launcher.CancelMigration,
@@ -266,12 +302,30 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			}
 			return progressOf(m), nil
 		},
-		Log: o.Log,
+		Hotplug: hotplugLauncher,
+		Log:     o.Log,
 	}
 	if !handler {
-		ko.Probe, ko.Migrate, ko.CancelMigration, ko.FinalMigration = nil, nil, nil, nil
+		ko.Probe, ko.Migrate, ko.CancelMigration, ko.FinalMigration, ko.Hotplug = nil, nil, nil, nil, nil
 	}
 	k := kubelet.New(cs, ko)
+	if handler && o.Runtime == nil {
+		// What the node's QEMU offers a guest, as Node labels for the classes' placement:
+		// probed beside the node's start (QEMU takes a moment), not before it.
+		c, err := client.New(cfg, client.Options{Scheme: clientgoscheme.Scheme})
+		if err != nil {
+			return err
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		probe := func(ctx context.Context) (hypervisor.CPUOffer, error) {
+			ctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			return hypervisor.ProbeCPU(ctx, "", "")
+		}
+		wg.Go(func() { keepCPULabels(lctx, c, o.NodeName, probe, fencingResync, o.Log.WithName("cpu")) })
+		defer func() { cancel(); wg.Wait() }()
+	}
 	leaseNamespace := corev1.NamespaceNodeLease
 	if o.Role == kubelet.RoleHandler {
 		leaseNamespace = v1alpha2.FencingLeaseNamespace
@@ -310,7 +364,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		if f.peers != nil {
 			wg.Go(func() { f.peers.keepFresh(fctx, peerReader, peersRefresh, f.log) })
 			wg.Go(func() {
-				if err := f.peers.serve(fctx, net.JoinHostPort(o.NodeIP, strconv.Itoa(o.PeerPort))); err != nil {
+				if err := f.peers.serve(fctx, net.JoinHostPort(o.NodeIP, strconv.Itoa(o.PeerPort)), f.log); err != nil {
 					o.Log.Error(err, "Peers cannot ask this node about the control plane")
 				}
 			})
@@ -350,13 +404,36 @@ func probeLauncher(ctx context.Context, runDir string) (kubelet.GuestState, erro
 	if st.Migration != nil {
 		g.Migration = progressOf(st.Migration)
 	}
+	for _, b := range st.BlockDevices {
+		g.BlockDevices = append(g.BlockDevices, v1alpha2.HotplugDeviceStatus{
+			HotplugDevice: v1alpha2.HotplugDevice{Slot: b.Slot, Name: b.Name, Path: b.Path, Format: b.Format, ReadOnly: b.ReadOnly},
+			Target:        b.Target, State: b.State, Error: b.Error,
+		})
+	}
 	return g, nil
+}
+
+// hotplugLauncher is the VM handler's request to a launcher: have these disks hot-plugged.
+func hotplugLauncher(ctx context.Context, runDir string, devs []v1alpha2.HotplugDevice) error {
+	out := make([]launcher.BlockDevice, 0, len(devs))
+	for _, d := range devs {
+		out = append(out, launcher.BlockDevice{Slot: d.Slot, Name: d.Name, Path: d.Path, Format: d.Format, ReadOnly: d.ReadOnly})
+	}
+	return launcher.SetBlockDevices(ctx, runDir, out)
+}
+
+func migrationBlockDevices(in []v1alpha2.HotplugSlot) []launcher.MigrationBlockDevice {
+	var out []launcher.MigrationBlockDevice
+	for _, d := range in {
+		out = append(out, launcher.MigrationBlockDevice{Slot: d.Slot, Path: d.Path})
+	}
+	return out
 }
 
 func progressOf(m *launcher.MigrationStatus) *v1alpha2.MigrationProgress {
 	return &v1alpha2.MigrationProgress{
 		URI: m.URI, Status: m.Status, TotalTimeMs: m.TotalTimeMs, DowntimeMs: m.DowntimeMs,
 		TransferredBytes: m.TransferredBytes, RemainingBytes: m.RemainingBytes, TotalBytes: m.TotalBytes,
-		ThrottlePercent: m.ThrottlePercent, Error: m.Error,
+		DirtySyncCount: m.DirtySyncCount, ThrottlePercent: m.ThrottlePercent, Error: m.Error,
 	}
 }

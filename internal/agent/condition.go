@@ -117,8 +117,7 @@ func showCondition(ctx context.Context, c client.Client, node *corev1.Node, want
 // or by hand, has none), and removes an armed timing an earlier agent left in the Node's
 // annotations (it armed a watchdog that this one does not feed).
 func keepUnfencedCondition(ctx context.Context, c client.Client, name string, cond fencingCondition, resync time.Duration, log logr.Logger) {
-	shown := false
-	for {
+	keepOnNode(ctx, resync, func() error {
 		var node corev1.Node
 		err := c.Get(ctx, client.ObjectKey{Name: name}, &node)
 		if err == nil {
@@ -128,12 +127,25 @@ func keepUnfencedCondition(ctx context.Context, c client.Client, name string, co
 			patch := []byte(`{"metadata":{"annotations":{"` + v1alpha2.AnnotationWatchdogTimeout + `":null}}}`)
 			err = c.Patch(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, client.RawPatch(types.MergePatchType, patch))
 		}
+		return err
+	}, func() {
+		log.Info("This node has no watchdog: it is never fenced, and says so on its Node", "condition", v1alpha2.NodeConditionFencing, "reason", cond.Reason, "message", cond.Message)
+	}, func(err error) { log.Error(err, "Could not show on the Node that it has no watchdog") })
+}
+
+// keepOnNode runs apply until ctx ends: at once, then every resync (every 2 s until it first
+// succeeds: a Node not registered yet is NotFound, which is not reported). done runs after
+// the first success, failed after any other failure.
+func keepOnNode(ctx context.Context, resync time.Duration, apply func() error, done func(), failed func(error)) {
+	shown := false
+	for {
+		err := apply()
 		switch {
 		case err == nil && !shown:
 			shown = true
-			log.Info("This node has no watchdog: it is never fenced, and says so on its Node", "condition", v1alpha2.NodeConditionFencing, "reason", cond.Reason, "message", cond.Message)
-		case err != nil && ctx.Err() == nil && !apierrors.IsNotFound(err): // NotFound: not registered yet
-			log.Error(err, "Could not show on the Node that it has no watchdog")
+			done()
+		case err != nil && ctx.Err() == nil && !apierrors.IsNotFound(err):
+			failed(err)
 		}
 		wait := resync
 		if !shown {

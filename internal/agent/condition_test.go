@@ -15,11 +15,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/agent/kubelet"
 	"github.com/ferryvm/ferry/internal/watchdog"
 )
 
@@ -108,7 +110,8 @@ func TestWatchdogCondition(t *testing.T) {
 	}{
 		{"device:/dev/watchdog", watchdog.NewDevice("/dev/watchdog"), "", corev1.ConditionTrue, v1alpha2.ReasonWatchdogDevice, []string{"device:/dev/watchdog"}},
 		{"process:/x.sock", &watchdog.Fake{}, "", corev1.ConditionTrue, v1alpha2.ReasonWatchdogProcess, []string{"process:/x.sock"}},
-		{"fake", &watchdog.Fake{}, "", corev1.ConditionTrue, v1alpha2.ReasonSimulatedWatchdog, []string{"simulated"}},
+		// Options.WatchdogDevice, set in code (simulated nodes, tests): no spec.
+		{"", &watchdog.Fake{}, "", corev1.ConditionTrue, v1alpha2.ReasonSimulatedWatchdog, []string{"simulated"}},
 		{"none", nil, "/dev/watchdog does not exist", corev1.ConditionFalse, v1alpha2.ReasonNoWatchdogDevice,
 			[]string{"/dev/watchdog does not exist", "not restarted on other nodes", "softdog", "NodeGroup"}},
 		{"none", nil, "", corev1.ConditionFalse, v1alpha2.ReasonWatchdogDisabled, []string{"--watchdog=none", "not restarted on other nodes"}},
@@ -235,5 +238,27 @@ func TestKeepUnfencedCondition(t *testing.T) {
 	}
 	if err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) { return shown() }); err != nil {
 		t.Fatal("the Node registered anew does not say it has no watchdog")
+	}
+}
+
+// TestWatchdogFlagRefusesFakes: no --watchdog value makes a watchdog that never resets the
+// node (a node that looks fenceable and is not); the agent refuses it at start, in any role,
+// and says what it takes. Tests and simulated nodes set Options.WatchdogDevice instead.
+func TestWatchdogFlagRefusesFakes(t *testing.T) {
+	for _, spec := range []string{"fake", "fake:x", "simulated", "device:", "process:", "softdog"} {
+		for _, role := range []kubelet.Role{kubelet.RoleAll, kubelet.RoleHandler, kubelet.RoleKubelet} {
+			err := Run(t.Context(), &rest.Config{Host: "https://127.0.0.1:1"}, Options{Role: role, NodeName: "n1", Watchdog: spec, Log: logr.Discard()})
+			if err == nil || !strings.Contains(err.Error(), watchdogValues) {
+				t.Errorf("--watchdog=%s (role %v): %v, want a refusal that lists %s", spec, role, err, watchdogValues)
+			}
+		}
+	}
+	for _, spec := range []string{"", "none", "auto", "auto:/dev/watchdog0", "device:/dev/watchdog", "process:/run/wd.sock"} {
+		if err := checkWatchdog(spec); err != nil {
+			t.Errorf("--watchdog=%s refused: %v", spec, err)
+		}
+	}
+	if err := checkWatchdog("fake"); err == nil || !strings.Contains(err.Error(), "never resets the node") {
+		t.Errorf("--watchdog=fake: %v, want it to say why a fake is no value", err)
 	}
 }

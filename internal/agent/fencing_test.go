@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -27,7 +28,7 @@ func newFencer(t *testing.T, objs ...client.Object) (*fencer, *watchdog.Fake, *t
 	wd := &watchdog.Fake{}
 	interval := new(time.Duration)
 	f := &fencer{c: c, node: "n1", wd: wd, log: logr.Discard(), defaultInterval: 2 * time.Second,
-		interval: func(d time.Duration) { *interval = d }, spec: "fake", cond: watchdogCondition("fake", wd, "")}
+		interval: func(d time.Duration) { *interval = d }, cond: watchdogCondition("", wd, "")}
 	return f, wd, interval
 }
 
@@ -159,5 +160,51 @@ func TestFencerShowsItsWatchdogOnANewNode(t *testing.T) {
 	}
 	if a := annotations(t, f); a[v1alpha2.AnnotationWatchdogTimeout] != "5s" {
 		t.Fatalf("the new Node does not show the armed watchdog: %v", a)
+	}
+}
+
+// TestFencerFeedsThroughAnOutageOnlyOnAPeersProvenWord: an armed node whose Lease renewals
+// stopped feeds its watchdog itself only while a peer, proven by its certificate, says that
+// it cannot reach the control plane either. The same answer spoofed in plain HTTP at the
+// peer's address leaves the node to its watchdog: it resets, as a node cut off alone must.
+func TestFencerFeedsThroughAnOutageOnlyOnAPeersProvenWord(t *testing.T) {
+	ca := newCA(t)
+	port := freePort(t)
+	servePeer(t, "127.0.0.80", port, "n2", false, fixed(nodeCreds(t, ca, "n2")))
+	spoof := serveImpostor(t, "127.0.0.81", port, "n2", nil)
+	for _, tc := range []struct {
+		name, ip string
+		feeds    bool
+	}{
+		{"n2 itself", "127.0.0.80", true},
+		{"a spoofed plain-HTTP answer for n2", "127.0.0.81", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, wd, _ := newFencer(t, node(nil), group(deckhousev1.ProfileFast))
+			if err := f.sync(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			f.peers = &peers{self: "n1", port: port, maxUnreachable: 0.49, creds: fixed(nodeCreds(t, ca, "n1")),
+				addrs: map[string]string{"n2": tc.ip}}
+			before := wd.Feeds() // no renewal feeds it from here on
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); f.watchOutage(ctx) }()
+			defer func() { cancel(); <-done }()
+			err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
+				if tc.feeds {
+					return wd.Feeds() > before, nil
+				}
+				// The loop asks, feeds or not, then asks again: after a second question the
+				// first one's feed would have come.
+				return spoof.asked.Load() >= 2, nil
+			})
+			if err != nil {
+				t.Fatalf("waiting for the outage check (feeds %d → %d, spoof asked %d times): %v", before, wd.Feeds(), spoof.asked.Load(), err)
+			}
+			if !tc.feeds && wd.Feeds() != before {
+				t.Fatalf("fed the watchdog %d times on a spoofed answer", wd.Feeds()-before)
+			}
+		})
 	}
 }

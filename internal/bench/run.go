@@ -95,8 +95,9 @@ type MigrationResult struct {
 }
 
 // fitDirty is how many MiB a guest of memMiB can rewrite: the buffer lives in the guest's
-// tmpfs next to its kernel and initramfs, and past half the memory, or within 96 MiB of
-// it, the guest's OOM killer ends the heartbeat loop.
+// tmpfs next to its kernel and initramfs, and the guest refuses one that would leave it
+// less than 24 MiB (past that its kernel ran out of memory); half the memory, and 96 MiB
+// less than it, stays clear of that limit.
 func fitDirty(memMiB int64, dirty int) int {
 	return max(0, min(dirty, int(min(memMiB/2, memMiB-96))))
 }

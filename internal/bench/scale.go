@@ -74,7 +74,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	if err != nil {
 		return nil, err
 	}
-	// A /16 of VM addresses: the default /24 holds 253 VMs.
+	// A /16 of VM addresses: the default ranges (three /24s) hold 759 VMs.
 	cl, err := openCluster(ctx, bin, "", o.StateDir, "fs-", o.Port, 0, o.WaitOther, say, "--netns=false", "--fencing-profile", "Fast", "--ip-range", "10.80.0.0/16")
 	if err != nil {
 		return nil, err

@@ -51,10 +51,16 @@ func (t *execTransport) Dial(ctx context.Context, vm Endpoint, port int) (Stream
 	if vm.Address == "" {
 		return nil, fmt.Errorf("%s has no IP address (status.ipAddress is empty)", vm)
 	}
-	req := t.clientset.CoreV1().RESTClient().Post().Namespace(vm.Namespace).Resource("pods").Name(vm.Pod).SubResource("exec").
+	return t.run(ctx, vm.Namespace, vm.Pod, []string{"ferry", "v", "connect", vm.Address, strconv.Itoa(port)})
+}
+
+// run starts command in the launcher pod's container through pods/exec; its stdin and
+// stdout are the stream.
+func (t *execTransport) run(ctx context.Context, namespace, pod string, command []string) (Stream, error) {
+	req := t.clientset.CoreV1().RESTClient().Post().Namespace(namespace).Resource("pods").Name(pod).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{
 			Container: launcherContainer,
-			Command:   []string{"ferry", "v", "connect", vm.Address, strconv.Itoa(port)},
+			Command:   command,
 			Stdin:     true,
 			Stdout:    true,
 			Stderr:    true,
@@ -76,37 +82,47 @@ func (t *execTransport) Dial(ctx context.Context, vm Endpoint, port int) (Stream
 	if err != nil {
 		return nil, err
 	}
-	return startExecStream(ctx, exec, fmt.Sprintf("pods/exec of %s/%s", vm.Namespace, vm.Pod)), nil
+	return startExecStream(ctx, exec, fmt.Sprintf("pods/exec of %s/%s", namespace, pod)), nil
 }
 
-// execStream is a running exec: writes go to the connector's stdin, reads come from its
-// stdout. The exec's end (and the connector's complaint on stderr) surfaces as the read
+// startExecStream runs exec with a stream's pipes as its stdin and stdout; what the
+// command said on stderr is added to its error.
+func startExecStream(ctx context.Context, exec remotecommand.Executor, what string) *pipeStream {
+	return startPipeStream(ctx, what, func(ctx context.Context, in io.Reader, out io.Writer) error {
+		var stderr cappedBuffer
+		err := exec.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: in, Stdout: out, Stderr: &stderr})
+		if msg := strings.TrimSpace(stderr.String()); err != nil && msg != "" {
+			return fmt.Errorf("%w: %s", err, msg)
+		}
+		return err
+	})
+}
+
+// pipeStream is a running exchange with something that reads a stdin and writes a stdout
+// (an exec, an in-process relay): writes go to its stdin, reads come from its stdout.
+// Its end (and, for an exec, the command's complaint on stderr) surfaces as the read
 // error, since a byte stream has nowhere else to put it.
-type execStream struct {
+type pipeStream struct {
 	stdinR  *io.PipeReader
 	stdinW  *io.PipeWriter
 	stdoutR *io.PipeReader
 	cancel  context.CancelFunc
 }
 
-func startExecStream(ctx context.Context, exec remotecommand.Executor, what string) *execStream {
+// startPipeStream runs run with the stream's pipes; what names it in errors.
+func startPipeStream(ctx context.Context, what string, run func(ctx context.Context, in io.Reader, out io.Writer) error) *pipeStream {
 	ctx, cancel := context.WithCancel(ctx)
-	s := &execStream{cancel: cancel}
+	s := &pipeStream{cancel: cancel}
 	s.stdinR, s.stdinW = io.Pipe()
 	var stdoutW *io.PipeWriter
 	s.stdoutR, stdoutW = io.Pipe()
 	go func() {
-		var stderr cappedBuffer
-		err := exec.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: s.stdinR, Stdout: stdoutW, Stderr: &stderr})
+		err := run(ctx, s.stdinR, stdoutW)
 		if err != nil {
-			if msg := strings.TrimSpace(stderr.String()); msg != "" {
-				err = fmt.Errorf("%s: %w: %s", what, err, msg)
-			} else {
-				err = fmt.Errorf("%s: %w", what, err)
-			}
+			err = fmt.Errorf("%s: %w", what, err)
 		}
 		stdoutW.CloseWithError(err) // nil: the reader sees EOF
-		// EOF, not an error, for the executor's stdin copier, which would log one; our own
+		// EOF, not an error, for an executor's stdin copier, which would log one; our own
 		// writes after this fail with io.ErrClosedPipe all the same.
 		s.stdinW.Close()
 		cancel()
@@ -114,14 +130,14 @@ func startExecStream(ctx context.Context, exec remotecommand.Executor, what stri
 	return s
 }
 
-func (s *execStream) Read(p []byte) (int, error)  { return s.stdoutR.Read(p) }
-func (s *execStream) Write(p []byte) (int, error) { return s.stdinW.Write(p) }
+func (s *pipeStream) Read(p []byte) (int, error)  { return s.stdoutR.Read(p) }
+func (s *pipeStream) Write(p []byte) (int, error) { return s.stdinW.Write(p) }
 
-// CloseWrite ends the connector's stdin: the executor closes the remote stdin stream and
+// CloseWrite ends the far end's stdin: an executor closes the remote stdin stream, and
 // the connector half-closes its TCP connection.
-func (s *execStream) CloseWrite() error { return s.stdinW.Close() }
+func (s *pipeStream) CloseWrite() error { return s.stdinW.Close() }
 
-func (s *execStream) Close() error {
+func (s *pipeStream) Close() error {
 	s.cancel()
 	s.stdinW.Close()
 	s.stdoutR.CloseWithError(io.ErrClosedPipe)

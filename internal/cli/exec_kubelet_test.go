@@ -48,7 +48,7 @@ func (e *connectorInContainer) ExecInContainer(ctx context.Context, pod, uid, co
 // websocket request (client-go's first choice) goes through the apiserver's stream
 // translator to the kubelet's SPDY exec server; with websockets refused, the client falls
 // back to SPDY, which the kubelet code serves directly.
-func fakeAPIServer(t *testing.T, runtime *connectorInContainer, websockets bool) *rest.Config {
+func fakeAPIServer(t *testing.T, runtime kubeletexec.Executor, websockets bool) *rest.Config {
 	t.Helper()
 	kubelet := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// /api/v1/namespaces/NS/pods/POD/exec

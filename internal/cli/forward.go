@@ -12,9 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
@@ -183,7 +180,8 @@ func parsePort(s string, zeroOK bool) (int, error) {
 	return p, nil
 }
 
-// parseUserVM splits "[user@]VM" and checks that VM can name an object.
+// parseUserVM splits "[user@]VM" and checks that VM can name a VM (NAME or
+// NAME.NAMESPACE); vm is returned as written.
 func parseUserVM(s string) (user, vm string, err error) {
 	vm = s
 	if i := strings.LastIndexByte(s, '@'); i >= 0 {
@@ -192,20 +190,10 @@ func parseUserVM(s string) (user, vm string, err error) {
 			return "", "", fmt.Errorf("%q: empty user name before @ (write user@VM or just VM)", s)
 		}
 	}
-	if err := checkVMName(vm); err != nil {
+	if _, err := parseVMRef(vm); err != nil {
 		return "", "", fmt.Errorf("%q: %w", s, err)
 	}
 	return user, vm, nil
-}
-
-func checkVMName(vm string) error {
-	if vm == "" {
-		return errors.New("no VM name")
-	}
-	if errs := validation.IsDNS1123Subdomain(vm); len(errs) > 0 {
-		return fmt.Errorf("%q is not a VM name: %s", vm, strings.Join(errs, "; "))
-	}
-	return nil
 }
 
 // vmEndpoint reads a VM from the cluster and says why it cannot be reached if it cannot.
@@ -240,12 +228,4 @@ func endpointOf(vm *v1alpha2.VirtualMachine) (Endpoint, error) {
 		}
 	}
 	return ep, nil
-}
-
-func (g *Globals) restConfig() (*rest.Config, error) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", g.Kubeconfig())
-	if err != nil {
-		return nil, fmt.Errorf("reading kubeconfig %s: %w (is `ferry up` running?)", g.Kubeconfig(), err)
-	}
-	return cfg, nil
 }

@@ -41,8 +41,8 @@ func portForwardCommand(g *Globals) *cobra.Command {
 			"  ssh -o ProxyCommand='ferry v port-forward --stdio linux-vm 22' user@linux-vm",
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			vm := args[0]
-			if err := checkVMName(vm); err != nil {
+			vm, err := g.target(args[0])
+			if err != nil {
 				return err
 			}
 			port, pairs, err := parseForwardPorts(stdio, args[1:])
@@ -97,11 +97,11 @@ type forwarder struct {
 	log           io.Writer
 }
 
-func (g *Globals) forwarder(vm, mode string) (*forwarder, error) {
+func (g *Globals) forwarder(vm vmRef, mode string) (*forwarder, error) {
 	if mode != transportAuto && mode != transportDirect && mode != transportExec {
 		return nil, fmt.Errorf("--transport %q: choose auto, direct or exec", mode)
 	}
-	f := &forwarder{namespace: g.Namespace, vm: vm, resolve: g.resolver, log: os.Stderr}
+	f := &forwarder{namespace: vm.Namespace, vm: vm.Name, resolve: g.resolver, log: os.Stderr}
 	direct := directTransport{timeout: 10 * time.Second}
 	if mode == transportDirect && f.resolve != nil {
 		f.transport = direct
@@ -112,7 +112,7 @@ func (g *Globals) forwarder(vm, mode string) (*forwarder, error) {
 		return nil, err
 	}
 	if f.resolve == nil {
-		c, err := g.client()
+		c, err := newClient(cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -206,6 +206,12 @@ func (f *forwarder) serveAll(ctx context.Context, lns []net.Listener, pairs []Po
 
 // serve accepts connections on ln and forwards each to the VM's port remote.
 func (f *forwarder) serve(ctx context.Context, ln net.Listener, remote int) error {
+	return acceptEach(ctx, ln, func(c *net.TCPConn) { f.handle(ctx, c, remote) })
+}
+
+// acceptEach accepts connections on a TCP listener until ctx ends (then it returns nil)
+// and hands each to handle on a goroutine of its own.
+func acceptEach(ctx context.Context, ln net.Listener, handle func(*net.TCPConn)) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	for {
@@ -216,7 +222,7 @@ func (f *forwarder) serve(ctx context.Context, ln net.Listener, remote int) erro
 			}
 			return err
 		}
-		go f.handle(ctx, c.(*net.TCPConn), remote)
+		go handle(c.(*net.TCPConn))
 	}
 }
 

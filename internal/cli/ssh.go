@@ -82,25 +82,34 @@ func sshArgs(o sshOptions, user, vm, command string) []string {
 	return args
 }
 
-// scpArgs is the argv of `scp` that copies src to dst, one of them "[user@]VM:path".
-// It returns the VM too, for the caller to check before scp runs.
-func scpArgs(o sshOptions, recursive bool, src, dst string) (args []string, vm string, err error) {
+// scpArgs is the argv of `scp` that copies src to dst, one of them "[user@]VM:path";
+// target names the VM and its namespace. It returns the VM too, for the caller to check
+// before scp runs.
+func scpArgs(o sshOptions, recursive bool, src, dst string, target func(string) (vmRef, error)) (args []string, vm vmRef, err error) {
 	s, err := parseSCPPath(src)
 	if err != nil {
-		return nil, "", err
+		return nil, vmRef{}, err
 	}
 	d, err := parseSCPPath(dst)
 	if err != nil {
-		return nil, "", err
+		return nil, vmRef{}, err
 	}
 	switch {
 	case s.VM != "" && d.VM != "":
-		return nil, "", fmt.Errorf("both %q and %q name a VM: copy between two VMs through this machine in two steps", src, dst)
+		return nil, vmRef{}, fmt.Errorf("both %q and %q name a VM: copy between two VMs through this machine in two steps", src, dst)
 	case s.VM == "" && d.VM == "":
-		return nil, "", fmt.Errorf("neither %q nor %q names a VM: write one side as [user@]VM:path", src, dst)
+		return nil, vmRef{}, fmt.Errorf("neither %q nor %q names a VM: write one side as [user@]VM:path", src, dst)
 	}
-	vm = s.VM + d.VM
-	args = o.common(vm)
+	if vm, err = target(s.VM + d.VM); err != nil {
+		return nil, vmRef{}, err
+	}
+	for _, p := range []*scpPath{&s, &d} {
+		if p.VM != "" {
+			p.VM = vm.Name
+		}
+	}
+	o.Namespace = vm.Namespace
+	args = o.common(vm.Name)
 	if recursive {
 		args = append(args, "-r")
 	}
@@ -181,7 +190,7 @@ func (g *Globals) runClient(cmd *cobra.Command, name string, args []string) erro
 
 // checkReachable says why a VM cannot be reached (stopped, no address, not found) before
 // ssh runs, where the reason would be lost among ssh's own messages.
-func (g *Globals) checkReachable(cmd *cobra.Command, vm string) error {
+func (g *Globals) checkReachable(cmd *cobra.Command, vm vmRef) error {
 	resolve := g.resolver
 	if resolve == nil {
 		c, err := g.client()
@@ -190,7 +199,7 @@ func (g *Globals) checkReachable(cmd *cobra.Command, vm string) error {
 		}
 		resolve = vmEndpoint(c)
 	}
-	_, err := resolve(cmd.Context(), g.Namespace, vm)
+	_, err := resolve(cmd.Context(), vm.Namespace, vm.Name)
 	return err
 }
 
@@ -205,7 +214,7 @@ func (g *Globals) sshOptions(o *sshOptions) error {
 	if err != nil {
 		return err
 	}
-	o.Self, o.Namespace = self, g.Namespace
+	o.Self = self
 	return nil
 }
 
@@ -227,18 +236,23 @@ func sshCommand(g *Globals) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			user, vm, err := parseUserVM(args[0])
+			user, arg, err := parseUserVM(args[0])
+			if err != nil {
+				return err
+			}
+			vm, err := g.target(arg)
 			if err != nil {
 				return err
 			}
 			if err := g.sshOptions(&o); err != nil {
 				return err
 			}
+			o.Namespace = vm.Namespace
 			o.Extra = append(o.Extra, args[1:]...)
 			if err := g.checkReachable(cmd, vm); err != nil {
 				return err
 			}
-			return g.runClient(cmd, "ssh", sshArgs(o, user, vm, command))
+			return g.runClient(cmd, "ssh", sshArgs(o, user, vm.Name, command))
 		},
 	}
 	o.flags(cmd.Flags())
@@ -265,7 +279,7 @@ func scpCommand(g *Globals) *cobra.Command {
 				return err
 			}
 			o.Extra = append(o.Extra, args[2:]...)
-			a, vm, err := scpArgs(o, recursive, args[0], args[1])
+			a, vm, err := scpArgs(o, recursive, args[0], args[1], g.target)
 			if err != nil {
 				return err
 			}

@@ -132,10 +132,13 @@ func TestSSHArgs(t *testing.T) {
 	}
 }
 
+// inProd is Globals.target with -n prod.
+func inProd(s string) (vmRef, error) { return (&Globals{Namespace: "prod"}).target(s) }
+
 func TestSCPArgs(t *testing.T) {
 	o := testSSHOptions()
-	got, vm, err := scpArgs(o, true, "./build:1/", "cloud@linux-vm:/srv/")
-	if err != nil || vm != "linux-vm" {
+	got, vm, err := scpArgs(o, true, "./build:1/", "cloud@linux-vm:/srv/", inProd)
+	if err != nil || vm != (vmRef{"prod", "linux-vm"}) {
 		t.Fatal(vm, err)
 	}
 	want := []string{
@@ -147,12 +150,22 @@ func TestSCPArgs(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("scp args\n got %q\nwant %q", got, want)
 	}
-	got, vm, err = scpArgs(o, false, "db:/var/log/syslog", "syslog")
-	if err != nil || vm != "db" || got[len(got)-2] != "vm.db.prod:/var/log/syslog" || got[len(got)-1] != "syslog" {
+	got, vm, err = scpArgs(o, false, "db:/var/log/syslog", "syslog", inProd)
+	if err != nil || vm.Name != "db" || got[len(got)-2] != "vm.db.prod:/var/log/syslog" || got[len(got)-1] != "syslog" {
 		t.Fatalf("scp args %q, %v", got, err)
 	}
+	// VM.NAMESPACE: the namespace goes to the proxy, the host alias and the destination.
+	o.Namespace = ""
+	got, vm, err = scpArgs(o, false, "syslog", "root@db.staging:/tmp/", (&Globals{}).target)
+	if err != nil || vm != (vmRef{"staging", "db"}) || !slices.Contains(got, "ProxyCommand='/opt/my ferry/ferry' v port-forward --stdio -n staging db 22") ||
+		got[len(got)-1] != "root@vm.db.staging:/tmp/" {
+		t.Fatalf("scp args %q, %v, %v", got, vm, err)
+	}
+	if _, _, err := scpArgs(o, false, "syslog", "db.staging:/tmp/", inProd); err == nil || !strings.Contains(err.Error(), "-n says prod") {
+		t.Fatalf("scp to db.staging with -n prod: %v; want a refusal", err)
+	}
 	for _, tc := range [][2]string{{"a:/x", "b:/y"}, {"x", "y"}} {
-		if _, _, err := scpArgs(o, false, tc[0], tc[1]); err == nil {
+		if _, _, err := scpArgs(o, false, tc[0], tc[1], inProd); err == nil {
 			t.Errorf("scpArgs(%q, %q) took it; want an error (exactly one side is a VM)", tc[0], tc[1])
 		}
 	}
@@ -231,7 +244,7 @@ func FuzzParseSCPPath(f *testing.F) {
 			return
 		}
 		// A VM's path must come back as scp would read it, naming only a valid VM.
-		if err := checkVMName(p.VM); err != nil {
+		if _, err := parseVMRef(p.VM); err != nil {
 			t.Fatalf("parseSCPPath(%q) took VM %q: %v", s, p.VM, err)
 		}
 		o := sshOptions{Namespace: "ns"}

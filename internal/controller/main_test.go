@@ -12,17 +12,22 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/controller/migration"
+	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/testenv"
 )
 
 var (
-	k8s        client.Client
+	k8s client.Client
+	// restCfg reaches the test's apiserver as its admin (for `ferry v`, which reads a
+	// kubeconfig).
+	restCfg    *rest.Config
 	storageDir string
 	imagesDir  string
 )
@@ -50,6 +55,7 @@ func run(m *testing.M) int {
 	if err := os.MkdirAll(imagesDir, 0o755); err != nil {
 		panic(err)
 	}
+	restCfg = cfg
 	k8s, err = client.New(cfg, client.Options{Scheme: controller.NewScheme()})
 	if err != nil {
 		panic(err)
@@ -58,7 +64,12 @@ func run(m *testing.M) int {
 	done := make(chan error, 1)
 	go func() {
 		done <- controller.Run(ctx, cfg, controller.Options{
-			StorageDir: storageDir, IPRange: "10.66.10.0/24", LauncherImage: "ferry/launcher:test",
+			StorageDir: storageDir, IPRange: ipam.DefaultRanges, LauncherImage: "ferry/launcher:test",
+			// file:// images are read from the test's sources only; an import stops at
+			// 64 MiB, so that refusing an endless download writes little.
+			ImageSourceDirs: []string{imagesDir}, MaxImageSize: testMaxImageSize,
+			// Uploads on a loopback listener of their own, in plain HTTP.
+			Upload:      controller.UploadOptions{Addr: "127.0.0.1:0"},
 			MetricsAddr: "0", HealthAddr: "0", Migration: migration.DefaultConfig(),
 		})
 	}()

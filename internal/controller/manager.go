@@ -3,8 +3,11 @@ package controller
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -24,11 +27,14 @@ import (
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/evacuation"
 	"github.com/ferryvm/ferry/internal/controller/fencing"
+	"github.com/ferryvm/ferry/internal/controller/ipaddress"
 	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/controller/migrationsigner"
 	"github.com/ferryvm/ferry/internal/controller/power"
 	"github.com/ferryvm/ferry/internal/controller/storage"
 	"github.com/ferryvm/ferry/internal/controller/vm"
+	"github.com/ferryvm/ferry/internal/controller/vmbda"
+	"github.com/ferryvm/ferry/internal/controller/vmclass"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcherpod"
 	"github.com/ferryvm/ferry/internal/webhookcert"
@@ -40,8 +46,17 @@ type Options struct {
 	StorageDir string
 	// MaxImageSize caps the bytes one image import may download (0: 64 GiB).
 	MaxImageSize int64
-	// IPRange is the CIDR that VM addresses come from.
+	// ImageSourceDirs are the directories file:// image URLs may read from (none: file://
+	// is refused).
+	ImageSourceDirs []string
+	// Upload configures the upload endpoint of images and disks with dataSource.type Upload.
+	Upload UploadOptions
+	// IPRange is the comma-separated list of CIDRs that VM addresses come from, in
+	// allocation order (ipam.ParseRanges).
 	IPRange string
+	// IPLeaseRetention is how long a released address lease stays for its namespace
+	// before it is deleted (0: ten minutes, as Deckhouse).
+	IPLeaseRetention time.Duration
 	// VMNetwork is NetworkRouted (each VM gets a NIC, its address routed to its node) or
 	// NetworkNone (VMs hold an address but have no NIC).
 	VMNetwork string
@@ -74,6 +89,26 @@ type Options struct {
 	LeaderElection          bool
 	LeaderElectionNamespace string
 }
+
+// UploadOptions say where the upload endpoint serves and which URLs status shows.
+type UploadOptions struct {
+	// Addr is a listener of the endpoint's own, in plain HTTP (tests; a proxy that
+	// terminates TLS in front); "" serves it on the webhook server (TLS, the webhooks'
+	// certificate) when that runs.
+	Addr string
+	// ExternalURL is the base (https://host:port) of status.imageUploadURLs.external;
+	// "": the webhook server's own address when it listens on one host (ferry up's
+	// loopback), or Addr's listener.
+	ExternalURL string
+	// InClusterURL is the base of status.imageUploadURLs.inCluster; "": the controller's
+	// webhook Service (DefaultUploadInClusterURL) when the webhook server listens on every
+	// address, as in a pod, else none.
+	InClusterURL string
+}
+
+// DefaultUploadInClusterURL is deploy/base's webhook Service, which the upload endpoint
+// shares with the admission webhooks.
+const DefaultUploadInClusterURL = "https://ferry-controller-webhook.ferry-system.svc"
 
 // WebhookOptions say where the admission webhooks listen and which certificate they show.
 type WebhookOptions struct {
@@ -115,7 +150,7 @@ const (
 
 // Run starts every controller and blocks until ctx ends.
 func Run(ctx context.Context, cfg *rest.Config, o Options) error {
-	r, err := ipam.ParseRange(o.IPRange)
+	r, err := ipam.ParseRanges(o.IPRange)
 	if err != nil {
 		return err
 	}
@@ -127,6 +162,12 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	devices, err := launcherDevices(o.LauncherDevices, o.LauncherKVM)
 	if err != nil {
+		return err
+	}
+	// First what the install lacks: on another release's manifests the webhooks' certificate
+	// (self mode) would otherwise stop at the first grant it lacks (the configurations it
+	// keeps), and say less.
+	if err := preflight(ctx, cfg, neededResources); err != nil {
 		return err
 	}
 	var hooks webhook.Server
@@ -174,19 +215,32 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err := launcherpod.Index(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
-	if err := vm.IndexLeases(ctx, mgr.GetFieldIndexer()); err != nil {
+	if err := ipaddress.Setup(ctx, mgr, r, o.IPLeaseRetention, hooks != nil); err != nil {
+		return err
+	}
+	uploads, err := setupUploads(mgr, o, hooks != nil)
+	if err != nil {
+		return err
+	}
+	if err := vm.IndexAttachments(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	setups := []interface{ SetupWithManager(ctrl.Manager) error }{
-		&vm.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Range: r, LauncherImage: o.LauncherImage,
+		&vm.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("virtualmachine-controller"), Ranges: r, LauncherImage: o.LauncherImage,
 			Node: vm.NodeSide{StateDir: o.NodeStateDir, StorageDir: o.StorageDir, MigrationTLS: o.MigrationTLS}, Network: o.VMNetwork == NetworkRouted,
 			Devices:   devices,
 			APIReader: mgr.GetAPIReader()},
 		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir, MaxImageSize: o.MaxImageSize,
-			APIReader: mgr.GetAPIReader()},
-		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir, APIReader: mgr.GetAPIReader()},
+			SourceDirs: o.ImageSourceDirs, APIReader: mgr.GetAPIReader(), Uploads: uploads},
+		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir, MaxImageSize: o.MaxImageSize,
+			SourceDirs: o.ImageSourceDirs, APIReader: mgr.GetAPIReader(), Uploads: uploads, Namespaced: true},
+		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir, APIReader: mgr.GetAPIReader(),
+			MaxImageSize: o.MaxImageSize, SourceDirs: o.ImageSourceDirs, Uploads: uploads},
+		&storage.SnapshotReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("snapshot-controller"), Root: o.StorageDir, APIReader: mgr.GetAPIReader()},
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},
+		&vmbda.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmbda-controller"), StorageDir: o.StorageDir, APIReader: mgr.GetAPIReader()},
 		&migration.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("migration-controller"), Config: o.Migration, APIReader: mgr.GetAPIReader()},
+		&vmclass.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: migration.ConfigNamespace},
 		&evacuation.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("evacuation-controller")},
 		&fencing.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("fencing-controller"), MaxUnreachable: o.FencingMaxUnreachable},
 		&migrationsigner.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("migration-signer"),
@@ -203,7 +257,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	if hooks != nil {
 		// Asking the manager for its webhook server is what makes it run the server.
-		mgr.GetWebhookServer().Register(vm.WebhookPath, &webhook.Admission{Handler: &vm.Webhook{APIReader: mgr.GetAPIReader(), Range: r, Decoder: admission.NewDecoder(mgr.GetScheme())}})
+		mgr.GetWebhookServer().Register(vm.WebhookPath, &webhook.Admission{Handler: &vm.Webhook{APIReader: mgr.GetAPIReader(), Ranges: r, Decoder: admission.NewDecoder(mgr.GetScheme())}})
+		mgr.GetWebhookServer().Register(vm.DefaultingPath, &webhook.Admission{Handler: &vm.Defaulter{APIReader: mgr.GetAPIReader()}})
+		mgr.GetWebhookServer().Register(vmclass.WebhookPath, &webhook.Admission{Handler: &vmclass.Webhook{APIReader: mgr.GetAPIReader(), Decoder: admission.NewDecoder(mgr.GetScheme())}})
 		mgr.GetWebhookServer().Register(evacuation.WebhookPath, &webhook.Admission{Handler: &evacuation.Webhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Backoff: evacuation.DefaultBackoff}})
 		if err := mgr.AddReadyzCheck("webhook", hooks.StartedChecker()); err != nil {
 			return err
@@ -215,6 +271,41 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		}
 	}
 	return mgr.Start(ctx)
+}
+
+// setupUploads makes the upload endpoint of images and disks and serves it on the
+// webhook server (TLS) when that runs, and on a listener of its own with
+// Options.Upload.Addr.
+func setupUploads(mgr ctrl.Manager, o Options, webhooks bool) (*storage.Uploads, error) {
+	u := &storage.Uploads{Reader: mgr.GetAPIReader(), Root: o.StorageDir, MaxSize: o.MaxImageSize,
+		ExternalURL: o.Upload.ExternalURL, InClusterURL: o.Upload.InClusterURL}
+	if o.Upload.Addr != "" {
+		l, err := net.Listen("tcp", o.Upload.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("the upload endpoint: %w", err)
+		}
+		if u.ExternalURL == "" {
+			u.ExternalURL = "http://" + l.Addr().String()
+		}
+		if err := mgr.Add(storage.Server{Listener: l, Handler: u}); err != nil {
+			return nil, err
+		}
+	}
+	if webhooks {
+		if u.ExternalURL == "" && o.Webhook.Host != "" {
+			u.ExternalURL = "https://" + net.JoinHostPort(o.Webhook.Host, strconv.Itoa(o.Webhook.Port))
+		}
+		if u.InClusterURL == "" && o.Webhook.Host == "" {
+			// Listening on every address, as in deploy/base's pod behind its Service; a
+			// controller on one host (ferry up's loopback) has no Service.
+			u.InClusterURL = DefaultUploadInClusterURL
+		}
+		mgr.GetWebhookServer().Register(storage.UploadPathPrefix, u)
+	} else {
+		// No Service in front of a controller without its webhook server.
+		u.InClusterURL = ""
+	}
+	return u, nil
 }
 
 // launcherDevices checks Options.LauncherDevices and LauncherKVM.

@@ -52,7 +52,7 @@ func evictToTarget(t *testing.T) (*v1alpha2.VirtualMachineOperation, *corev1.Pod
 			}
 		}
 		_ = k8s.Get(ctx, client.ObjectKeyFromObject(op), op)
-		return false, fmt.Sprintf("%d live pods; op %s: %s", len(livePods(t, ns, "m")), op.Status.Phase, op.Status.Progress)
+		return false, fmt.Sprintf("%d live pods; op %s", len(livePods(t, ns, "m")), opText(op))
 	})
 	return op, &source, &target, nodeB
 }
@@ -91,9 +91,10 @@ func finishMigration(t *testing.T, op *v1alpha2.VirtualMachineOperation, source,
 				return false, err.Error()
 			}
 			if op.Status.Phase == v1alpha2.OpFailed {
-				t.Fatalf("the operation failed: %s", op.Status.Progress)
+				t.Fatalf("the operation failed: %s", opText(op))
 			}
-			return strings.Contains(op.Status.Progress, "is gone; waiting for the guest's heartbeat"), fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
+			reason, msg := op.Outcome()
+			return reason == v1alpha2.ReasonSourceSuspended && strings.Contains(msg, "is gone; waiting for the guest's heartbeat"), opText(op)
 		})
 		setPodStatus(t, target, corev1.PodRunning, true)
 	}
@@ -101,7 +102,7 @@ func finishMigration(t *testing.T, op *v1alpha2.VirtualMachineOperation, source,
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(op), op); err != nil {
 			return false, err.Error()
 		}
-		return op.Status.Phase == v1alpha2.OpCompleted, fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
+		return op.Status.Phase == v1alpha2.OpCompleted, opText(op)
 	})
 }
 
@@ -193,11 +194,11 @@ func TestMigrationResumedAfterLostStatus(t *testing.T) {
 			return false, err.Error()
 		}
 		if op.Status.Phase == v1alpha2.OpFailed {
-			t.Fatalf("the operation failed: %s", op.Status.Progress)
+			t.Fatalf("the operation failed: %s", opText(op))
 		}
 		ms := op.Status.Migration
 		return op.Status.Phase == v1alpha2.OpInProgress && ms != nil && ms.TargetPod == target.Name,
-			fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
+			opText(op)
 	})
 	// It goes on to the end as any migration.
 	finishMigration(t, op, &source, &target, b, false)
@@ -223,10 +224,10 @@ func TestStaleMigrationStateClosed(t *testing.T) {
 			return false, err.Error()
 		}
 		if op.Status.Phase == v1alpha2.OpFailed {
-			t.Fatalf("the operation failed: %s", op.Status.Progress)
+			t.Fatalf("the operation failed: %s", opText(op))
 		}
 		ms := op.Status.Migration
 		return op.Status.Phase == v1alpha2.OpInProgress && ms != nil && ms.TargetPod != "" && ms.TargetPod != "virt-launcher-m-gone",
-			fmt.Sprintf("%s: %s", op.Status.Phase, op.Status.Progress)
+			opText(op)
 	})
 }

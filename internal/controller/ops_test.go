@@ -22,6 +22,12 @@ func newOp(ns, name, vm string, t v1alpha2.OperationType) *v1alpha2.VirtualMachi
 	}
 }
 
+// opText is an operation's status in a line, for failure messages.
+func opText(op *v1alpha2.VirtualMachineOperation) string {
+	reason, msg := op.Outcome()
+	return fmt.Sprintf("%s %q %s: %s", op.Status.Phase, op.Status.Progress, reason, msg)
+}
+
 func waitOp(t *testing.T, op *v1alpha2.VirtualMachineOperation, phase v1alpha2.OperationPhase, reason string) {
 	t.Helper()
 	eventually(t, timeout, fmt.Sprintf("vmop %s %s/%s", op.Name, phase, reason), func() (bool, string) {
@@ -56,8 +62,13 @@ func TestOperationsThatCannotApply(t *testing.T) {
 	}
 	waitOp(t, missing, v1alpha2.OpFailed, v1alpha2.ReasonVMNotFound)
 	waitOp(t, stop, v1alpha2.OpFailed, v1alpha2.ReasonNotApplicable)
-	if !strings.Contains(stop.Status.Progress, "AlwaysOn") {
-		t.Errorf("message does not say why: %q", stop.Status.Progress)
+	if _, msg := stop.Outcome(); !strings.Contains(msg, "AlwaysOn") {
+		t.Errorf("message does not say why: %q", msg)
+	}
+	// Refused before anything was sent to the VM: no SignalSent, and no progress (which
+	// Deckhouse reports for migrations only).
+	if c := meta.FindStatusCondition(stop.Status.Conditions, v1alpha2.OpConditionSignalSent); c != nil || stop.Status.Progress != "" {
+		t.Errorf("refused stop: SignalSent %+v, progress %q", c, stop.Status.Progress)
 	}
 	if vm := getVM(t, ns, "always"); vm.Status.Phase != v1alpha2.MachineRunning {
 		t.Errorf("VM %s after a refused stop", vm.Status.Phase)
@@ -78,6 +89,12 @@ func TestStopAndRestart(t *testing.T) {
 	restart := newOp(ns, "restart", "vm", v1alpha2.OpRestart)
 	if err := k8s.Create(ctx, restart); err != nil {
 		t.Fatal(err)
+	}
+	// The old pod is told to go and stays until the kubelet says it is gone: the restart
+	// is under way, in Deckhouse's words.
+	waitOp(t, restart, v1alpha2.OpInProgress, v1alpha2.ReasonRestartInProgress)
+	if c := meta.FindStatusCondition(restart.Status.Conditions, v1alpha2.OpConditionSignalSent); c == nil || c.Status != metav1.ConditionTrue || c.Reason != v1alpha2.ReasonSignalSentSuccess {
+		t.Errorf("restart under way: SignalSent %+v", c)
 	}
 	finishDeletion(t, &first)
 	second := waitPod(t, ns, "vm")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,7 +18,9 @@ import (
 	"github.com/ferryvm/ferry/internal/ipam"
 )
 
-const timeout = 20 * time.Second
+// timeout bounds each wait: generous, since the whole suite runs under -race beside
+// every other package on two cores (a wait that holds ends at once).
+const timeout = 45 * time.Second
 
 var ctx = context.Background()
 
@@ -171,13 +174,14 @@ func TestVMRunsWithAddressAndPlacement(t *testing.T) {
 	if got.Status.NodeName != "node-a" {
 		t.Errorf("nodeName %q", got.Status.NodeName)
 	}
-	r, _ := ipam.ParseRange("10.66.10.0/24")
+	r := ipam.MustParseRanges(ipam.DefaultRanges)
 	if err := r.Check(got.Status.IPAddress); err != nil {
 		t.Errorf("address: %v", err)
 	}
 	var lease v1alpha2.VirtualMachineIPAddressLease
-	if err := k8s.Get(ctx, client.ObjectKey{Name: ipam.LeaseName(got.Status.IPAddress)}, &lease); err != nil || lease.Spec.VirtualMachineRef.Name != "vm1" {
-		t.Errorf("lease of %s: %v %+v", got.Status.IPAddress, err, lease.Spec)
+	if err := k8s.Get(ctx, client.ObjectKey{Name: ipam.LeaseName(got.Status.IPAddress)}, &lease); err != nil ||
+		lease.Spec.VirtualMachineIPAddressRef == nil || lease.Spec.VirtualMachineIPAddressRef.Name != got.Status.VirtualMachineIPAddressName {
+		t.Errorf("lease of %s: %v %+v, want it held by the VM's VirtualMachineIPAddress %q", got.Status.IPAddress, err, lease.Spec, got.Status.VirtualMachineIPAddressName)
 	}
 	var vd v1alpha2.VirtualDisk
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "root"}, &vd); err != nil || len(vd.Status.AttachedToVirtualMachines) != 1 {
@@ -248,8 +252,9 @@ func TestManualVMStartsOnlyOnRequest(t *testing.T) {
 	waitOp(t, op, v1alpha2.OpCompleted, v1alpha2.ReasonOperationCompleted)
 }
 
-// TestDeleteReleasesAddressAndDisk: deleting a VM removes its pod, then its address lease
-// and its hold on the disk.
+// TestDeleteReleasesAddressAndDisk: deleting a VM removes its pod, then the
+// VirtualMachineIPAddress it made for itself (its lease is Released, kept for the
+// namespace) and its hold on the disk.
 func TestDeleteReleasesAddressAndDisk(t *testing.T) {
 	ns := newNamespace(t)
 	makeImageDisk(t, ns, "root")
@@ -275,10 +280,14 @@ func TestDeleteReleasesAddressAndDisk(t *testing.T) {
 		err := k8s.Get(ctx, client.ObjectKeyFromObject(vm), &v1alpha2.VirtualMachine{})
 		return client.IgnoreNotFound(err) == nil && err != nil, fmt.Sprint(err)
 	})
-	err := k8s.Get(ctx, client.ObjectKey{Name: ipam.LeaseName(vm.Status.IPAddress)}, &v1alpha2.VirtualMachineIPAddressLease{})
-	if client.IgnoreNotFound(err) != nil || err == nil {
-		t.Errorf("lease of %s still there: %v", vm.Status.IPAddress, err)
-	}
+	eventually(t, timeout, "the VM's VirtualMachineIPAddress gone, its lease released", func() (bool, string) {
+		err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: vm.Status.VirtualMachineIPAddressName}, &v1alpha2.VirtualMachineIPAddress{})
+		var l v1alpha2.VirtualMachineIPAddressLease
+		lerr := k8s.Get(ctx, client.ObjectKey{Name: ipam.LeaseName(vm.Status.IPAddress)}, &l)
+		released := lerr == nil && l.Status.Phase == v1alpha2.VirtualMachineIPAddressLeasePhaseReleased &&
+			l.Spec.VirtualMachineIPAddressRef != nil && l.Spec.VirtualMachineIPAddressRef.Name == "" && l.Spec.VirtualMachineIPAddressRef.Namespace == ns
+		return apierrors.IsNotFound(err) && released, fmt.Sprintf("vmip %s: %v; lease: %v %+v %s", vm.Status.VirtualMachineIPAddressName, err, lerr, l.Spec.VirtualMachineIPAddressRef, l.Status.Phase)
+	})
 	var vd v1alpha2.VirtualDisk
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "root"}, &vd); err != nil || len(vd.Status.AttachedToVirtualMachines) != 0 {
 		t.Errorf("disk still attached: %v %+v", err, vd.Status.AttachedToVirtualMachines)

@@ -3,10 +3,13 @@ package controlplane
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -23,6 +26,38 @@ type apiserverFiles struct {
 	saKey, saPub                    string
 	kubeletClientCert               string
 	kubeletClientKey                string
+	admissionConfig                 string
+}
+
+// PodSecurityExempt are the users whose pods Pod Security admission does not check: Ferry's
+// controller, which creates the VMs' launcher pods in the tenants' namespaces (they need
+// the node's network and host paths, which the baseline level forbids), as the
+// ServiceAccount of deploy/base and as `ferry up`'s administrator, whose credentials the
+// stand-in's controller uses. A tenant's namespace can so run at baseline or restricted,
+// and its users' own pods are held to that level. On another cluster, an administrator
+// adds the ServiceAccount to the same list of its kube-apiserver (README, docs/security.md).
+var PodSecurityExempt = []string{"system:serviceaccount:ferry-system:ferry-controller", AdminUser}
+
+// AdminUser is the user of the admin kubeconfig (group system:masters).
+const AdminUser = "ferry-admin"
+
+// writeAdmissionConfig writes kube-apiserver's admission configuration: Pod Security's
+// defaults (privileged, as without a configuration, for namespaces without a level) and
+// its exemptions.
+func writeAdmissionConfig(dataDir string) (string, error) {
+	users, _ := json.Marshal(PodSecurityExempt)
+	cfg := `apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+  - name: PodSecurity
+    configuration:
+      apiVersion: pod-security.admission.config.k8s.io/v1
+      kind: PodSecurityConfiguration
+      defaults: {enforce: privileged, enforce-version: latest, audit: privileged, audit-version: latest, warn: privileged, warn-version: latest}
+      exemptions: {usernames: ` + string(users) + `, namespaces: [], runtimeClasses: []}
+`
+	path := filepath.Join(dataDir, "admission.yaml")
+	return path, os.WriteFile(path, []byte(cfg), 0o644)
 }
 
 func apiserverArgs(o Options, etcdURL string, f apiserverFiles) []string {
@@ -46,6 +81,7 @@ func apiserverArgs(o Options, etcdURL string, f apiserverFiles) []string {
 		// Real kubelets join with node credentials: each may change only its own Node and
 		// the pods bound to it.
 		"--enable-admission-plugins=NodeRestriction",
+		"--admission-control-config-file=" + f.admissionConfig,
 		// The apiserver reaches a kubelet (logs, exec) at the address the node reports.
 		"--kubelet-preferred-address-types=InternalIP,Hostname",
 		// Webhooks behind a Service are called at an endpoint's address: no kube-proxy

@@ -1,90 +1,28 @@
 package controlplane
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
+
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 const (
 	caValidity   = 10 * 365 * 24 * time.Hour
 	leafValidity = 5 * 365 * 24 * time.Hour
+	// backdate starts a certificate's validity before its issue, for a client whose
+	// clock is behind.
+	backdate = time.Hour
 )
 
-// authority is a certificate authority able to sign leaf certificates.
+// authority is the cluster CA, able to sign leaf certificates.
 type authority struct {
-	cert    *x509.Certificate
-	key     crypto.Signer
-	certPEM []byte
-}
-
-func newSerial() (*big.Int, error) {
-	limit := new(big.Int).Lsh(big.NewInt(1), 127)
-	return rand.Int(rand.Reader, limit)
-}
-
-func newKey() (*ecdsa.PrivateKey, error) {
-	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-}
-
-func encodeKey(key crypto.Signer) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-func encodeCert(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
-func decodeKey(data []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, errors.New("no PEM data")
-	}
-	var (
-		k   any
-		err error
-	)
-	switch block.Type {
-	case "PRIVATE KEY":
-		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		k, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("unsupported key type %q", block.Type)
-	}
-	if err != nil {
-		return nil, err
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, errors.New("key is not a signer")
-	}
-	return s, nil
-}
-
-func decodeCert(data []byte) (*x509.Certificate, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, errors.New("no CERTIFICATE PEM block")
-	}
-	return x509.ParseCertificate(block.Bytes)
+	*pki.CA
 }
 
 // loadOrCreateCA reads ca.crt/ca.key from dir or creates them.
@@ -93,54 +31,24 @@ func loadOrCreateCA(dir, commonName string) (*authority, error) {
 	certPEM, errC := os.ReadFile(certPath)
 	keyPEM, errK := os.ReadFile(keyPath)
 	if errC == nil && errK == nil {
-		cert, err := decodeCert(certPEM)
+		ca, err := pki.ParseCA(certPEM, keyPEM)
 		if err != nil {
-			return nil, fmt.Errorf("parse %s: %w", certPath, err)
+			return nil, fmt.Errorf("parse %s and %s: %w", certPath, keyPath, err)
 		}
-		key, err := decodeKey(keyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("parse %s: %w", keyPath, err)
-		}
-		return &authority{cert: cert, key: key, certPEM: certPEM}, nil
-	}
-	key, err := newKey()
-	if err != nil {
-		return nil, err
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
+		return &authority{ca}, nil
 	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: commonName},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(caValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	ca, err := pki.NewCA(commonName, now.Add(-backdate), now.Add(caValidity))
 	if err != nil {
 		return nil, err
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
+	if err := writeFile(keyPath, ca.KeyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	keyPEM, err = encodeKey(key)
-	if err != nil {
+	if err := writeFile(certPath, ca.CertPEM, 0o644); err != nil {
 		return nil, err
 	}
-	certPEM = encodeCert(der)
-	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
-		return nil, err
-	}
-	if err := writeFile(certPath, certPEM, 0o644); err != nil {
-		return nil, err
-	}
-	return &authority{cert: cert, key: key, certPEM: certPEM}, nil
+	return &authority{ca}, nil
 }
 
 // leafSpec describes a certificate to issue.
@@ -152,56 +60,29 @@ type leafSpec struct {
 	server     bool
 }
 
-// issue signs a fresh leaf certificate with a fresh key.
-func (a *authority) issue(s leafSpec) (certPEM, keyPEM []byte, err error) {
-	key, err := newKey()
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	now := time.Now()
-	notAfter := now.Add(leafValidity)
-	if notAfter.After(a.cert.NotAfter) {
-		notAfter = a.cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: s.commonName, Organization: s.orgs},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		BasicConstraintsValid: true,
-	}
+// usages are the certificate's extended key usages.
+func (s leafSpec) usages() []x509.ExtKeyUsage {
+	var u []x509.ExtKeyUsage
 	if s.client {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+		u = append(u, x509.ExtKeyUsageClientAuth)
 	}
 	if s.server {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+		u = append(u, x509.ExtKeyUsageServerAuth)
 	}
-	seen := map[string]bool{}
-	for _, h := range s.hosts {
-		if h == "" || seen[h] {
-			continue
-		}
-		seen[h] = true
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cert, key.Public(), a.key)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyPEM, err = encodeKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return encodeCert(der), keyPEM, nil
+	return u
+}
+
+// issue signs a fresh leaf certificate with a fresh key.
+func (a *authority) issue(s leafSpec) (certPEM, keyPEM []byte, err error) {
+	now := time.Now()
+	return a.Issue(pki.Leaf{
+		Subject:     pkix.Name{CommonName: s.commonName, Organization: s.orgs},
+		Hosts:       s.hosts,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: s.usages(),
+		NotBefore:   now.Add(-backdate),
+		NotAfter:    now.Add(leafValidity),
+	})
 }
 
 // ensurePair writes name.crt/name.key into dir unless a pair exists that is
@@ -224,6 +105,8 @@ func (a *authority) ensurePair(dir, name string, s leafSpec) (certFile, keyFile 
 	return certFile, keyFile, nil
 }
 
+// pairUsable tells whether certFile is s's certificate (name, usages, hosts), verifies
+// against a and has more than 30 days to live, and keyFile is there.
 func (a *authority) pairUsable(certFile, keyFile string, s leafSpec) bool {
 	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
@@ -232,19 +115,16 @@ func (a *authority) pairUsable(certFile, keyFile string, s leafSpec) bool {
 	if _, err := os.Stat(keyFile); err != nil {
 		return false
 	}
-	cert, err := decodeCert(certPEM)
-	if err != nil || cert.CheckSignatureFrom(a.cert) != nil || cert.Subject.CommonName != s.commonName {
+	cert, err := pki.ParseCert(certPEM)
+	if err != nil || cert.Subject.CommonName != s.commonName {
 		return false
 	}
-	if time.Now().Add(30 * 24 * time.Hour).After(cert.NotAfter) {
+	now := time.Now()
+	if now.Add(30 * 24 * time.Hour).After(cert.NotAfter) {
 		return false
 	}
-	for _, h := range s.hosts {
-		if h != "" && cert.VerifyHostname(h) != nil {
-			return false
-		}
-	}
-	return true
+	hosts := slices.DeleteFunc(slices.Clone(s.hosts), func(h string) bool { return h == "" })
+	return pki.VerifyLeaf(cert, a.Roots(), now, s.usages(), hosts...) == nil
 }
 
 // ensureSAKey creates the service-account signing key pair (sa.key, sa.pub)
@@ -256,22 +136,21 @@ func ensureSAKey(dir string) (privFile, pubFile string, err error) {
 			return privFile, pubFile, nil
 		}
 	}
-	key, err := newKey()
+	key, err := pki.NewKey()
 	if err != nil {
 		return "", "", err
 	}
-	keyPEM, err := encodeKey(key)
+	keyPEM, err := pki.EncodeKey(key)
 	if err != nil {
 		return "", "", err
 	}
-	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
+	pubPEM, err := pki.EncodePublicKey(key.Public())
 	if err != nil {
 		return "", "", err
 	}
 	if err := writeFile(privFile, keyPEM, 0o600); err != nil {
 		return "", "", err
 	}
-	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
 	if err := writeFile(pubFile, pubPEM, 0o644); err != nil {
 		return "", "", err
 	}

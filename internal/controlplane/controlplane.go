@@ -186,7 +186,7 @@ func (c *ControlPlane) start(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("cluster CA: %w", err)
 	}
-	c.ca, c.CAData, c.CAFile = ca, ca.certPEM, filepath.Join(pki, "ca.crt")
+	c.ca, c.CAData, c.CAFile = ca, ca.CertPEM, filepath.Join(pki, "ca.crt")
 	serviceIP, err := firstServiceIP(o.ServiceCIDR)
 	if err != nil {
 		return err
@@ -198,6 +198,9 @@ func (c *ControlPlane) start(ctx context.Context, o Options) error {
 	}
 	hosts = append(hosts, o.ExtraSANs...)
 	files := apiserverFiles{caFile: c.CAFile}
+	if files.admissionConfig, err = writeAdmissionConfig(o.DataDir); err != nil {
+		return err
+	}
 	files.servingCert, files.servingKey, err = ca.ensurePair(pki, "apiserver",
 		leafSpec{commonName: "kube-apiserver", hosts: hosts, server: true})
 	if err != nil {
@@ -218,7 +221,7 @@ func (c *ControlPlane) start(ctx context.Context, o Options) error {
 	kcmKubeconfig := filepath.Join(o.DataDir, "controller-manager.kubeconfig")
 	schedKubeconfig := filepath.Join(o.DataDir, "scheduler.kubeconfig")
 	for _, kc := range []struct{ name, path, cn, org string }{
-		{"admin", c.Kubeconfig, "ferry-admin", "system:masters"},
+		{"admin", c.Kubeconfig, AdminUser, "system:masters"},
 		{"controller-manager", kcmKubeconfig, "system:kube-controller-manager", ""},
 		{"scheduler", schedKubeconfig, "system:kube-scheduler", ""},
 	} {
@@ -256,7 +259,14 @@ func (c *ControlPlane) start(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("kube-apiserver: %w", err)
 	}
-	if err := waitReady(ctx, c.RESTConfig, c.apiDone, ReadyTimeout); err != nil {
+	// Ready even when ctx ends meanwhile: an apiserver stopped before its post-start hooks
+	// finished exits the whole process (k8s.io/apiserver's runPostStartHook calls
+	// klog.Fatalf), and ferry up's deferred clean-up (the nodes' network namespaces) with it.
+	// Readiness includes the hooks; ReadyTimeout bounds the wait.
+	if err := waitReady(base, c.RESTConfig, c.apiDone, ReadyTimeout); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 

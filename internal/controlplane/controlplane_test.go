@@ -3,9 +3,11 @@ package controlplane
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -13,7 +15,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 func freeTestPort(t *testing.T) int {
@@ -162,7 +167,7 @@ func checkIssuedCerts(t *testing.T, cp *ControlPlane) {
 	if err != nil || len(keyPEM) == 0 {
 		t.Fatalf("IssueClientCert: %v", err)
 	}
-	c, err := decodeCert(certPEM)
+	c, err := pki.ParseCert(certPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +185,7 @@ func checkIssuedCerts(t *testing.T, cp *ControlPlane) {
 	if certPEM, err = os.ReadFile(filepath.Join(dir, certName)); err != nil {
 		t.Fatal(err)
 	}
-	if c, err = decodeCert(certPEM); err != nil {
+	if c, err = pki.ParseCert(certPEM); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range []string{"webhook.ferry-system.svc", "127.0.0.1"} {
@@ -202,5 +207,46 @@ func checkIssuedCerts(t *testing.T, cp *ControlPlane) {
 	_, err = cs.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
 	if !apierrors.IsNotFound(err) {
 		t.Fatalf("node identity get own node: got %v, want NotFound", err)
+	}
+}
+
+// A Start whose context ends while the apiserver runs its post-start hooks (a Ctrl-C of
+// ferry up during start-up) returns an error and leaves the process alive: stopped that
+// early, the apiserver's hooks fail and call klog.Fatalf, and ferry up used to exit without
+// its clean-up (the nodes' network namespaces stayed behind).
+func TestStartCancelledWhileStarting(t *testing.T) {
+	o := Options{DataDir: t.TempDir(), SecurePort: freeTestPort(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		// The port answers once the apiserver serves, before its post-start hooks ended.
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(o.SecurePort))
+		_ = wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err != nil {
+				return false, nil
+			}
+			c.Close()
+			cancel()
+			return true, nil
+		})
+	}()
+	cp, err := Start(ctx, o)
+	if err == nil {
+		cp.Stop(5 * time.Second)
+		t.Fatal("Start returned a control plane after its context ended")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Start: %v, want the context's error", err)
+	}
+	// All of it stopped: the port is free and the process may start another.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(o.SecurePort)), time.Second); err == nil {
+		c.Close()
+		t.Error("the apiserver still serves after Start failed")
+	}
+	runningMu.Lock()
+	defer runningMu.Unlock()
+	if running {
+		t.Error("a control plane still counts as running in this process")
 	}
 }

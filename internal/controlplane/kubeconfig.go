@@ -48,7 +48,7 @@ func (a *authority) ensureKubeconfig(dir, name, path, server, commonName string,
 	if err != nil {
 		return err
 	}
-	return writeKubeconfig(path, server, commonName, a.certPEM, certPEM, keyPEM)
+	return writeKubeconfig(path, server, commonName, a.CertPEM, certPEM, keyPEM)
 }
 
 // restConfigFromFile loads a kubeconfig into a rest.Config.

@@ -8,7 +8,11 @@
 #   - prints "FERRY-GUEST BOOTED", then "CNT <n>" every second on ttyS0;
 #   - dirties <MiB> of tmpfs in a loop when the kernel command line has
 #     ferry.dirty=<MiB> or "dirty <MiB>" is typed on the console
-#     ("DIRTY <MiB> STARTED"); "stop" stops it ("DIRTY STOPPED");
+#     ("DIRTY <MiB> STARTED"); "stop" stops it ("DIRTY STOPPED"); a size that
+#     would leave the guest less than 24 MiB is refused ("ERR dirty <MiB> MiB
+#     does not fit: at most <n>"): the buffer is tmpfs, which no kill frees;
+#   - keeps its own loops (heartbeat, console, power button, DHCP) out of the
+#     OOM killer's reach: dd and "run" commands are what it kills instead;
 #   - "poweroff" typed on the console (or an ACPI power button press, e.g.
 #     QMP system_powerdown) powers the guest off; "reboot" reboots it;
 #   - brings up eth0 when present and runs udhcpc in the background,
@@ -18,7 +22,11 @@
 #     <default route>";
 #   - "run <command>" runs it, its output prefixed "OUT ", then "RUN done";
 #   - "ping <addr>" typed on the console pings it three times and prints
-#     "PING <addr> <received>/3".
+#     "PING <addr> <received>/3";
+#   - loads virtio_blk, so that a disk hot-plugged into the running guest
+#     (ACPI PCI hot-plug, built into the kernel) shows as /dev/vdX; "disks"
+#     typed on the console prints "DISKS <dev>:<serial>:<512-byte sectors> ..."
+#     for every virtio disk.
 #
 # Needs (Debian 12): linux-image-cloud-amd64 busybox-static dosfstools mtools
 # syslinux syslinux-common cpio. No loop devices, no mount, no network.
@@ -83,10 +91,11 @@ mknod -m 600 "$root/dev/console" c 5 1
 mknod -m 666 "$root/dev/null" c 1 3
 
 # Modules the cloud kernel builds as modules: ACPI power button + evdev (so
-# acpid sees system_powerdown) and virtio-pci/virtio-net (for udhcpc later).
+# acpid sees system_powerdown), virtio-pci/virtio-net (for udhcpc later) and
+# virtio-blk (hot-plugged disks).
 mods="virtio/virtio.ko virtio/virtio_ring.ko virtio/virtio_pci_legacy_dev.ko
 virtio/virtio_pci_modern_dev.ko virtio/virtio_pci.ko net/core/failover.ko
-net/net_failover.ko net/virtio_net.ko acpi/button.ko input/evdev.ko"
+net/net_failover.ko net/virtio_net.ko block/virtio_blk.ko acpi/button.ko input/evdev.ko"
 for m in $mods; do
 	for base in "$moddir/drivers" "$moddir"; do
 		if [[ -f "$base/$m" ]]; then
@@ -136,6 +145,10 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs -o size=90% tmpfs /dirty
 exec </dev/ttyS0 >/dev/ttyS0 2>&1
+# Every process forked from here inherits this: the OOM killer never picks the heartbeat or
+# the console loop (it once ended the heartbeat of a guest that dirtied 64 of its 92 MiB, and
+# the guest looked dead). dd and "run" commands raise theirs again.
+echo -1000 >/proc/self/oom_score_adj
 
 # The power button must work from the first heartbeat on: a stop requested as soon as the
 # platform sees the guest up (ACPI system_powerdown) is otherwise missed.
@@ -177,11 +190,22 @@ dirty_stop() {
 	echo "DIRTY STOPPED"
 }
 
+# DIRTY_RESERVE_MIB is what the guest keeps beside a dirty buffer: with less, the kernel runs
+# out of memory (64 MiB dirtied in a 128 MiB guest left it 2 MiB) and kills processes.
+DIRTY_RESERVE_MIB=24
+
 dirty_start() {
 	case "$1" in '' | *[!0-9]*) echo "ERR dirty wants MiB"; return ;; esac
 	dirty_stop >/dev/null
+	avail=$(sed -n 's/^MemAvailable: *\([0-9]*\) kB$/\1/p' /proc/meminfo)
+	fit=$((${avail:-0} / 1024 - DIRTY_RESERVE_MIB))
+	if [ "$1" -gt "$fit" ]; then
+		echo "ERR dirty $1 MiB does not fit: at most $((fit > 0 ? fit : 0))"
+		return
+	fi
 	: >/run/dirty.on
 	(
+		echo 1000 >/proc/self/oom_score_adj
 		while [ -e /run/dirty.on ]; do
 			dd if=/dev/urandom of=/dirty/buf bs=1M count="$1" conv=notrunc 2>/dev/null
 		done
@@ -193,7 +217,7 @@ dirty_start() {
 (
 	# In dependency order: virtio needs virtio_ring.
 	for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev \
-		virtio_pci failover net_failover virtio_net; do
+		virtio_pci failover net_failover virtio_net virtio_blk; do
 		[ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
 	done
 	i=0
@@ -221,7 +245,10 @@ while :; do
 	dirty) dirty_start "$arg" ;;
 	run)
 		# run CMD: any shell command; its output lines prefixed "OUT ", then "RUN <status>".
-		sh -c "$arg" 2>&1 | sed 's/^/OUT /'
+		(
+			echo 0 >/proc/self/oom_score_adj
+			exec sh -c "$arg"
+		) 2>&1 | sed 's/^/OUT /'
 		echo "RUN done"
 		;;
 	net)
@@ -232,6 +259,15 @@ while :; do
 		# ping ADDR: three echo requests from the guest; "PING ADDR <received>/3".
 		got=$(ping -c 3 -W 1 "$arg" 2>/dev/null | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
 		echo "PING $arg ${got:-0}/3"
+		;;
+	disks)
+		# disks: the guest's virtio disks, one line: "DISKS vda::65536 vdb:hotplug-1f:32768".
+		out=
+		for d in /sys/block/vd*; do
+			[ -e "$d" ] || continue
+			out="$out ${d##*/}:$(cat "$d/serial" 2>/dev/null):$(cat "$d/size")"
+		done
+		echo "DISKS$out"
 		;;
 	stop) dirty_stop ;;
 	poweroff)

@@ -51,6 +51,12 @@
 //		Resume(ctx context.Context) error
 //	}
 //
+// ProbeCPU asks the node's QEMU, without a guest, what it can give one under the node's
+// accelerator: the CPUID flags of its fullest model (max under TCG, host under KVM) in the
+// spelling of `-cpu help`, checked together on BaseModel with enforce in a stopped machine,
+// and the named models with no unavailable feature. The node agent labels its Node with
+// them; CanonicalCPUFeature maps QEMU's aliases of a flag (sse4_2, lahf_lm) to that spelling.
+//
 // The guest image used by tests and demos is built by
 // hack/build-guest-image.sh; its console protocol ("FERRY-GUEST BOOTED",
 // "CNT <n>" heartbeats, "dirty <MiB>", "stop", "poweroff") is what

@@ -40,6 +40,7 @@ type Fake struct {
 	incomingTLS   *MigrationTLS
 	fault         *Fault
 	calls         []string
+	hotplugged    map[int]HotplugDisk
 }
 
 // NewFake returns a running fake for cfg.
@@ -47,6 +48,12 @@ func NewFake(cfg Config) *Fake {
 	f := &Fake{cfg: cfg, status: "running", done: make(chan struct{}), migration: MigrationInfo{Status: "none"}}
 	if cfg.Incoming {
 		f.status = "inmigrate"
+	}
+	for _, d := range cfg.HotplugDisks {
+		if f.hotplugged == nil {
+			f.hotplugged = map[int]HotplugDisk{}
+		}
+		f.hotplugged[d.Slot] = d
 	}
 	return f
 }
@@ -315,4 +322,46 @@ func (f *Fake) Resume(ctx context.Context) error {
 	}
 	f.setStatus("running")
 	return nil
+}
+
+// AttachDisk records a hot-plug ("AttachDisk <slot> <path>"): the disk is checked as
+// Instance.AttachDisk checks it, but for its file, and a taken slot is refused.
+func (f *Fake) AttachDisk(ctx context.Context, d HotplugDisk) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(fmt.Sprintf("AttachDisk %d %s", d.Slot, d.Path))
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	if f.exited {
+		return errors.New("fake: exited")
+	}
+	if _, taken := f.hotplugged[d.Slot]; taken {
+		return fmt.Errorf("fake: PCI slot %#x is taken", d.Slot)
+	}
+	if f.hotplugged == nil {
+		f.hotplugged = map[int]HotplugDisk{}
+	}
+	f.hotplugged[d.Slot] = d
+	return nil
+}
+
+// DetachDisk records a hot-unplug ("DetachDisk <slot>") and removes the disk at once.
+func (f *Fake) DetachDisk(ctx context.Context, slot int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(fmt.Sprintf("DetachDisk %d", slot))
+	delete(f.hotplugged, slot)
+	return nil
+}
+
+// HotplugDisks returns the hot-plugged disks the fake has, by slot.
+func (f *Fake) HotplugDisks() map[int]HotplugDisk {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[int]HotplugDisk{}
+	for k, v := range f.hotplugged {
+		out[k] = v
+	}
+	return out
 }

@@ -231,7 +231,7 @@ func logTail(path string, maxBytes int64, maxLines int) ([]byte, error) {
 	if err != nil && err != io.EOF {
 		return nil, err
 	}
-	buf = bytes.ReplaceAll(buf[:n], []byte("\r\n"), []byte("\n"))
+	buf = lfLineEnds(buf[:n])
 	if off > 0 {
 		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
 			buf = buf[i+1:]
@@ -242,4 +242,24 @@ func logTail(path string, maxBytes int64, maxLines int) ([]byte, error) {
 		lines = lines[len(lines)-maxLines:]
 	}
 	return bytes.Join(lines, nil), nil
+}
+
+// lfLineEnds drops the carriage returns before each line feed: a serial console ends lines
+// with "\r\n", and with "\r\r\n" when the guest wrote "\r\n" through a tty that adds one.
+func lfLineEnds(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	cr := 0 // carriage returns not yet written: dropped if a line feed follows
+	for _, c := range b {
+		switch c {
+		case '\r':
+			cr++
+			continue
+		case '\n':
+		default:
+			out = append(out, bytes.Repeat([]byte{'\r'}, cr)...)
+		}
+		cr = 0
+		out = append(out, c)
+	}
+	return append(out, bytes.Repeat([]byte{'\r'}, cr)...)
 }

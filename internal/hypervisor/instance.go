@@ -33,6 +33,13 @@ func (inst *Instance) Args() []string { return inst.cmd.Args[1:] }
 // Accel returns the accelerator in use ("kvm" or "tcg").
 func (inst *Instance) Accel() string { return inst.accel }
 
+// CPUNote says how the guest's CPU differs from Config.CPU ("": it does not): a host CPU
+// without KVM runs as TCGHostModel.
+func (inst *Instance) CPUNote() string {
+	_, note := cpuArg(inst.cfg.CPU, inst.accel)
+	return note
+}
+
 // PID returns the QEMU process id.
 func (inst *Instance) PID() int { return inst.cmd.Process.Pid }
 

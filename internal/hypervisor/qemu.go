@@ -20,6 +20,7 @@ const (
 	QMPSocketName    = "qmp.sock"
 	SerialSocketName = "serial.sock"
 	SerialLogName    = "serial.log"
+	VNCSocketName    = "vnc.sock" // the VM's screen: QEMU's VNC server, on no network address
 	PIDFileName      = "qemu.pid"
 	QEMULogName      = "qemu.log"
 	// GuestAgentSocketName is the host end of the guest agent's virtio-serial channel
@@ -51,8 +52,16 @@ type Config struct {
 	Incoming bool
 	// NICs are attached as virtio-net devices, in order.
 	NICs []NIC
+	// HotplugDisks are disks the VM starts with as if they had been hot-plugged (a
+	// migration target of a VM with hot-plugged disks, a restart that keeps them): after
+	// every other device, each at its slot, removable with DetachDisk (hotplug.go).
+	HotplugDisks []HotplugDisk
 	// Extra arguments appended to the command line.
 	Extra []string
+	// CPU is the guest's processor (zero: QEMU's default).
+	CPU CPU
+	// Machine is the guest's hardware and firmware (osType, bootloader, paravirtualization).
+	Machine Machine
 
 	// Accel is "kvm", "tcg" or "" (auto: $FERRY_QEMU_ACCEL if set, else
 	// kvm when KVMUsable, else tcg).
@@ -71,6 +80,9 @@ type Disk struct {
 	// seed) instead of a virtio disk: guests look for such media on a CD drive, and every
 	// guest, Windows setup included, has the driver for one.
 	CDROM bool
+	// BootIndex is the disk's place in the boot order (a smaller one boots first). When no
+	// disk has one the disks boot in list order; when some have, only those are offered.
+	BootIndex int
 }
 
 // NIC is a virtio network card on an open tap device (package vmnet). QEMU gets the
@@ -133,15 +145,22 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hypervisor: %s not found (install qemu-system-x86): %w", cfg.Binary, err)
 	}
+	boot := bootDisk(cfg.Disks)
 	for i := range cfg.Disks {
-		if err := checkDisk(&cfg.Disks[i], i == 0); err != nil {
+		if err := checkDisk(&cfg.Disks[i], i == boot); err != nil {
 			return nil, err
 		}
+	}
+	if err := cfg.Machine.prepareFirmware(cfg.Incoming); err != nil {
+		return nil, fmt.Errorf("hypervisor: %w", err)
+	}
+	if err := checkHotplugDisks(cfg.HotplugDisks); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.RunDir, 0o750); err != nil {
 		return nil, fmt.Errorf("hypervisor: %w", err)
 	}
-	for _, n := range []string{QMPSocketName, SerialSocketName, PIDFileName, GuestAgentSocketName} {
+	for _, n := range []string{QMPSocketName, SerialSocketName, PIDFileName, GuestAgentSocketName, VNCSocketName} {
 		os.Remove(filepath.Join(cfg.RunDir, n))
 	}
 	logPath := filepath.Join(cfg.RunDir, SerialLogName)
@@ -149,16 +168,7 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 		os.Rename(logPath, logPath+".prev")
 	}
 
-	accel := cfg.Accel
-	if accel == "" {
-		accel = os.Getenv("FERRY_QEMU_ACCEL")
-	}
-	if accel == "" {
-		accel = "tcg"
-		if KVMUsable() {
-			accel = "kvm"
-		}
-	}
+	accel := ResolveAccel(cfg.Accel)
 
 	inst := &Instance{cfg: cfg, accel: accel, done: make(chan struct{}), errs: &tailBuffer{max: 8 << 10}}
 	cmd := exec.Command(bin, buildArgs(cfg, accel)...)
@@ -297,20 +307,27 @@ func buildArgs(cfg Config, accel string) []string {
 	}
 	args := []string{
 		"-name", "guest=" + qemuEscape(name),
-		"-machine", "pc",
+	}
+	args = append(args, cfg.Machine.machineArgs()...)
+	args = append(args,
 		"-accel", accelArg(accel),
 		"-nodefaults", "-no-user-config",
-		"-display", "none", "-vga", "none",
+		// QEMU's own seccomp filter, on top of the container's: a guest that escapes into
+		// QEMU cannot run programs, gain privileges (setuid and the like), change its
+		// scheduling or resource limits, nor use the system calls QEMU itself no longer
+		// needs. It is set before the guest runs a single instruction.
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		"-display", "none", "-vga", "std", "-vnc", "unix:"+qemuEscape(filepath.Join(run, VNCSocketName)),
 		"-smp", strconv.Itoa(cfg.CPUs),
-		"-m", strconv.FormatInt(cfg.MemoryKiB, 10) + "K",
+		"-m", strconv.FormatInt(cfg.MemoryKiB, 10)+"K",
 		"-pidfile", filepath.Join(run, PIDFileName),
-		"-chardev", "socket,id=qmp,server=on,wait=off,path=" + qemuEscape(filepath.Join(run, QMPSocketName)),
+		"-chardev", "socket,id=qmp,server=on,wait=off,path="+qemuEscape(filepath.Join(run, QMPSocketName)),
 		"-mon", "chardev=qmp,mode=control",
 		// logfile works with socket chardevs: output is logged whether or
 		// not a console client is attached.
-		"-chardev", "socket,id=serial0,server=on,wait=off,logappend=on,path=" +
-			qemuEscape(filepath.Join(run, SerialSocketName)) +
-			",logfile=" + qemuEscape(filepath.Join(run, SerialLogName)),
+		"-chardev", "socket,id=serial0,server=on,wait=off,logappend=on,path="+
+			qemuEscape(filepath.Join(run, SerialSocketName))+
+			",logfile="+qemuEscape(filepath.Join(run, SerialLogName)),
 		"-serial", "chardev:serial0",
 		// A guest kernel that panics tells QEMU (Linux loads its pvpanic driver by itself);
 		// QEMU then keeps the guest paused, as evidence, for the runPolicy to decide.
@@ -319,34 +336,22 @@ func buildArgs(cfg Config, accel string) []string {
 		// The QEMU guest agent's channel. QEMU accepts the connection whether or not an
 		// agent runs in the guest (package guestagent copes).
 		"-device", "virtio-serial-pci,id=vser0",
-		"-chardev", "socket,id=qga0,server=on,wait=off,path=" + qemuEscape(filepath.Join(run, GuestAgentSocketName)),
-		"-device", "virtserialport,bus=vser0.0,nr=1,chardev=qga0,id=channel0,name=" + GuestAgentChannel,
-	}
-	for i, d := range cfg.Disks {
-		drive := fmt.Sprintf("if=none,id=disk%d,file=%s,format=%s,file.locking=on,cache=writeback",
-			i, qemuEscape(d.Path), d.Format)
-		device := "virtio-blk-pci"
-		if d.CDROM {
-			// ide-cd on the pc machine's PIIX controller: at most four IDE devices.
-			drive += ",media=cdrom"
-			device = "ide-cd"
-		}
-		if d.ReadOnly || d.CDROM {
-			drive += ",readonly=on"
-		} else {
-			// A failed write pauses the guest (QMP status io-error, event BLOCK_IO_ERROR)
-			// instead of handing the error to a guest that may not survive it.
-			drive += ",werror=stop,rerror=stop"
-		}
-		args = append(args, "-drive", drive,
-			"-device", fmt.Sprintf("%s,drive=disk%d,bootindex=%d", device, i, i+1))
-	}
+		"-chardev", "socket,id=qga0,server=on,wait=off,path="+qemuEscape(filepath.Join(run, GuestAgentSocketName)),
+		"-device", "virtserialport,bus=vser0.0,nr=1,chardev=qga0,id=channel0,name="+GuestAgentChannel,
+	)
+	args = append(args, cfg.Machine.osArgs(accel)...)
+	args = append(args, cfg.Machine.diskArgs(cfg.Disks, bootIndexes(cfg.Disks))...)
 	for i, n := range cfg.NICs {
 		// ExtraFiles start at descriptor 3. romfile= skips the PXE ROM: nothing boots
 		// from the network, and the ROM need not be installed.
 		args = append(args, "-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", i, 3+i),
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,romfile=", i, n.MAC))
+			"-device", fmt.Sprintf("%s,netdev=net%d,mac=%s,romfile=", cfg.Machine.nicModel(), i, n.MAC))
 	}
+	cpu, _ := cpuArg(cfg.CPU, accel)
+	if cpu = cfg.Machine.cpuWithOS(cpu, accel); cpu != "" {
+		args = append(args, "-cpu", cpu)
+	}
+	args = append(args, hotplugArgs(cfg.HotplugDisks)...)
 	if cfg.Incoming {
 		args = append(args, "-incoming", "defer")
 	}

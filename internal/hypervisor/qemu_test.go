@@ -3,17 +3,19 @@ package hypervisor
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferryvm/ferry/internal/guestimage"
 )
 
 const setupHint = "run: apt-get install -y --no-install-recommends qemu-system-x86 qemu-utils " +
@@ -25,9 +27,8 @@ var (
 	guestErr  error
 )
 
-// guestImage builds (once, cached in $FERRY_GUEST_DIR or
-// ~/.cache/ferry/guest) the test guest image and returns its path. Missing
-// QEMU fails the test rather than skipping it.
+// guestImage builds (once, cached in guestimage.CacheDir()) the test guest image and
+// returns its path. Missing QEMU fails the test rather than skipping it.
 func guestImage(t *testing.T) string {
 	t.Helper()
 	for _, bin := range []string{DefaultBinary, "qemu-img"} {
@@ -36,23 +37,7 @@ func guestImage(t *testing.T) string {
 		}
 	}
 	guestOnce.Do(func() {
-		_, self, _, _ := runtime.Caller(0)
-		script := filepath.Join(filepath.Dir(self), "..", "..", "hack", "build-guest-image.sh")
-		dir := os.Getenv("FERRY_GUEST_DIR")
-		if dir == "" {
-			cache, err := os.UserCacheDir()
-			if err != nil {
-				cache = os.TempDir()
-			}
-			dir = filepath.Join(cache, "ferry", "guest")
-		}
-		out, err := exec.Command("bash", script, dir).CombinedOutput()
-		if err != nil {
-			guestErr = errors.New(strings.TrimSpace(string(out)) + ": " + err.Error())
-			return
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		guestPath = lines[len(lines)-1]
+		guestPath, guestErr = guestimage.EnsureCached(context.Background())
 	})
 	if guestErr != nil {
 		t.Fatalf("building guest image: %v; %s", guestErr, setupHint)
@@ -85,7 +70,9 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.
 
 // sendConsole types line on the serial console and keeps the connection
 // open until expect shows up in the serial log (QEMU drops input still
-// queued when a client hangs up).
+// queued when a client hangs up). It reads what the guest prints meanwhile:
+// QEMU sends each byte to the client on its own, and a client that reads
+// nothing fills its socket after a few hundred and stalls the guest's UART.
 func sendConsole(t *testing.T, runDir, line, expect string) {
 	t.Helper()
 	c, err := net.Dial("unix", filepath.Join(runDir, SerialSocketName))
@@ -93,6 +80,7 @@ func sendConsole(t *testing.T, runDir, line, expect string) {
 		t.Fatalf("console: %v", err)
 	}
 	defer c.Close()
+	go io.Copy(io.Discard, c)
 	if _, err := c.Write([]byte(line + "\n")); err != nil {
 		t.Fatalf("console write: %v", err)
 	}

@@ -6,9 +6,6 @@ import (
 	"strings"
 )
 
-// DefaultRange is the VM address range used when none is configured (as in the seed text).
-const DefaultRange = "10.66.10.0/24"
-
 // Range is a block of addresses for VMs. The network address, the first host (kept for a
 // gateway) and the broadcast address are never handed out.
 type Range struct {
@@ -69,10 +66,24 @@ func (r Range) Check(addr string) error {
 // Size is how many addresses of the range may be given to VMs.
 func (r Range) Size() int { return 1<<(32-r.prefix.Bits()) - 3 }
 
+// reserved names which of the range's kept addresses a is.
+func (r Range) reserved(a netip.Addr) string {
+	switch a {
+	case r.prefix.Addr():
+		return "network"
+	case r.Gateway():
+		return "gateway"
+	}
+	return "broadcast"
+}
+
+// first is the first address of the range a VM may get.
+func (r Range) first() netip.Addr { return r.Gateway().Next() }
+
 // After returns the address of the range that follows a (the first one when a is not in
 // the range or is the last); wrapped says it went round to the first.
 func (r Range) After(a netip.Addr) (next netip.Addr, wrapped bool) {
-	first := r.Gateway().Next()
+	first := r.first()
 	if !a.IsValid() || !r.Contains(a) {
 		return first, true
 	}
@@ -98,4 +109,10 @@ func AddressOf(leaseName string) (string, bool) {
 		return "", false
 	}
 	return a.String(), true
+}
+
+// LeaseNameToAddress is AddressOf for a name known to be a lease's ("" otherwise).
+func LeaseNameToAddress(leaseName string) string {
+	a, _ := AddressOf(leaseName)
+	return a
 }

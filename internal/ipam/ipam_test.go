@@ -7,7 +7,7 @@ import (
 )
 
 func TestRange(t *testing.T) {
-	r, err := ParseRange(DefaultRange)
+	r, err := ParseRange("10.66.10.0/24")
 	if err != nil {
 		t.Fatal(err)
 	}

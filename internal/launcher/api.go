@@ -43,6 +43,8 @@ type Status struct {
 	IncomingURI string `json:"incomingURI,omitempty"`
 	// Migration is the current or last outgoing migration, if any.
 	Migration *MigrationStatus `json:"migration,omitempty"`
+	// BlockDevices are the VM's hot-plugged disks, by slot (blockdevices.go).
+	BlockDevices []BlockDeviceStatus `json:"blockDevices,omitempty"`
 }
 
 // handler serves:
@@ -52,6 +54,8 @@ type Status struct {
 //	POST /migrate         start a live migration, MigrationRequest as JSON
 //	                      (202; 400 bad request, 409 one is running)
 //	POST /migrate/cancel  cancel it (202; 409 none is running)
+//	PUT  /blockdevices    the disks the VM is to have hot-plugged, BlockDevicesRequest as
+//	                      JSON (202; 400 bad request, 409 not now: migrating, stopping)
 //
 // Errors are {"error":"..."}.
 func (l *launcher) handler() http.Handler {
@@ -60,6 +64,7 @@ func (l *launcher) handler() http.Handler {
 	mux.HandleFunc("POST /shutdown", l.handleShutdown)
 	mux.HandleFunc("POST /migrate", l.handleMigrate)
 	mux.HandleFunc("POST /migrate/cancel", l.handleMigrateCancel)
+	mux.HandleFunc("PUT /blockdevices", l.handleBlockDevices)
 	return mux
 }
 
@@ -88,6 +93,7 @@ func (l *launcher) status(ctx context.Context) Status {
 		m := *l.migStatus
 		st.Migration = &m
 	}
+	st.BlockDevices = l.hp.statuses()
 	l.mu.Unlock()
 	if n, at, ok := l.hb.Heartbeat(); ok {
 		st.Heartbeat, st.HeartbeatAt = n, at.UTC()

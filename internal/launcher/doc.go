@@ -54,6 +54,10 @@
 // VMs in one process; simulated launchers migrate to each other through a
 // SimNet.
 //
+// Relay (`ferry launcher console|vnc`, run in the launcher's container by pods/exec) joins
+// its stdin/stdout to the serial console or to QEMU's VNC server, which listens on
+// RunDir/vnc.sock only: `ferry v console` and `ferry v vnc` reach a VM so.
+//
 // Memory is given as a Kubernetes quantity and handed to QEMU in KiB,
 // lowered by 8 KiB when a multiple of 256 KiB (hypervisor.SafeMemoryKiB
 // explains the QEMU 7.2 TCG migration bug this avoids).

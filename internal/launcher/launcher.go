@@ -13,10 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/disklease"
 	"github.com/ferryvm/ferry/internal/hypervisor"
-	"github.com/ferryvm/ferry/internal/migrationtls"
 )
 
 // Exit codes of Run.
@@ -84,6 +85,8 @@ type launcher struct {
 	tlsDir string
 	// agent follows the QEMU guest agent; nil for a VM without one (simulated).
 	agent *agentWatch
+	// hp is the VM's hot-plugged disks (blockdevices.go); nil: it hot-plugs none.
+	hp *hotplug
 
 	mu         sync.Mutex
 	stopping   bool
@@ -159,6 +162,8 @@ type startedVM struct {
 	vm    vm
 	hb    heartbeats
 	accel string
+	// cpuNote says how the guest's CPU differs from the one asked for ("": it does not).
+	cpuNote string
 	// events subscribes to QMP events (nil: the VM has none).
 	events func(func(hypervisor.Event)) (remove func())
 	// cleanup, if set, runs once run is done with the VM (it has exited).
@@ -178,6 +183,7 @@ func startQEMU(ctx, runCtx context.Context, cfg hypervisor.Config) (*startedVM, 
 		vm:          inst,
 		hb:          hypervisor.FollowSerial(runCtx, filepath.Join(cfg.RunDir, hypervisor.SerialLogName), 250*time.Millisecond),
 		accel:       inst.Accel(),
+		cpuNote:     inst.CPUNote(),
 		events:      inst.QMP().AddEventHandler,
 		agentSocket: filepath.Join(cfg.RunDir, hypervisor.GuestAgentSocketName),
 	}, nil
@@ -213,13 +219,31 @@ func run(ctx context.Context, o Options, log io.Writer, b backend) (exitCode int
 	if len(o.Disks) == 0 {
 		return fail(ExitNoStart, "cannot start VM %s: no disk", name)
 	}
-	cfg := hypervisor.Config{Name: name, CPUs: o.CPUs, MemoryKiB: kib, RunDir: o.RunDir, Incoming: o.Incoming}
+	machine, err := o.machine()
+	if err != nil {
+		return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
+	}
+	if machine.Firmware == hypervisor.FirmwareEFISecureBoot {
+		// OVMF's SMM build on q35 page-faults at start unless the RAM is whole MiB
+		// (measured with Debian's ovmf 2022.11 under QEMU 7.2: 262136K, 262080K and
+		// 261888K fault, 256M boots), so SafeMemoryKiB's odd size cannot be used: such a
+		// VM migrating under TCG is open to the dirty-bitmap bug it avoids.
+		kib = (kib + 1023) / 1024 * 1024
+	}
+	cfg := hypervisor.Config{Name: name, CPUs: o.CPUs, MemoryKiB: kib, RunDir: o.RunDir, Incoming: o.Incoming, Machine: machine}
+	if cfg.CPU, err = hypervisor.ParseCPU(o.CPUModel, o.CPUFeatures); err != nil {
+		return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
+	}
 	for _, d := range o.Disks {
 		disk, err := parseDisk(d)
 		if err != nil {
 			return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
 		}
 		cfg.Disks = append(cfg.Disks, disk)
+	}
+	hotplugged, err := startHotplugged(o, &cfg, b.node)
+	if err != nil {
+		return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
 	}
 
 	runCtx, cancelRun := context.WithCancel(context.Background())
@@ -253,6 +277,9 @@ func run(ctx context.Context, o Options, log io.Writer, b backend) (exitCode int
 			return fail(ExitNoStart, "cannot start VM %s: %v", name, err)
 		}
 	}
+	// Deferred in this order, they run the other way round: the address given up first,
+	// then the tap's guard, once QEMU is gone (the source of a migration too, as it exits).
+	defer nw.release()
 	defer nw.detach("the VM stopped")
 	cfg.NICs = nw.qemuNIC()
 	if !o.Incoming {
@@ -267,6 +294,9 @@ func run(ctx context.Context, o Options, log io.Writer, b backend) (exitCode int
 	}
 	var incomingTLS *hypervisor.MigrationTLS
 	cleanupTLS := func() {}
+	if o.IncomingFrom != "" && len(validation.IsDNS1123Subdomain(o.IncomingFrom)) > 0 {
+		return fail(ExitNoStart, "cannot start VM %s as a migration target: --incoming-from %q is not a node name", name, o.IncomingFrom)
+	}
 	if o.Incoming && tlsDir != "" {
 		// Checked before QEMU starts: a node that cannot take the stream encrypted refuses
 		// it at once, and the guest stays where it runs.
@@ -277,7 +307,7 @@ func run(ctx context.Context, o Options, log io.Writer, b backend) (exitCode int
 		// QEMU reads the staged credentials in PrepareIncoming; the copy goes then.
 		cleanupTLS = sync.OnceFunc(cleanup)
 		defer cleanupTLS()
-		incomingTLS = &hypervisor.MigrationTLS{Dir: stage, AllowedPeers: []string{migrationtls.AllowedPeers}}
+		incomingTLS = &hypervisor.MigrationTLS{Dir: stage, AllowedPeers: []string{allowedSource(o.IncomingFrom)}}
 	}
 
 	startCtx, cancelStart := context.WithTimeout(ctx, 2*time.Minute)
@@ -303,10 +333,15 @@ func run(ctx context.Context, o Options, log io.Writer, b backend) (exitCode int
 		return fail(ExitSuperseded, "VM %s: %s", name, fence.fencedBy())
 	}
 	lg.printf("VM %s: qemu pid %d (%s, %d KiB, %d vCPU)", name, inst.PID(), st.accel, kib, max(o.CPUs, 1))
+	if st.cpuNote != "" {
+		lg.printf("VM %s: %s", name, st.cpuNote)
+	}
 
 	l := newLauncher(o, inst, st.hb, lg)
 	l.accel, l.memoryKiB = st.accel, kib
 	l.leasePath, l.fence, l.net, l.tlsDir = leasePath, fence, nw, tlsDir
+	l.hp = newHotplug(o.HotplugRoot, hotplugged, b.node)
+	l.hp.startWorker = sync.OnceFunc(func() { go l.runHotplug(runCtx) })
 	go nw.serveDHCP(runCtx)
 	if st.agentSocket != "" {
 		l.agent = &agentWatch{socket: st.agentSocket}
@@ -511,6 +546,7 @@ func (l *launcher) watchIncoming(ctx context.Context) {
 			l.log.printf("incoming migration completed; guest %s", state)
 			l.net.attach("incoming migration completed") // if the RESUME event was missed
 			l.takeOverLease(ctx)
+			l.hp.kick() // disks asked for meanwhile may be attached now
 			return
 		}
 		select {

@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/internal/disklease"
+	"github.com/ferryvm/ferry/internal/guestimage"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -31,8 +32,8 @@ var (
 	guestErr  error
 )
 
-// guestImage builds (once, cached in $FERRY_GUEST_DIR or
-// ~/.cache/ferry/guest) the test guest image. Missing QEMU fails the test.
+// guestImage builds (once, cached in guestimage.CacheDir()) the test guest image. Missing
+// QEMU fails the test.
 func guestImage(t *testing.T) string {
 	t.Helper()
 	for _, bin := range []string{hypervisor.DefaultBinary, "qemu-img"} {
@@ -41,23 +42,7 @@ func guestImage(t *testing.T) string {
 		}
 	}
 	guestOnce.Do(func() {
-		_, self, _, _ := runtime.Caller(0)
-		script := filepath.Join(filepath.Dir(self), "..", "..", "hack", "build-guest-image.sh")
-		dir := os.Getenv("FERRY_GUEST_DIR")
-		if dir == "" {
-			cache, err := os.UserCacheDir()
-			if err != nil {
-				cache = os.TempDir()
-			}
-			dir = filepath.Join(cache, "ferry", "guest")
-		}
-		out, err := exec.Command("bash", script, dir).CombinedOutput()
-		if err != nil {
-			guestErr = errors.New(strings.TrimSpace(string(out)) + ": " + err.Error())
-			return
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		guestPath = lines[len(lines)-1]
+		guestPath, guestErr = guestimage.EnsureCached(context.Background())
 	})
 	if guestErr != nil {
 		t.Fatalf("building guest image: %v; %s", guestErr, setupHint)
@@ -146,8 +131,17 @@ func pollStatusEvery(t *testing.T, r *runResult, runDir string, every, d time.Du
 		}
 		time.Sleep(every)
 	}
-	t.Fatalf("timed out after %v waiting for %s: last status %+v, err %v; log:\n%s", d, what, last, lastErr, r.log)
+	t.Fatalf("timed out after %v waiting for %s: last status %+v, err %v; log:\n%s\nserial log (tail):\n%s", d, what, last, lastErr, r.log, serialTail(runDir))
 	return last
+}
+
+// serialTail is the end of runDir's serial log, for a failure message.
+func serialTail(runDir string) string {
+	serial, _ := os.ReadFile(filepath.Join(runDir, hypervisor.SerialLogName))
+	if len(serial) > 2048 {
+		return fmt.Sprintf("(%d bytes, the last 2048)\n%s", len(serial), serial[len(serial)-2048:])
+	}
+	return string(serial)
 }
 
 func TestRunBootStatusAndSIGTERM(t *testing.T) {

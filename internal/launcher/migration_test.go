@@ -84,6 +84,15 @@ func statusNow(t *testing.T, runDir string) Status {
 
 var summaryRE = regexp.MustCompile(`total (\S+), downtime (\S+),`)
 
+// guestMemory is a test guest's memory for a dirty buffer of dirtyMiB: the guest refuses
+// a buffer that leaves it less than 24 MiB, and a 128 MiB guest has ~70 MiB free.
+func guestMemory(dirtyMiB int) string {
+	if dirtyMiB <= 32 {
+		return "128Mi"
+	}
+	return "256Mi"
+}
+
 // migrate boots a source, optionally makes the guest dirty dirtyMiB MiB in
 // a loop, starts a target on the same overlay and migrates with req (URI
 // filled in). It checks the whole hand-over and returns total time and
@@ -95,14 +104,22 @@ func migrate(t *testing.T, dirtyMiB int, req MigrationRequest, tlsDirs ...string
 	if len(tlsDirs) == 2 {
 		srcTLS, dstTLS = tlsDirs[0], tlsDirs[1]
 	}
-	src, srcDir := startVM(t, Options{VMName: "mig", Namespace: "default", Memory: "128Mi", Disks: []string{disk}, MigrationTLSDir: srcTLS})
+	mem := guestMemory(dirtyMiB)
+	src, srcDir := startVM(t, Options{VMName: "mig", Namespace: "default", Memory: mem, Disks: []string{disk}, MigrationTLSDir: srcTLS})
+	// A target that stays silent may have a guest that died before the switchover: its
+	// last words are in the source's serial log.
+	defer func() {
+		if t.Failed() {
+			t.Logf("source serial log (tail):\n%s", serialTail(srcDir))
+		}
+	}()
 	pollStatus(t, src, srcDir, 90*time.Second, "source heartbeat >= 3", func(s Status) bool { return s.Heartbeat >= 3 })
 	if dirtyMiB > 0 {
 		n := strconv.Itoa(dirtyMiB)
 		typeOnConsole(t, srcDir, "dirty "+n, "DIRTY "+n+" STARTED")
 	}
 
-	dst, dstDir := startVM(t, Options{VMName: "mig", Namespace: "default", Memory: "128Mi", Disks: []string{disk}, Incoming: true, MigrationTLSDir: dstTLS})
+	dst, dstDir := startVM(t, Options{VMName: "mig", Namespace: "default", Memory: mem, Disks: []string{disk}, Incoming: true, MigrationTLSDir: dstTLS})
 	dstSt := pollStatus(t, dst, dstDir, 60*time.Second, "target incomingURI", func(s Status) bool { return s.IncomingURI != "" })
 	if dstSt.QEMU != "inmigrate" || !strings.HasPrefix(dstSt.IncomingURI, "tcp:127.0.0.1:") || dstSt.Booted {
 		t.Fatalf("target status %+v", dstSt)

@@ -122,6 +122,21 @@ func (n *network) detach(why string) {
 	n.log.printf("address %s given up on this node (%s)", n.tap.Lease().Address.Addr(), why)
 }
 
+// release lets go of the tap once QEMU is gone: its guard goes with it, and the log says
+// what the guard dropped (a guest that tried to send as another address, or IPv6).
+func (n *network) release() {
+	if n == nil {
+		return
+	}
+	d, err := n.tap.Release()
+	if d.Spoofed > 0 || d.Other > 0 {
+		n.log.printf("tap %s: the guard dropped %d packets from other addresses and %d of other protocols (IPv6, ...)", n.tap.Name, d.Spoofed, d.Other)
+	}
+	if err != nil {
+		n.log.printf("tap %s: %v", n.tap.Name, err)
+	}
+}
+
 // onEvent moves the address with the guest: a migration target takes it when its guest
 // resumes, a source gives it up when its migration completed.
 func (l *launcher) onEvent(ev hypervisor.Event) {

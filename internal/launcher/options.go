@@ -5,6 +5,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,11 @@ type Options struct {
 	// Incoming starts QEMU waiting for an incoming live migration: it
 	// listens on a free TCP port of MigrationAddress (Status.IncomingURI).
 	Incoming bool
+	// IncomingFrom (flag --incoming-from) is the node the incoming migration comes from:
+	// over migration TLS, QEMU takes the stream only from that node's certificate, not
+	// from any Ferry node's. The migration controller names it in the target pod, which
+	// only it may write. Empty (a launcher of an older controller): any Ferry node.
+	IncomingFrom string
 	// MigrationAddress is the address an incoming migration listens on
 	// (flag --migration-address); default $FERRY_NODE_IP, else 127.0.0.1.
 	MigrationAddress string
@@ -56,9 +62,61 @@ type Options struct {
 	// QEMU is quit. The controller sets it from the VM's terminationGracePeriodSeconds,
 	// less the time the pod needs to end. 0 means ShutdownGrace.
 	ShutdownGrace time.Duration
+	// CPUModel (flag --cpu-model) is the guest's QEMU CPU model, from the VM's class
+	// (vmclass.CPUOf): a model name, "host" (the node's CPU; QEMU's max under TCG), or ""
+	// for QEMU's default. CPUFeatures (flag --cpu-features) are features the model must
+	// have on top, comma-separated. hypervisor.ParseCPU checks both.
+	CPUModel, CPUFeatures string
+	// HotplugDisks (flag --hotplug-disk, repeatable) are disks the VM starts with as if
+	// they had been hot-plugged: "SLOT,NAME,PATH[:FORMAT][:ro]" (HotplugDiskArg). A
+	// migration target gets its source's, at the same slots; a VM started again, those of
+	// its VirtualMachineBlockDeviceAttachments.
+	HotplugDisks []string
+	// HotplugRoot (flag --hotplug-root) is the directory every hot-plugged disk must be in
+	// (the shared storage); "" hot-plugs none.
+	HotplugRoot string
 	// LeaseTTL (flag --lease-ttl) is how long a lease renewal vouches for
 	// this instance; it renews every LeaseTTL/3. 0 means disklease.DefaultTTL.
 	LeaseTTL time.Duration
+
+	// OSType (flag --os-type) is the VM's spec.osType: Generic, Windows or Legacy. Empty
+	// (a pod of a controller before it) builds the machine such launchers built.
+	OSType string
+	// Bootloader (flag --bootloader) is BIOS (or empty), EFI or EFIWithSecureBoot.
+	Bootloader string
+	// EFIVars (flag --efi-vars) is the VM's EFI variable store on the shared storage,
+	// created from OVMF's template at the VM's first EFI start.
+	EFIVars string
+	// Emulated (flag --paravirtualization=false) gives the guest emulated disks and NIC
+	// instead of virtio ones.
+	Emulated bool
+}
+
+// machine is the guest's hardware o asks for.
+func (o Options) machine() (hypervisor.Machine, error) {
+	m := hypervisor.Machine{OSType: o.OSType, Emulated: o.Emulated, EFIVars: o.EFIVars}
+	switch o.OSType {
+	case "", "Generic", "Windows", "Legacy":
+	default:
+		return m, fmt.Errorf("unknown --os-type %q (Generic, Windows or Legacy)", o.OSType)
+	}
+	switch o.Bootloader {
+	case "", "BIOS":
+	case "EFI":
+		m.Firmware = hypervisor.FirmwareEFI
+	case "EFIWithSecureBoot":
+		m.Firmware = hypervisor.FirmwareEFISecureBoot
+	default:
+		return m, fmt.Errorf("unknown --bootloader %q (BIOS, EFI or EFIWithSecureBoot)", o.Bootloader)
+	}
+	if o.OSType == "Legacy" && m.Firmware != hypervisor.FirmwareBIOS {
+		return m, fmt.Errorf("--os-type Legacy boots with BIOS only, not %s", o.Bootloader)
+	}
+	if m.Firmware != hypervisor.FirmwareBIOS && o.EFIVars == "" {
+		return m, fmt.Errorf("--bootloader %s needs --efi-vars", o.Bootloader)
+	}
+	m.FirmwareDir = os.Getenv("FERRY_OVMF_DIR")
+	return m, nil
 }
 
 // leaseFile is the disk lease of the first writable disk ("" with no token or
@@ -174,11 +232,20 @@ var diskFormats = map[string]bool{
 	"raw": true, "qcow2": true, "qed": true, "vmdk": true, "vdi": true, "vhdx": true, "vpc": true, "luks": true,
 }
 
-// parseDisk parses "path[:format][:ro][:cdrom]". A suffix that is not a known format is
-// part of the path; ":ro" attaches the disk read-only (a shared boot image); ":cdrom"
-// attaches it as a CD-ROM, which is always read-only.
+// parseDisk parses "path[:format][:ro][:cdrom][:boot=N]". A suffix that is not a known
+// format is part of the path; ":ro" attaches the disk read-only (a shared boot image);
+// ":cdrom" attaches it as a CD-ROM, which is always read-only; ":boot=N" gives its place
+// in the boot order (hypervisor.Disk.BootIndex).
 func parseDisk(s string) (hypervisor.Disk, error) {
 	var d hypervisor.Disk
+	if i := strings.LastIndex(s, ":boot="); i >= 0 {
+		if n, err := strconv.Atoi(s[i+len(":boot="):]); err == nil {
+			if n < 1 || n > 1<<16 {
+				return hypervisor.Disk{}, fmt.Errorf("disk: boot order %d out of range", n)
+			}
+			s, d.BootIndex = s[:i], n
+		}
+	}
 	if rest, ok := strings.CutSuffix(s, ":cdrom"); ok {
 		s, d.CDROM, d.ReadOnly = rest, true, true
 	}

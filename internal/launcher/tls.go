@@ -58,3 +58,14 @@ func (l *launcher) outgoingTLS(targetNode string) (*hypervisor.MigrationTLS, fun
 	}
 	return &hypervisor.MigrationTLS{Dir: stage, Hostname: targetNode}, cleanup, nil
 }
+
+// allowedSource is the pattern QEMU holds an incoming migration's client certificate to
+// (its authz list, against the subject as GnuTLS writes it): the source node's exactly,
+// so that no other node's certificate can feed this VM a guest. Without a named source
+// (a target pod of an older controller), any Ferry node's.
+func allowedSource(node string) string {
+	if node == "" {
+		return migrationtls.AllowedPeers
+	}
+	return "CN=" + migrationtls.NodeCN(node)
+}

@@ -1,18 +1,12 @@
 package migrationtls
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
-	"fmt"
-	"math/big"
 	"time"
+
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 // caLifetime is how long a new migration CA is valid. Replacing it means every node
@@ -26,111 +20,47 @@ const clockSkew = 5 * time.Minute
 // CA is the migration CA: the controller's signer keeps one in a Secret; tests and
 // benchmarks make their own.
 type CA struct {
-	cert    *x509.Certificate
-	key     crypto.Signer
-	certPEM []byte
+	ca *pki.CA
 }
 
 // NewCA makes a CA key pair, both PEM.
 func NewCA(now time.Time) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := pki.NewCA("ferry-migration-ca@"+now.UTC().Format("20060102T150405Z"), now.Add(-clockSkew), now.Add(caLifetime))
 	if err != nil {
 		return nil, nil, err
 	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "ferry-migration-ca@" + now.UTC().Format("20060102T150405Z")},
-		NotBefore:             now.Add(-clockSkew),
-		NotAfter:              now.Add(caLifetime),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		SubjectKeyId:          keyID(&key.PublicKey),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+	return ca.CertPEM, ca.KeyPEM, nil
 }
 
 // ParseCA reads a CA key pair as NewCA made it.
 func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
-	cb, _ := pem.Decode(certPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return nil, errors.New("no PEM certificate or key")
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
+	ca, err := pki.ParseCA(certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
-	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	key, ok := k.(crypto.Signer)
-	if !ok || !cert.IsCA {
-		return nil, errors.New("not a CA certificate and its signing key")
-	}
-	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
-		return nil, errors.New("the key does not belong to the certificate")
-	}
-	return &CA{cert: cert, key: key, certPEM: certPEM}, nil
+	return &CA{ca: ca}, nil
 }
 
 // Sign issues node's certificate for req's key, valid for d from now (never beyond the
 // CA), and returns it followed by the CA certificate, as the signer puts them in
 // status.certificate. The caller has checked req (the signer's policy).
 func (c *CA) Sign(req *x509.CertificateRequest, node string, now time.Time, d time.Duration) ([]byte, error) {
-	serial, err := randomSerial()
+	cert, err := c.ca.SignRequest(req, pki.Leaf{
+		Subject:     pkix.Name{CommonName: req.Subject.CommonName},
+		Hosts:       []string{node},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		NotBefore:   now.Add(-clockSkew),
+		NotAfter:    now.Add(d),
+	})
 	if err != nil {
 		return nil, err
 	}
-	notAfter := now.Add(d)
-	if notAfter.After(c.cert.NotAfter) {
-		notAfter = c.cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: req.Subject.CommonName},
-		DNSNames:              []string{node},
-		NotBefore:             now.Add(-clockSkew),
-		NotAfter:              notAfter,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		AuthorityKeyId:        c.cert.SubjectKeyId,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, req.PublicKey, c.key)
-	if err != nil {
-		return nil, fmt.Errorf("signing: %w", err)
-	}
-	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), c.certPEM...), nil
-}
-
-func randomSerial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-}
-
-func keyID(pub *ecdsa.PublicKey) []byte {
-	b, _ := x509.MarshalPKIXPublicKey(pub)
-	sum := sha256.Sum256(b)
-	return sum[:20]
+	return append(cert, c.ca.CertPEM...), nil
 }
 
 // CertPEM is the CA's certificate.
-func (c *CA) CertPEM() []byte { return c.certPEM }
+func (c *CA) CertPEM() []byte { return c.ca.CertPEM }
 
 // NodeCredentials makes node's key and has c sign its certificate, valid for d from now:
 // credentials as an agent gets them from the signer, for tests and benchmarks.
@@ -139,8 +69,7 @@ func (c *CA) NodeCredentials(node string, now time.Time, d time.Duration) (*Cred
 	if err != nil {
 		return nil, err
 	}
-	b, _ := pem.Decode(csrPEM)
-	req, err := x509.ParseCertificateRequest(b.Bytes)
+	req, err := pki.ParseRequest(csrPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -149,5 +78,5 @@ func (c *CA) NodeCredentials(node string, now time.Time, d time.Duration) (*Cred
 		return nil, err
 	}
 	first, _ := pem.Decode(chain)
-	return Parse(pem.EncodeToMemory(first), keyPEM, c.certPEM)
+	return Parse(pem.EncodeToMemory(first), keyPEM, c.ca.CertPEM)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/internal/hypervisor"
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 // ErrNoCredentials says a node has no migration certificate (yet).
@@ -50,18 +51,11 @@ func (c *Credentials) Check(node string, now time.Time) error {
 	if node != "" && cert.Subject.CommonName != NodeCN(node) {
 		return fmt.Errorf("the certificate is for %q, not node %s", cert.Subject.CommonName, node)
 	}
-	switch {
-	case now.After(cert.NotAfter):
-		return fmt.Errorf("the certificate expired at %s", cert.NotAfter.UTC().Format(time.RFC3339))
-	case now.Before(cert.NotBefore):
-		return fmt.Errorf("the certificate is not valid before %s", cert.NotBefore.UTC().Format(time.RFC3339))
+	err := pki.VerifyLeaf(cert, c.Roots, now, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth})
+	if err != nil && !errors.Is(err, pki.ErrOutsideValidity) {
+		return fmt.Errorf("the certificate does not verify against the migration CA: %w", err)
 	}
-	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := cert.Verify(x509.VerifyOptions{Roots: c.Roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
-			return fmt.Errorf("the certificate does not verify against the migration CA: %w", err)
-		}
-	}
-	return nil
+	return err
 }
 
 // Load reads the credentials of a node's directory (as Write left them). It returns an

@@ -7,6 +7,8 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 // SignerName is the CertificateSigningRequest signer of node migration certificates,
@@ -59,6 +61,5 @@ func Usages() []certificatesv1.KeyUsage {
 // RenewAt is when a certificate should be replaced: after two thirds of its lifetime, so
 // that a signer that is down for a while (up to a third of it) costs nothing.
 func RenewAt(cert *x509.Certificate) time.Time {
-	life := cert.NotAfter.Sub(cert.NotBefore)
-	return cert.NotBefore.Add(life * 2 / 3)
+	return pki.LifeShare(cert, cert.NotBefore, 2, 3)
 }

@@ -170,7 +170,12 @@ func TestQEMUMigrationTLS(t *testing.T) {
 		{"a source of another CA", dirStranger, "node-b", ""},
 	} {
 		info, err := migrate(uri, tc.dir, tc.hostname)
-		if err == nil || info.Status != "failed" || !strings.Contains(info.Error, tc.says) {
+		if tc.dir == "" && err == nil && info.Status == "completed" {
+			// A plain source may see its whole (small, paused) stream taken by the socket
+			// before the target drops the connection, and call it completed: what counts
+			// is that the target took none of it (checked below).
+			t.Logf("%s: the source calls it %s; the target must still wait", tc.name, info.Status)
+		} else if err == nil || info.Status != "failed" || !strings.Contains(info.Error, tc.says) {
 			t.Errorf("%s: %s %v, want failed (%q)", tc.name, info.Status, err, tc.says)
 		} else {
 			t.Logf("%s: refused: %s", tc.name, info.Error)

@@ -150,7 +150,7 @@ printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 0755 "$root/usr/sbin/policy-rc.d"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 
-log "apt-get install qemu-system-x86 qemu-utils ca-certificates (chroot)"
+log "apt-get install qemu-system-x86 qemu-utils ovmf ca-certificates (chroot)"
 # shellcheck disable=SC2016
 unshare --mount --propagation private sh -c '
 	set -e
@@ -160,7 +160,7 @@ unshare --mount --propagation private sh -c '
 		export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 		apt-get update -qq
 		apt-get upgrade -y -qq
-		apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils ca-certificates
+		apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils ovmf ca-certificates
 		apt-get clean
 	"' _ "$root" >"$work/apt.log" 2>&1 || {
 	tail -n 30 "$work/apt.log" >&2
@@ -168,6 +168,8 @@ unshare --mount --propagation private sh -c '
 }
 # The tool must run in the image, not just be there.
 chroot "$root" qemu-system-x86_64 --version >/dev/null
+# VMs with bootloader EFI or EFIWithSecureBoot boot OVMF from Debian's ovmf package.
+test -s "$root/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
 chroot "$root" qemu-img --version >/dev/null
 
 rm -f "$root/usr/sbin/policy-rc.d"

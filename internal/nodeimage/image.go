@@ -162,7 +162,7 @@ func write(ctx context.Context, out, ref, binary, path string, entrypoint []stri
 	var layers []Descriptor
 	if base != nil {
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, base.DiffID)
-		cfg.History = append(cfg.History, History{CreatedBy: "debootstrap --variant=minbase bookworm; apt-get install --no-install-recommends qemu-system-x86 qemu-utils ca-certificates", Comment: BaseName()})
+		cfg.History = append(cfg.History, History{CreatedBy: "debootstrap --variant=minbase bookworm; apt-get install --no-install-recommends qemu-system-x86 qemu-utils ovmf ca-certificates", Comment: BaseName()})
 		layers = append(layers, Descriptor{MediaType: base.MediaType, Digest: base.Digest, Size: base.Size})
 	}
 	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, ferryLayer.Digest)

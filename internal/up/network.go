@@ -3,6 +3,7 @@ package up
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -73,19 +74,36 @@ func ip(args ...string) error {
 	return nil
 }
 
+// checkVMRanges refuses VM ranges that overlap the node network (the bridge's subnet): a
+// VM address there would shadow a node's.
+func checkVMRanges(vmRanges []netip.Prefix) error {
+	nodes := netip.PrefixFrom(netip.MustParseAddr(bridgeAddr), nodeSubnet).Masked()
+	for _, p := range vmRanges {
+		if p.Overlaps(nodes) {
+			return fmt.Errorf("--ip-range: VM address range %s overlaps the node network %s of --netns: choose ranges outside it", p, nodes)
+		}
+	}
+	return nil
+}
+
 // setupNetwork creates the bridge and each node's namespace (idempotent: leftovers of a
 // run that died are removed first).
 //
-// The VM range is on-link on the bridge: the host (standing in for the router of a real
+// Every VM range is on-link on the bridge: the host (standing in for the router of a real
 // node network) asks the link for a VM's address, and the node that runs the VM answers
 // (package vmnet). The agents ready their own side.
-func setupNetwork(nodes []nodeNet, vmRange string) error {
+func setupNetwork(nodes []nodeNet, vmRanges []netip.Prefix) error {
+	if err := checkVMRanges(vmRanges); err != nil {
+		return err
+	}
 	teardownNetwork(nodes)
 	steps := [][]string{
 		{"link", "add", bridgeName, "type", "bridge"},
 		{"addr", "add", fmt.Sprintf("%s/%d", bridgeAddr, nodeSubnet), "dev", bridgeName},
 		{"link", "set", bridgeName, "up"},
-		{"route", "replace", vmRange, "dev", bridgeName, "src", bridgeAddr},
+	}
+	for _, p := range vmRanges {
+		steps = append(steps, []string{"route", "replace", p.String(), "dev", bridgeName, "src", bridgeAddr})
 	}
 	for i, n := range nodes {
 		host := fmt.Sprintf("fv%d", i+1)

@@ -29,6 +29,7 @@ import (
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/controller/migration"
+	"github.com/ferryvm/ferry/internal/controller/storage"
 	"github.com/ferryvm/ferry/internal/controlplane"
 	"github.com/ferryvm/ferry/internal/ipam"
 )
@@ -38,8 +39,9 @@ type Options struct {
 	StateDir string
 	Nodes    int
 	// NetNS puts each node in its own network namespace (needs root).
-	NetNS    bool
-	Port     int
+	NetNS bool
+	Port  int
+	// IPRange is the comma-separated list of VM address ranges (ipam.ParseRanges).
 	IPRange  string
 	SampleVM bool
 	// NodeCPU and NodeMemory are what each node offers to VMs.
@@ -52,6 +54,10 @@ type Options struct {
 	// NoController leaves the controller out: another runs it, e.g. tests that run it on
 	// the ServiceAccount token of deploy/base (test/deploy).
 	NoController bool
+	// NoCRDs installs none of Ferry's CRDs and no NodeGroup: the cluster gets them from an
+	// install of deploy/, as a cluster of another release would (test/deploy's upgrade
+	// test). It needs NoController, no nodes and no sample VM.
+	NoCRDs bool
 	// SplitAgent runs each node's agent as two processes, as on a real cluster: a
 	// stand-in kubelet (agent --role=kubelet) and the agent proper (--role=handler).
 	SplitAgent bool
@@ -59,7 +65,32 @@ type Options struct {
 	// processes) or KubeletReal: each node is a real kubelet with containerd and kube-proxy
 	// in namespaces of its own, and Ferry runs on them from deploy/base, as on any cluster.
 	Kubelet string
-	Out     io.Writer
+	// ImageSourceDirs are the directories the controller reads file:// images from
+	// (its --image-source-dirs); nil: DefaultImageSourceDirs.
+	ImageSourceDirs []string
+	Out             io.Writer
+}
+
+// DefaultImageSourceDirs are where `ferry up`'s controller reads file:// images from
+// unless told otherwise: the sample's guest image (the state directory's guest), the
+// Debian guest of `make debian-guest` ($FERRY_GUEST_CACHE, else /var/cache/ferry/guests)
+// and the benchmarks' guest image (the user's cache directory's ferry/guest).
+func DefaultImageSourceDirs(stateDir string) []string {
+	dirs := []string{filepath.Join(stateDir, "guest")}
+	if d := os.Getenv("FERRY_GUEST_CACHE"); d != "" {
+		dirs = append(dirs, d)
+	} else {
+		dirs = append(dirs, "/var/cache/ferry/guests")
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		dirs = append(dirs, filepath.Join(d, "ferry", "guest"))
+	}
+	for i, d := range dirs {
+		if abs, err := filepath.Abs(d); err == nil {
+			dirs[i] = abs
+		}
+	}
+	return dirs
 }
 
 // DefaultStateDir is /var/lib/ferry for root and ~/.local/share/ferry otherwise; the
@@ -87,8 +118,9 @@ func Run(o Options) error {
 	if o.Nodes < 0 || o.Nodes > 50 {
 		return fmt.Errorf("--nodes must be between 0 and 50, not %d", o.Nodes)
 	}
-	if _, err := ipam.ParseRange(o.IPRange); err != nil {
-		return err
+	vmRanges, err := ipam.ParseRanges(o.IPRange)
+	if err != nil {
+		return fmt.Errorf("--ip-range: %w", err)
 	}
 	if err := validProfile(o.FencingProfile); err != nil {
 		return err
@@ -101,6 +133,8 @@ func Run(o Options) error {
 		return errors.New("--kubelet=real needs root and node network namespaces (--netns)")
 	case real && o.NoController:
 		return errors.New("--kubelet=real runs the controller from deploy/base: --no-controller does not apply")
+	case o.NoCRDs && (!o.NoController || o.Nodes != 0 || o.SampleVM):
+		return errors.New("--no-crds makes a cluster without Ferry's CRDs: it needs --no-controller, --nodes 0 and --sample-vm=false")
 	}
 	if o.NetNS && os.Geteuid() != 0 {
 		return errors.New("node network namespaces need root: run as root or pass --netns=false")
@@ -132,7 +166,7 @@ func Run(o Options) error {
 			return err
 		}
 		defer unlockNet()
-		if err := setupNetwork(nodes, o.IPRange); err != nil {
+		if err := setupNetwork(nodes, vmRanges.Prefixes()); err != nil {
 			return err
 		}
 		defer teardownNetwork(nodes)
@@ -147,6 +181,10 @@ func Run(o Options) error {
 	}
 	cp, err := controlplane.Start(ctx, cpOpts)
 	if err != nil {
+		if ctx.Err() != nil { // Ctrl-C while it started: a stop, not a failure
+			say("Stopped before the control plane was ready.")
+			return nil
+		}
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
 	var cpMu sync.Mutex // cp changes when the control plane restarts
@@ -161,6 +199,11 @@ func Run(o Options) error {
 	c, err := client.New(cp.RESTConfig, client.Options{Scheme: scheme})
 	if err != nil {
 		return err
+	}
+	if n, err := endLostLaunchers(ctx, c, nodes); err != nil {
+		return err
+	} else if n > 0 {
+		say("Ended %d launcher pod(s) of the previous run: their processes stopped with it; the VMs start again by their runPolicy", n)
 	}
 	var base []*unstructured.Unstructured
 	var realNodes [][]string
@@ -188,8 +231,19 @@ func Run(o Options) error {
 			return fmt.Errorf("installing deploy/base: %w", err)
 		}
 		o.NoController = true
-	} else if err := installCRDs(ctx, c); err != nil {
-		return err
+	} else {
+		if !o.NoCRDs {
+			if err := installCRDs(ctx, c); err != nil {
+				return err
+			}
+		}
+		// With --no-controller, Ferry is installed from deploy/ by its user, policy and
+		// roles included: ferry up leaves them to that install.
+		if !o.NoController {
+			if err := installTenantBoundary(ctx, c); err != nil {
+				return fmt.Errorf("installing deploy/base's tenant policy and roles: %w", err)
+			}
+		}
 	}
 
 	hookDir, hookCert, hookKey, err := cp.IssueServingCert("webhook", "127.0.0.1", "localhost")
@@ -200,6 +254,11 @@ func Run(o Options) error {
 		return err
 	}
 
+	sourceDirs := o.ImageSourceDirs
+	if sourceDirs == nil {
+		sourceDirs = DefaultImageSourceDirs(o.StateDir)
+	}
+	sourceDirsArg := storage.SourceDirsFlag + "=" + strings.Join(sourceDirs, ",")
 	logs := filepath.Join(o.StateDir, "logs")
 	storage := filepath.Join(o.StateDir, "storage")
 	ctl := &child{name: "controller", log: filepath.Join(logs, "controller.log"), argv: []string{exe, "controller",
@@ -208,13 +267,16 @@ func Run(o Options) error {
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)+1),
 		"--webhook-host", "127.0.0.1", "--webhook-port", strconv.Itoa(webhookPort(o.Port)),
 		"--webhook-cert-dir", hookDir, "--webhook-cert-name", hookCert, "--webhook-key-name", hookKey}}
+	ctl.argv = append(ctl.argv, sourceDirsArg)
 	// Ferry's namespace: the controller keeps the migration CA there.
 	for _, ns := range []string{migration.ConfigNamespace, v1alpha2.FencingLeaseNamespace} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("creating the namespace %s: %w", ns, err)
 		}
 	}
-	if err := ensureNodeGroup(ctx, c, o.FencingProfile); err != nil {
+	if o.NoCRDs {
+		// No NodeGroup CRD, so no group: there are no nodes either.
+	} else if err := ensureNodeGroup(ctx, c, o.FencingProfile); err != nil {
 		return fmt.Errorf("creating the NodeGroup %s: %w", nodeGroupName, err)
 	}
 	children := []*child{ctl}
@@ -318,6 +380,7 @@ func Run(o Options) error {
 			say("Could not create the sample VM: %v", err)
 		}
 	}
+	startRegistry(ctx, o, say)
 	printNext(o, cp.Kubeconfig, say)
 	// SIGUSR1 restarts the apiserver and etcd (chaos runs): every client loses its
 	// connections and watches for the time it takes.
@@ -370,7 +433,7 @@ func printNext(o Options, kubeconfig string, say func(string, ...any)) {
 Ferry is up. In another terminal:
   ferry%[1]s k get nodes                 # the nodes
   ferry%[1]s k get vm                    # NAME PHASE NODE IPADDRESS AGE
-  ferry%[1]s v console linux-vm          # the guest's serial console (Ctrl-C to leave)
+  ferry%[1]s v console linux-vm          # the guest's serial console (Ctrl+] to leave)
   ferry%[1]s v stop|start|restart linux-vm --wait
   export KUBECONFIG=%[2]s   # for any other kubectl
 Controller metrics: http://127.0.0.1:%[4]d/metrics. Logs are in %[3]s.
@@ -407,6 +470,41 @@ func installCRDs(ctx context.Context, c client.Client) error {
 		}
 		return true, nil
 	})
+}
+
+// tenantBoundary are the objects of deploy/base that the stand-in's cluster takes too: what
+// tenants may do (the roles aggregated to edit and view) and may not (write the pod labels
+// and annotations through which Ferry commands its nodes). The rest of deploy/base runs
+// Ferry in pods, which the stand-in does as processes.
+var tenantBoundary = map[string]bool{
+	"ValidatingAdmissionPolicy/ferry-launcher-pods":        true,
+	"ValidatingAdmissionPolicyBinding/ferry-launcher-pods": true,
+	"ClusterRole/ferry-tenant-edit":                        true,
+	"ClusterRole/ferry-tenant-view":                        true,
+	"ClusterRole/ferry-cluster-view":                       true,
+}
+
+// installTenantBoundary applies deploy/base's tenantBoundary objects, as deploy/base does
+// on a cluster.
+func installTenantBoundary(ctx context.Context, c client.Client) error {
+	objs, err := renderBase()
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, u := range objs {
+		if !tenantBoundary[u.GetKind()+"/"+u.GetName()] {
+			continue
+		}
+		n++
+		if err := c.Patch(ctx, u, client.Apply, client.FieldOwner("ferry-up"), client.ForceOwnership); err != nil {
+			return fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+	}
+	if n != len(tenantBoundary) {
+		return fmt.Errorf("deploy/base has %d of the %d objects of the tenant boundary", n, len(tenantBoundary))
+	}
+	return nil
 }
 
 // createOrUpdate creates obj, or replaces the spec of an existing one.

@@ -12,15 +12,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ferryvm/ferry/internal/controller/evacuation"
+	"github.com/ferryvm/ferry/internal/controller/ipaddress"
 	"github.com/ferryvm/ferry/internal/controller/vm"
+	"github.com/ferryvm/ferry/internal/controller/vmclass"
 )
 
 // EvictionWebhookName is the ValidatingWebhookConfiguration that sends evictions of pods
 // to the Ferry controller.
 const EvictionWebhookName = "ferry-eviction"
 
-// VMWebhookName is the ValidatingWebhookConfiguration that sends VirtualMachines to the
-// Ferry controller, which refuses addresses that cannot be theirs.
+// VMWebhookName is the ValidatingWebhookConfiguration that sends VirtualMachines (and
+// their addresses and classes) to the Ferry controller, which refuses what cannot be
+// theirs; and the MutatingWebhookConfiguration that sends it VirtualMachines being created,
+// to which it gives the default class.
 const VMWebhookName = "ferry-virtualmachine"
 
 // deploy/base's webhook configurations have the same names (Service webhooks to the
@@ -41,28 +45,30 @@ func webhookPort(apiPort int) int { return apiPort + 2002 }
 // there, and fail closed. Configurations that are not ferry up's are left alone; with
 // register, ferry up refuses to take over one of them.
 func setupWebhooks(ctx context.Context, c client.Client, register bool, port int, caPEM []byte, say func(string, ...any)) error {
-	for _, want := range []*admissionregistrationv1.ValidatingWebhookConfiguration{evictionWebhook(port, caPEM), vmWebhook(port, caPEM)} {
-		var have admissionregistrationv1.ValidatingWebhookConfiguration
-		err := c.Get(ctx, client.ObjectKeyFromObject(want), &have)
+	for _, want := range []client.Object{evictionWebhook(port, caPEM), vmWebhook(port, caPEM), vmDefaultingWebhook(port, caPEM)} {
+		kind, name := kindOf(want), want.GetName()
+		have := want.DeepCopyObject().(client.Object)
+		err := c.Get(ctx, client.ObjectKeyFromObject(want), have)
 		found := err == nil
 		if err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("reading the webhook configuration %s: %w", want.Name, err)
+			return fmt.Errorf("reading the %s %s: %w", kind, name, err)
 		}
 		switch {
-		case found && !registeredByUp(&have):
+		case found && !registeredByUp(have):
 			if register {
-				return fmt.Errorf("the ValidatingWebhookConfiguration %s exists and is not ferry up's (deploy/base's?): ferry up would send its webhooks to its own controller instead; run ferry up with --no-controller beside that controller, or delete it", want.Name)
+				return fmt.Errorf("the %s %s exists and is not ferry up's (deploy/base's?): ferry up would send its webhooks to its own controller instead; run ferry up with --no-controller beside that controller, or delete it", kind, name)
 			}
 			// Another controller's (deploy/base's): left to it.
 		case !register && found:
-			err := c.Delete(ctx, &have, client.Preconditions{UID: &have.UID, ResourceVersion: &have.ResourceVersion})
+			uid, rv := have.GetUID(), have.GetResourceVersion()
+			err := c.Delete(ctx, have, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 			if client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("removing ferry up's webhook configuration %s of an earlier run: %w", want.Name, err)
+				return fmt.Errorf("removing ferry up's %s %s of an earlier run: %w", kind, name, err)
 			}
-			say("Removed ferry up's webhook configuration %s of an earlier run: with --no-controller, the controller that runs registers its own", want.Name)
+			say("Removed ferry up's %s %s of an earlier run: with --no-controller, the controller that runs registers its own", kind, name)
 		case register:
 			if err := createOrUpdate(ctx, c, want); err != nil {
-				return fmt.Errorf("registering the webhook configuration %s: %w", want.Name, err)
+				return fmt.Errorf("registering the %s %s: %w", kind, name, err)
 			}
 		}
 	}
@@ -72,19 +78,43 @@ func setupWebhooks(ctx context.Context, c client.Client, register bool, port int
 // registeredByUp tells whether ferry up registered cfg: it carries ferry up's label, or
 // (ferry up before that label) its old label with URL webhooks on loopback only, which
 // neither deploy/base (Service webhooks) nor any cluster-wide install uses.
-func registeredByUp(cfg *admissionregistrationv1.ValidatingWebhookConfiguration) bool {
-	if cfg.Labels[LabelManagedBy] == ManagedByUp {
+func registeredByUp(cfg client.Object) bool {
+	if cfg.GetLabels()[LabelManagedBy] == ManagedByUp {
 		return true
 	}
-	if cfg.Labels["app.kubernetes.io/name"] != "ferry" || len(cfg.Webhooks) == 0 {
+	hooks := clientConfigs(cfg)
+	if cfg.GetLabels()["app.kubernetes.io/name"] != "ferry" || len(hooks) == 0 {
 		return false
 	}
-	for _, w := range cfg.Webhooks {
-		if w.ClientConfig.Service != nil || w.ClientConfig.URL == nil || !strings.HasPrefix(*w.ClientConfig.URL, "https://127.0.0.1:") {
+	for _, h := range hooks {
+		if h.Service != nil || h.URL == nil || !strings.HasPrefix(*h.URL, "https://127.0.0.1:") {
 			return false
 		}
 	}
 	return true
+}
+
+// clientConfigs are where the webhooks of a validating or mutating configuration go.
+func clientConfigs(cfg client.Object) []admissionregistrationv1.WebhookClientConfig {
+	var out []admissionregistrationv1.WebhookClientConfig
+	switch c := cfg.(type) {
+	case *admissionregistrationv1.ValidatingWebhookConfiguration:
+		for _, w := range c.Webhooks {
+			out = append(out, w.ClientConfig)
+		}
+	case *admissionregistrationv1.MutatingWebhookConfiguration:
+		for _, w := range c.Webhooks {
+			out = append(out, w.ClientConfig)
+		}
+	}
+	return out
+}
+
+func kindOf(cfg client.Object) string {
+	if _, ok := cfg.(*admissionregistrationv1.MutatingWebhookConfiguration); ok {
+		return "MutatingWebhookConfiguration"
+	}
+	return "ValidatingWebhookConfiguration"
 }
 
 func upLabels() map[string]string {
@@ -113,6 +143,8 @@ func evictionWebhook(port int, caPEM []byte) *admissionregistrationv1.Validating
 // It fails closed: no VM is stored unchecked.
 func vmWebhook(port int, caPEM []byte) *admissionregistrationv1.ValidatingWebhookConfiguration {
 	url := fmt.Sprintf("https://127.0.0.1:%d%s", port, vm.WebhookPath)
+	ipURL := fmt.Sprintf("https://127.0.0.1:%d%s", port, ipaddress.WebhookPath)
+	classURL := fmt.Sprintf("https://127.0.0.1:%d%s", port, vmclass.WebhookPath)
 	ops := []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}
 	return &admissionregistrationv1.ValidatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: VMWebhookName, Labels: upLabels()},
@@ -125,6 +157,48 @@ func vmWebhook(port int, caPEM []byte) *admissionregistrationv1.ValidatingWebhoo
 			MatchConditions:         []admissionregistrationv1.MatchCondition{{Name: "not-being-deleted", Expression: "!has(object.metadata.deletionTimestamp)"}},
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			AdmissionReviewVersions: []string{"v1"},
+			TimeoutSeconds:          ptr.To[int32](10),
+		}, {
+			// VirtualMachineIPAddresses (a Static address outside the range or held by
+			// another, a bound one's address changed), on the same terms.
+			Name:                    "virtualmachineipaddress.virtualization.ferryvm.io",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &ipURL, CABundle: caPEM},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: ops, Rule: admissionregistrationv1.Rule{APIGroups: []string{"virtualization.deckhouse.io"}, APIVersions: []string{"v1alpha2"}, Resources: []string{"virtualmachineipaddresses"}, Scope: ptr.To(admissionregistrationv1.NamespacedScope)}}},
+			MatchConditions:         []admissionregistrationv1.MatchCondition{{Name: "not-being-deleted", Expression: "!has(object.metadata.deletionTimestamp)"}},
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			AdmissionReviewVersions: []string{"v1"},
+			TimeoutSeconds:          ptr.To[int32](10),
+		}, {
+			// VirtualMachineClasses: one default class at most.
+			Name:                    "virtualmachineclass.virtualization.ferryvm.io",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &classURL, CABundle: caPEM},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: ops, Rule: admissionregistrationv1.Rule{APIGroups: []string{"virtualization.deckhouse.io"}, APIVersions: []string{"v1alpha2"}, Resources: []string{"virtualmachineclasses"}, Scope: ptr.To(admissionregistrationv1.ClusterScope)}}},
+			MatchConditions:         []admissionregistrationv1.MatchCondition{{Name: "not-being-deleted", Expression: "!has(object.metadata.deletionTimestamp)"}},
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			AdmissionReviewVersions: []string{"v1"},
+			TimeoutSeconds:          ptr.To[int32](10),
+		}},
+	}
+}
+
+// vmDefaultingWebhook points the apiserver's VirtualMachine creates at the controller,
+// which names the default class in a VM that names none. The apiserver calls it before
+// the validating webhooks, which so check the VM against that class. It fails closed, as
+// the validating one: a VM is not stored without the class it was meant to get.
+func vmDefaultingWebhook(port int, caPEM []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
+	url := fmt.Sprintf("https://127.0.0.1:%d%s", port, vm.DefaultingPath)
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: VMWebhookName, Labels: upLabels()},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "virtualmachine.virtualization.ferryvm.io",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caPEM},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{"virtualization.deckhouse.io"}, APIVersions: []string{"v1alpha2"}, Resources: []string{"virtualmachines"}, Scope: ptr.To(admissionregistrationv1.NamespacedScope)}}},
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			ReinvocationPolicy:      ptr.To(admissionregistrationv1.NeverReinvocationPolicy),
 			AdmissionReviewVersions: []string{"v1"},
 			TimeoutSeconds:          ptr.To[int32](10),
 		}},

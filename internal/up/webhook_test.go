@@ -39,6 +39,21 @@ func legacyWebhook(name string) *admissionregistrationv1.ValidatingWebhookConfig
 	}
 }
 
+// baseMutating is deploy/base's MutatingWebhookConfiguration of the same name as ferry up's.
+func baseMutating(name string) *admissionregistrationv1.MutatingWebhookConfiguration {
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/part-of": "ferry"}},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name: "x.virtualization.ferryvm.io",
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
+				Namespace: "ferry-system", Name: "ferry-controller-webhook", Path: ptr.To("/x")}},
+		}},
+	}
+}
+
+// mutatingVM is the key of ferry up's MutatingWebhookConfiguration in webhookState.
+const mutatingVM = "mutating " + VMWebhookName
+
 func webhookClient(t *testing.T, objs ...client.Object) client.Client {
 	t.Helper()
 	scheme := runtime.NewScheme()
@@ -48,23 +63,26 @@ func webhookClient(t *testing.T, objs ...client.Object) client.Client {
 	return fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
 }
 
-// webhookState is each of ferry up's two names: "up" (ferry up's), "other" (not
-// ferry up's) or "none".
+// webhookState is each of ferry up's three configurations (two validating, one mutating,
+// key mutatingVM): "up" (ferry up's), "other" (not ferry up's) or "none".
 func webhookState(t *testing.T, c client.Client) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, name := range []string{EvictionWebhookName, VMWebhookName} {
-		var cfg admissionregistrationv1.ValidatingWebhookConfiguration
-		err := c.Get(context.Background(), client.ObjectKey{Name: name}, &cfg)
+	for key, cfg := range map[string]client.Object{
+		EvictionWebhookName: &admissionregistrationv1.ValidatingWebhookConfiguration{},
+		VMWebhookName:       &admissionregistrationv1.ValidatingWebhookConfiguration{},
+		mutatingVM:          &admissionregistrationv1.MutatingWebhookConfiguration{},
+	} {
+		err := c.Get(context.Background(), client.ObjectKey{Name: strings.TrimPrefix(key, "mutating ")}, cfg)
 		switch {
 		case apierrors.IsNotFound(err):
-			out[name] = "none"
+			out[key] = "none"
 		case err != nil:
 			t.Fatal(err)
-		case cfg.Labels[LabelManagedBy] == ManagedByUp:
-			out[name] = "up"
+		case cfg.GetLabels()[LabelManagedBy] == ManagedByUp:
+			out[key] = "up"
 		default:
-			out[name] = "other"
+			out[key] = "other"
 		}
 	}
 	return out
@@ -78,7 +96,9 @@ func TestWebhooks(t *testing.T) {
 	ctx := context.Background()
 	var said []string
 	say := func(f string, _ ...any) { said = append(said, f) }
-	both := func(s string) map[string]string { return map[string]string{EvictionWebhookName: s, VMWebhookName: s} }
+	both := func(s string) map[string]string {
+		return map[string]string{EvictionWebhookName: s, VMWebhookName: s, mutatingVM: s}
+	}
 	check := func(c client.Client, want map[string]string) {
 		t.Helper()
 		got := webhookState(t, c)
@@ -102,12 +122,12 @@ func TestWebhooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(c, both("none"))
-	if len(said) != 2 {
+	if len(said) != 3 {
 		t.Errorf("said %q, want one line per removed configuration", said)
 	}
 
 	// --no-controller beside deploy/base's: left alone.
-	c = webhookClient(t, baseWebhook(EvictionWebhookName), baseWebhook(VMWebhookName))
+	c = webhookClient(t, baseWebhook(EvictionWebhookName), baseWebhook(VMWebhookName), baseMutating(VMWebhookName))
 	if err := setupWebhooks(ctx, c, false, 8445, nil, say); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +144,7 @@ func TestWebhooks(t *testing.T) {
 	if err := setupWebhooks(ctx, c, false, 8445, nil, say); err != nil {
 		t.Fatal(err)
 	}
-	check(c, map[string]string{EvictionWebhookName: "none", VMWebhookName: "other"})
+	check(c, map[string]string{EvictionWebhookName: "none", VMWebhookName: "other", mutatingVM: "none"})
 }
 
 // TestRegisteredByUp: only ferry up's mark, or its old label on loopback URL webhooks,
@@ -136,10 +156,12 @@ func TestRegisteredByUp(t *testing.T) {
 	remote.Webhooks[0].ClientConfig.URL = ptr.To("https://webhook.example:443/x")
 	for _, tc := range []struct {
 		name string
-		cfg  *admissionregistrationv1.ValidatingWebhookConfiguration
+		cfg  client.Object
 		want bool
 	}{
 		{"ferry up's", evictionWebhook(1, nil), true},
+		{"ferry up's mutating", vmDefaultingWebhook(1, nil), true},
+		{"deploy/base's mutating", baseMutating("a"), false},
 		{"ferry up's before the mark", legacyWebhook("a"), true},
 		{"deploy/base's", baseWebhook("a"), false},
 		{"old label, a Service webhook among them", withService, false},

@@ -16,6 +16,11 @@
 //     stations there move their entry for the address to this node at once. The source of
 //     a migration gives the address up (Detach) as soon as its guest has left.
 //
+// The guest is the tenant's, so each tap is guarded (guard.go): an nftables netdev table
+// with an ingress hook on the tap, made by netlink when the tap is opened, drops whatever
+// the guest sends from another MAC or IPv4 address than its own (DHCP from 0.0.0.0 and
+// ARP probes aside), IPv6 and every other protocol, and counts it.
+//
 // The tap is opened by the launcher and handed to QEMU as a file descriptor; it is not
 // persistent, so it and its route vanish when QEMU dies. PrepareNode sets the node-wide
 // part once (forwarding, no proxy-ARP delay, the VM range on-link on the uplink).

@@ -8,12 +8,14 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// PrepareNode readies this node's network namespace for VMs of vmRange: forwarding on,
-// proxy ARP answered without delay on the uplink, and the range on-link there, so the
-// node reaches a VM on another node by asking the link (whose owner answers by proxy).
+// PrepareNode readies this node's network namespace for VMs of vmRanges: forwarding on,
+// proxy ARP answered without delay on the uplink, and every range on-link there, so the
+// node reaches a VM on another node by asking the link (whose owner answers by proxy), and
+// a guest reaches a VM of another range through its gateway (this node).
 // uplink "" takes the interface of the default route. It returns the uplink's name.
+// It also removes what launchers killed outright left: proxy entries and tap guards.
 // It is idempotent.
-func PrepareNode(vmRange netip.Prefix, uplink string) (string, error) {
+func PrepareNode(vmRanges []netip.Prefix, uplink string) (string, error) {
 	var l netlink.Link
 	var err error
 	if uplink != "" {
@@ -33,28 +35,32 @@ func PrepareNode(vmRange netip.Prefix, uplink string) (string, error) {
 			return "", fmt.Errorf("preparing the node for VM networking: %w", err)
 		}
 	}
-	r := &netlink.Route{
-		LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK,
-		Dst: &net.IPNet{IP: net.IP(vmRange.Masked().Addr().AsSlice()), Mask: net.CIDRMask(vmRange.Bits(), 32)},
+	for _, p := range vmRanges {
+		r := &netlink.Route{
+			LinkIndex: l.Attrs().Index, Scope: netlink.SCOPE_LINK,
+			Dst: &net.IPNet{IP: net.IP(p.Masked().Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)},
+		}
+		if err := netlink.RouteReplace(r); err != nil {
+			return "", fmt.Errorf("preparing the node for VM networking: route to %s on %s: %w", p, name, err)
+		}
 	}
-	if err := netlink.RouteReplace(r); err != nil {
-		return "", fmt.Errorf("preparing the node for VM networking: route to %s on %s: %w", vmRange, name, err)
-	}
-	sweepProxies(l, vmRange)
+	sweepProxies(l, vmRanges)
+	// Best effort, as the proxies: a stale guard guards a tap that no longer exists.
+	_ = sweepGuards()
 	return name, nil
 }
 
 // sweepProxies removes proxy-ARP entries for VM addresses this node no longer routes to a
 // tap: what a launcher killed outright (a node reset) left behind. Such an entry answers
 // nothing (proxy ARP needs the route), but it misleads whoever reads `ip neigh`.
-func sweepProxies(uplink netlink.Link, vmRange netip.Prefix) {
+func sweepProxies(uplink netlink.Link, vmRanges []netip.Prefix) {
 	entries, err := netlink.NeighProxyList(uplink.Attrs().Index, netlink.FAMILY_V4)
 	if err != nil {
 		return
 	}
 	for _, e := range entries {
 		a, ok := netip.AddrFromSlice(e.IP)
-		if !ok || !vmRange.Contains(a.Unmap()) {
+		if !ok || !inAny(vmRanges, a.Unmap()) {
 			continue
 		}
 		rs, err := netlink.RouteGet(e.IP)
@@ -64,6 +70,15 @@ func sweepProxies(uplink netlink.Link, vmRange netip.Prefix) {
 		e := e
 		_ = netlink.NeighDel(&e)
 	}
+}
+
+func inAny(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func defaultLink() (netlink.Link, error) {

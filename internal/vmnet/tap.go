@@ -64,6 +64,7 @@ type Tap struct {
 	// both looked up once, so that Attach at a switchover does only what must be done then.
 	index  int
 	uplink netlink.Link
+	guard  *guard
 }
 
 // File is the tap's descriptor, for QEMU's -netdev tap,fd=N. Close it once QEMU holds it:
@@ -93,8 +94,9 @@ type ifReq struct {
 }
 
 // OpenTap creates the VM's tap device (TapName of its address) and readies it: TapMAC,
-// up, proxy ARP with no delay, no IPv6, and a permanent neighbour entry for the guest, so
-// the node never has to ask for it. The device is not persistent: it goes with the last
+// the guard (only the guest's MAC and address may send; see guard.go), up, proxy ARP
+// with no delay, no IPv6, and a permanent neighbour entry for the guest, so the node
+// never has to ask for it. The device is not persistent: it goes with the last
 // descriptor. A tap of the same name whose holder is still exiting (the VM's previous
 // QEMU on this node) is waited for, up to wait.
 func OpenTap(n NIC, wait time.Duration) (*Tap, error) {
@@ -108,7 +110,10 @@ func OpenTap(n NIC, wait time.Duration) (*Tap, error) {
 	}
 	t := &Tap{Name: name, nic: n, file: f}
 	if err := t.configure(); err != nil {
-		f.Close()
+		f.Close() // the tap goes with it, so its guard may too
+		if t.guard != nil {
+			t.guard.remove()
+		}
 		return nil, fmt.Errorf("setting up tap %s: %w", name, err)
 	}
 	return t, nil
@@ -151,6 +156,11 @@ func (t *Tap) configure() error {
 		return fmt.Errorf("setting its MAC: %w", err)
 	}
 	index := link.Attrs().Index
+	t.index = index
+	// Guarded before it is up: not one frame of the guest's passes unchecked.
+	if t.guard, err = installGuard(t.Name, t.nic.MAC, t.nic.Address.Addr()); err != nil {
+		return err
+	}
 	if err := setProxyARP(index); err != nil {
 		return err
 	}
@@ -170,11 +180,39 @@ func (t *Tap) configure() error {
 	if err := netlink.NeighSet(guest); err != nil {
 		return fmt.Errorf("adding the guest's neighbour entry: %w", err)
 	}
-	t.index = index
 	if t.uplink, err = Uplink(t.nic.Gateway); err != nil {
 		return err
 	}
 	return nil
+}
+
+// Drops reads what the tap's guard has dropped so far.
+func (t *Tap) Drops() (Drops, error) {
+	if t.guard == nil {
+		return Drops{}, nil
+	}
+	return t.guard.drops()
+}
+
+// Release closes this process's descriptor of the tap and, once the tap is gone (its
+// QEMU exited), removes the tap's guard; it returns what the guard dropped. While the tap
+// still exists (a QEMU that still holds it), the guard stays and Release says so: it
+// goes when the tap has (PrepareNode, or the next instance for this address).
+func (t *Tap) Release() (Drops, error) {
+	t.CloseFile()
+	if t.guard == nil {
+		return Drops{}, nil
+	}
+	d, derr := t.guard.drops()
+	l, err := netlink.LinkByIndex(t.index)
+	if err == nil && l.Attrs().Name == t.Name {
+		return d, fmt.Errorf("tap %s still exists (held by a process still running), so its guard %s stays", t.Name, t.guard.table.Name)
+	}
+	if err := t.guard.remove(); err != nil {
+		return d, err
+	}
+	t.guard = nil
+	return d, derr
 }
 
 // writeSysctl writes /proc/sys/net/<path> of this process's network namespace.

@@ -7,11 +7,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func mustCA(t *testing.T, now time.Time, validity time.Duration) authority {
+func mustCA(t *testing.T, now time.Time, validity time.Duration) pki.CA {
 	t.Helper()
 	ca, err := newAuthority(now, validity)
 	if err != nil {
@@ -31,7 +33,7 @@ func TestIssueServing(t *testing.T) {
 		wantUntil time.Time
 	}{
 		{"within the CA's life", time.Hour, t0.Add(time.Hour)},
-		{"clamped to the CA's end", 20 * time.Hour, ca.cert.NotAfter},
+		{"clamped to the CA's end", 20 * time.Hour, ca.Cert.NotAfter},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			certPEM, keyPEM, err := issueServing(ca, hosts, t0, tc.validity)
@@ -50,7 +52,7 @@ func TestIssueServing(t *testing.T) {
 				t.Errorf("issued %s, want %s (NotBefore backdated by %s)", got, t0, backdate)
 			}
 			roots := x509.NewCertPool()
-			roots.AddCert(ca.cert)
+			roots.AddCert(ca.Cert)
 			for _, h := range hosts {
 				_, err := c.Verify(x509.VerifyOptions{Roots: roots, DNSName: h, CurrentTime: t0.Add(time.Minute)})
 				if err != nil {
@@ -67,14 +69,14 @@ func TestIssueServing(t *testing.T) {
 // TestStateRoundTrip writes a CA state into a Secret and reads it back.
 func TestStateRoundTrip(t *testing.T) {
 	old, signer, next := mustCA(t, t0, time.Hour), mustCA(t, t0.Add(40*time.Minute), time.Hour), mustCA(t, t0.Add(80*time.Minute), time.Hour)
-	s := caState{signer: signer, next: &next, retired: []*x509.Certificate{old.cert}}
+	s := caState{signer: signer, next: &next, retired: []*x509.Certificate{old.Cert}}
 	sec := &corev1.Secret{Data: map[string][]byte{"other": []byte("kept")}}
 	s.encode(sec)
 	got, ok, err := decodeState(sec)
 	if err != nil || !ok {
 		t.Fatalf("decode: ok %v, %v", ok, err)
 	}
-	if !got.signer.cert.Equal(signer.cert) || got.next == nil || !got.next.cert.Equal(next.cert) || len(got.retired) != 1 || !got.retired[0].Equal(old.cert) {
+	if !got.signer.Cert.Equal(signer.Cert) || got.next == nil || !got.next.Cert.Equal(next.Cert) || len(got.retired) != 1 || !got.retired[0].Equal(old.Cert) {
 		t.Errorf("read back a different state")
 	}
 	if string(sec.Data["other"]) != "kept" {
@@ -90,7 +92,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if _, ok, err := decodeState(&corev1.Secret{}); ok || err != nil {
 		t.Errorf("an empty Secret: ok %v, %v; want no CA and no error", ok, err)
 	}
-	sec.Data[keyCAKey] = next.keyPEM
+	sec.Data[keyCAKey] = next.KeyPEM
 	if _, _, err := decodeState(sec); err == nil {
 		t.Error("a CA with another CA's key was accepted")
 	}

@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 // Defaults of the options.
@@ -163,7 +165,7 @@ func (r *Rotator) Sync(ctx context.Context) (time.Time, error) {
 		return wake, err
 	}
 	published, pubErr := r.publish(ctx, s.bundle(now))
-	advanced, step, err := s.advance(now, published, func() (authority, error) { return newAuthority(now, r.o.CAValidity) })
+	advanced, step, err := s.advance(now, published, func() (pki.CA, error) { return newAuthority(now, r.o.CAValidity) })
 	if err != nil {
 		return wake, err
 	}
@@ -175,7 +177,7 @@ func (r *Rotator) Sync(ctx context.Context) (time.Time, error) {
 			}
 			return wake, fmt.Errorf("updating the webhook CA Secret %s/%s: %w", sec.Namespace, sec.Name, err)
 		}
-		log.FromContext(ctx).Info("Advanced the webhook CA", "step", step, "signer", advanced.signer.cert.Subject.CommonName, "signerNotAfter", advanced.signer.cert.NotAfter)
+		log.FromContext(ctx).Info("Advanced the webhook CA", "step", step, "signer", advanced.signer.Cert.Subject.CommonName, "signerNotAfter", advanced.signer.Cert.NotAfter)
 		s = advanced
 		published, pubErr = r.publish(ctx, s.bundle(now))
 	}
@@ -234,7 +236,7 @@ func (r *Rotator) readCA(ctx context.Context, now time.Time) (*corev1.Secret, ca
 		case err != nil:
 			return nil, caState{}, fmt.Errorf("creating the webhook CA Secret %s: %w", key, err)
 		}
-		log.FromContext(ctx).Info("Created the webhook CA", "secret", key.String(), "ca", ca.cert.Subject.CommonName, "notAfter", ca.cert.NotAfter,
+		log.FromContext(ctx).Info("Created the webhook CA", "secret", key.String(), "ca", ca.Cert.Subject.CommonName, "notAfter", ca.Cert.NotAfter,
 			"keptTrusted", len(s.retired))
 		return sec, s, nil
 	}
@@ -242,12 +244,12 @@ func (r *Rotator) readCA(ctx context.Context, now time.Time) (*corev1.Secret, ca
 }
 
 // ensureServing renews this replica's certificate if due and tells when it is due next.
-func (r *Rotator) ensureServing(ctx context.Context, signer authority, now time.Time) (time.Time, error) {
+func (r *Rotator) ensureServing(ctx context.Context, signer pki.CA, now time.Time) (time.Time, error) {
 	certPEM, keyPEM, err := readPair(r.o.CertDir, r.o.CertName, r.o.KeyName)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("reading the webhook certificate: %w", err)
 	}
-	due, why, at := servingDue(certPEM, keyPEM, signer.cert, r.sortedHosts, now)
+	due, why, at := servingDue(certPEM, keyPEM, signer.Cert, r.sortedHosts, now)
 	if !due {
 		return at, nil
 	}
@@ -258,11 +260,11 @@ func (r *Rotator) ensureServing(ctx context.Context, signer authority, now time.
 	if err := writePair(r.o.CertDir, r.o.CertName, r.o.KeyName, certPEM, keyPEM); err != nil {
 		return time.Time{}, fmt.Errorf("writing the webhook certificate: %w", err)
 	}
-	certs, err := parseCerts(certPEM)
+	certs, err := pki.ParseCerts(certPEM)
 	if err != nil {
 		return time.Time{}, err
 	}
-	log.FromContext(ctx).Info("Issued the webhook serving certificate", "reason", why, "ca", signer.cert.Subject.CommonName,
+	log.FromContext(ctx).Info("Issued the webhook serving certificate", "reason", why, "ca", signer.Cert.Subject.CommonName,
 		"hosts", r.hosts, "notAfter", certs[0].NotAfter)
 	return renewAt(certs[0]), nil
 }

@@ -20,6 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 // The fake client stands in for the apiserver here to drive a clock through three CA
@@ -71,7 +73,7 @@ func served(t *testing.T, r *Rotator) *x509.Certificate {
 	if err != nil || certPEM == nil {
 		t.Fatalf("no certificate in %s: %v", r.o.CertDir, err)
 	}
-	certs, err := parseCerts(certPEM)
+	certs, err := pki.ParseCerts(certPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +142,7 @@ func TestTwoReplicasThroughCARotations(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKey{Name: "ferry-eviction"}, &cfg); err != nil {
 			t.Fatal(err)
 		}
-		bundled, _ := parseCerts(cfg.Webhooks[0].ClientConfig.CABundle)
+		bundled, _ := pki.ParseCerts(cfg.Webhooks[0].ClientConfig.CABundle)
 		for _, ca := range bundled {
 			if _, ok := firstBundled[ca.Subject.CommonName]; !ok {
 				firstBundled[ca.Subject.CommonName] = clock
@@ -203,7 +205,7 @@ func TestReplicasStartTogether(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range rs {
-			if err := served(t, r).CheckSignatureFrom(s.signer.cert); err != nil {
+			if err := served(t, r).CheckSignatureFrom(s.signer.Cert); err != nil {
 				t.Fatalf("run %d: a replica serves a certificate that the Secret's CA did not sign: %v", i, err)
 			}
 			if err := trustedBy(ctx, c, served(t, r), clock); err != nil {
@@ -268,7 +270,7 @@ func TestNewCAKeepsTrust(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range cfg.Webhooks {
-			cfg.Webhooks[i].ClientConfig.CABundle = old.certPEM
+			cfg.Webhooks[i].ClientConfig.CABundle = old.CertPEM
 		}
 		if err := c.Update(ctx, &cfg); err != nil {
 			t.Fatal(err)
@@ -278,7 +280,7 @@ func TestNewCAKeepsTrust(t *testing.T) {
 	if _, err := r.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	certs, err := parseCerts(oldCert)
+	certs, err := pki.ParseCerts(oldCert)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +299,7 @@ func TestNewCAKeepsTrust(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Name: "ferry-eviction"}, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if cas, _ := parseCerts(cfg.Webhooks[0].ClientConfig.CABundle); len(cas) != 1 {
+	if cas, _ := pki.ParseCerts(cfg.Webhooks[0].ClientConfig.CABundle); len(cas) != 1 {
 		t.Errorf("%d CAs in the bundle after the old one ended, want 1", len(cas))
 	}
 }

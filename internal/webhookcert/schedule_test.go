@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 // TestAdvance walks the CA's schedule: a CA issued at t0 for 60 minutes gets a next CA at
@@ -16,7 +18,7 @@ func TestAdvance(t *testing.T) {
 	next := mustCA(t, t0.Add(40*time.Minute), life)
 	older := mustCA(t, t0.Add(-50*time.Minute), life) // ends at t0+10m
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
-	newCA := func() (authority, error) { return next, nil }
+	newCA := func() (pki.CA, error) { return next, nil }
 
 	for _, tc := range []struct {
 		name      string
@@ -28,14 +30,14 @@ func TestAdvance(t *testing.T) {
 		withNext  bool
 		retired   []*x509.Certificate
 	}{
-		{"young CA: nothing", caState{signer: signer}, at(39), true, "", signer.cert, false, nil},
-		{"two thirds: the next CA is published", caState{signer: signer}, at(40), false, "added the next CA to the bundle", signer.cert, true, nil},
-		{"next published, before five sixths: waits", caState{signer: signer, next: &next}, at(49), true, "", signer.cert, true, nil},
-		{"five sixths, not in every configuration: waits", caState{signer: signer, next: &next}, at(55), false, "", signer.cert, true, nil},
-		{"five sixths, published: next signs, old retired", caState{signer: signer, next: &next}, at(50), true, "the next CA took over signing", next.cert, false, []*x509.Certificate{signer.cert}},
-		{"old CA ended unpublished: next signs anyway", caState{signer: signer, next: &next}, at(60), false, "the next CA took over signing", next.cert, false, []*x509.Certificate{signer.cert}},
-		{"retired CA kept until it ends", caState{signer: signer, retired: []*x509.Certificate{older.cert}}, at(9), true, "", signer.cert, false, []*x509.Certificate{older.cert}},
-		{"retired CA dropped when it ends", caState{signer: signer, retired: []*x509.Certificate{older.cert}}, at(10), true, "dropped ended CAs from the bundle", signer.cert, false, nil},
+		{"young CA: nothing", caState{signer: signer}, at(39), true, "", signer.Cert, false, nil},
+		{"two thirds: the next CA is published", caState{signer: signer}, at(40), false, "added the next CA to the bundle", signer.Cert, true, nil},
+		{"next published, before five sixths: waits", caState{signer: signer, next: &next}, at(49), true, "", signer.Cert, true, nil},
+		{"five sixths, not in every configuration: waits", caState{signer: signer, next: &next}, at(55), false, "", signer.Cert, true, nil},
+		{"five sixths, published: next signs, old retired", caState{signer: signer, next: &next}, at(50), true, "the next CA took over signing", next.Cert, false, []*x509.Certificate{signer.Cert}},
+		{"old CA ended unpublished: next signs anyway", caState{signer: signer, next: &next}, at(60), false, "the next CA took over signing", next.Cert, false, []*x509.Certificate{signer.Cert}},
+		{"retired CA kept until it ends", caState{signer: signer, retired: []*x509.Certificate{older.Cert}}, at(9), true, "", signer.Cert, false, []*x509.Certificate{older.Cert}},
+		{"retired CA dropped when it ends", caState{signer: signer, retired: []*x509.Certificate{older.Cert}}, at(10), true, "dropped ended CAs from the bundle", signer.Cert, false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, step, err := tc.s.advance(tc.now, tc.published, newCA)
@@ -45,8 +47,8 @@ func TestAdvance(t *testing.T) {
 			if step != tc.want {
 				t.Errorf("step %q, want %q", step, tc.want)
 			}
-			if !got.signer.cert.Equal(tc.signer) {
-				t.Errorf("signer %s, want %s", got.signer.cert.Subject.CommonName, tc.signer.Subject.CommonName)
+			if !got.signer.Cert.Equal(tc.signer) {
+				t.Errorf("signer %s, want %s", got.signer.Cert.Subject.CommonName, tc.signer.Subject.CommonName)
 			}
 			if (got.next != nil) != tc.withNext {
 				t.Errorf("next CA present %v, want %v", got.next != nil, tc.withNext)
@@ -63,12 +65,12 @@ func TestAdvance(t *testing.T) {
 func TestBundle(t *testing.T) {
 	signer, next := mustCA(t, t0, time.Hour), mustCA(t, t0, time.Hour)
 	retired, ended := mustCA(t, t0.Add(-50*time.Minute), time.Hour), mustCA(t, t0.Add(-70*time.Minute), time.Hour)
-	s := caState{signer: signer, next: &next, retired: []*x509.Certificate{retired.cert, ended.cert}}
-	got, err := parseCerts(s.bundle(t0))
+	s := caState{signer: signer, next: &next, retired: []*x509.Certificate{retired.Cert, ended.Cert}}
+	got, err := pki.ParseCerts(s.bundle(t0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []*x509.Certificate{signer.cert, next.cert, retired.cert}
+	want := []*x509.Certificate{signer.Cert, next.Cert, retired.Cert}
 	if !slices.EqualFunc(got, want, (*x509.Certificate).Equal) {
 		var names []string
 		for _, c := range got {
@@ -99,12 +101,12 @@ func TestServingDue(t *testing.T) {
 		due       bool
 		why       string
 	}{
-		{"fresh", certPEM, keyPEM, ca.cert, hosts, t0.Add(19 * time.Minute), false, ""},
-		{"two thirds of its life", certPEM, keyPEM, ca.cert, hosts, t0.Add(20 * time.Minute), true, "two thirds of its life passed"},
-		{"no files", nil, nil, ca.cert, hosts, t0, true, "none yet"},
-		{"key of another certificate", certPEM, otherKey, ca.cert, hosts, t0, true, ""},
-		{"another CA signs", certPEM, keyPEM, other.cert, hosts, t0, true, "another CA signs now"},
-		{"hosts changed", certPEM, keyPEM, ca.cert, []string{"a.svc", "c.svc"}, t0, true, "hosts changed"},
+		{"fresh", certPEM, keyPEM, ca.Cert, hosts, t0.Add(19 * time.Minute), false, ""},
+		{"two thirds of its life", certPEM, keyPEM, ca.Cert, hosts, t0.Add(20 * time.Minute), true, "two thirds of its life passed"},
+		{"no files", nil, nil, ca.Cert, hosts, t0, true, "none yet"},
+		{"key of another certificate", certPEM, otherKey, ca.Cert, hosts, t0, true, ""},
+		{"another CA signs", certPEM, keyPEM, other.Cert, hosts, t0, true, "another CA signs now"},
+		{"hosts changed", certPEM, keyPEM, ca.Cert, []string{"a.svc", "c.svc"}, t0, true, "hosts changed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			due, why, at := servingDue(tc.cert, tc.key, tc.signer, tc.hosts, tc.now)

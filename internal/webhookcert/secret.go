@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 // The keys of the CA Secret.
@@ -33,7 +35,7 @@ func decodeState(sec *corev1.Secret) (s caState, ok bool, err error) {
 		}
 		s.next = &next
 	}
-	if s.retired, err = parseCerts(d[keyRetiredCert]); err != nil {
+	if s.retired, err = pki.ParseCerts(d[keyRetiredCert]); err != nil {
 		return caState{}, false, fmt.Errorf("%s: %w", keyRetiredCert, err)
 	}
 	return s, true, nil
@@ -47,13 +49,13 @@ func (s caState) encode(sec *corev1.Secret) {
 	for _, k := range []string{keyCACert, keyCAKey, keyNextCert, keyNextKey, keyRetiredCert} {
 		delete(sec.Data, k)
 	}
-	sec.Data[keyCACert], sec.Data[keyCAKey] = s.signer.certPEM, s.signer.keyPEM
+	sec.Data[keyCACert], sec.Data[keyCAKey] = s.signer.CertPEM, s.signer.KeyPEM
 	if s.next != nil {
-		sec.Data[keyNextCert], sec.Data[keyNextKey] = s.next.certPEM, s.next.keyPEM
+		sec.Data[keyNextCert], sec.Data[keyNextKey] = s.next.CertPEM, s.next.KeyPEM
 	}
 	var retired bytes.Buffer
 	for _, c := range s.retired {
-		retired.Write(certPEM(c))
+		retired.Write(pki.EncodeCert(c.Raw))
 	}
 	if retired.Len() > 0 {
 		sec.Data[keyRetiredCert] = retired.Bytes()

@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 // configuration is one webhook configuration, validating or mutating.
@@ -89,7 +91,7 @@ func (r *Rotator) publishTo(ctx context.Context, c configuration, bundle []byte)
 		}
 		return false, fmt.Errorf("setting the caBundle of webhook configuration %s: %w", name, err)
 	}
-	cas, _ := parseCerts(bundle)
+	cas, _ := pki.ParseCerts(bundle)
 	log.FromContext(ctx).Info("Set the caBundle of a webhook configuration", "configuration", name, "kind", kindOf(c.obj), "cas", len(cas))
 	return true, nil
 }
@@ -112,7 +114,7 @@ func (r *Rotator) trustedNow(ctx context.Context, now time.Time) []*x509.Certifi
 			continue
 		}
 		for _, b := range c.caBundles() {
-			certs, _ := parseCerts(*b)
+			certs, _ := pki.ParseCerts(*b)
 			for _, cert := range certs {
 				if now.Before(cert.NotAfter) && !slices.ContainsFunc(out, cert.Equal) {
 					out = append(out, cert)

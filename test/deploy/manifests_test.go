@@ -28,15 +28,15 @@ import (
 func TestManifestsApply(t *testing.T) {
 	cluster(t)
 	base := map[string]int{
-		"Namespace": 2, "CustomResourceDefinition": 6, "ConfigMap": 1, "Deployment": 1, "DaemonSet": 1,
-		"ServiceAccount": 2, "ClusterRole": 3, "ValidatingWebhookConfiguration": 2, "Service": 2,
-		"ValidatingAdmissionPolicy": 4, "ValidatingAdmissionPolicyBinding": 4,
+		"Namespace": 2, "CustomResourceDefinition": 11, "ConfigMap": 1, "Deployment": 1, "DaemonSet": 1,
+		"ServiceAccount": 2, "ClusterRole": 6, "ValidatingWebhookConfiguration": 2, "MutatingWebhookConfiguration": 1, "Service": 2,
+		"ValidatingAdmissionPolicy": 5, "ValidatingAdmissionPolicyBinding": 5,
 	}
 	// cert-manager issues the certificate: its Issuer and Certificate come, the
 	// controller's grants and policy for its own CA go.
 	certManager := maps.Clone(base)
 	certManager["Issuer"], certManager["Certificate"] = 1, 1
-	certManager["ClusterRole"], certManager["ValidatingAdmissionPolicy"], certManager["ValidatingAdmissionPolicyBinding"] = 2, 3, 3
+	certManager["ClusterRole"], certManager["ValidatingAdmissionPolicy"], certManager["ValidatingAdmissionPolicyBinding"] = 5, 4, 4
 	for _, tc := range []struct {
 		dir   string
 		kinds map[string]int

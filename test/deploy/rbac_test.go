@@ -36,7 +36,18 @@ var controllerGrants = []grant{
 	{vd, "virtualdisks/status", "", nil, "patch", "provisioning, attachment"},
 	{vd, "clustervirtualimages", "", nil, "get list watch update", "cache; image finalizer"},
 	{vd, "clustervirtualimages/status", "", nil, "patch", "import"},
-	{vd, "virtualmachineipaddressleases", "", nil, "get list watch create deletecollection", "take and release addresses"},
+	{vd, "virtualimages", "", nil, "get list watch update", "cache; upload endpoint; image finalizer"},
+	{vd, "virtualimages/status", "", nil, "patch", "import"},
+	{vd, "virtualmachineclasses", "", nil, "get list watch create update patch", "cache; webhook; generic at the first start; class finalizer (patch), uninstall (update)"},
+	{vd, "virtualmachineclasses/status", "", nil, "patch", "class status"},
+	{vd, "virtualmachineipaddresses", "", nil, "get list watch create update delete", "vmip controller; a VM's own vmip; vmip finalizer"},
+	{vd, "virtualmachineipaddresses/status", "", nil, "patch", "vmip status"},
+	{vd, "virtualmachineipaddressleases", "", nil, "get list watch create patch delete deletecollection", "take, release and expire addresses"},
+	{vd, "virtualmachineipaddressleases/status", "", nil, "patch", "lease status"},
+	{vd, "virtualmachineblockdeviceattachments", "", nil, "get list watch update", "cache; vmbda finalizer"},
+	{vd, "virtualmachineblockdeviceattachments/status", "", nil, "patch", "vmbda status"},
+	{vd, "virtualdisksnapshots", "", nil, "get list watch update", "cache; snapshot finalizer"},
+	{vd, "virtualdisksnapshots/status", "", nil, "patch", "snapshot status"},
 	{"deckhouse.io", "nodegroups", "", nil, "get list watch", "fencing"},
 	{"deckhouse.io", "nodegroups/status", "", nil, "patch", "fencing status"},
 	{"", "pods", "", nil, "get list watch create patch delete", "launcher pods, migration targets"},
@@ -52,13 +63,16 @@ var controllerGrants = []grant{
 	{"coordination.k8s.io", "leases", "ferry-system", nil, "create", "leader election"},
 	{"coordination.k8s.io", "leases", "ferry-system", []string{"ferry-controller"}, "get update", "leader election"},
 	{"", "configmaps", "ferry-system", []string{"ferry-config"}, "get", "migration settings"},
+	{"", "configmaps", "ferry-system", nil, "create", "the record that generic was installed"},
+	{"", "configmaps", "ferry-system", []string{"ferry-install-state"}, "get update", "the record that generic was installed"},
 	{"", "secrets", "ferry-system", nil, "create", "webhookcert creates the webhooks' CA Secret (a policy allows that one only)"},
 	{"", "secrets", "ferry-system", []string{"ferry-webhook-ca"}, "get update", "webhookcert reads the webhooks' CA, rotates it"},
 	{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "", []string{"ferry-eviction", "ferry-virtualmachine"}, "get update", "webhookcert sets the webhooks' caBundle"},
+	{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", []string{"ferry-virtualmachine"}, "get update", "webhookcert sets the mutating webhook's caBundle"},
 	{"coordination.k8s.io", "leases", "kube-node-lease", nil, "get list watch delete", "fencing reads heartbeats, removes a fenced node's"},
 	{"coordination.k8s.io", "leases", "ferry-node-lease", nil, "get list watch delete", "fencing reads the agents' heartbeats, removes a fenced node's"},
 	{"apiextensions.k8s.io", "customresourcedefinitions", "", []string{"virtualmachines.virtualization.deckhouse.io", "virtualmachineoperations.virtualization.deckhouse.io",
-		"virtualdisks.virtualization.deckhouse.io", "clustervirtualimages.virtualization.deckhouse.io"}, "get", "uninstall: is the CRD of a deleted object being deleted"},
+		"virtualdisks.virtualization.deckhouse.io", "clustervirtualimages.virtualization.deckhouse.io", "virtualimages.virtualization.deckhouse.io", "virtualmachineclasses.virtualization.deckhouse.io", "virtualmachineblockdeviceattachments.virtualization.deckhouse.io", "virtualdisksnapshots.virtualization.deckhouse.io"}, "get", "uninstall: is the CRD of a deleted object being deleted"},
 }
 
 var agentGrants = []grant{
@@ -124,7 +138,12 @@ func TestRolesAllowExactlyWhatTheCodeUses(t *testing.T) {
 		{vd, "virtualmachineoperations", true}, {vd, "virtualmachineoperations/status", true},
 		{vd, "virtualdisks", true}, {vd, "virtualdisks/status", true},
 		{vd, "clustervirtualimages", false}, {vd, "clustervirtualimages/status", false},
-		{vd, "virtualmachineipaddressleases", false},
+		{vd, "virtualimages", true}, {vd, "virtualimages/status", true},
+		{vd, "virtualmachineclasses", false}, {vd, "virtualmachineclasses/status", false},
+		{vd, "virtualmachineipaddresses", true}, {vd, "virtualmachineipaddresses/status", true},
+		{vd, "virtualmachineipaddressleases", false}, {vd, "virtualmachineipaddressleases/status", false},
+		{vd, "virtualmachineblockdeviceattachments", true}, {vd, "virtualmachineblockdeviceattachments/status", true},
+		{vd, "virtualdisksnapshots", true}, {vd, "virtualdisksnapshots/status", true},
 		{"deckhouse.io", "nodegroups", false}, {"deckhouse.io", "nodegroups/status", false},
 		{"", "pods", true}, {"", "pods/status", true}, {"", "pods/eviction", true}, {"", "pods/exec", true}, {"", "pods/binding", true},
 		{"", "nodes", false}, {"", "nodes/status", false}, {"", "nodes/proxy", false},
@@ -145,9 +164,10 @@ func TestRolesAllowExactlyWhatTheCodeUses(t *testing.T) {
 	signerVerbs := []string{"approve", "sign"}
 	signerNames := []string{"virtualization.ferryvm.io/migration", "virtualization.ferryvm.io/other", "kubernetes.io/kubelet-serving", "kubernetes.io/kube-apiserver-client"}
 	namespaces := []string{"", namespace, "kube-node-lease", "ferry-node-lease", "default", "vms"}
-	names := map[string][]string{"configmaps": {"ferry-config", "other"}, "leases": {"ferry-controller", "other"},
+	names := map[string][]string{"configmaps": {"ferry-config", "ferry-install-state", "other"}, "leases": {"ferry-controller", "other"},
 		"secrets": {"ferry-webhook-ca", "ferry-migration-ca", "other"}, "validatingwebhookconfigurations": {"ferry-eviction", "ferry-virtualmachine", "other"},
-		"customresourcedefinitions": {"virtualmachines.virtualization.deckhouse.io", "virtualdisks.virtualization.deckhouse.io", "nodegroups.deckhouse.io", "other.example.com"}}
+		"mutatingwebhookconfigurations": {"ferry-virtualmachine", "other"},
+		"customresourcedefinitions":     {"virtualmachines.virtualization.deckhouse.io", "virtualdisks.virtualization.deckhouse.io", "virtualmachineclasses.virtualization.deckhouse.io", "nodegroups.deckhouse.io", "other.example.com"}}
 	var probes []probe
 	for _, n := range signerNames {
 		for _, v := range signerVerbs {

@@ -33,7 +33,7 @@ func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 	ctx := context.Background()
 	const a, b = "restrict-a", "restrict-b"
 	for _, n := range []string{a, b} {
-		if err := admin.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+		if err := admin.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"team": "a"}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,6 +80,7 @@ func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 	addresses := []byte(`{"status":{"addresses":[{"type":"InternalIP","address":"192.0.2.99"}]}}`)
 	endpoints := []byte(`{"status":{"daemonEndpoints":{"kubeletEndpoint":{"Port":10999}}}}`)
 	onlyOwn := "only its condition " + v1alpha2.NodeConditionFencing
+	cpuLabels := []byte(`{"metadata":{"labels":{"` + v1alpha2.LabelCPUFeaturePrefix + `sse2":"true","` + v1alpha2.LabelCPUFeaturePrefix + `sse4.2":"true","` + v1alpha2.LabelCPUModelPrefix + `Nehalem":"true"}}}`)
 	for _, c := range []struct {
 		what    string
 		call    func() error
@@ -89,6 +90,29 @@ func TestAgentChangesOnlyItsOwnNode(t *testing.T) {
 			_, err := nodes.Patch(ctx, a, types.MergePatchType, annotate, metav1.PatchOptions{})
 			return err
 		}, ""},
+		{"label Node A with CPU features and models, and remove one (cpulabels.go syncCPULabels)", func() error {
+			_, err := nodes.Patch(ctx, a, types.MergePatchType, cpuLabels, metav1.PatchOptions{})
+			if err == nil {
+				_, err = nodes.Patch(ctx, a, types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha2.LabelCPUFeaturePrefix+`sse2":null}}}`), metav1.PatchOptions{})
+			}
+			return err
+		}, ""},
+		{"patch Node A's other labels", func() error {
+			_, err := nodes.Patch(ctx, a, types.MergePatchType, []byte(`{"metadata":{"labels":{"group":"blue"}}}`), metav1.PatchOptions{})
+			return err
+		}, "ferry-agent on node " + a + " may change among the labels of Node " + a + " only cpu-feature.node.virtualization.deckhouse.io/* and cpu-model.node.virtualization.deckhouse.io/*"},
+		{"remove Node A's admin label", func() error {
+			_, err := nodes.Patch(ctx, a, types.MergePatchType, []byte(`{"metadata":{"labels":{"team":null}}}`), metav1.PatchOptions{})
+			return err
+		}, "may change among the labels of Node " + a + " only"},
+		{"change Node A's admin label while labelling CPU features", func() error {
+			_, err := nodes.Patch(ctx, a, types.MergePatchType, []byte(`{"metadata":{"labels":{"team":"b","`+v1alpha2.LabelCPUFeaturePrefix+`avx":"true"}}}`), metav1.PatchOptions{})
+			return err
+		}, "may change among the labels of Node " + a + " only"},
+		{"label Node B with a CPU feature", func() error {
+			_, err := nodes.Patch(ctx, b, types.MergePatchType, cpuLabels, metav1.PatchOptions{})
+			return err
+		}, onA + "update Node " + b},
 		{"patch Node A's fencing condition (condition.go showCondition)", func() error {
 			_, err := nodes.Patch(ctx, a, types.StrategicMergePatchType, fencingCond, metav1.PatchOptions{}, "status")
 			return err

@@ -26,6 +26,7 @@ import (
 	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/ipam"
+	"github.com/ferryvm/ferry/internal/watchdog"
 )
 
 // TestControllerAndAgentRunOnTheirOwnTokens runs the real controller manager and a real
@@ -35,7 +36,7 @@ import (
 // Node, and checks that they do their work and are refused nothing: the controller elects
 // itself leader and writes a NodeGroup's status; the agent renews its own Lease in
 // ferry-node-lease, arms its watchdog and shows it on the Node (annotations and its
-// condition); a second node's agent, which finds no watchdog device (--watchdog=auto),
+// condition) and labels its Node with its QEMU's CPU features; a second node's agent, which finds no watchdog device (--watchdog=auto),
 // runs all the same and says on its Node that the node is never fenced.
 func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 	install(t)
@@ -65,7 +66,7 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 	bareDone, bareKubeletDone := make(chan error, 1), make(chan error, 1)
 	go func() {
 		ctrlDone <- controller.Run(runCtx, ctrlCfg, controller.Options{
-			StorageDir: t.TempDir(), IPRange: ipam.DefaultRange, VMNetwork: controller.NetworkRouted,
+			StorageDir: t.TempDir(), IPRange: ipam.DefaultRanges, VMNetwork: controller.NetworkRouted,
 			LauncherImage: "ferryvm/ferry:test", MetricsAddr: "0", HealthAddr: "0",
 			Migration: migration.DefaultConfig(), FencingMaxUnreachable: fencing.DefaultMaxUnreachable,
 			LeaderElection: true, LeaderElectionNamespace: namespace,
@@ -80,7 +81,7 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 	}()
 	go func() {
 		agentDone <- agent.Run(runCtx, agentCfg, agent.Options{
-			Role: kubelet.RoleHandler, NodeName: node, NodeIP: "127.0.0.1", StateDir: state, Watchdog: "fake",
+			Role: kubelet.RoleHandler, NodeName: node, NodeIP: "127.0.0.1", StateDir: state, WatchdogDevice: &watchdog.Fake{},
 			MaxUnreachable: fencing.DefaultMaxUnreachable, Log: testr.New(t),
 		})
 	}()
@@ -150,6 +151,17 @@ func TestControllerAndAgentRunOnTheirOwnTokens(t *testing.T) {
 		}
 		return c.Status == corev1.ConditionFalse && c.Reason == v1alpha2.ReasonNoWatchdogDevice && strings.Contains(c.Message, "softdog") && ready,
 			fmt.Sprintf("%+v; the kubelet's Ready kept: %v", c, ready)
+	})
+	// The agent probes the node's QEMU and labels its own Node with what it offers, on its
+	// own token (the policy lets it change those labels only); the kubelet's labels stay.
+	eventually(t, 60*time.Second, "the agent labels Node "+node+" with its QEMU's CPU features and models", func() (bool, string) {
+		var n corev1.Node
+		if err := admin.Get(ctx, client.ObjectKey{Name: node}, &n); err != nil {
+			return false, err.Error()
+		}
+		l := n.Labels
+		return l[v1alpha2.LabelCPUFeaturePrefix+"sse2"] == "true" && l[v1alpha2.LabelCPUModelPrefix+"qemu64"] == "true" && l[deckhousev1.LabelNodeGroup] == group,
+			fmt.Sprintf("labels %v, refused %v", l, refused.list())
 	})
 	var first time.Time
 	eventually(t, 30*time.Second, "the agent renews Lease "+v1alpha2.FencingLeaseNamespace+"/"+node, func() (bool, string) {

@@ -66,31 +66,17 @@ func TestUpgradeFromPreviousReleaseAndUninstall(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	f := &flows{t: t, bin: bin, dir: dir, upDir: filepath.Join(dir, "up")}
-	f.start("up", "--state-dir", f.upDir, "up", "--nodes", "0", "--netns=false", "--sample-vm=false", "--no-controller",
+	// A cluster of the previous release has its CRDs, not this one's: ferry up installs none
+	// (--no-crds). (It used to install them and the test deleted them, which on a loaded
+	// machine took minutes: the apiserver's CRD finalizer met "storage is (re)initializing"
+	// and backed off.)
+	f.start("up", "--state-dir", f.upDir, "up", "--nodes", "0", "--netns=false", "--sample-vm=false", "--no-controller", "--no-crds",
 		"--port", strconv.Itoa(upgradePort), "--ip-range", "10.82.0.0/24", "--fencing-profile", "off")
-	f.connect()
-	// ferry up is done with its CRDs once its NodeGroup exists (it creates it last).
-	eventually(t, 30*time.Second, "ferry up's NodeGroup", func() (bool, string) {
-		var list unstructured.UnstructuredList
-		list.SetAPIVersion("deckhouse.io/v1")
-		list.SetKind("NodeGroupList")
-		err := f.admin.List(ctx, &list)
-		return err == nil && len(list.Items) > 0, fmt.Sprint(err)
-	})
-	// A cluster of the previous release has its CRDs, not this one's that ferry up installed.
+	f.connectUp()
 	var crds apiextensionsv1.CustomResourceDefinitionList
-	if err := f.admin.List(ctx, &crds); err != nil {
-		t.Fatal(err)
+	if err := f.admin.List(ctx, &crds); err != nil || len(crds.Items) != 0 {
+		t.Fatalf("ferry up --no-crds: %d CRDs, %v", len(crds.Items), err)
 	}
-	for i := range crds.Items {
-		if err := f.admin.Delete(ctx, &crds.Items[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	eventually(t, 60*time.Second, "ferry up's CRDs gone", func() (bool, string) {
-		err := f.admin.List(ctx, &crds)
-		return err == nil && len(crds.Items) == 0, fmt.Sprintf("%d left, %v", len(crds.Items), err)
-	})
 
 	kubectl := func(args ...string) (string, error) {
 		t.Helper()
@@ -107,6 +93,18 @@ func TestUpgradeFromPreviousReleaseAndUninstall(t *testing.T) {
 	}
 	previous := readObjects(t, prevFile)
 	current := manifests(t)
+	// An address lease as the previous release made them: its spec named the VM, a field
+	// this release's schema has not; the label with the VM's UID is how this release's
+	// controller finds the VM, whose own VirtualMachineIPAddress takes the lease over.
+	const legacyUID = "3f1e9a52-0d3c-4e8e-9a51-upgrade-test"
+	oldLease := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "virtualization.deckhouse.io/v1alpha2", "kind": "VirtualMachineIPAddressLease",
+		"metadata": map[string]any{"name": "ip-10-82-0-77", "labels": map[string]any{v1alpha2.LabelLegacyLeaseHolder: legacyUID}},
+		"spec":     map[string]any{"virtualMachineRef": map[string]any{"namespace": "upgrade-vms", "name": "gone", "uid": legacyUID}},
+	}}
+	if err := f.admin.Create(ctx, oldLease); err != nil {
+		t.Fatalf("a lease of the previous release: %v", err)
+	}
 	before := map[string]*unstructured.Unstructured{}
 	for _, u := range previous {
 		before[describe(u)] = f.live(u)
@@ -175,10 +173,21 @@ func TestUpgradeFromPreviousReleaseAndUninstall(t *testing.T) {
 		t.Errorf("the upgraded DaemonSet has args %v and volumes %v, want --watchdog=auto and this release's volumes %v", args, got, want)
 	}
 
+	// The lease is still there, its label kept.
+	var lease v1alpha2.VirtualMachineIPAddressLease
+	if err := f.admin.Get(ctx, client.ObjectKey{Name: "ip-10-82-0-77"}, &lease); err != nil || lease.UID != oldLease.GetUID() || lease.Labels[v1alpha2.LabelLegacyLeaseHolder] != legacyUID {
+		t.Errorf("the previous release's lease after the upgrade: %v, UID %s (was %s), labels %v", err, lease.UID, oldLease.GetUID(), lease.Labels)
+	}
+
 	// A controller on its own token (its Pods cannot run here: no node), serving the
 	// webhooks, which deploy/base's configurations call by URL.
 	ctrl := f.upgradeController("controller-1")
 	f.waitControllerLeads()
+	// Its VM is gone: the lease is Released (and deleted after the retention time).
+	eventually(t, 30*time.Second, "the previous release's lease of a gone VM Released", func() (bool, string) {
+		err := f.admin.Get(ctx, client.ObjectKey{Name: "ip-10-82-0-77"}, &lease)
+		return err == nil && lease.Status.Phase == v1alpha2.VirtualMachineIPAddressLeasePhaseReleased, fmt.Sprintf("%v %s", err, lease.Status.Phase)
+	})
 	ns := "upgrade-vms"
 	if err := f.admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
@@ -295,6 +304,7 @@ func (f *flows) upgradeController(name string) string {
 	webhookPort := upgradePort + 2020
 	f.start(name, "controller", "--kubeconfig", kc, "--leader-elect", "--leader-election-namespace", namespace,
 		"--storage-dir", filepath.Join(f.dir, "storage"), "--ip-range", "10.82.0.0/24", "--vm-network", "none",
+		"--image-source-dirs", f.dir, // makeVM's image files
 		"--launcher-image", "ferryvm/ferry:0.2.0",
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", upgradePort+2010),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", upgradePort+2011),
@@ -307,20 +317,22 @@ func (f *flows) upgradeController(name string) string {
 			f.t.Fatal(err)
 		}
 	}
-	for _, n := range []string{"ferry-eviction", "ferry-virtualmachine"} {
-		var cfg admissionregistrationv1.ValidatingWebhookConfiguration
-		if err := f.admin.Get(context.Background(), client.ObjectKey{Name: n}, &cfg); err != nil {
+	for _, cfg := range []client.Object{
+		&admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "ferry-eviction"}},
+		&admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "ferry-virtualmachine"}},
+		&admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "ferry-virtualmachine"}},
+	} {
+		if err := f.admin.Get(context.Background(), client.ObjectKeyFromObject(cfg), cfg); err != nil {
 			f.t.Fatal(err)
 		}
-		for i := range cfg.Webhooks {
-			cc := &cfg.Webhooks[i].ClientConfig
+		for _, cc := range clientConfigsOf(cfg) {
 			if cc.Service != nil {
 				url := fmt.Sprintf("https://127.0.0.1:%d%s", webhookPort, *cc.Service.Path)
 				cc.Service, cc.URL = nil, &url
 			}
 			cc.CABundle = ca
 		}
-		if err := f.admin.Update(context.Background(), &cfg); err != nil {
+		if err := f.admin.Update(context.Background(), cfg); err != nil {
 			f.t.Fatal(err)
 		}
 	}

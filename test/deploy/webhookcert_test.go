@@ -54,23 +54,22 @@ func TestWebhookCertRotatesOnOwnToken(t *testing.T) {
 	// deploy/base's webhook configurations, called by URL through the proxy: nothing routes
 	// Services to processes here.
 	proxy := startWebhookProxy(t, "127.0.0.1:0")
-	configs := []string{"ferry-eviction", "ferry-virtualmachine"}
+	configs := []webhookConfigName{{kindValidating, "ferry-eviction"}, {kindValidating, "ferry-virtualmachine"}, {kindMutating, "ferry-virtualmachine"}}
 	for _, name := range configs {
-		var cfg admissionregistrationv1.ValidatingWebhookConfiguration
-		fromManifest(t, manifest(t, "ValidatingWebhookConfiguration", name), &cfg)
-		for i := range cfg.Webhooks {
-			cc := &cfg.Webhooks[i].ClientConfig
+		cfg := name.object()
+		fromManifest(t, manifest(t, name.kind, name.name), cfg)
+		for _, cc := range clientConfigsOf(cfg) {
 			if len(cc.CABundle) > 0 {
 				t.Fatalf("deploy/base sets caBundle of %s: the controller does", name)
 			}
 			url := fmt.Sprintf("https://127.0.0.1:%d%s", proxy.port(), *cc.Service.Path)
 			cc.Service, cc.URL = nil, &url
 		}
-		if err := admin.Create(ctx, &cfg); err != nil {
+		if err := admin.Create(ctx, cfg); err != nil {
 			t.Fatal(err)
 		}
-		// Both fail closed: left behind, they would refuse other tests' VMs and evictions.
-		t.Cleanup(func() { _ = admin.Delete(context.Background(), &cfg) })
+		// All fail closed: left behind, they would refuse other tests' VMs and evictions.
+		t.Cleanup(func() { _ = admin.Delete(context.Background(), cfg) })
 	}
 
 	kubeconfig := writeTokenKubeconfig(t, tokenFor(t, "ferry-controller", nil))
@@ -182,22 +181,23 @@ func TestWebhookCertRotatesOnOwnToken(t *testing.T) {
 
 	// Applying the manifests again (server-side, as the install does) keeps the caBundle.
 	for _, name := range configs {
-		var cfg admissionregistrationv1.ValidatingWebhookConfiguration
-		if err := admin.Get(ctx, client.ObjectKey{Name: name}, &cfg); err != nil {
+		cfg := name.object()
+		if err := admin.Get(ctx, client.ObjectKey{Name: name.name}, cfg); err != nil {
 			t.Fatal(err)
 		}
-		var want admissionregistrationv1.ValidatingWebhookConfiguration
-		fromManifest(t, manifest(t, "ValidatingWebhookConfiguration", name), &want)
-		for i := range want.Webhooks {
-			want.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: cfg.Webhooks[i].ClientConfig.URL}
+		want := name.object()
+		fromManifest(t, manifest(t, name.kind, name.name), want)
+		have := clientConfigsOf(cfg)
+		for i, cc := range clientConfigsOf(want) {
+			*cc = admissionregistrationv1.WebhookClientConfig{URL: have[i].URL}
 		}
-		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&want)
+		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(want)
 		if err != nil {
 			t.Fatal(err)
 		}
 		u := &unstructured.Unstructured{Object: obj}
 		u.SetAPIVersion("admissionregistration.k8s.io/v1")
-		u.SetKind("ValidatingWebhookConfiguration")
+		u.SetKind(name.kind)
 		unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
 		if err := admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), fieldOwner, client.ForceOwnership); err != nil {
 			t.Fatal(err)
@@ -231,7 +231,8 @@ func TestWebhookCertRotatesOnOwnToken(t *testing.T) {
 }
 
 // admitProbe asks the apiserver to create a VM without keeping it: the VirtualMachine
-// webhook (failurePolicy Fail) must answer for it to pass.
+// webhooks (the mutating one, which names its class, then the validating one; both
+// failurePolicy Fail) must answer for it to pass.
 func admitProbe(ctx context.Context, ns string) error {
 	vm := &v1alpha2.VirtualMachine{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
@@ -257,18 +258,39 @@ func secretCA(ctx context.Context) (*x509.Certificate, error) {
 	return certs[0], nil
 }
 
+// The kinds of webhook configurations.
+const (
+	kindValidating = "ValidatingWebhookConfiguration"
+	kindMutating   = "MutatingWebhookConfiguration"
+)
+
+// webhookConfigName names a webhook configuration: deploy/base has a validating and a
+// mutating ferry-virtualmachine.
+type webhookConfigName struct{ kind, name string }
+
+func (n webhookConfigName) String() string { return n.kind + " " + n.name }
+
+// object is an empty configuration of n's kind.
+func (n webhookConfigName) object() client.Object {
+	if n.kind == kindMutating {
+		return &admissionregistrationv1.MutatingWebhookConfiguration{}
+	}
+	return &admissionregistrationv1.ValidatingWebhookConfiguration{}
+}
+
 // caBundle is the caBundle of a configuration's webhooks, which must all hold the same.
-func caBundle(ctx context.Context, name string) ([]*x509.Certificate, error) {
-	var cfg admissionregistrationv1.ValidatingWebhookConfiguration
-	if err := admin.Get(ctx, client.ObjectKey{Name: name}, &cfg); err != nil {
+func caBundle(ctx context.Context, name webhookConfigName) ([]*x509.Certificate, error) {
+	cfg := name.object()
+	if err := admin.Get(ctx, client.ObjectKey{Name: name.name}, cfg); err != nil {
 		return nil, err
 	}
-	for _, w := range cfg.Webhooks[1:] {
-		if !bytes.Equal(w.ClientConfig.CABundle, cfg.Webhooks[0].ClientConfig.CABundle) {
+	hooks := clientConfigsOf(cfg)
+	for _, h := range hooks[1:] {
+		if !bytes.Equal(h.CABundle, hooks[0].CABundle) {
 			return nil, fmt.Errorf("%s: its webhooks hold different caBundles", name)
 		}
 	}
-	return pemCerts(cfg.Webhooks[0].ClientConfig.CABundle)
+	return pemCerts(hooks[0].CABundle)
 }
 
 func pemCerts(data []byte) ([]*x509.Certificate, error) {
@@ -318,7 +340,7 @@ func watchRotation(ctx context.Context, ns string, replicas []*ctrlReplica) *rot
 			}
 			w.admitted++
 			w.mu.Unlock()
-			if cas, err := caBundle(ctx, "ferry-virtualmachine"); err == nil {
+			if cas, err := caBundle(ctx, webhookConfigName{kindValidating, "ferry-virtualmachine"}); err == nil {
 				w.mu.Lock()
 				w.mostCAs = max(w.mostCAs, len(cas))
 				w.mu.Unlock()

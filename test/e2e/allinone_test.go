@@ -36,7 +36,7 @@ func TestSampleVM(t *testing.T) {
 	if !strings.Contains(out, "linux-vm") || !strings.Contains(out, vm.Status.NodeName) || !strings.Contains(out, vm.Status.IPAddress) {
 		t.Errorf("get vm does not show the VM's node and address:\n%s", out)
 	}
-	r, _ := ipam.ParseRange(ipam.DefaultRange)
+	r, _ := ipam.ParseRanges(ipam.DefaultRanges)
 	if err := r.Check(vm.Status.IPAddress); err != nil {
 		t.Errorf("address: %v", err)
 	}
@@ -149,11 +149,16 @@ func TestAlwaysOnComesBackAndDeleteCleansUp(t *testing.T) {
 	if q := qemuProcesses(last); len(q) != 0 {
 		t.Errorf("QEMU still runs after deleting the VM: %v", q)
 	}
-	lease := &v1alpha2.VirtualMachineIPAddressLease{}
-	err := cl.c.Get(context.Background(), client.ObjectKey{Name: ipam.LeaseName(vm.Status.IPAddress)}, lease)
-	if err == nil {
-		t.Errorf("lease of %s kept after deleting the VM", vm.Status.IPAddress)
-	}
+	// The VM's own VirtualMachineIPAddress goes with it; its lease is Released, kept for
+	// the namespace for a while (as Deckhouse), then deleted.
+	eventually(t, time.Minute, "the VM's address released", func() (bool, string) {
+		lease := &v1alpha2.VirtualMachineIPAddressLease{}
+		err := cl.c.Get(context.Background(), client.ObjectKey{Name: ipam.LeaseName(vm.Status.IPAddress)}, lease)
+		if err != nil {
+			return client.IgnoreNotFound(err) == nil, err.Error()
+		}
+		return lease.Status.Phase == v1alpha2.VirtualMachineIPAddressLeasePhaseReleased, fmt.Sprintf("lease %s %s %+v", lease.Name, lease.Status.Phase, lease.Spec.VirtualMachineIPAddressRef)
+	})
 	mustFerry(t, "k", "delete", "vd", "always-root", "--wait=true", "--timeout=1m")
 }
 

@@ -136,6 +136,7 @@ func TestDebianGuest(t *testing.T) {
 		run  func(*debianGuest, *testing.T)
 	}{
 		{"boot", func(g *debianGuest, t *testing.T) { g.boot(t, applied) }},
+		{"spoof-another-vm", (*debianGuest).spoof},
 		{"evict-with-ssh-session", (*debianGuest).evict},
 		{"drain-with-ssh-session", (*debianGuest).drain},
 		{"node-poweroff", (*debianGuest).nodeLoss},
@@ -143,6 +144,42 @@ func TestDebianGuest(t *testing.T) {
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) { s.run(g, t) }) {
+			return
+		}
+	}
+}
+
+// spoof: the guest's root sends a UDP datagram to the host from another VM's address (the
+// sample VM's, added to its NIC), then one from its own: its tap's guard lets only the
+// second through.
+func (g *debianGuest) spoof(t *testing.T) {
+	other := waitRunning(t, "linux-vm", 2*time.Minute).Status.IPAddress
+	pc, err := net.ListenPacket("udp4", "10.66.0.1:0") // the host's end of the node bridge
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	send := func(from, what string) string {
+		return fmt.Sprintf(`python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('%s', 0)); s.sendto(b'%s', ('10.66.0.1', %d))"`, from, what, port)
+	}
+	script := fmt.Sprintf("sudo ip addr add %s/32 dev eth0 && sudo %s; sudo ip addr del %s/32 dev eth0; %s",
+		other, send(other, "spoofed"), other, send(g.ip, "own"))
+	g.mustSSH(t, script)
+	// The two take the same path: once the second is in, the first would have come before.
+	_ = pc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 64)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no datagram from the guest's own address %s: %v", g.ip, err)
+		}
+		got := string(buf[:n])
+		if got == "spoofed" {
+			t.Fatalf("a datagram from the guest as VM linux-vm (%s) reached the host, from %s", other, from)
+		}
+		if got == "own" {
+			t.Logf("from %s: %q; the one sent as %s (linux-vm) was dropped at the guest's tap", from, got, other)
 			return
 		}
 	}
@@ -234,7 +271,7 @@ func (g *debianGuest) evictOnce(t *testing.T, load string) {
 	started := time.Now()
 	op := newEvict(t, debianVM)
 	ended, reason := waitOpEnd(t, op, v1alpha2.OpCompleted)
-	if reason != v1alpha2.ReasonOperationCompleted {
+	if reason != v1alpha2.ReasonMigrationCompleted {
 		t.Errorf("evict (%s) ended with reason %s", load, reason)
 	}
 	took := since(started)

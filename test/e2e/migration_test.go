@@ -113,12 +113,12 @@ func assertOneQEMU(t *testing.T, vm string) {
 	})
 }
 
-// TestMigrateToChosenNode: `ferry v migrate --target-node` puts the VM on that node.
+// TestMigrateToChosenNode: `ferry v migrate --target-node-name` (d8's flag) puts the VM on that node.
 func TestMigrateToChosenNode(t *testing.T) {
 	vm := waitRunning(t, "linux-vm", 2*time.Minute)
 	target := otherNode(vm.Status.NodeName, "")
 	last := waitHeartbeat(t, "linux-vm", 0, time.Minute)
-	mustFerry(t, "v", "migrate", "linux-vm", "--target-node", target, "--wait", "--timeout", "3m")
+	mustFerry(t, "v", "migrate", "linux-vm", "--target-node-name", target, "--wait", "--timeout", "3m")
 	after := waitRunning(t, "linux-vm", time.Minute)
 	if after.Status.NodeName != target {
 		t.Fatalf("on node %s, want %s", after.Status.NodeName, target)

@@ -97,6 +97,13 @@ func TestMigrationOverTLS(t *testing.T) {
 	} else {
 		t.Logf("source launcher: migrating to %s over TLS, the target's certificate checked for %s", mig.URI, mig.TLSHostname)
 	}
+	// The target takes the stream from the source's node only, not from any node's
+	// certificate.
+	peers := "peers CN=" + migrationtls.NodeCN(vm.Status.NodeName)
+	eventually(t, 30*time.Second, "the target launcher's TLS peers", func() (bool, string) {
+		b, _ := os.ReadFile(filepath.Join(runDirOf(t, ms.TargetPod), "launcher.log"))
+		return strings.Contains(string(b), peers+")"), string(b)
+	})
 	done, _ := waitOpEnd(t, op, v1alpha2.OpCompleted)
 	w.stop()
 

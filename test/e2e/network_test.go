@@ -180,7 +180,7 @@ func TestAddressRefused(t *testing.T) {
 		return strings.Replace(fmt.Sprintf(pinnedVM, name, ""), "\n  cpu:", "\n  virtualMachineIPAddress: "+addr+"\n  cpu:", 1)
 	}
 	for _, c := range []struct{ addr, want string }{
-		{"192.168.50.5", "outside the VM address range 10.66.10.0/24"},
+		{"192.168.50.5", "outside the VM address ranges 10.66.10.0/24, 10.66.20.0/24 and 10.66.30.0/24"},
 		{held, "is already held by VM default/linux-vm"},
 	} {
 		out, err := applyErr(t, withAddr("bad-addr", c.addr))
@@ -189,6 +189,16 @@ func TestAddressRefused(t *testing.T) {
 		}
 	}
 	_, _ = ferry(t, "k", "delete", "vd", "bad-addr-root", "--ignore-not-found")
+	// A Static VirtualMachineIPAddress likewise.
+	for _, c := range []struct{ addr, want string }{
+		{"192.168.50.5", "spec.staticIP: 192.168.50.5 is outside the VM address ranges 10.66.10.0/24, 10.66.20.0/24 and 10.66.30.0/24"},
+		{held, "spec.staticIP: " + held + " is already held by VM default/linux-vm"},
+	} {
+		out, err := applyErr(t, "apiVersion: virtualization.deckhouse.io/v1alpha2\nkind: VirtualMachineIPAddress\nmetadata: {name: bad-ip}\nspec: {type: Static, staticIP: "+c.addr+"}\n")
+		if err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("vmip with address %s: err %v, output %q; want a refusal saying %q", c.addr, err, out, c.want)
+		}
+	}
 }
 
 // TestAddressesSurviveControllerRestart: addresses live in leases, not in the controller:
@@ -236,5 +246,96 @@ func TestAddressesSurviveControllerRestart(t *testing.T) {
 			t.Errorf("%s got %s, which %s holds", n, addr, other)
 		}
 		seen[addr] = n
+	}
+}
+
+// TestStaticAddressFromVirtualMachineIPAddress is the user guide's static address on real
+// guests: a VirtualMachineIPAddress of type Static, then a VM naming it: the guest gets
+// that address by DHCP and answers at it. Deleted, the VM leaves the address Bound, and a
+// new VM naming it gets it again.
+func TestStaticAddressFromVirtualMachineIPAddress(t *testing.T) {
+	const addr = "10.66.10.231"
+	apply(t, `
+apiVersion: virtualization.deckhouse.io/v1alpha2
+kind: VirtualMachineIPAddress
+metadata:
+  name: linux-vm-custom-ip
+spec:
+  staticIP: `+addr+`
+  type: Static
+`)
+	t.Cleanup(func() { _, _ = ferry(t, "k", "delete", "vmip", "linux-vm-custom-ip", "--ignore-not-found") })
+	phase := func() string {
+		out, _ := ferry(t, "k", "get", "vmip", "linux-vm-custom-ip", "--no-headers")
+		return strings.Join(strings.Fields(out), " ")
+	}
+	eventually(t, 30*time.Second, "the vmip Bound to "+addr, func() (bool, string) {
+		p := phase()
+		return strings.HasPrefix(p, "linux-vm-custom-ip "+addr+" Bound"), p
+	})
+	for _, name := range []string{"static-a", "static-b"} {
+		apply(t, strings.Replace(fmt.Sprintf(pinnedVM, name, ""), "\n  cpu:", "\n  virtualMachineIPAddressName: linux-vm-custom-ip\n  cpu:", 1))
+		t.Cleanup(func() { deleteVM(t, name) })
+		vm := waitRunning(t, name, 2*time.Minute)
+		if vm.Status.IPAddress != addr || vm.Status.VirtualMachineIPAddressName != "linux-vm-custom-ip" {
+			t.Fatalf("%s runs with %q of %q, want %s", name, vm.Status.IPAddress, vm.Status.VirtualMachineIPAddressName, addr)
+		}
+		if p := phase(); !strings.HasPrefix(p, "linux-vm-custom-ip "+addr+" Attached "+name) {
+			t.Errorf("kubectl get vmip: %q, want it Attached to %s", p, name)
+		}
+		// The guest answers at the address once its DHCP client has it (a loaded machine
+		// boots the guest slowly), and says that DHCP gave it that one.
+		waitAnswers(t, addr, 3*time.Minute)
+		if got := guestAddress(t, name); got != addr {
+			t.Errorf("%s's guest got %s by DHCP, want %s", name, got, addr)
+		}
+		deleteVM(t, name)
+		eventually(t, 30*time.Second, "the vmip Bound again", func() (bool, string) {
+			p := phase()
+			return strings.HasPrefix(p, "linux-vm-custom-ip "+addr+" Bound") && !strings.Contains(p, name), p
+		})
+	}
+}
+
+// TestVMNetworkAcrossRanges: a VM given a Static address of another VM range than the
+// first (the guide suite takes the guide's 10.66.20.77; this one takes the third range)
+// gets it by DHCP, answers the host, and VMs of the first range and of it reach each
+// other across nodes.
+func TestVMNetworkAcrossRanges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("VM networking under ferry up needs root (node network namespaces)")
+	}
+	const addr = "10.66.30.40"
+	apply(t, `apiVersion: virtualization.deckhouse.io/v1alpha2
+kind: VirtualMachineIPAddress
+metadata:
+  name: net-c-ip
+spec:
+  type: Static
+  staticIP: `+addr+"\n")
+	vm := strings.Replace(fmt.Sprintf(pinnedVM, "net-c", ""), "\n  cpu:", "\n  virtualMachineIPAddressName: net-c-ip\n  cpu:", 1)
+	apply(t, vm)
+	t.Cleanup(func() {
+		deleteVM(t, "net-c")
+		_, _ = ferry(t, "k", "delete", "vmip", "net-c-ip", "--ignore-not-found")
+	})
+	a := waitRunning(t, "linux-vm", 2*time.Minute)
+	c := waitRunning(t, "net-c", 2*time.Minute)
+	if c.Status.NodeName == a.Status.NodeName {
+		mustFerry(t, "v", "migrate", "net-c", "--target-node-name", otherNode(a.Status.NodeName, ""), "--wait")
+		c = waitRunning(t, "net-c", time.Minute)
+	}
+	if c.Status.IPAddress != addr {
+		t.Fatalf("VM net-c holds %s, want its vmip's %s", c.Status.IPAddress, addr)
+	}
+	if got := guestAddress(t, "net-c"); got != addr {
+		t.Errorf("guest of net-c configured %s by DHCP, want %s", got, addr)
+	}
+	waitAnswers(t, addr, 30*time.Second)
+	if n := guestPings(t, "linux-vm", addr); n < 2 {
+		t.Errorf("%s (on %s) → %s (on %s): %d of 3 answered", a.Status.IPAddress, a.Status.NodeName, addr, c.Status.NodeName, n)
+	}
+	if n := guestPings(t, "net-c", a.Status.IPAddress); n < 2 {
+		t.Errorf("%s → %s: %d of 3 answered", addr, a.Status.IPAddress, n)
 	}
 }

@@ -34,7 +34,9 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 
 	// The previous release, then this one over it. Both name the same image: what changed
 	// is the manifests (the agent of the previous one needs /dev/watchdog and never starts
-	// on these nodes; the upgrade fixes that).
+	// on these nodes; the upgrade fixes that). This image's controller on the previous
+	// release's manifests (without the CRDs and rights of the kinds added since) stops at
+	// once and says so; the upgrade fixes that too.
 	prev, err := os.ReadFile(filepath.Join(repo, "test", "deploy", "testdata", "previous-release.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +44,16 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	image := currentImage(t)
 	prevManifest := strings.ReplaceAll(string(prev), "ferryvm/ferry:latest", image)
 	mustFerry(t, "k", "apply", "--server-side", "-f", writeTemp(t, prevManifest))
-	eventually(t, 3*time.Minute, "the previous release's controller ready", func() (bool, string) {
-		return deploymentReady(t), "controller not ready"
+	eventually(t, 3*time.Minute, "the controller on the previous release's manifests saying what it lacks", func() (bool, string) {
+		var said string
+		for _, previous := range []string{"--previous=false", "--previous"} {
+			out, err := ferry(t, "k", "-n", "ferry-system", "logs", "deploy/ferry-controller", previous, "--tail", "5")
+			if err == nil && strings.Contains(out, "is not this controller's release; CRDs not installed:") {
+				return true, ""
+			}
+			said += out
+		}
+		return false, said
 	})
 	t0 := time.Now()
 	mustFerry(t, "k", "apply", "--server-side", "--force-conflicts", "-k", "deploy/base")

@@ -66,6 +66,9 @@ func (k *Kubelet) handle(ctx context.Context, uid types.UID) error {
 	if err := k.syncMigration(ctx, pod, p); err != nil {
 		return err
 	}
+	if err := k.syncHotplug(ctx, pod, p); err != nil {
+		return err
+	}
 	return k.reportGuest(ctx, pod, p)
 }
 

@@ -37,6 +37,8 @@ type GuestState struct {
 	IncomingURI string
 	// Migration is the progress of an outgoing migration.
 	Migration *v1alpha2.MigrationProgress
+	// BlockDevices are the VM's hot-plugged disks.
+	BlockDevices []v1alpha2.HotplugDeviceStatus
 }
 
 // GuestFault is evidence that a guest cannot run: Reason is v1alpha2.ReasonGuestPanicked or
@@ -115,7 +117,9 @@ type Options struct {
 	CancelMigration func(ctx context.Context, runDir string) error
 	// FinalMigration reads what a launcher that migrated away saved about the migration.
 	FinalMigration func(runDir string) (*v1alpha2.MigrationProgress, error)
-	Log            logr.Logger
+	// Hotplug hands the launcher in runDir the disks its VM is to have hot-plugged.
+	Hotplug func(ctx context.Context, runDir string, devs []v1alpha2.HotplugDevice) error
+	Log     logr.Logger
 }
 
 // DefaultLeaseInterval is how often a node without fencing renews its Lease.

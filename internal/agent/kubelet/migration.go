@@ -3,6 +3,10 @@ package kubelet
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,6 +50,9 @@ func (k *Kubelet) syncMigration(ctx context.Context, pod *corev1.Pod, p *process
 		var req v1alpha2.MigrationRequest
 		err := json.Unmarshal([]byte(raw), &req)
 		if err == nil {
+			err = k.checkTarget(ctx, req)
+		}
+		if err == nil {
 			err = k.o.Migrate(ctx, p.runDir, req)
 		}
 		p.mu.Lock()
@@ -82,4 +89,36 @@ func (k *Kubelet) syncMigration(ctx context.Context, pod *corev1.Pod, p *process
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	_, err := k.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 	return err
+}
+
+// checkTarget refuses a migration to anywhere but another node of the cluster, at one of
+// the addresses its Node lists: the guest's memory goes only to a node. Only Ferry's
+// controller may write the request (deploy/base's ValidatingAdmissionPolicy
+// ferry-launcher-pods); this holds even where that policy is missing, and with migration
+// TLS the launcher also holds the target to that node's certificate.
+func (k *Kubelet) checkTarget(ctx context.Context, req v1alpha2.MigrationRequest) error {
+	if req.TargetNode == "" {
+		return errors.New("the migration request names no target node")
+	}
+	if req.TargetNode == k.o.NodeName {
+		return fmt.Errorf("the migration request's target node %s is this node", req.TargetNode)
+	}
+	rest, ok := strings.CutPrefix(req.URI, "tcp:")
+	if !ok {
+		return fmt.Errorf("the migration request's uri %q is not tcp:HOST:PORT", req.URI)
+	}
+	host, _, err := net.SplitHostPort(rest)
+	if err != nil {
+		return fmt.Errorf("the migration request's uri %q: %w", req.URI, err)
+	}
+	node, err := k.client.CoreV1().Nodes().Get(ctx, req.TargetNode, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("the migration's target node %s: %w", req.TargetNode, err)
+	}
+	for _, a := range node.Status.Addresses {
+		if a.Address == host {
+			return nil
+		}
+	}
+	return fmt.Errorf("the migration request's address %s is not one of node %s's", host, req.TargetNode)
 }

@@ -19,7 +19,9 @@ const AnnotationRunDir = "virtualization.ferryvm.io/run-dir"
 
 // Reasons the agent gives on pods.
 const (
-	reasonNodeRestarted = "NodeRestarted"
+	// ReasonNodeRestarted ends a pod whose process is gone with the node's agent (or with
+	// ferry up, which ends its nodes' pods the same way when it starts again).
+	ReasonNodeRestarted = "NodeRestarted"
 	reasonStartFailed   = "StartFailed"
 )
 
@@ -52,7 +54,7 @@ func (k *Kubelet) sync(ctx context.Context, uid types.UID) error {
 	if proc == nil {
 		if pod.Status.Phase == corev1.PodRunning {
 			// Ours from before this agent started: its process died with the old agent.
-			return k.fail(ctx, pod, reasonNodeRestarted, "the node's agent restarted and the VM's process is gone")
+			return k.fail(ctx, pod, ReasonNodeRestarted, "the node's agent restarted and the VM's process is gone")
 		}
 		p, err := k.start(ctx, pod)
 		if err != nil {
@@ -71,6 +73,9 @@ func (k *Kubelet) sync(ctx context.Context, uid types.UID) error {
 	}
 	if k.o.Role.HandlesVMs() {
 		if err := k.syncMigration(ctx, pod, proc); err != nil {
+			return err
+		}
+		if err := k.syncHotplug(ctx, pod, proc); err != nil {
 			return err
 		}
 	}
@@ -118,6 +123,13 @@ func (k *Kubelet) annotateRunDir(ctx context.Context, pod *corev1.Pod, dir strin
 
 // fail ends a pod that cannot run (or was lost) with a reason and message.
 func (k *Kubelet) fail(ctx context.Context, pod *corev1.Pod, reason, msg string) error {
+	k.log.Info("Pod failed", "pod", pod.Namespace+"/"+pod.Name, "reason", reason, "message", msg)
+	return k.writeStatus(ctx, pod, FailedStatus(pod, reason, msg))
+}
+
+// FailedStatus is pod's status once it ended without running, or lost its process: Failed,
+// its container terminated with code 128, reason and msg on both.
+func FailedStatus(pod *corev1.Pod, reason, msg string) *corev1.PodStatus {
 	st := pod.Status.DeepCopy()
 	st.Phase = corev1.PodFailed
 	st.Reason, st.Message = reason, msg
@@ -131,8 +143,7 @@ func (k *Kubelet) fail(ctx context.Context, pod *corev1.Pod, reason, msg string)
 	}}
 	setCond(st, corev1.PodReady, corev1.ConditionFalse, reason, msg)
 	setCond(st, corev1.ContainersReady, corev1.ConditionFalse, reason, msg)
-	k.log.Info("Pod failed", "pod", pod.Namespace+"/"+pod.Name, "reason", reason, "message", msg)
-	return k.writeStatus(ctx, pod, st)
+	return st
 }
 
 // report writes the pod's status from its process, when it changed.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +53,8 @@ type process struct {
 	// told to cancel it.
 	migrateReq string
 	aborted    bool
+	// hotplugReq is the hot-plug request (AnnotationHotplug) the launcher took last.
+	hotplugReq string
 }
 
 func (p *process) exited() bool {
@@ -75,6 +78,29 @@ const maxSocketPath = 107
 // longestSocket is the longest socket name a launcher makes in its run directory.
 const longestSocket = "/launcher.sock"
 
+// launcherOnly refuses any pod but a launcher pod as Ferry's controller makes it: this
+// stand-in runs processes as root on the node, so a pod a tenant wrote must never run here.
+// Only the controller can create a pod with Ferry's launcher label (deploy/base's
+// ValidatingAdmissionPolicy ferry-launcher-pods); on top of that, the one command it runs
+// is `ferry launcher`, and the environment is the agent's own: none of the pod's variables
+// (FERRY_* are set below to the node's values), so that no LD_PRELOAD or PATH of a pod
+// reaches a root process.
+func launcherOnly(pod *corev1.Pod) error {
+	if _, ok := pod.Labels[v1alpha2.LabelLauncher]; !ok {
+		return fmt.Errorf("the Ferry node agent runs only Ferry's launcher pods (label %s); this node runs no other pod", v1alpha2.LabelLauncher)
+	}
+	c := pod.Spec.Containers[0]
+	if !slices.Equal(c.Command, []string{"ferry"}) || len(c.Args) == 0 || c.Args[0] != "launcher" {
+		return fmt.Errorf("the Ferry node agent runs only the command \"ferry launcher\"; container %s has command %q and arguments %q", c.Name, c.Command, c.Args)
+	}
+	for _, e := range c.Env {
+		if !strings.HasPrefix(e.Name, "FERRY_") {
+			return fmt.Errorf("the Ferry node agent sets a launcher's environment itself; container %s sets %s", c.Name, e.Name)
+		}
+	}
+	return nil
+}
+
 // start runs the pod's container as a process in its own process group, so that stopping
 // it reaches QEMU too. Only Ferry's own commands run here: this is no container runtime.
 func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) {
@@ -82,8 +108,8 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) 
 		return nil, fmt.Errorf("the Ferry node agent runs pods of exactly one container; pod has %d", len(pod.Spec.Containers))
 	}
 	c := pod.Spec.Containers[0]
-	if len(c.Command) == 0 || c.Command[0] != "ferry" {
-		return nil, fmt.Errorf("the Ferry node agent runs only Ferry launcher pods (command \"ferry ...\"); container %s has command %q", c.Name, c.Command)
+	if err := launcherOnly(pod); err != nil {
+		return nil, err
 	}
 	runDir := k.runDirOf(pod)
 	if n := len(runDir) + len(longestSocket); n > maxSocketPath {
@@ -101,20 +127,14 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) 
 	// No volume is mounted: the launcher runs on the node's own filesystem. Ferry's
 	// variables (FERRY_*) name paths in the pod's mounts and fields of the pod; they are
 	// set here to the node's paths and the pod's values instead.
-	var env []string
-	for _, e := range c.Env {
-		if !strings.HasPrefix(e.Name, "FERRY_") && e.ValueFrom == nil {
-			env = append(env, e.Name+"="+e.Value)
-		}
+	env := []string{
+		"FERRY_RUN_DIR=" + runDir,
+		"FERRY_POD_NAME=" + pod.Name,
+		"FERRY_POD_NAMESPACE=" + pod.Namespace,
+		"FERRY_POD_UID=" + string(pod.UID),
+		"FERRY_NODE_NAME=" + k.o.NodeName,
+		"FERRY_NODE_IP=" + k.o.NodeIP,
 	}
-	env = append(env,
-		"FERRY_RUN_DIR="+runDir,
-		"FERRY_POD_NAME="+pod.Name,
-		"FERRY_POD_NAMESPACE="+pod.Namespace,
-		"FERRY_POD_UID="+string(pod.UID),
-		"FERRY_NODE_NAME="+k.o.NodeName,
-		"FERRY_NODE_IP="+k.o.NodeIP,
-	)
 	env = append(env, k.o.LauncherEnv...)
 	run := k.o.Runtime
 	if run == nil {
@@ -187,7 +207,7 @@ func guestChanged(a, b GuestState) bool {
 	aa, _, ma := agentCondition(a)
 	ab, _, mb := agentCondition(b)
 	return ga != gb || ra != rb || aa != ab || ma != mb ||
-		a.IncomingURI != b.IncomingURI || !sameProgress(a.Migration, b.Migration)
+		a.IncomingURI != b.IncomingURI || !sameProgress(a.Migration, b.Migration) || !sameBlockDevices(a.BlockDevices, b.BlockDevices)
 }
 
 // ready tells whether QEMU runs the guest's vCPUs. Call with p.mu held.

@@ -92,7 +92,7 @@ func Run(ctx context.Context, o Options) {
 		if ctx.Err() != nil {
 			return
 		}
-		o.Log.Error(err, "Could not get a migration certificate; migrations to and from this node fail until it has one", "retryIn", retry.String())
+		o.Log.Error(err, "Could not get a migration certificate; until it has one, migrations to and from this node fail (with migration TLS) and its peers cannot confirm a control-plane outage to it", "retryIn", retry.String())
 		if !sleep(ctx, retry) {
 			return
 		}

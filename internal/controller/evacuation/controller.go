@@ -23,6 +23,7 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/power"
+	"github.com/ferryvm/ferry/internal/controller/vmclass"
 )
 
 // Backoff bounds the wait between failed evacuations of one VM: First after the first
@@ -151,7 +152,12 @@ func observe(ctx context.Context, c client.Reader, vm *v1alpha2.VirtualMachine, 
 	if err := c.List(ctx, &pods, client.HasLabels{v1alpha2.LabelLauncher}, client.UnsafeDisableDeepCopy); err != nil {
 		return s, err
 	}
-	s.Assessment = Assess(vm, s.Pod, nodes.Items, pods.Items)
+	// The VM's placement with its class's.
+	class, err := vmclass.Of(ctx, c, vm)
+	if err != nil {
+		return s, err
+	}
+	s.Assessment = Assess(vmclass.Effective(vm, class), s.Pod, nodes.Items, pods.Items)
 
 	var ops v1alpha2.VirtualMachineOperationList
 	opts := []client.ListOption{client.InNamespace(vm.Namespace)}

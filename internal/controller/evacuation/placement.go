@@ -72,7 +72,7 @@ func Assess(vm *v1alpha2.VirtualMachine, pod *corev1.Pod, nodes []corev1.Node, p
 		used[p.Spec.NodeName].Add(podMemory(p))
 	}
 	free := map[string]int64{}
-	affinity := nodeaffinity.NewRequiredNodeAffinity(vm.Spec.NodeSelector, vm.Spec.Affinity)
+	affinity := nodeaffinity.NewRequiredNodeAffinity(vm.Spec.NodeSelector, vm.Spec.Affinity.ForPod())
 	for i := range nodes {
 		n := &nodes[i]
 		if n.Name == a.Source {

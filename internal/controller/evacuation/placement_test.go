@@ -75,7 +75,7 @@ func TestAssess(t *testing.T) {
 			vm.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "n1"}
 		}), nodes: []corev1.Node{node("n1"), node("n2")}, reason: ReasonNoTargetNode, say: "n2 does not match the VM's nodeSelector/affinity"},
 		{name: "required affinity", vm: runningVM(func(vm *v1alpha2.VirtualMachine) {
-			vm.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			vm.Spec.Affinity = &v1alpha2.VirtualMachineAffinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
 				NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{"n1", "n3"}}}}},
 			}}}
 		}), nodes: []corev1.Node{node("n1"), node("n2"), node("n3")}, targets: []string{"n3"}, reason: ReasonMigratable},

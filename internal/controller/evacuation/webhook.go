@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -120,9 +121,9 @@ func Explain(vm *v1alpha2.VirtualMachine, node string, s State, now time.Time) s
 	name := vm.Namespace + "/" + vm.Name
 	switch ok, reason, msg := s.migratable(); {
 	case s.InFlight != nil:
-		p := s.InFlight.Status.Progress
-		if p == "" {
-			p = "starting"
+		p := "starting"
+		if reason, msg := s.InFlight.Outcome(); reason != "" {
+			p = strings.TrimSpace(s.InFlight.Status.Progress + " " + reason + ": " + msg)
 		}
 		return fmt.Sprintf("VM %s is being live-migrated off node %s by VirtualMachineOperation %s (%s); its pod ends when the VM runs elsewhere", name, node, s.InFlight.Name, p)
 	case !ok && reason == ReasonMigrationFails:

@@ -174,8 +174,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	if retry {
 		wake(time.Second)
 	}
-	if err := r.updateGroups(ctx, groups.Items, nodes.Items, verdicts); err != nil {
+	if stale, err := r.updateGroups(ctx, groups.Items, nodes.Items, verdicts); err != nil {
 		return ctrl.Result{}, err
+	} else if stale {
+		wake(time.Second)
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
 }
@@ -510,8 +512,9 @@ func vmMessage(vm *v1alpha2.VirtualMachine, v Verdict) string {
 }
 
 // updateGroups writes each NodeGroup's node counts, fencing timing, unreachable nodes and
-// Fencing condition.
-func (r *Reconciler) updateGroups(ctx context.Context, groups []deckhousev1.NodeGroup, nodes []corev1.Node, verdicts []Verdict) error {
+// Fencing condition. A group read before someone else wrote its status is not written
+// from that copy (the write carries its resourceVersion); stale says to look again soon.
+func (r *Reconciler) updateGroups(ctx context.Context, groups []deckhousev1.NodeGroup, nodes []corev1.Node, verdicts []Verdict) (stale bool, err error) {
 	r.mu.Lock()
 	storm := r.storm
 	r.mu.Unlock()
@@ -556,9 +559,11 @@ func (r *Reconciler) updateGroups(ctx context.Context, groups []deckhousev1.Node
 		if equality.Semantic.DeepEqual(orig.Status, g.Status) {
 			continue
 		}
-		if err := r.Client.Status().Patch(ctx, g, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("updating NodeGroup %s: %w", g.Name, err)
+		if err := r.Client.Status().Patch(ctx, g, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); apierrors.IsConflict(err) {
+			stale = true
+		} else if client.IgnoreNotFound(err) != nil {
+			return stale, fmt.Errorf("updating NodeGroup %s: %w", g.Name, err)
 		}
 	}
-	return nil
+	return stale, nil
 }

@@ -119,12 +119,15 @@ func (r *Reconciler) opsOfPod(ctx context.Context, pod client.Object) []reconcil
 	return out
 }
 
-// step is what one phase handler decided.
+// step is what one phase handler decided. progress, when above 0, is the step's own
+// estimate of status.progress (a transfer's); else the reason's fixed value applies
+// (progressAfter).
 type step struct {
-	opPhase v1alpha2.OperationPhase
-	reason  string
-	message string
-	requeue time.Duration
+	opPhase  v1alpha2.OperationPhase
+	reason   string
+	message  string
+	requeue  time.Duration
+	progress int
 }
 
 func wait(reason, msg string, after time.Duration) step {
@@ -172,14 +175,43 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.slots.drop(op.UID) // a slot this pass took is not used
 	}
 	if err != nil {
-		return ctrl.Result{}, err
+		return redo(err)
 	}
 	if s.opPhase == v1alpha2.OpFailed {
+		// Failing removes the target, which cannot be undone: not on a stale read of the
+		// operation. A pass that read it before its last write redoes an earlier phase (a
+		// Preparing pass after the Transferring one found the source pod, which ended as
+		// migrated, gone, and failed a migration that had arrived); its status write would
+		// conflict, but only after the target was gone.
+		if stale, err := r.staleRead(ctx, orig); err != nil {
+			return redo(err)
+		} else if stale {
+			return ctrl.Result{Requeue: true}, nil
+		}
 		if err := r.cleanupFailed(ctx, op, s); err != nil {
-			return ctrl.Result{}, err
+			return redo(err)
 		}
 	}
 	return r.record(ctx, op, orig, s)
+}
+
+// staleRead tells whether the operation changed on the API server since op was read.
+func (r *Reconciler) staleRead(ctx context.Context, op *v1alpha2.VirtualMachineOperation) (bool, error) {
+	fresh := &v1alpha2.VirtualMachineOperation{}
+	if err := r.reader().Get(ctx, client.ObjectKeyFromObject(op), fresh); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return fresh.ResourceVersion != op.ResourceVersion, nil
+}
+
+// redo ends a pass that failed. A conflict that outlasted patchVMState's retries (the VM
+// written again and again meanwhile) is no error: the pass is redone from fresh reads,
+// paced by the queue's back-off.
+func redo(err error) (ctrl.Result, error) {
+	if apierrors.IsConflict(err) {
+		return ctrl.Result{Requeue: true}, nil
+	}
+	return ctrl.Result{}, err
 }
 
 // record writes the step to the operation's status, with an event when the reason changes.
@@ -191,7 +223,7 @@ func (r *Reconciler) record(ctx context.Context, op, orig *v1alpha2.VirtualMachi
 	prev := meta.FindStatusCondition(op.Status.Conditions, v1alpha2.OpConditionCompleted)
 	changed := prev == nil || prev.Reason != s.reason || op.Status.Phase != s.opPhase
 	op.Status.Phase = s.opPhase
-	op.Status.Progress = s.message
+	op.Status.Progress = progressAfter(s, op.Status.Progress)
 	op.Status.ObservedGeneration = op.Generation
 	meta.SetStatusCondition(&op.Status.Conditions, metav1.Condition{
 		Type: v1alpha2.OpConditionCompleted, Status: status, Reason: s.reason, Message: s.message, ObservedGeneration: op.Generation,

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +17,7 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/uninstall"
+	"github.com/ferryvm/ferry/internal/controller/vmclass"
 	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
@@ -53,31 +55,56 @@ func (r *Reconciler) pending(ctx context.Context, op *v1alpha2.VirtualMachineOpe
 			return step{}, err
 		}
 		if t == nil || !t.DeletionTimestamp.IsZero() || launcherpod.Ended(t) {
-			now := metav1.NewTime(r.Now())
-			if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) { st.EndTimestamp, st.Result = &now, v1alpha2.MigrationFailed }); err != nil {
+			now, gone := metav1.NewTime(r.Now()), st.Target.Pod
+			// Redone on a newer VM (patchVMState), it closes only the state it was about.
+			if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) {
+				if st.EndTimestamp == nil && st.Target.Pod == gone {
+					st.EndTimestamp, st.Result = &now, v1alpha2.MigrationFailed
+				}
+			}); err != nil {
 				return step{}, err
 			}
-			ctrl.LoggerFrom(ctx).Info("Closed a migration state no operation owns", "vm", vm.Name, "target", st.Target.Pod)
+			ctrl.LoggerFrom(ctx).Info("Closed a migration state no operation owns", "vm", vm.Name, "target", gone)
 			op.Status.Phase = v1alpha2.OpPending
-			return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonWaitingForSyncSlot,
+			return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonMigrationPending,
 				message: "closed a migration of VM " + vm.Name + " that an earlier operation left open", requeue: time.Second}, nil
 		}
 	}
 	if st := vm.Status.MigrationState; vm.Status.Phase == v1alpha2.MachineMigrating && st != nil && st.EndTimestamp != nil {
 		// The migration ended; the VM's phase has not followed yet.
 		op.Status.Phase = v1alpha2.OpPending
-		return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonWaitingForSyncSlot,
+		return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonMigrationPending,
 			message: "waiting for VM " + vm.Name + " to show the end of its last migration", requeue: time.Second}, nil
 	}
+	// A VM being started (again) runs in a moment: the migration waits for it rather than
+	// fail, e.g. an Evict right after ferry up resumed, or after a node restarted.
+	if startsSoon(vm) {
+		return waitForRun(op, fmt.Sprintf("VM %s is %s", vm.Name, vm.Status.Phase)), nil
+	}
 	if vm.Spec.RunPolicy == v1alpha2.AlwaysOff || vm.Status.Phase != v1alpha2.MachineRunning {
-		return fail(v1alpha2.ReasonVMNotRunning, "VM %s is %s: only a Running VM can be migrated", vm.Name, vm.Status.Phase), nil
+		return fail(v1alpha2.ReasonNotApplicableState, "VM %s is %s: only a Running VM can be migrated", vm.Name, vm.Status.Phase), nil
 	}
 	source, err := r.sourcePod(ctx, vm)
 	if err != nil {
 		return step{}, err
 	}
-	if source == nil || source.Spec.NodeName == "" {
-		return fail(v1alpha2.ReasonVMNotRunning, "VM %s has no running launcher pod", vm.Name), nil
+	if source == nil || source.Spec.NodeName == "" || !launcherpod.GuestRunning(source) {
+		// Running, says the VM's status, which has not caught up with its pod yet (the pod
+		// ended and the VM is to start again, or a new pod is starting): its next phase
+		// decides.
+		return waitForRun(op, fmt.Sprintf("VM %s has no running launcher pod yet", vm.Name)), nil
+	}
+	if why, err := r.refuseTarget(ctx, op, vm, source); err != nil {
+		return step{}, err
+	} else if why != "" {
+		return fail(v1alpha2.ReasonTargetUnschedulable, "%s", why), nil
+	}
+	if why := hotplugBusy(source); why != "" {
+		// The target must start with the disks the source's QEMU has: wait until they stop
+		// changing (a hot-plug takes seconds). The pod's annotations wake this up.
+		op.Status.Phase = v1alpha2.OpPending
+		return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonMigrationPending,
+			message: "waiting for a disk hot-plug of VM " + vm.Name + " to finish: " + why, requeue: 2 * time.Second}, nil
 	}
 	if why, err := r.takeSlot(ctx, op, source.Spec.NodeName); err != nil {
 		return step{}, err
@@ -103,7 +130,12 @@ func (r *Reconciler) pending(ctx context.Context, op *v1alpha2.VirtualMachineOpe
 		}
 	}
 	if target == nil {
-		target = targetPod(op, source, vm)
+		// Placed as the VM's class places it now (the CPU is the source's: its arguments).
+		class, err := vmclass.Of(ctx, r.Client, vm)
+		if err != nil {
+			return step{}, err
+		}
+		target = targetPod(op, source, vmclass.Effective(vm, class))
 		if err := r.Client.Create(ctx, target); err != nil {
 			return step{}, fmt.Errorf("creating the target pod: %w", err)
 		}
@@ -166,17 +198,20 @@ func (r *Reconciler) scheduling(ctx context.Context, op *v1alpha2.VirtualMachine
 		ms.Phase = v1alpha2.MigrationPreparing
 		return wait(v1alpha2.ReasonTargetPreparing, fmt.Sprintf("target pod %s starting on node %s", target.Name, target.Spec.NodeName), time.Second), nil
 	}
-	why := "waiting for the scheduler"
+	why, reason := "waiting for the scheduler", v1alpha2.ReasonTargetScheduling
 	for _, c := range target.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
 			why = c.Message
+			if c.Reason == corev1.PodReasonUnschedulable {
+				reason = v1alpha2.ReasonTargetUnschedulable
+			}
 		}
 	}
 	cfg, _ := r.effective(ctx)
 	if r.Now().Sub(ms.StartTime.Time) > cfg.SchedulingTimeout {
 		return fail(v1alpha2.ReasonTargetUnschedulable, "no node can take VM %s within %s: %s", op.Spec.VirtualMachineName, cfg.SchedulingTimeout, why), nil
 	}
-	return wait(v1alpha2.ReasonTargetScheduling, "target pod not placed yet: "+why, 2*time.Second), nil
+	return wait(reason, fmt.Sprintf("target pod %s/%s not placed yet: %s", target.Namespace, target.Name, why), 2*time.Second), nil
 }
 
 // preparing waits for the target's QEMU to listen, then asks the source to migrate.
@@ -217,6 +252,7 @@ func (r *Reconciler) preparing(ctx context.Context, op *v1alpha2.VirtualMachineO
 		AutoConverge:             ms.AutoConverge,
 		CompletionTimeoutSeconds: completionTimeout(vm, cfg.CompletionTimeoutPerGiB),
 		ProgressTimeoutSeconds:   int64(cfg.ProgressTimeout.Seconds()),
+		BlockDevices:             hotplugSlots(target),
 	}
 	b, _ := json.Marshal(req)
 	// Clear what an earlier migration of this pod left behind in the same write.
@@ -284,7 +320,7 @@ func (r *Reconciler) transferring(ctx context.Context, op *v1alpha2.VirtualMachi
 		if ms.TransferStartTime != nil && r.Now().Sub(ms.TransferStartTime.Time) > r.Config.ProgressTimeout {
 			return fail(v1alpha2.ReasonSourceFailed, "source pod %s ended during the transfer and the guest gave no heartbeat on node %s: %s", ms.SourcePod, ms.TargetNode, launcherpod.EndMessage(source)), nil
 		}
-		return wait(v1alpha2.ReasonSyncing, fmt.Sprintf("source pod %s is gone; waiting for the guest's heartbeat on node %s", ms.SourcePod, ms.TargetNode), time.Second), nil
+		return wait(v1alpha2.ReasonSourceSuspended, fmt.Sprintf("source pod %s is gone; waiting for the guest's heartbeat on node %s", ms.SourcePod, ms.TargetNode), time.Second), nil
 	}
 	if launcherpod.Ended(source) && !launcherpod.MigratedAway(source) {
 		return fail(v1alpha2.ReasonSourceFailed, "source pod %s ended during the transfer: %s", ms.SourcePod, launcherpod.EndMessage(source)), nil
@@ -297,15 +333,18 @@ func (r *Reconciler) transferring(ctx context.Context, op *v1alpha2.VirtualMachi
 		}
 		return fail(reason, "migration %s: %s", prog.Status, prog.Error), nil
 	}
-	msg := "transfer starting"
-	if prog.TotalBytes > 0 {
-		done := prog.TotalBytes - prog.RemainingBytes
-		msg = fmt.Sprintf("%d%% of %d MiB sent (%d MiB transferred, %.1fs)", 100*done/prog.TotalBytes, prog.TotalBytes>>20, prog.TransferredBytes>>20, float64(prog.TotalTimeMs)/1000)
-		if prog.ThrottlePercent > 0 {
-			msg += fmt.Sprintf(", guest CPU throttled %d%%", prog.ThrottlePercent)
-		}
+	if prog.Status == "device" {
+		// QEMU's last stage: the guest is paused while its devices' state goes across.
+		return wait(v1alpha2.ReasonSourceSuspended, fmt.Sprintf("the source paused the guest to hand it to node %s", ms.TargetNode), time.Second), nil
 	}
-	return wait(v1alpha2.ReasonSyncing, msg, 2*time.Second), nil
+	s := wait(v1alpha2.ReasonSyncing, sentText(prog), 2*time.Second)
+	if notConverging(ms, prog, r.Now()) {
+		s.reason = v1alpha2.ReasonNotConverging
+		s.message = "Migration is not converging: data remaining is not decreasing at maximum throttle; " + s.message
+	}
+	prev, _ := parsePercent(op.Status.Progress)
+	s.progress = syncProgress(prev, prog, r.Now().Sub(ms.TransferStartTime.Time))
+	return s, nil
 }
 
 // completing hands the VM to the target pod and ends the operation when the guest's
@@ -329,7 +368,7 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 		if r.Now().Sub(ms.TransferStartTime.Time) > r.Config.ProgressTimeout {
 			return fail(v1alpha2.ReasonTargetFailed, "the guest gave no heartbeat on node %s after the transfer", ms.TargetNode), nil
 		}
-		return wait(v1alpha2.ReasonSyncing, fmt.Sprintf("transfer completed (downtime %d ms); waiting for the guest's heartbeat on node %s", ms.DowntimeMs, ms.TargetNode), time.Second), nil
+		return wait(v1alpha2.ReasonSourceSuspended, fmt.Sprintf("transfer completed (downtime %d ms); waiting for the guest's heartbeat on node %s", ms.DowntimeMs, ms.TargetNode), time.Second), nil
 	}
 	vm := &v1alpha2.VirtualMachine{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: op.Namespace, Name: op.Spec.VirtualMachineName}, vm); err != nil {
@@ -338,7 +377,7 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 		}
 		now := metav1.NewTime(r.Now())
 		ms.EndTime = &now
-		return step{opPhase: v1alpha2.OpCompleted, reason: v1alpha2.ReasonOperationCompleted,
+		return step{opPhase: v1alpha2.OpCompleted, reason: v1alpha2.ReasonMigrationCompleted,
 			message: fmt.Sprintf("VM %s migrated to node %s and was then deleted", op.Spec.VirtualMachineName, ms.TargetNode)}, nil
 	}
 	if st := vm.Status.MigrationState; st == nil || st.EndTimestamp == nil {
@@ -354,14 +393,14 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 	if vm.Status.NodeName != ms.TargetNode || vm.Status.Phase != v1alpha2.MachineRunning {
 		// The operation ends once the VM's own status says where it runs now, so whoever
 		// saw it Completed and reads the VM next finds the new node.
-		return wait(v1alpha2.ReasonSyncing, fmt.Sprintf("the guest runs on node %s; waiting for the VM's status to follow", ms.TargetNode), 200*time.Millisecond), nil
+		return wait(v1alpha2.ReasonTargetResumed, fmt.Sprintf("the guest runs on node %s; waiting for the VM's status to follow", ms.TargetNode), 200*time.Millisecond), nil
 	}
 	now := *vm.Status.MigrationState.EndTimestamp
 	ms.EndTime = &now
 	migrationsTotal.WithLabelValues(string(v1alpha2.MigrationSucceeded)).Inc()
 	migrationDuration.Observe(now.Sub(ms.StartTime.Time).Seconds())
 	migrationDowntime.Observe(float64(ms.DowntimeMs) / 1000)
-	return step{opPhase: v1alpha2.OpCompleted, reason: v1alpha2.ReasonOperationCompleted,
+	return step{opPhase: v1alpha2.OpCompleted, reason: v1alpha2.ReasonMigrationCompleted,
 		message: fmt.Sprintf("VM %s migrated from node %s to node %s (transfer %d ms, downtime %d ms)", op.Spec.VirtualMachineName, ms.SourceNode, ms.TargetNode, ms.TransferMs, ms.DowntimeMs)}, nil
 }
 
@@ -387,7 +426,12 @@ func (r *Reconciler) cleanupFailed(ctx context.Context, op *v1alpha2.VirtualMach
 	ms.EndTime = &now
 	vm := &v1alpha2.VirtualMachine{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: op.Namespace, Name: op.Spec.VirtualMachineName}, vm); err == nil {
-		if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) { st.EndTimestamp, st.Result = &now, v1alpha2.MigrationFailed }); err != nil {
+		if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) {
+			// Another operation's migration is not this one's to close.
+			if st.Target.Pod == "" || st.Target.Pod == ms.TargetPod {
+				st.EndTimestamp, st.Result = &now, v1alpha2.MigrationFailed
+			}
+		}); err != nil {
 			return err
 		}
 		r.Recorder.Eventf(vm, corev1.EventTypeWarning, "MigrationFailed", "Migration by %s failed (%s): %s; the VM stays on node %s", op.Name, s.reason, s.message, ms.SourceNode)
@@ -411,12 +455,24 @@ func (r *Reconciler) abort(ctx context.Context, op *v1alpha2.VirtualMachineOpera
 		ctrl.LoggerFrom(ctx).Info("The VirtualMachineOperation CRD is being deleted: releasing the operation without clean-up")
 		return ctrl.Result{}, uninstall.Release(ctx, r.Client, op)
 	}
-	if !op.Finished() && op.Status.Migration != nil {
+	if !op.Finished() && op.Status.Migration != nil && op.Status.Phase != v1alpha2.OpTerminating {
 		s := fail(v1alpha2.ReasonAborted, "cancelled: the operation was deleted")
 		if err := r.cleanupFailed(ctx, op, s); err != nil {
-			return ctrl.Result{}, err
+			return redo(err)
 		}
 		r.Recorder.Eventf(op, corev1.EventTypeWarning, v1alpha2.ReasonAborted, "Migration cancelled; the VM stays on node %s", op.Status.Migration.SourceNode)
+		// Terminating, as Deckhouse shows an operation being deleted, until its target
+		// pod is gone and the finalizer goes.
+		orig := op.DeepCopy()
+		op.Status.Phase = v1alpha2.OpTerminating
+		meta.SetStatusCondition(&op.Status.Conditions, metav1.Condition{Type: v1alpha2.OpConditionCompleted, Status: metav1.ConditionFalse,
+			Reason: s.reason, Message: s.message, ObservedGeneration: op.Generation})
+		if err := r.Client.Status().Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			if apierrors.IsNotFound(err) {
+				return ctrl.Result{}, nil
+			}
+			return redo(err) // a conflict: the clean-up, which is idempotent, is redone from a fresh read
+		}
 	}
 	if ms := op.Status.Migration; ms != nil && ms.Phase != v1alpha2.MigrationDone && !op.Finished() {
 		if targets, err := r.targetsOf(ctx, op); err != nil {

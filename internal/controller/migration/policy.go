@@ -2,6 +2,7 @@ package migration
 
 import (
 	"fmt"
+	"time"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
@@ -27,4 +28,18 @@ func autoConverge(policy v1alpha2.LiveMigrationPolicy, force *bool) (bool, error
 	default: // PreferSafe
 		return force != nil && *force, nil
 	}
+}
+
+// startsSoon tells whether vm is on its way to Running: its runPolicy keeps it on and it
+// waits for, or is starting in, a launcher pod.
+func startsSoon(vm *v1alpha2.VirtualMachine) bool {
+	return vm.Spec.RunPolicy != v1alpha2.AlwaysOff &&
+		(vm.Status.Phase == v1alpha2.MachinePending || vm.Status.Phase == v1alpha2.MachineStarting)
+}
+
+// waitForRun keeps op Pending until its VM runs: why says what it waits for.
+func waitForRun(op *v1alpha2.VirtualMachineOperation, why string) step {
+	op.Status.Phase = v1alpha2.OpPending
+	return step{opPhase: v1alpha2.OpPending, reason: v1alpha2.ReasonMigrationPending,
+		message: why + ": the migration starts once it runs", requeue: 2 * time.Second}
 }

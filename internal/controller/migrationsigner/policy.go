@@ -5,7 +5,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 
 	"github.com/ferryvm/ferry/internal/migrationtls"
+	"github.com/ferryvm/ferry/internal/pki"
 )
 
 // Reasons of the Denied (or Failed) condition, and of the Approved one.
@@ -74,22 +74,11 @@ func (p Policy) decide(csr *certificatesv1.CertificateSigningRequest) verdict {
 	return p.checkRequester(csr.Spec, node, req)
 }
 
+// parseRequest reads spec.request: network input, parsed (and fuzzed) in internal/pki.
 func parseRequest(raw []byte) (*x509.CertificateRequest, verdict) {
-	block, rest := pem.Decode(raw)
-	switch {
-	case block == nil:
-		return nil, deny(ReasonInvalidRequest, "spec.request holds no PEM block")
-	case block.Type != "CERTIFICATE REQUEST":
-		return nil, deny(ReasonInvalidRequest, "spec.request holds a %q PEM block, not a CERTIFICATE REQUEST", block.Type)
-	case len(strings.TrimSpace(string(rest))) > 0:
-		return nil, deny(ReasonInvalidRequest, "spec.request holds more than one PEM block")
-	}
-	req, err := x509.ParseCertificateRequest(block.Bytes)
+	req, err := pki.ParseRequest(raw)
 	if err != nil {
-		return nil, deny(ReasonInvalidRequest, "spec.request does not parse: %v", err)
-	}
-	if err := req.CheckSignature(); err != nil {
-		return nil, deny(ReasonInvalidRequest, "spec.request is not signed by its own key: %v", err)
+		return nil, deny(ReasonInvalidRequest, "spec.request: %v", err)
 	}
 	return req, verdict{approve: true}
 }

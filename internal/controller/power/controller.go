@@ -3,6 +3,7 @@ package power
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -80,23 +81,33 @@ func (r *Reconciler) opsOfVM(ctx context.Context, vm client.Object) []reconcile.
 	return out
 }
 
-// outcome is what one step of an operation decided.
+// outcome is what one step of an operation decided. signalled says the VM was told (its
+// power state set, its pod ended): the SignalSent condition.
 type outcome struct {
-	phase   v1alpha2.OperationPhase
-	reason  string
-	message string
+	phase     v1alpha2.OperationPhase
+	reason    string
+	message   string
+	signalled bool
 }
 
-func inProgress(msg string) outcome {
-	return outcome{v1alpha2.OpInProgress, v1alpha2.ReasonOperationInProgress, msg}
+// inProgressReasons are Deckhouse's reasons of a power operation that was signalled and
+// is not done yet.
+var inProgressReasons = map[v1alpha2.OperationType]string{
+	v1alpha2.OpStart:   v1alpha2.ReasonStartInProgress,
+	v1alpha2.OpStop:    v1alpha2.ReasonStopInProgress,
+	v1alpha2.OpRestart: v1alpha2.ReasonRestartInProgress,
+}
+
+func inProgress(t v1alpha2.OperationType, msg string) outcome {
+	return outcome{v1alpha2.OpInProgress, inProgressReasons[t], msg, true}
 }
 
 func failed(reason, format string, args ...any) outcome {
-	return outcome{v1alpha2.OpFailed, reason, fmt.Sprintf(format, args...)}
+	return outcome{phase: v1alpha2.OpFailed, reason: reason, message: fmt.Sprintf(format, args...)}
 }
 
 func completed(msg string) outcome {
-	return outcome{v1alpha2.OpCompleted, v1alpha2.ReasonOperationCompleted, msg}
+	return outcome{v1alpha2.OpCompleted, v1alpha2.ReasonOperationCompleted, msg, true}
 }
 
 // Reconcile moves one operation forward.
@@ -117,7 +128,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	case err != nil:
 		return ctrl.Result{}, err
 	case !vm.DeletionTimestamp.IsZero():
-		o = failed(v1alpha2.ReasonVMDeleted, "VirtualMachine %s is being deleted", vm.Name)
+		o = failed(v1alpha2.ReasonNotApplicableState, "VirtualMachine %s is being deleted (Terminating)", vm.Name)
 	default:
 		switch op.Spec.Type {
 		case v1alpha2.OpStart:
@@ -132,7 +143,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 	if o.phase == v1alpha2.OpInProgress && r.Now().Sub(op.CreationTimestamp.Time) > Timeout {
-		o = failed(v1alpha2.ReasonTimedOut, "%s did not finish within %s: %s", op.Spec.Type, Timeout, o.message)
+		o = outcome{v1alpha2.OpFailed, v1alpha2.ReasonOperationFailed,
+			fmt.Sprintf("%s did not finish within %s: %s", op.Spec.Type, Timeout, o.message), o.signalled}
 	}
 	return r.record(ctx, op, o)
 }
@@ -146,12 +158,24 @@ func (r *Reconciler) record(ctx context.Context, op *v1alpha2.VirtualMachineOper
 	}
 	changed := op.Status.Phase != o.phase
 	op.Status.Phase = o.phase
-	op.Status.Progress = o.message
+	// Deckhouse reports a progress for migrations only; an older Ferry wrote its message here.
+	op.Status.Progress = ""
 	op.Status.ObservedGeneration = op.Generation
 	meta.SetStatusCondition(&op.Status.Conditions, metav1.Condition{
 		Type: v1alpha2.OpConditionCompleted, Status: status, Reason: o.reason, Message: o.message, ObservedGeneration: op.Generation,
 	})
-	if err := r.Client.Status().Patch(ctx, op, client.MergeFrom(orig)); err != nil {
+	if o.signalled {
+		meta.SetStatusCondition(&op.Status.Conditions, metav1.Condition{
+			Type: v1alpha2.OpConditionSignalSent, Status: metav1.ConditionTrue, Reason: v1alpha2.ReasonSignalSentSuccess,
+			Message: fmt.Sprintf("VM %s was told to %s", op.Spec.VirtualMachineName, strings.ToLower(string(op.Spec.Type))), ObservedGeneration: op.Generation,
+		})
+	}
+	// Locked: an operation read before its last write is stepped again from a fresh read,
+	// so its event is not sent twice and no older outcome is written over a newer one.
+	if err := r.Client.Status().Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if changed {
@@ -180,7 +204,7 @@ func (r *Reconciler) start(ctx context.Context, vm *v1alpha2.VirtualMachine) (ou
 	if vm.Status.Phase == v1alpha2.MachineRunning {
 		return completed(fmt.Sprintf("VM %s is running on node %s", vm.Name, vm.Status.NodeName)), nil
 	}
-	return inProgress(fmt.Sprintf("starting VM %s (phase %s)", vm.Name, phaseOf(vm))), nil
+	return inProgress(v1alpha2.OpStart, fmt.Sprintf("starting VM %s (phase %s)", vm.Name, phaseOf(vm))), nil
 }
 
 func (r *Reconciler) stop(ctx context.Context, op *v1alpha2.VirtualMachineOperation, vm *v1alpha2.VirtualMachine) (outcome, error) {
@@ -200,7 +224,7 @@ func (r *Reconciler) stop(ctx context.Context, op *v1alpha2.VirtualMachineOperat
 	if vm.Status.Phase == v1alpha2.MachineStopped {
 		return completed(fmt.Sprintf("VM %s is stopped", vm.Name)), nil
 	}
-	return inProgress(fmt.Sprintf("stopping VM %s (phase %s)", vm.Name, phaseOf(vm))), nil
+	return inProgress(v1alpha2.OpStop, fmt.Sprintf("stopping VM %s (phase %s)", vm.Name, phaseOf(vm))), nil
 }
 
 func (r *Reconciler) restart(ctx context.Context, op *v1alpha2.VirtualMachineOperation, vm *v1alpha2.VirtualMachine) (outcome, error) {
@@ -229,12 +253,12 @@ func (r *Reconciler) restart(ctx context.Context, op *v1alpha2.VirtualMachineOpe
 		if err := r.deletePods(ctx, vm, grace); err != nil {
 			return outcome{}, err
 		}
-		return inProgress(fmt.Sprintf("stopping launcher pod %s", active)), nil
+		return inProgress(v1alpha2.OpRestart, fmt.Sprintf("stopping launcher pod %s", active)), nil
 	}
 	if vm.Status.Phase == v1alpha2.MachineRunning && active != "" && active != old {
 		return completed(fmt.Sprintf("VM %s restarted on node %s", vm.Name, vm.Status.NodeName)), nil
 	}
-	return inProgress(fmt.Sprintf("restarting VM %s (phase %s)", vm.Name, phaseOf(vm))), nil
+	return inProgress(v1alpha2.OpRestart, fmt.Sprintf("restarting VM %s (phase %s)", vm.Name, phaseOf(vm))), nil
 }
 
 // deletePods ends the VM's live launcher pods; grace < 0 keeps the pod's own grace period.

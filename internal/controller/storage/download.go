@@ -35,6 +35,11 @@ type permanentError struct{ error }
 
 func (e permanentError) Unwrap() error { return e.error }
 
+// tooLarge is an image over the size cap.
+type tooLarge string
+
+func (e tooLarge) Error() string { return string(e) }
+
 func permanent(format string, args ...any) error {
 	return permanentError{fmt.Errorf(format, args...)}
 }
@@ -80,7 +85,7 @@ type copier struct {
 // copy writes src to dst; total is the length the source announced (0: unknown).
 func (c copier) copy(ctx context.Context, dst io.Writer, src io.Reader, total int64) (int64, error) {
 	if total > c.maxSize {
-		return 0, permanent("the image is %s, more than the controller's limit of %s (--max-image-size)", humanBytes(total), humanBytes(c.maxSize))
+		return 0, permanentError{tooLarge(fmt.Sprintf("the server announces %d bytes (%.1f GiB), more than the controller's limit of %s (--max-image-size)", total, float64(total)/(1<<30), humanBytes(c.maxSize)))}
 	}
 	sums := newHashes(c.checksum)
 	w := io.MultiWriter(append([]io.Writer{dst}, sums.writers()...)...)
@@ -95,7 +100,7 @@ func (c copier) copy(ctx context.Context, dst io.Writer, src io.Reader, total in
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			if done+int64(n) > c.maxSize {
-				return done, permanent("the image is larger than the controller's limit of %s (--max-image-size)", humanBytes(c.maxSize))
+				return done, permanentError{tooLarge(fmt.Sprintf("the image is larger than the controller's limit of %s (--max-image-size)", humanBytes(c.maxSize)))}
 			}
 			if _, err := w.Write(buf[:n]); err != nil {
 				return done, fmt.Errorf("writing the image: %w", err)
@@ -176,6 +181,10 @@ func (hs hashes) verify() error {
 func httpClient(caBundle []byte) (*http.Client, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = time.Minute
+	// The bytes are the server's file as it is: no transparent gunzip, which would let a
+	// few compressed megabytes stand for the whole size cap, and would hash other bytes
+	// than the file's checksum covers.
+	t.DisableCompression = true
 	if len(caBundle) > 0 {
 		pool, err := x509.SystemCertPool()
 		if err != nil {
@@ -186,7 +195,28 @@ func httpClient(caBundle []byte) (*http.Client, error) {
 		}
 		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: t}, nil
+	return &http.Client{Transport: t, CheckRedirect: checkRedirect}, nil
+}
+
+// maxRedirects is as many as Go's client follows by default.
+const maxRedirects = 10
+
+// checkRedirect follows at most maxRedirects redirects, to http or https only (Go's
+// transport has no other scheme anyway: this says so in the image's status), and never
+// from https down to plain http, which would drop the caBundle's guarantee.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return permanent("the server redirected %d times", len(via))
+	}
+	switch req.URL.Scheme {
+	case "http", "https":
+	default:
+		return permanent("the server redirected to %s: only http:// and https:// redirects are followed", req.URL.Redacted())
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme == "http" {
+		return permanent("the server redirected from https to plain http (%s)", req.URL.Redacted())
+	}
+	return nil
 }
 
 // get starts a download; the body is read under a stall watchdog.
@@ -204,6 +234,9 @@ func get(ctx context.Context, url string, caBundle []byte) (io.ReadCloser, int64
 	resp, err := client.Do(req)
 	if err != nil {
 		cancel()
+		if isPermanent(err) {
+			return nil, 0, err
+		}
 		return nil, 0, fmt.Errorf("downloading: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {

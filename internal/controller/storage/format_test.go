@@ -16,6 +16,23 @@ func qcow2Header(version uint32, backing uint64, incompat uint64) []byte {
 	binary.BigEndian.PutUint32(h[4:], version)
 	binary.BigEndian.PutUint64(h[8:], backing)
 	binary.BigEndian.PutUint64(h[72:], incompat)
+	if version == 3 {
+		binary.BigEndian.PutUint32(h[qcow2OffHeaderLength:], qcow2V3HeaderEnd)
+	}
+	return h
+}
+
+// withExtension appends a header extension of type typ holding data after the v3
+// header's last one (the header must hold no extension but the end marker yet).
+func withExtension(h []byte, typ uint32, data string) []byte {
+	h = append([]byte(nil), h...)
+	off := int(binary.BigEndian.Uint32(h[qcow2OffHeaderLength:]))
+	for binary.BigEndian.Uint32(h[off:]) != 0 {
+		off += 8 + (int(binary.BigEndian.Uint32(h[off+4:]))+7)/8*8
+	}
+	binary.BigEndian.PutUint32(h[off:], typ)
+	binary.BigEndian.PutUint32(h[off+4:], uint32(len(data)))
+	copy(h[off+8:], data)
 	return h
 }
 
@@ -62,13 +79,26 @@ func TestDetectFormat(t *testing.T) {
 func TestCheckQcow2Header(t *testing.T) {
 	crypt := qcow2Header(3, 0, 0)
 	binary.BigEndian.PutUint32(crypt[32:], 2)
+	rawDataBit := qcow2Header(3, 0, 0)
+	binary.BigEndian.PutUint64(rawDataBit[qcow2OffAutoclear:], qcow2AutoclearRawData)
+	shortLength := qcow2Header(3, 0, 0)
+	binary.BigEndian.PutUint32(shortLength[qcow2OffHeaderLength:], 72)
 	for _, tc := range []struct {
 		name   string
 		header []byte
 		err    string
 	}{
 		{"plain v3", qcow2Header(3, 0, 0), ""},
-		{"plain v2", qcow2Header(2, 0, 0)[:72], ""},
+		{"plain v2", qcow2Header(2, 0, 0), ""},
+		{"v2 cut after its header", qcow2Header(2, 0, 0)[:72], "do not end"},
+		{"feature name table", withExtension(qcow2Header(3, 0, 0), 0x6803f857, strings.Repeat("x", 48)), ""},
+		{"data file named, bit clear", withExtension(qcow2Header(3, 0, 0), 0x44415441, "/dev/sda"), "external data file name"},
+		{"data file after a feature table", withExtension(withExtension(qcow2Header(3, 0, 0), 0x6803f857, "abc"), 0x44415441, "/etc/ferry/migration-tls/tls.key"), "external data file name"},
+		{"backing format named", withExtension(qcow2Header(3, 0, 0), 0xe2792aca, "raw"), "backing file format"},
+		{"unknown extension", withExtension(qcow2Header(3, 0, 0), 0x12345678, "?"), "unknown extension"},
+		{"raw external data", rawDataBit, "external data file"},
+		{"header length too short", shortLength, "header length"},
+		{"extensions run off the end", withExtension(qcow2Header(3, 0, 0), 0x6803f857, strings.Repeat("x", 400)), "do not end"},
 		{"backing file", qcow2Header(3, 0x200, 0), "backing file"},
 		{"data file", qcow2Header(3, 0, qcow2IncompatDataFile), "external data file"},
 		{"corrupt", qcow2Header(3, 0, qcow2IncompatCorrupt), "corrupt"},
@@ -109,6 +139,47 @@ func FuzzDetectFormat(f *testing.F) {
 		case FormatISO, FormatRaw, "vdi", "vhdx":
 		default:
 			t.Fatalf("unknown format %q", format)
+		}
+	})
+}
+
+// FuzzCheckQcow2Header: whatever the header, one that passes names no backing file, no
+// external data file and carries no header extension but the allowed ones (walked here
+// apart from the checker's own walk, with its own bounds).
+func FuzzCheckQcow2Header(f *testing.F) {
+	f.Add(qcow2Header(3, 0, 0))
+	f.Add(qcow2Header(2, 0, 0))
+	f.Add(withExtension(qcow2Header(3, 0, 0), 0x6803f857, "dirty bit"))
+	f.Add(withExtension(withExtension(qcow2Header(3, 0, 0), 0x23852875, "12345678"), 0x44415441, "/dev/sda"))
+	f.Add(withExtension(qcow2Header(3, 0, 0), 0xe2792aca, "raw"))
+	f.Fuzz(func(t *testing.T, h []byte) {
+		if checkQcow2Header(h) != nil {
+			return
+		}
+		be := binary.BigEndian
+		version := be.Uint32(h[4:])
+		if be.Uint64(h[8:]) != 0 || be.Uint32(h[32:]) != 0 || (version != 2 && version != 3) {
+			t.Fatalf("passed with a backing file, encryption or version %d", version)
+		}
+		start := 72
+		if version == 3 {
+			if be.Uint64(h[72:])&(qcow2IncompatDataFile|qcow2IncompatCorrupt) != 0 || be.Uint64(h[88:])&qcow2AutoclearRawData != 0 {
+				t.Fatalf("passed with a data file or corrupt bit")
+			}
+			start = int(be.Uint32(h[100:]))
+		}
+		for off := start; ; {
+			if off < 0 || off+8 > len(h) {
+				t.Fatalf("passed with extensions that run past the header (at %d of %d)", off, len(h))
+			}
+			typ := be.Uint32(h[off:])
+			if typ == 0 {
+				return
+			}
+			if typ != 0x6803f857 && typ != 0x23852875 {
+				t.Fatalf("passed with header extension 0x%08x", typ)
+			}
+			off += 8 + (int(be.Uint32(h[off+4:]))+7)/8*8
 		}
 	})
 }
@@ -165,6 +236,26 @@ func TestInspectRefusesImagesThatNameHostFiles(t *testing.T) {
 			t.Errorf("%s: parseQemuInfo gave %v, want a refusal naming the %s", filepath.Base(path), err, want)
 		}
 	}
+}
+
+// TestInspectRefusesAHugeVirtualSize: a small qcow2 whose header claims 4 EiB is refused
+// (qemu-img says it is too big) and no disk is ever made from it.
+func TestInspectRefusesAHugeVirtualSize(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "huge.qcow2")
+	qemuImg(t, "create", "-q", "-f", "qcow2", p, "1M")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.BigEndian.PutUint64(b[24:], 4<<60) // the header's size field
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	info, err := inspect(context.Background(), p)
+	if err == nil {
+		t.Fatalf("a 4 EiB qcow2 passed: %+v", info)
+	}
+	t.Logf("4 EiB: %v", err)
 }
 
 func TestInspectFormats(t *testing.T) {

@@ -150,7 +150,7 @@ func diskSize(ctx context.Context, path string) (int64, error) {
 // when there is one. The guest sees size bytes: the part past the image's end reads as
 // zeroes, and cloud-init's growpart grows the root partition into it.
 func createOverlay(ctx context.Context, path, base, baseFormat string, size int64) error {
-	args := []string{"create", "-q", "-f", "qcow2", "-o", "cluster_size=65536"}
+	args := []string{"create", "-q", "-f", DiskFormat, "-o", "cluster_size=65536"}
 	if base != "" {
 		args = append(args, "-b", base, "-F", baseFormat)
 	}

@@ -16,19 +16,21 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 // CRDs are Ferry's own CRDs, which Clean deletes. (deploy/base's NodeGroup CRD is
 // Deckhouse's API, which Ferry reads; kubectl delete -k removes it.)
-var CRDs = []string{CRDVirtualMachines, CRDOperations, CRDDisks, CRDImages, "virtualmachineipaddressleases.virtualization.deckhouse.io"}
+var CRDs = []string{CRDVirtualMachines, CRDOperations, CRDDisks, CRDImages, CRDVirtualImages, CRDIPAddresses, CRDAttachments, CRDSnapshots, "virtualmachineipaddressleases.virtualization.deckhouse.io", CRDClasses}
 
 // Options configure Clean.
 type Options struct {
 	// ControllerNamespace holds the controller's leader Lease, ferry-controller: a Lease
 	// renewed lately says a controller runs.
 	ControllerNamespace string
-	// DeleteData deletes the disks and images before the CRDs, so that the controller
-	// removes their files; without it their files stay in the shared storage.
+	// DeleteData deletes the disks, images and disk snapshots before the CRDs, so that the
+	// controller removes their files; without it their files stay in the shared storage.
 	DeleteData bool
 	// Force goes on without a running controller (or past its timeout): Ferry's finalizers
 	// are removed by Clean itself. VMs then stop as their launcher pods are
@@ -65,7 +67,9 @@ func Clean(ctx context.Context, c client.Client, o Options) error {
 		{"VirtualMachineOperations", kinds[1].list},
 	}
 	if o.DeleteData {
-		steps = append(steps, step{"VirtualDisks (and their files)", kinds[2].list}, step{"ClusterVirtualImages (and their files)", kinds[3].list})
+		steps = append(steps, step{"VirtualDisks (and their files)", kinds[2].list}, step{"ClusterVirtualImages (and their files)", kinds[3].list},
+			step{"VirtualImages (and their files)", kinds[4].list},
+			step{"VirtualDiskSnapshots (and their files)", func() client.ObjectList { return &v1alpha2.VirtualDiskSnapshotList{} }})
 	}
 	for _, s := range steps {
 		if err := deleteAll(ctx, c, s, running, o, say); err != nil {

@@ -1,6 +1,6 @@
 // Package uninstall removes Ferry from a cluster with its objects in it. Deleting a
 // CustomResourceDefinition deletes every object of its kind, and each waits for the
-// finalizers Ferry put on it (virtualization.ferryvm.io/vm, /storage, /migration).
+// finalizers Ferry put on it (virtualization.ferryvm.io/vm, /storage, /migration, /vmip).
 // `kubectl delete -k deploy/base` deletes the controller, its RBAC and the CRDs at once:
 // no one is left to remove the finalizers, and the CRDs stay Terminating for ever (and
 // kubectl, which waits for them, with them).
@@ -17,6 +17,7 @@ package uninstall
 import (
 	"context"
 	"fmt"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"slices"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,6 +31,11 @@ const (
 	CRDOperations      = "virtualmachineoperations.virtualization.deckhouse.io"
 	CRDDisks           = "virtualdisks.virtualization.deckhouse.io"
 	CRDImages          = "clustervirtualimages.virtualization.deckhouse.io"
+	CRDVirtualImages   = "virtualimages.virtualization.deckhouse.io"
+	CRDClasses         = "virtualmachineclasses.virtualization.deckhouse.io"
+	CRDIPAddresses     = "virtualmachineipaddresses.virtualization.deckhouse.io"
+	CRDAttachments     = "virtualmachineblockdeviceattachments.virtualization.deckhouse.io"
+	CRDSnapshots       = "virtualdisksnapshots.virtualization.deckhouse.io"
 )
 
 // FinalizerMigration keeps a migration's VirtualMachineOperation until its target pod
@@ -42,7 +48,7 @@ const (
 )
 
 // Finalizers are every finalizer Ferry sets.
-var Finalizers = []string{v1alpha2.FinalizerVM, v1alpha2.FinalizerStorage, v1alpha2.FinalizerIPLease, FinalizerMigration}
+var Finalizers = []string{v1alpha2.FinalizerVM, v1alpha2.FinalizerStorage, v1alpha2.FinalizerIPLease, FinalizerMigration, v1alpha2.FinalizerVMClass, v1alpha2.FinalizerIPAddress, v1alpha2.FinalizerVMBDA}
 
 // kinds are the lists of the objects that carry them, by CRD.
 var kinds = []struct {
@@ -53,6 +59,12 @@ var kinds = []struct {
 	{CRDOperations, func() client.ObjectList { return &v1alpha2.VirtualMachineOperationList{} }},
 	{CRDDisks, func() client.ObjectList { return &v1alpha2.VirtualDiskList{} }},
 	{CRDImages, func() client.ObjectList { return &v1alpha2.ClusterVirtualImageList{} }},
+	{CRDVirtualImages, func() client.ObjectList { return &v1alpha2.VirtualImageList{} }},
+	{CRDClasses, func() client.ObjectList { return &v1alpha2.VirtualMachineClassList{} }},
+	{CRDIPAddresses, func() client.ObjectList { return &v1alpha2.VirtualMachineIPAddressList{} }},
+	{CRDSnapshots, func() client.ObjectList { return &v1alpha2.VirtualDiskSnapshotList{} }},
+	// Attachments go with their CRD: the controller releases them at once (or Force).
+	{CRDAttachments, func() client.ObjectList { return &v1alpha2.VirtualMachineBlockDeviceAttachmentList{} }},
 }
 
 // Terminating tells whether the CRD named crd is being deleted, read past the cache (a
@@ -80,28 +92,20 @@ func Release(ctx context.Context, c client.Client, obj client.Object) error {
 	return client.IgnoreNotFound(c.Update(ctx, obj))
 }
 
-// metaObjects are the items of a typed list, as client objects.
+// metaObjects are the items of a typed list, as client objects (every kind of the list
+// kinds, whichever Ferry adds).
 func metaObjects(list client.ObjectList) ([]client.Object, error) {
-	var out []client.Object
-	switch l := list.(type) {
-	case *v1alpha2.VirtualMachineList:
-		for i := range l.Items {
-			out = append(out, &l.Items[i])
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return nil, fmt.Errorf("items of %T: %w", list, err)
+	}
+	out := make([]client.Object, 0, len(items))
+	for _, it := range items {
+		o, ok := it.(client.Object)
+		if !ok {
+			return nil, fmt.Errorf("unknown item %T in %T", it, list)
 		}
-	case *v1alpha2.VirtualMachineOperationList:
-		for i := range l.Items {
-			out = append(out, &l.Items[i])
-		}
-	case *v1alpha2.VirtualDiskList:
-		for i := range l.Items {
-			out = append(out, &l.Items[i])
-		}
-	case *v1alpha2.ClusterVirtualImageList:
-		for i := range l.Items {
-			out = append(out, &l.Items[i])
-		}
-	default:
-		return nil, fmt.Errorf("unknown list %T", list)
+		out = append(out, o)
 	}
 	return out, nil
 }

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -30,7 +31,9 @@ import (
 type Reconciler struct {
 	Client   client.Client
 	Recorder record.EventRecorder
-	Range    ipam.Range
+	// Ranges are the VM address ranges: a VM's NIC gets the gateway and prefix length
+	// of the one that holds its address.
+	Ranges ipam.Ranges
 	// Network gives VMs a NIC with their address (launchers route it on their node); off,
 	// a VM holds an address but has no NIC.
 	Network bool
@@ -79,7 +82,17 @@ type scope struct {
 	faultNote    string // what the runPolicy does about a guest fault, for the status
 	provReady    bool   // no provisioning, or its seed is attached
 	provMessage  string // what the seed is, or what to fix
+	class        classView
 	requeue      time.Duration
+
+	// ipNotAssigned: the guest does not show the address it holds (the condition only).
+	ipNotAssigned bool
+
+	run running // changes reaching a VM that has a pod (running.go)
+
+	hotplug           []hotplugDisk                   // the attachments' disks the VM is to have (hotplug.go)
+	blockDevices      []v1alpha2.BlockDeviceStatusRef // status.blockDeviceRefs
+	blockDevicesKnown bool                            // blockDevices was found in this reconcile
 }
 
 // SetupWithManager registers the controller.
@@ -92,8 +105,14 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Pod{}).
 		Watches(&v1alpha2.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfDisk)).
 		Watches(&v1alpha2.ClusterVirtualImage{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfImage)).
+		Watches(&v1alpha2.VirtualImage{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfImage)).
+		Watches(&v1alpha2.VirtualMachineIPAddress{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfAddress)).
+		// Hot-plugged disks (hotplug.go): the VM's attachments, and the disks they hold.
+		Watches(&v1alpha2.VirtualMachineBlockDeviceAttachment{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfAttachment)).
+		Watches(&v1alpha2.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfAttachedDisk)).
 		// Metadata only: the cache holds no Secret's data; provisioning reads its one Secret.
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfSecret)).
+		Watches(&v1alpha2.VirtualMachineClass{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfClass), builder.WithPredicates(classChanged)).
 		// A migration's end lets the VM remove its migrated-away source pod.
 		Watches(&v1alpha2.VirtualMachineOperation{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.(*v1alpha2.VirtualMachineOperation).Spec.VirtualMachineName}}}
@@ -113,7 +132,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !vm.DeletionTimestamp.IsZero() {
-		return r.finalize(ctx, vm)
+		res, err := r.finalize(ctx, vm)
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{Requeue: true}, nil // wrote from a stale object: redo
+		}
+		return res, err
 	}
 	if controllerutil.AddFinalizer(vm, v1alpha2.FinalizerVM) {
 		if err := r.Client.Update(ctx, vm); err != nil {
@@ -128,6 +151,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		// as Stopped.
 		s.wantRun = shouldRun(vm.Spec.RunPolicy, vm.Annotations[v1alpha2.AnnotationPowerState])
 		r.deriveStatus(s)
+		r.deriveRunningStatus(s)
 		// The optimistic lock keeps a reconcile that read a stale VM from overwriting what a
 		// newer one recorded (e.g. why the VM stopped); a conflict just retries.
 		// Our own writes in this reconcile (the power annotation) moved the version on.
@@ -150,12 +174,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 
 	for _, phase := range []func(context.Context, *scope) error{
 		r.observePods,
+		r.observeClass,
 		r.ensureAddress,
 		r.ensureDisks,
 		r.ensureProvisioning,
+		r.syncHotplug,
 		r.handleEndedPods,
 		r.handleGuestFault,
 		r.applyPower,
+		r.reconcileRunning,
 	} {
 		if err := phase(ctx, s); err != nil {
 			if apierrors.IsConflict(err) {
@@ -194,7 +221,7 @@ func (r *Reconciler) finalize(ctx context.Context, vm *v1alpha2.VirtualMachine) 
 		if vm.Status.Phase != v1alpha2.MachineTerminating {
 			orig := vm.DeepCopy()
 			vm.Status.Phase = v1alpha2.MachineTerminating
-			if err := r.Client.Status().Patch(ctx, vm, client.MergeFrom(orig)); err != nil {
+			if err := r.Client.Status().Patch(ctx, vm, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 				return ctrl.Result{}, client.IgnoreNotFound(err)
 			}
 		}
@@ -208,6 +235,9 @@ func (r *Reconciler) finalize(ctx context.Context, vm *v1alpha2.VirtualMachine) 
 		return ctrl.Result{}, err
 	}
 	if err := r.removeSeeds(vm); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.removeEFIVars(vm); err != nil {
 		return ctrl.Result{}, err
 	}
 	controllerutil.RemoveFinalizer(vm, v1alpha2.FinalizerVM)

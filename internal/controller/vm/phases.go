@@ -3,6 +3,7 @@ package vm
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strconv"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/vmclass"
 	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
@@ -168,7 +170,7 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		s.requeue = 200 * time.Millisecond
 		return nil
 	}
-	if len(s.terminating) > 0 || len(s.targets) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady || !s.provReady {
+	if len(s.terminating) > 0 || len(s.targets) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady || !s.provReady || !s.class.start {
 		// Never start a second instance while an old one may still run, or while the VM
 		// is moving into a migration target.
 		return nil
@@ -183,14 +185,31 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 	}
 	var nic *podNIC
 	if r.Network {
-		nic = &podNIC{Address: vm.Status.IPAddress + "/" + strconv.Itoa(r.Range.Bits()), Gateway: r.Range.Gateway().String()}
+		// The guest's prefix length and gateway are those of the range its address is in.
+		a, _ := netip.ParseAddr(vm.Status.IPAddress)
+		rg, ok := r.Ranges.RangeOf(a)
+		if !ok {
+			return nil // useAddress said why in the IPAddressReady condition
+		}
+		nic = &podNIC{Address: netip.PrefixFrom(a, rg.Bits()).String(), Gateway: rg.Gateway().String()}
 	}
-	pod := launcherPod(vm, s.disks, r.LauncherImage, token, nic, r.Node, dev)
+	// Built from the VM as its class completes it (placement, coreFraction), its QEMU given
+	// the class's CPU.
+	pod := launcherPod(vmclass.Effective(vm, s.class.class), s.disks, r.LauncherImage, token, nic, r.Node, dev)
+	withClassCPU(pod, s.class.cpu)
+	r.withHotplug(pod, s)
 	if s.fencedFrom != "" {
 		preferNotOn(pod, s.fencedFrom)
 	}
 	if err := r.Client.Create(ctx, pod); err != nil {
 		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
+			// Admission refused the pod (a priorityClassName naming no PriorityClass, a
+			// quota): the VM's status says why, and the start is tried again.
+			s.lastEnd, s.lastEndCause = ReasonPodNotCreated, "the launcher pod was refused: "+err.Error()
+			s.requeue = max(s.requeue, 15*time.Second)
 			return nil
 		}
 		return fmt.Errorf("creating launcher pod: %w", err)

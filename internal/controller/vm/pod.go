@@ -31,6 +31,8 @@ type attachedDisk struct {
 	Path   string
 	Format string
 	CDROM  bool // a read-only CD-ROM (an ISO image, a provisioning seed)
+	// BootIndex is the disk's place in the boot order (its reference's bootOrder; 0: none).
+	BootIndex int
 }
 
 // launcherArg renders the launcher's --disk value.
@@ -42,7 +44,7 @@ func (d attachedDisk) launcherArg() string {
 	if d.CDROM {
 		arg += ":cdrom"
 	}
-	return arg
+	return arg + d.bootSuffix()
 }
 
 // podNIC is the VM's NIC as its launcher is told it.
@@ -167,15 +169,14 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 	}
 	grace := ptr.Deref(vm.Spec.TerminationGracePeriodSeconds, 60)
 	args = append(args, "--shutdown-grace", guestShutdownGrace(grace).String())
+	args = append(args, machineArgs(vm, node.StorageDir)...)
 
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: LauncherPodPrefix + vm.Name + "-",
-			Namespace:    vm.Namespace,
-			Labels: map[string]string{
-				v1alpha2.LabelVMName:   vm.Name,
-				v1alpha2.LabelLauncher: "virt-launcher",
-			},
+			GenerateName:    LauncherPodPrefix + vm.Name + "-",
+			Namespace:       vm.Namespace,
+			Labels:          podLabels(vm),
+			Annotations:     map[string]string{v1alpha2.AnnotationAppliedSpec: appliedSpecOf(vm).encode()},
 			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm, v1alpha2.GroupVersion.WithKind("VirtualMachine"))},
 		},
 		Spec: corev1.PodSpec{
@@ -183,7 +184,9 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 			HostNetwork:                   nic != nil,
 			TerminationGracePeriodSeconds: &grace,
 			NodeSelector:                  vm.Spec.NodeSelector,
-			Affinity:                      vm.Spec.Affinity,
+			Affinity:                      vm.Spec.Affinity.ForPod(),
+			PriorityClassName:             vm.Spec.PriorityClassName,
+			TopologySpreadConstraints:     v1alpha2.PodTopologySpreadConstraints(vm.Spec.TopologySpreadConstraints),
 			Tolerations:                   append(slices.Clone(vm.Spec.Tolerations), stayOnUnreachable...),
 			AutomountServiceAccountToken:  ptr.To(false),
 			EnableServiceLinks:            ptr.To(false),

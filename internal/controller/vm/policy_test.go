@@ -72,7 +72,7 @@ func TestRestartDelay(t *testing.T) {
 func TestPreferNotOn(t *testing.T) {
 	vm := &v1alpha2.VirtualMachine{}
 	vm.Name, vm.Namespace = "v", "default"
-	vm.Spec.Affinity = &corev1.Affinity{}
+	vm.Spec.Affinity = &v1alpha2.VirtualMachineAffinity{}
 	pod := launcherPod(vm, nil, "img", 1, nil, NodeSide{}, podDevices{})
 	preferNotOn(pod, "node-3")
 	terms := pod.Spec.Affinity.NodeAffinity.PreferredDuringSchedulingIgnoredDuringExecution

@@ -24,12 +24,16 @@ func (r *Reconciler) deriveStatus(s *scope) {
 	}
 
 	if s.ipReason != "" {
-		set(v1alpha2.VMConditionIPAddressReady, s.ipReady, s.ipReason, s.ipMessage)
+		set(v1alpha2.VMConditionIPAddressReady, s.ipReady && !s.ipNotAssigned, s.ipReason, s.ipMessage)
 	}
 	if s.diskReason != "" {
 		set(v1alpha2.VMConditionBlockDevicesReady, s.disksReady, s.diskReason, s.diskMessage)
 	}
 	r.deriveProvisioning(s)
+	deriveClass(s)
+	if s.blockDevicesKnown {
+		st.BlockDeviceRefs = s.blockDevices
+	}
 
 	st.VirtualMachinePods = st.VirtualMachinePods[:0]
 	for _, p := range append(append(append([]*corev1.Pod{s.active}, s.extraActive...), s.targets...), s.terminating...) {
@@ -74,6 +78,8 @@ func (r *Reconciler) deriveStatus(s *scope) {
 				reason, msg = s.diskReason, s.diskMessage
 			case !s.provReady && s.provMessage != "":
 				reason, msg = v1alpha2.ReasonProvisioningNotReady, s.provMessage
+			case !s.class.start && s.class.message != "":
+				reason, msg = v1alpha2.ReasonClassNotReady, s.class.message
 			}
 			set(v1alpha2.VMConditionRunning, false, reason, msg)
 		default:
