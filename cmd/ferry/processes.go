@@ -27,6 +27,7 @@ import (
 	"github.com/ferryvm/ferry/internal/disklease"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcher"
+	"github.com/ferryvm/ferry/internal/netguard"
 )
 
 func controllerCommand() *cobra.Command {
@@ -34,6 +35,7 @@ func controllerCommand() *cobra.Command {
 	var qps float32
 	var burst int
 	var maxImageSize string
+	var importAllowed, importDenied []string
 	o := controller.Options{Migration: migration.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -48,6 +50,9 @@ func controllerCommand() *cobra.Command {
 				return fmt.Errorf("--max-image-size must be a positive size such as 64Gi, not %q", maxImageSize)
 			}
 			o.MaxImageSize = q.Value()
+			if o.ImportDestinations, err = netguard.New(importAllowed, importDenied); err != nil {
+				return err
+			}
 			if err := storage.CheckSourceDirs(o.ImageSourceDirs); err != nil {
 				return err
 			}
@@ -69,6 +74,8 @@ func controllerCommand() *cobra.Command {
 	f.StringVar(&o.StorageDir, "storage-dir", "/var/lib/ferry/storage", "shared storage for images and disks")
 	f.StringVar(&maxImageSize, "max-image-size", "64Gi", "largest image an import may download (a ClusterVirtualImage above it fails and says so)")
 	f.StringSliceVar(&o.ImageSourceDirs, strings.TrimPrefix(storage.SourceDirsFlag, "--"), nil, "directories (absolute, comma-separated) that file:// image URLs may read from, symlinks resolved; none: file:// is refused. List only directories that no tenant can write to")
+	f.StringSliceVar(&importDenied, "import-denied-networks", netguard.DefaultDenied, "networks (CIDR, address, or address:port) that HTTP and ContainerImage sources of images and disks may not connect to, checked at every connection (after DNS, on each redirect); add the cluster's pod, service and node networks. Default: loopback, link-local (a cloud's metadata service), unspecified, multicast, broadcast")
+	f.StringSliceVar(&importAllowed, "import-allowed-networks", nil, "exceptions to --import-denied-networks (CIDR, address, or address:port): the most specific rule decides, so 127.0.0.1:5000 allows one port of loopback and 10.0.0.0/8 with a denied 10.96.0.0/12 keeps the latter out")
 	f.StringVar(&o.IPRange, "ip-range", ipam.DefaultRanges, "comma-separated IPv4 CIDRs that VM addresses come from, first range first (they must not overlap; each /29 or larger)")
 	f.DurationVar(&o.IPLeaseRetention, "ip-lease-retention", 10*time.Minute, "how long a released VirtualMachineIPAddressLease stays for its namespace (which may take the address back meanwhile) before it is deleted")
 	f.StringVar(&o.VMNetwork, "vm-network", controller.NetworkRouted, "routed: each VM gets a NIC and its address by DHCP, routed to the node it runs on (launchers need CAP_NET_ADMIN in the node's network namespace); none: VMs get no NIC")

@@ -3,6 +3,7 @@ package controller_test
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
@@ -241,4 +243,50 @@ func httpImageTo(name, url string) *v1alpha2.ClusterVirtualImage {
 	img := fileImage(name, "")
 	img.Spec.DataSource.HTTP.URL = url
 	return img
+}
+
+// TestImportsKeepOffTheClusterNetworks: an image or disk whose URL leads to an address
+// the controller's import policy denies (here 127.0.0.2: the harness allows only
+// 127.0.0.1 of loopback, as ferry up allows loopback but its own services' ports) fails
+// with the reason and the flag that would allow it, without a byte sent there: asked
+// directly, through a redirect from an allowed server, on a tenant's VirtualDisk, and at
+// a cloud's metadata address.
+func TestImportsKeepOffTheClusterNetworks(t *testing.T) {
+	ns := newNamespace(t)
+	var hits atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = w.Write([]byte("the cluster's secret"))
+	}))
+	inside.Listener.Close()
+	inside.Listener = ln
+	inside.Start()
+	defer inside.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(inside.URL+"/metrics", http.StatusFound))
+	defer redirect.Close()
+
+	createAll(t, httpImageTo(ns+"-direct", inside.URL+"/disk.img"), httpImageTo(ns+"-redirect", redirect.URL+"/disk.img"),
+		httpImageTo(ns+"-metadata", "http://169.254.169.254/latest/meta-data/"))
+	vd := &v1alpha2.VirtualDisk{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "stolen"}, Spec: v1alpha2.VirtualDiskSpec{
+		DataSource: &v1alpha2.DataSource{Type: v1alpha2.SourceHTTP, HTTP: &v1alpha2.HTTPSource{URL: inside.URL + "/disk.img"}}}}
+	createAll(t, vd)
+
+	want := "the controller does not connect to " + strings.TrimPrefix(inside.URL, "http://")
+	refusedFor(t, ns+"-direct", want)
+	refusedFor(t, ns+"-redirect", want)
+	refusedFor(t, ns+"-metadata", "the controller does not connect to 169.254.169.254:80: it is in 169.254.0.0/16")
+	got := waitDisk(t, ns, "stolen", v1alpha2.ImageFailed)
+	if msg := imageReadyMessage(got.Status.Conditions); !strings.Contains(msg, want) || !strings.Contains(msg, "--import-allowed-networks") {
+		t.Errorf("the tenant's disk fails with %q, want it to say %q and the flag that allows it", msg, want)
+	} else {
+		t.Logf("stolen: %s", msg)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the denied server got %d requests", n)
+	}
+	stillImports(t, ns)
 }

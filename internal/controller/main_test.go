@@ -20,6 +20,7 @@ import (
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/ipam"
+	"github.com/ferryvm/ferry/internal/netguard"
 	"github.com/ferryvm/ferry/internal/testenv"
 )
 
@@ -60,6 +61,10 @@ func run(m *testing.M) int {
 	if err != nil {
 		panic(err)
 	}
+	importGuard, err := netguard.New([]string{"127.0.0.1"}, netguard.DefaultDenied)
+	if err != nil {
+		panic(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -68,6 +73,9 @@ func run(m *testing.M) int {
 			// file:// images are read from the test's sources only; an import stops at
 			// 64 MiB, so that refusing an endless download writes little.
 			ImageSourceDirs: []string{imagesDir}, MaxImageSize: testMaxImageSize,
+			// The tests' servers are on 127.0.0.1; the rest of loopback is denied
+			// (TestImportsKeepOffTheClusterNetworks).
+			ImportDestinations: importGuard,
 			// Uploads on a loopback listener of their own, in plain HTTP.
 			Upload:      controller.UploadOptions{Addr: "127.0.0.1:0"},
 			MetricsAddr: "0", HealthAddr: "0", Migration: migration.DefaultConfig(),

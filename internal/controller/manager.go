@@ -37,6 +37,7 @@ import (
 	"github.com/ferryvm/ferry/internal/controller/vmclass"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcherpod"
+	"github.com/ferryvm/ferry/internal/netguard"
 	"github.com/ferryvm/ferry/internal/webhookcert"
 )
 
@@ -49,6 +50,9 @@ type Options struct {
 	// ImageSourceDirs are the directories file:// image URLs may read from (none: file://
 	// is refused).
 	ImageSourceDirs []string
+	// ImportDestinations are the addresses image and disk imports (HTTP, ContainerImage)
+	// may connect to (nil: netguard.Default()).
+	ImportDestinations *netguard.Policy
 	// Upload configures the upload endpoint of images and disks with dataSource.type Upload.
 	Upload UploadOptions
 	// IPRange is the comma-separated list of CIDRs that VM addresses come from, in
@@ -231,11 +235,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 			Devices:   devices,
 			APIReader: mgr.GetAPIReader()},
 		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir, MaxImageSize: o.MaxImageSize,
-			SourceDirs: o.ImageSourceDirs, APIReader: mgr.GetAPIReader(), Uploads: uploads},
+			SourceDirs: o.ImageSourceDirs, Destinations: o.ImportDestinations, APIReader: mgr.GetAPIReader(), Uploads: uploads},
 		&storage.ImageReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("image-controller"), Root: o.StorageDir, MaxImageSize: o.MaxImageSize,
-			SourceDirs: o.ImageSourceDirs, APIReader: mgr.GetAPIReader(), Uploads: uploads, Namespaced: true},
+			SourceDirs: o.ImageSourceDirs, Destinations: o.ImportDestinations, APIReader: mgr.GetAPIReader(), Uploads: uploads, Namespaced: true},
 		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir, APIReader: mgr.GetAPIReader(),
-			MaxImageSize: o.MaxImageSize, SourceDirs: o.ImageSourceDirs, Uploads: uploads},
+			MaxImageSize: o.MaxImageSize, SourceDirs: o.ImageSourceDirs, Destinations: o.ImportDestinations, Uploads: uploads},
 		&storage.SnapshotReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("snapshot-controller"), Root: o.StorageDir, APIReader: mgr.GetAPIReader()},
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},
 		&vmbda.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmbda-controller"), StorageDir: o.StorageDir, APIReader: mgr.GetAPIReader()},

@@ -268,6 +268,7 @@ func Run(o Options) error {
 		"--webhook-host", "127.0.0.1", "--webhook-port", strconv.Itoa(webhookPort(o.Port)),
 		"--webhook-cert-dir", hookDir, "--webhook-cert-name", hookCert, "--webhook-key-name", hookKey}}
 	ctl.argv = append(ctl.argv, sourceDirsArg)
+	ctl.argv = append(ctl.argv, importGuardArgs(o.Port, cp.EtcdURL, o.NetNS)...)
 	// Ferry's namespace: the controller keeps the migration CA there.
 	for _, ns := range []string{migration.ConfigNamespace, v1alpha2.FencingLeaseNamespace} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {

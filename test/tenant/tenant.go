@@ -8,6 +8,8 @@ package tenant
 import (
 	"context"
 	"encoding/json"
+	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -140,6 +143,45 @@ func Run(t *testing.T, env Env) {
 		img := &v1alpha2.ClusterVirtualImage{ObjectMeta: metav1.ObjectMeta{Name: "mallory-shadow"},
 			Spec: v1alpha2.ClusterVirtualImageSpec{DataSource: v1alpha2.DataSource{Type: v1alpha2.SourceHTTP, HTTP: &v1alpha2.HTTPSource{URL: "file:///etc/shadow"}}}}
 		expectRefused(t, "ClusterVirtualImage", ctl.Create(ctx, img), "clustervirtualimages")
+	})
+	// Harmless: a disk whose URL points into the cluster (a cloud's metadata service, the
+	// apiserver): the controller fails it, saying why, and connects nowhere.
+	t.Run("DiskFromClusterAddresses", func(t *testing.T) {
+		api, err := url.Parse(env.Admin.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		urls := map[string]string{"metadata": "http://169.254.169.254/latest/meta-data/"}
+		if ip := net.ParseIP(api.Hostname()); ip != nil && ip.IsLoopback() {
+			// Loopback as the controller sees it: the apiserver's own port under ferry up,
+			// the controller pod's loopback on a real cluster. Both denied.
+			urls["apiserver"] = "http://" + api.Host + "/version"
+		}
+		for name, u := range urls {
+			vd := &v1alpha2.VirtualDisk{ObjectMeta: metav1.ObjectMeta{Name: "stolen-" + name, Namespace: Namespace},
+				Spec: v1alpha2.VirtualDiskSpec{DataSource: &v1alpha2.DataSource{Type: v1alpha2.SourceHTTP, HTTP: &v1alpha2.HTTPSource{URL: u}}}}
+			if err := ctl.Create(ctx, vd); err != nil {
+				t.Fatalf("the tenant cannot create a disk from %s: %v", u, err)
+			}
+		}
+		for name, u := range urls {
+			var msg string
+			err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+				var vd v1alpha2.VirtualDisk
+				if err := ctl.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: "stolen-" + name}, &vd); err != nil {
+					return false, nil
+				}
+				if c := meta.FindStatusCondition(vd.Status.Conditions, v1alpha2.ImageConditionReady); c != nil {
+					msg = c.Message
+				}
+				return vd.Status.Phase == v1alpha2.ImageFailed, nil
+			})
+			if err != nil || !strings.Contains(msg, "the controller does not connect to") {
+				t.Errorf("disk from %s: not failed for its address within a minute (%v): %q", u, err, msg)
+				continue
+			}
+			t.Logf("disk from %s: %s", u, msg)
+		}
 	})
 	t.Run("CordonANode", func(t *testing.T) {
 		_, err := cs.CoreV1().Nodes().Patch(ctx, pod.Spec.NodeName, types.MergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{})

@@ -22,6 +22,7 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/uninstall"
+	"github.com/ferryvm/ferry/internal/netguard"
 )
 
 // DiskReconciler provisions VirtualDisks as qcow2 files on the shared storage.
@@ -32,10 +33,11 @@ type DiskReconciler struct {
 	// APIReader reads, past the cache, whether Ferry is being uninstalled (package
 	// uninstall); nil: never.
 	APIReader client.Reader
-	// MaxImageSize, SourceDirs, Uploads, Backoff and ProgressEvery are as the
+	// MaxImageSize, SourceDirs, Destinations, Uploads, Backoff and ProgressEvery are as the
 	// ImageReconciler's, for disks with an HTTP or Upload source.
 	MaxImageSize  int64
 	SourceDirs    []string
+	Destinations  *netguard.Policy
 	Uploads       *Uploads
 	Backoff       func(failures int32) time.Duration
 	ProgressEvery time.Duration

@@ -22,7 +22,7 @@ import (
 // which names no other file, and grown to persistentVolumeClaim.size.
 func (r *DiskReconciler) importDisk(ctx context.Context, d *v1alpha2.VirtualDisk, path string) (ctrl.Result, error) {
 	out := importOutcome{recorder: r.Recorder, backoff: r.Backoff, uploads: r.Uploads, root: r.Root}
-	im := importer{client: r.Client, apiReader: r.APIReader, root: r.Root, sourceDirs: r.SourceDirs, maxSize: r.MaxImageSize, every: r.ProgressEvery}
+	im := importer{client: r.Client, apiReader: r.APIReader, root: r.Root, sourceDirs: r.SourceDirs, maxSize: r.MaxImageSize, every: r.ProgressEvery, guard: r.Destinations}
 	ds := *d.Spec.DataSource
 	write := func(tmp string, info imageInfo) error { return r.writeDisk(ctx, d, tmp, info, path) }
 	ready := func(info imageInfo) error {

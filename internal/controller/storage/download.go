@@ -13,12 +13,14 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/netguard"
 )
 
 // DefaultMaxImageSize caps what one image import may download: 64 GiB.
@@ -177,9 +179,12 @@ func (hs hashes) verify() error {
 	return nil
 }
 
-// httpClient trusts the system's CAs and, for an https URL, those of caBundle.
-func httpClient(caBundle []byte) (*http.Client, error) {
+// httpClient trusts the system's CAs and, for an https URL, those of caBundle. It
+// connects only where guard allows (nil: netguard.Default()), checked at each connection:
+// after DNS and on every redirect.
+func httpClient(caBundle []byte, guard *netguard.Policy) (*http.Client, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = guard.Dialer(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	t.ResponseHeaderTimeout = time.Minute
 	// The bytes are the server's file as it is: no transparent gunzip, which would let a
 	// few compressed megabytes stand for the whole size cap, and would hash other bytes
@@ -220,8 +225,8 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 }
 
 // get starts a download; the body is read under a stall watchdog.
-func get(ctx context.Context, url string, caBundle []byte) (io.ReadCloser, int64, error) {
-	client, err := httpClient(caBundle)
+func get(ctx context.Context, url string, caBundle []byte, guard *netguard.Policy) (io.ReadCloser, int64, error) {
+	client, err := httpClient(caBundle, guard)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -236,6 +241,9 @@ func get(ctx context.Context, url string, caBundle []byte) (io.ReadCloser, int64
 		cancel()
 		if isPermanent(err) {
 			return nil, 0, err
+		}
+		if r, ok := netguard.IsRefused(err); ok {
+			return nil, 0, permanentError{r}
 		}
 		return nil, 0, fmt.Errorf("downloading: %w", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/netguard"
 )
 
 // rawDisk is a bootable raw image of n bytes.
@@ -63,10 +64,19 @@ func newImageEnv(t *testing.T, objs ...client.Object) *imageEnv {
 			}
 			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
 		}}).Build()
-	e.r = &ImageReconciler{Client: e.c, Recorder: record.NewFakeRecorder(100), Root: t.TempDir(),
+	e.r = &ImageReconciler{Client: e.c, Recorder: record.NewFakeRecorder(100), Root: t.TempDir(), Destinations: loopbackAllowed,
 		Backoff: func(int32) time.Duration { return 0 }, ProgressEvery: time.Nanosecond}
 	return e
 }
+
+// loopbackAllowed is the import policy of these tests, whose servers are on loopback.
+var loopbackAllowed = func() *netguard.Policy {
+	p, err := netguard.New([]string{"127.0.0.0/8", "::1"}, netguard.DefaultDenied)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}()
 
 func httpImage(name, url string, sum *v1alpha2.Checksum) *v1alpha2.ClusterVirtualImage {
 	return &v1alpha2.ClusterVirtualImage{

@@ -25,6 +25,7 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/uninstall"
+	"github.com/ferryvm/ferry/internal/netguard"
 )
 
 // ImageReconciler imports ClusterVirtualImages, or VirtualImages (Namespaced), into the
@@ -44,6 +45,9 @@ type ImageReconciler struct {
 	// SourceDirs are the only directories file:// URLs may read from (none: file:// is
 	// refused); see openSourceFile.
 	SourceDirs []string
+	// Destinations are the addresses HTTP and registry sources may connect to (nil:
+	// netguard.Default(), which keeps imports off loopback and link-local addresses).
+	Destinations *netguard.Policy
 	// Uploads gives images with an Upload source their URLs (nil: they wait with none).
 	Uploads *Uploads
 	// Backoff is the wait after a number of failed downloads (nil: backoff); tests
@@ -86,7 +90,7 @@ func (r *ImageReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 func (r *ImageReconciler) importer() importer {
-	return importer{client: r.Client, apiReader: r.APIReader, root: r.Root, sourceDirs: r.SourceDirs, maxSize: r.MaxImageSize, every: r.ProgressEvery}
+	return importer{client: r.Client, apiReader: r.APIReader, root: r.Root, sourceDirs: r.SourceDirs, maxSize: r.MaxImageSize, every: r.ProgressEvery, guard: r.Destinations}
 }
 
 // errGone stops a download whose image was deleted meanwhile.

@@ -19,6 +19,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ferryvm/ferry/internal/netguard"
+
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
@@ -53,6 +55,9 @@ type importer struct {
 	sourceDirs []string
 	maxSize    int64
 	every      time.Duration
+	// guard decides which addresses HTTP and registry sources may reach (nil:
+	// netguard.Default()).
+	guard *netguard.Policy
 }
 
 // fetch reads obj's source into a new temporary file in dir, named by pattern, and checks
@@ -120,7 +125,7 @@ func (im importer) open(ctx context.Context, obj client.Object, ds v1alpha2.Data
 			}
 			return openSourceFile(im.sourceDirs, im.root, u)
 		case "http", "https":
-			return get(ctx, u.String(), ds.HTTP.CABundle)
+			return get(ctx, u.String(), ds.HTTP.CABundle, im.guard)
 		}
 		return nil, 0, permanent("dataSource.http.url: scheme %q is not supported: use http://, https:// or file://", u.Scheme)
 	case v1alpha2.SourceObjectRef:

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/netguard"
 	"github.com/ferryvm/ferry/internal/registry"
 )
 
@@ -66,7 +67,7 @@ func (im importer) openContainerImage(ctx context.Context, src *v1alpha2.Contain
 	if maxSize <= 0 {
 		maxSize = DefaultMaxImageSize
 	}
-	p, err := newPuller(ref, src.CABundle, creds, maxSize)
+	p, err := newPuller(ref, src.CABundle, creds, maxSize, im.guard)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -129,11 +130,11 @@ type puller struct {
 
 func (p *puller) slack() int64 { return min(layerSlack, p.maxSize) }
 
-func newPuller(ref registry.Reference, caBundle []byte, creds *registry.Credentials, maxSize int64) (*puller, error) {
+func newPuller(ref registry.Reference, caBundle []byte, creds *registry.Credentials, maxSize int64, guard *netguard.Policy) (*puller, error) {
 	if len(caBundle) > 0 && !x509.NewCertPool().AppendCertsFromPEM(caBundle) {
 		return nil, permanent("dataSource.containerImage.caBundle holds no PEM certificate")
 	}
-	c, err := httpClient(caBundle)
+	c, err := httpClient(caBundle, guard)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +163,9 @@ func (p *puller) get(ctx context.Context, u, accept string) (*http.Response, err
 			req.Header.Set("Authorization", p.auth)
 		}
 		resp, err := p.http.Do(req)
-		if err != nil && !isPermanent(err) {
+		if r, ok := netguard.IsRefused(err); ok {
+			err = permanentError{r}
+		} else if err != nil && !isPermanent(err) {
 			err = fmt.Errorf("pulling %s: %w", p.ref, err)
 		}
 		return resp, err
@@ -237,6 +240,9 @@ func (p *puller) token(ctx context.Context, c registry.Challenge) (string, error
 		req.SetBasicAuth(p.creds.Username, p.creds.Password)
 	}
 	resp, err := p.http.Do(req)
+	if r, ok := netguard.IsRefused(err); ok {
+		return "", permanent("the registry's token realm %s: %w", realm.Redacted(), r)
+	}
 	if err != nil {
 		return "", fmt.Errorf("getting a pull token from %s: %w", realm.Host, err)
 	}

@@ -196,6 +196,9 @@ func pull(t *testing.T, r *ImageReconciler, src *v1alpha2.ContainerImageSource, 
 	if r == nil {
 		r = &ImageReconciler{}
 	}
+	if r.Destinations == nil {
+		r.Destinations = loopbackAllowed
+	}
 	rc, total, err := r.importer().openContainerImage(context.Background(), src, namespace)
 	if err != nil {
 		return nil, 0, err
