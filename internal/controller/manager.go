@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -53,6 +54,9 @@ type Options struct {
 	// ImportDestinations are the addresses image and disk imports (HTTP, ContainerImage)
 	// may connect to (nil: netguard.Default()).
 	ImportDestinations *netguard.Policy
+	// ImportDenyNodes adds the cluster's nodes' addresses (but loopback ones) to
+	// ImportDestinations' denied networks, as the nodes are when an import connects.
+	ImportDenyNodes bool
 	// Upload configures the upload endpoint of images and disks with dataSource.type Upload.
 	Upload UploadOptions
 	// IPRange is the comma-separated list of CIDRs that VM addresses come from, in
@@ -213,6 +217,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return fmt.Errorf("creating the controller manager: %w", err)
 	}
+	if o.ImportDestinations != nil && o.ImportDenyNodes {
+		o.ImportDestinations.DeniedHosts = nodeAddresses(mgr.GetCache())
+		o.ImportDestinations.DeniedHostsWhat = "a node's address (--import-deny-node-addresses)"
+	}
 	if err := power.IndexOperations(ctx, mgr); err != nil {
 		return err
 	}
@@ -333,4 +341,28 @@ func launcherDevices(mode, kvm string) (vm.Devices, error) {
 
 func launcherSelector() labels.Selector {
 	return labels.SelectorFromSet(labels.Set{v1alpha2.LabelLauncher: "virt-launcher"})
+}
+
+// nodeAddresses lists the nodes' addresses from the cache, for the import policy: a
+// node's kubelet, agent and host services listen there. Loopback addresses are left out:
+// ferry up's nodes without network namespaces share the machine's loopback, whose
+// services ferry up denies port by port.
+func nodeAddresses(r client.Reader) func() []netip.Addr {
+	return func() []netip.Addr {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var nodes corev1.NodeList
+		if err := r.List(ctx, &nodes); err != nil {
+			return nil
+		}
+		var out []netip.Addr
+		for _, n := range nodes.Items {
+			for _, a := range n.Status.Addresses {
+				if ip, err := netip.ParseAddr(a.Address); err == nil && !ip.IsLoopback() {
+					out = append(out, ip)
+				}
+			}
+		}
+		return out
+	}
 }

@@ -88,6 +88,12 @@ type Policy struct {
 	Allowed, Denied []Rule
 	// Flag names the setting in refusals, so that the message says what to change.
 	AllowFlag, DenyFlag string
+	// DeniedHosts, when set, gives more addresses denied on every port, looked up at each
+	// connection: the cluster's nodes, whose kubelets, agents and host services listen
+	// there. An allowed rule of the same address with a port still opens that port.
+	DeniedHosts func() []netip.Addr
+	// DeniedHostsWhat names DeniedHosts in refusals ("a node's address").
+	DeniedHostsWhat string
 }
 
 // New builds a policy from lists of rules as ParseRule reads them.
@@ -142,20 +148,32 @@ func (p *Policy) Check(dest netip.AddrPort) error {
 	// A zoned address (fe80::1%eth0) is in no prefix to netip: the zone goes first.
 	dest = netip.AddrPortFrom(dest.Addr().Unmap().WithZone(""), dest.Port())
 	var best Rule
-	found, deny := false, false
-	pick := func(rules []Rule, denied bool) {
+	found, deny, host := false, false, false
+	pick := func(rules []Rule, denied, hosts bool) {
 		for _, r := range rules {
 			if r.matches(dest) && (!found || r.more(best) || (!denied && !best.more(r))) {
-				best, found, deny = r, true, denied
+				best, found, deny, host = r, true, denied, hosts
 			}
 		}
 	}
-	pick(p.Denied, true)
-	pick(p.Allowed, false) // after: at the same specificity, allowed wins
-	if found && deny {
-		return &Refused{Dest: dest, Rule: best, Flag: p.DenyFlag}
+	pick(p.Denied, true, false)
+	if p.DeniedHosts != nil {
+		var hosts []Rule
+		for _, a := range p.DeniedHosts() {
+			a = a.Unmap().WithZone("")
+			hosts = append(hosts, Rule{Prefix: netip.PrefixFrom(a, a.BitLen())})
+		}
+		pick(hosts, true, true)
 	}
-	return nil
+	pick(p.Allowed, false, false) // last: at the same specificity, allowed wins
+	if !found || !deny {
+		return nil
+	}
+	r := &Refused{Dest: dest, Rule: best, Flag: p.DenyFlag}
+	if host {
+		r.Flag = p.DeniedHostsWhat
+	}
+	return r
 }
 
 // Control is a net.Dialer.Control that refuses what the policy does not allow; a nil

@@ -96,3 +96,19 @@ func TestDialRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestDeniedHosts(t *testing.T) {
+	p, _ := New([]string{"10.0.0.0/8", "10.1.2.3:8080"}, DefaultDenied)
+	p.DeniedHosts = func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("10.1.2.3")} }
+	p.DeniedHostsWhat = "a node's address"
+	err := p.Check(netip.MustParseAddrPort("10.1.2.3:10250"))
+	if err == nil || !strings.Contains(err.Error(), "a node's address") {
+		t.Errorf("a node's kubelet port: %v", err)
+	}
+	if err := p.Check(netip.MustParseAddrPort("10.1.2.3:8080")); err != nil {
+		t.Errorf("a port allowed on a node's address: %v", err)
+	}
+	if err := p.Check(netip.MustParseAddrPort("10.1.2.4:80")); err != nil {
+		t.Errorf("another address of an allowed network: %v", err)
+	}
+}
