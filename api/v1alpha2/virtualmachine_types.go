@@ -135,6 +135,18 @@ type VirtualMachineSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(a, self.exists_one(b, a.kind == b.kind && a.name == b.name))",message="blockDeviceRefs must not name the same device twice"
 	// +kubebuilder:validation:XValidation:rule="self.all(a, !has(a.bootOrder) || self.exists_one(b, has(b.bootOrder) && b.bootOrder == a.bootOrder))",message="blockDeviceRefs must not give two devices the same bootOrder"
 	BlockDeviceRefs []BlockDeviceRef `json:"blockDeviceRefs"`
+	// USBDevices are USB devices to pass through (USBDevice names of the VM's namespace).
+	// Accepted for Deckhouse's manifests; Ferry has no USB passthrough, so such a VM does
+	// not start and says why.
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	USBDevices []USBDeviceSpecRef `json:"usbDevices,omitempty"`
+	// GPUs ask for GPUs by GPUClass. Accepted for Deckhouse's manifests; Ferry has no GPU
+	// passthrough, so such a VM does not start and GPUClassReady says why.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	GPUs []GPUSpecRef `json:"gpus,omitempty"`
 	// VirtualMachineIPAddressName names the VirtualMachineIPAddress (in the VM's namespace)
 	// whose address the VM gets; empty: Ferry makes one of type Auto for the VM, owned by it.
 	// +kubebuilder:validation:MaxLength=253
@@ -409,6 +421,9 @@ type VirtualMachineStatus struct {
 	// hot-plugged ones.
 	// +optional
 	BlockDeviceRefs []BlockDeviceStatusRef `json:"blockDeviceRefs,omitempty"`
+	// USBDevices is the state of spec.usbDevices: none attached in Ferry.
+	// +optional
+	USBDevices []USBDeviceStatusRef `json:"usbDevices,omitempty"`
 	// RestartCount counts starts after a crash since the VM last ran well; it paces restarts.
 	// +optional
 	RestartCount int32 `json:"restartCount,omitempty"`

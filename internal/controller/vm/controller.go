@@ -83,6 +83,7 @@ type scope struct {
 	provReady    bool   // no provisioning, or its seed is attached
 	provMessage  string // what the seed is, or what to fix
 	class        classView
+	passthrough  passthroughView // spec.usbDevices and spec.gpus (devices.go)
 	requeue      time.Duration
 
 	// ipNotAssigned: the guest does not show the address it holds (the condition only).
@@ -175,6 +176,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	for _, phase := range []func(context.Context, *scope) error{
 		r.observePods,
 		r.observeClass,
+		r.observePassthrough,
 		r.ensureAddress,
 		r.ensureDisks,
 		r.ensureProvisioning,

@@ -170,7 +170,7 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		s.requeue = 200 * time.Millisecond
 		return nil
 	}
-	if len(s.terminating) > 0 || len(s.targets) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady || !s.provReady || !s.class.start {
+	if len(s.terminating) > 0 || len(s.targets) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady || !s.provReady || !s.class.start || s.passthrough.blocked {
 		// Never start a second instance while an old one may still run, or while the VM
 		// is moving into a migration target.
 		return nil

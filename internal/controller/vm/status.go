@@ -31,6 +31,7 @@ func (r *Reconciler) deriveStatus(s *scope) {
 	}
 	r.deriveProvisioning(s)
 	deriveClass(s)
+	derivePassthrough(s)
 	if s.blockDevicesKnown {
 		st.BlockDeviceRefs = s.blockDevices
 	}
@@ -80,6 +81,8 @@ func (r *Reconciler) deriveStatus(s *scope) {
 				reason, msg = v1alpha2.ReasonProvisioningNotReady, s.provMessage
 			case !s.class.start && s.class.message != "":
 				reason, msg = v1alpha2.ReasonClassNotReady, s.class.message
+			case s.passthrough.blocked:
+				reason, msg = s.passthrough.reason, s.passthrough.message
 			}
 			set(v1alpha2.VMConditionRunning, false, reason, msg)
 		default:
