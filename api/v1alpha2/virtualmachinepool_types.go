@@ -85,7 +85,7 @@ type VirtualDiskTemplate struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 	// +optional
-	Reclaim DiskReclaim `json:"reclaim,omitempty"`
+	Reclaim DiskReclaim             `json:"reclaim,omitempty"`
 	Spec    VirtualDiskTemplateSpec `json:"spec"`
 }
 
@@ -111,6 +111,7 @@ type VirtualMachineTemplate struct {
 // +kubebuilder:validation:XValidation:rule="self.virtualDiskTemplates.all(t, self.virtualMachineTemplate.spec.blockDeviceRefs.exists(r, r.kind == 'VirtualDisk' && r.name == t.name))",message="each virtualDiskTemplates entry must be referenced by a VirtualDisk entry in virtualMachineTemplate.spec.blockDeviceRefs: add {kind: VirtualDisk, name: <template name>} there or remove the template"
 // +kubebuilder:validation:XValidation:rule="self.virtualMachineTemplate.spec.blockDeviceRefs.filter(r, r.kind == 'VirtualDisk').all(r, self.virtualDiskTemplates.exists(t, t.name == r.name))",message="each VirtualDisk reference in virtualMachineTemplate.spec.blockDeviceRefs must name a virtualDiskTemplates entry: a replica's disks are made from the templates, so add a template of that name or reference the disk's template"
 // +kubebuilder:validation:XValidation:rule="self.virtualMachineTemplate.spec.blockDeviceRefs.filter(r, r.kind == 'VirtualDisk').size() == self.virtualDiskTemplates.size()",message="each virtualDiskTemplates entry must be referenced exactly once (no duplicate VirtualDisk references in virtualMachineTemplate.spec.blockDeviceRefs)"
+// +kubebuilder:validation:XValidation:rule="!has(self.virtualMachineTemplate.spec.virtualMachineIPAddressName) && !has(self.virtualMachineTemplate.spec.virtualMachineIPAddress)",message="virtualMachineTemplate.spec cannot set virtualMachineIPAddressName or virtualMachineIPAddress: every replica gets an address of its own; leave them out"
 // +kubebuilder:validation:XValidation:rule="!has(self.virtualMachineTemplate.spec.osType) || self.virtualMachineTemplate.spec.osType != 'Legacy'",message="The Legacy osType is not supported in a VirtualMachinePool: replicas are told apart by provisioning, which Legacy systems lack; create such VMs one by one"
 // +kubebuilder:validation:XValidation:rule="(has(self.replicas) ? self.replicas : 0) >= (has(oldSelf.replicas) ? oldSelf.replicas : 0) || (oldSelf.scaleDownPolicy != 'Explicit' && self.scaleDownPolicy != 'Explicit')",message="scaleDownPolicy Explicit refuses a scale-down through spec.replicas or the scale subresource (Ferry has no scaleDownWith subresource to remove replicas by name): set scaleDownPolicy to NewestFirst or OldestFirst first, then lower replicas"
 type VirtualMachinePoolSpec struct {
