@@ -125,6 +125,7 @@ type VirtualMachinePoolSpec struct {
 	// VirtualDiskTemplates are the disks every replica gets, by template name.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(a, self.exists_one(b, b.name == a.name))",message="virtualDiskTemplates names must be unique: rename or remove the duplicate template"
 	// +listType=map
 	// +listMapKey=name
 	VirtualDiskTemplates []VirtualDiskTemplate `json:"virtualDiskTemplates"`
