@@ -11,6 +11,7 @@ import (
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -487,5 +488,27 @@ func TestPoolAdmission(t *testing.T) {
 	p := newPool(ns, "dup", 1, v1alpha2.ScaleDownNewestFirst, root, root)
 	if err := k8s.Create(ctx, p); err == nil || !strings.Contains(err.Error(), "virtualDiskTemplates names must be unique") {
 		t.Errorf("duplicate template names: %v", err)
+	}
+}
+
+// TestPoolSaysWhyAReplicaCannotBeMade: a template that makes no valid VM (a label the
+// apiserver refuses) leaves the pool Progressing False with the refusal, and an event.
+func TestPoolSaysWhyAReplicaCannotBeMade(t *testing.T) {
+	ns := newNamespace(t)
+	p := newPool(ns, "badlabel", 1, v1alpha2.ScaleDownNewestFirst, poolDisk("root", v1alpha2.DiskReclaim{}))
+	p.Spec.VirtualMachineTemplate.Metadata.Labels["not a label!"] = "x"
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, timeout, "Progressing False with the refusal", func() (bool, string) {
+		c := meta.FindStatusCondition(getPool(t, ns, "badlabel").Status.Conditions, v1alpha2.PoolConditionProgressing)
+		if c == nil {
+			return false, "no condition"
+		}
+		return c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "cannot make a replica") && strings.Contains(c.Message, "not a label!"), c.Message
+	})
+	waitEvent(t, ns, "VirtualMachinePool", "badlabel", "ReplicaRefused")
+	if vms := replicas(t, ns, "badlabel"); len(vms) != 0 {
+		t.Errorf("replicas %v, want none", names(vms))
 	}
 }

@@ -50,6 +50,8 @@ type scope struct {
 	disks []v1alpha2.VirtualDisk
 	// surplus is the number of replicas above spec.replicas left in place under Explicit.
 	surplus int
+	// problem is why a replica could not be made (the apiserver's refusal), for people.
+	problem string
 	// recheck is when the next free disk's ttl runs out (0: none).
 	recheck time.Duration
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,6 +27,7 @@ const (
 	EventReplicaCreated = "ReplicaCreated"
 	EventReplicaRemoved = "ReplicaRemoved"
 	EventDiskCollected  = "DiskCollected"
+	EventReplicaRefused = "ReplicaRefused"
 )
 
 // wanted is spec.replicas (unset: none).
@@ -54,6 +56,11 @@ func (r *Reconciler) scaleUp(ctx context.Context, s *scope) error {
 		name := s.pool.Name + "-" + randomSuffix()
 		vm := r.replica(s, name, s.takeRetainDisks(r.now()))
 		if err := r.Client.Create(ctx, vm); err != nil {
+			if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+				// The template makes no valid VM (or a quota refuses it): say so where people look.
+				s.problem = fmt.Sprintf("cannot make a replica: %v", err)
+				r.Recorder.Event(s.pool, corev1.EventTypeWarning, EventReplicaRefused, s.problem)
+			}
 			return fmt.Errorf("making replica %s: %w", name, err)
 		}
 		ctrl.LoggerFrom(ctx).Info("Created a replica", "vm", name)

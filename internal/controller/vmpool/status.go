@@ -53,6 +53,9 @@ func (s *scope) conditions(st *v1alpha2.VirtualMachinePoolStatus, c counts) {
 	case s.surplus > 0:
 		set(v1alpha2.PoolConditionProgressing, metav1.ConditionFalse, v1alpha2.ReasonPoolReplicasProgressing,
 			fmt.Sprintf("%d replicas above spec.replicas stay: scaleDownPolicy Explicit removes none (set NewestFirst or OldestFirst to let the pool remove them)", s.surplus))
+	case s.problem != "":
+		set(v1alpha2.PoolConditionProgressing, metav1.ConditionFalse, v1alpha2.ReasonPoolReplicasProgressing,
+			fmt.Sprintf("%d replicas exist, %d wanted: %s", c.all, want, s.problem))
 	case c.all != want:
 		set(v1alpha2.PoolConditionProgressing, metav1.ConditionTrue, v1alpha2.ReasonPoolReplicasProgressing,
 			fmt.Sprintf("%d replicas exist (%d Terminating), %d wanted", c.all, c.all-c.active, want))
