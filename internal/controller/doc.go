@@ -45,6 +45,8 @@
 //	(migration/controller.go). Locked; a conflict requeues.
 //	NodeGroup — the fencing controller (fencing/controller.go). Locked; looked at again
 //	within a second.
+//	VirtualMachinePool — the pool controller alone (vmpool/status.go), once per reconcile.
+//	Locked; a conflict requeues.
 //	VirtualMachineIPAddress — the vmip controller alone (ipaddress/controller.go);
 //	VirtualMachineIPAddressLease — the lease controller alone (ipaddress/lease.go). Both
 //	locked; a conflict requeues (a lease's: its newer version is queued already).

@@ -36,6 +36,7 @@ import (
 	"github.com/ferryvm/ferry/internal/controller/vm"
 	"github.com/ferryvm/ferry/internal/controller/vmbda"
 	"github.com/ferryvm/ferry/internal/controller/vmclass"
+	"github.com/ferryvm/ferry/internal/controller/vmpool"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcherpod"
 	"github.com/ferryvm/ferry/internal/netguard"
@@ -253,6 +254,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		&vmbda.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmbda-controller"), StorageDir: o.StorageDir, APIReader: mgr.GetAPIReader()},
 		&migration.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("migration-controller"), Config: o.Migration, APIReader: mgr.GetAPIReader()},
 		&vmclass.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: migration.ConfigNamespace},
+		&vmpool.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("vmpool-controller")},
 		&evacuation.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("evacuation-controller")},
 		&fencing.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("fencing-controller"), MaxUnreachable: o.FencingMaxUnreachable},
 		&migrationsigner.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorderFor("migration-signer"),

@@ -25,7 +25,7 @@ var neededResources = map[string][]string{
 	v1alpha2.GroupVersion.String(): {
 		"virtualmachines", "virtualdisks", "clustervirtualimages", "virtualimages",
 		"virtualmachineoperations", "virtualmachineclasses", "virtualmachineipaddresses",
-		"virtualmachineipaddressleases", "virtualmachineblockdeviceattachments", "virtualdisksnapshots",
+		"virtualmachineipaddressleases", "virtualmachineblockdeviceattachments", "virtualdisksnapshots", "virtualmachinepools",
 	},
 	deckhousev1.GroupVersion.String(): {"nodegroups"},
 }

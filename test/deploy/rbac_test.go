@@ -27,12 +27,12 @@ type grant struct {
 const vd = "virtualization.deckhouse.io"
 
 var controllerGrants = []grant{
-	{vd, "virtualmachines", "", nil, "get list watch update patch", "cache; finalizer; power-state, fencing-token, evacuate-from annotations"},
+	{vd, "virtualmachines", "", nil, "get list watch create update patch delete", "cache; finalizer; power-state, fencing-token, evacuate-from annotations; pool replicas made and removed"},
 	{vd, "virtualmachines/status", "", nil, "patch", "vm, evacuation, fencing, migration status"},
 	{vd, "virtualmachines/finalizers", "", nil, "update", "blockOwnerDeletion on launcher pods"},
 	{vd, "virtualmachineoperations", "", nil, "get list watch create update patch", "cache; evacuation creates Evict; migration finalizer; power annotation"},
 	{vd, "virtualmachineoperations/status", "", nil, "patch", "power, migration status"},
-	{vd, "virtualdisks", "", nil, "get list watch update", "cache; disk finalizer"},
+	{vd, "virtualdisks", "", nil, "get list watch create update patch delete", "cache; disk finalizer; pool disks made, marked free (annotation) and collected"},
 	{vd, "virtualdisks/status", "", nil, "patch", "provisioning, attachment"},
 	{vd, "clustervirtualimages", "", nil, "get list watch update", "cache; image finalizer"},
 	{vd, "clustervirtualimages/status", "", nil, "patch", "import"},
@@ -48,6 +48,9 @@ var controllerGrants = []grant{
 	{vd, "virtualmachineblockdeviceattachments/status", "", nil, "patch", "vmbda status"},
 	{vd, "virtualdisksnapshots", "", nil, "get list watch update", "cache; snapshot finalizer"},
 	{vd, "virtualdisksnapshots/status", "", nil, "patch", "snapshot status"},
+	{vd, "virtualmachinepools", "", nil, "get list watch", "pool controller cache"},
+	{vd, "virtualmachinepools/status", "", nil, "patch", "pool status"},
+	{vd, "virtualmachinepools/finalizers", "", nil, "update", "blockOwnerDeletion on a pool's replicas and Retain disks"},
 	{"deckhouse.io", "nodegroups", "", nil, "get list watch", "fencing"},
 	{"deckhouse.io", "nodegroups/status", "", nil, "patch", "fencing status"},
 	{"", "pods", "", nil, "get list watch create patch delete", "launcher pods, migration targets"},
@@ -144,6 +147,7 @@ func TestRolesAllowExactlyWhatTheCodeUses(t *testing.T) {
 		{vd, "virtualmachineipaddressleases", false}, {vd, "virtualmachineipaddressleases/status", false},
 		{vd, "virtualmachineblockdeviceattachments", true}, {vd, "virtualmachineblockdeviceattachments/status", true},
 		{vd, "virtualdisksnapshots", true}, {vd, "virtualdisksnapshots/status", true},
+		{vd, "virtualmachinepools", true}, {vd, "virtualmachinepools/status", true}, {vd, "virtualmachinepools/finalizers", true}, {vd, "virtualmachinepools/scale", true},
 		{"deckhouse.io", "nodegroups", false}, {"deckhouse.io", "nodegroups/status", false},
 		{"", "pods", true}, {"", "pods/status", true}, {"", "pods/eviction", true}, {"", "pods/exec", true}, {"", "pods/binding", true},
 		{"", "nodes", false}, {"", "nodes/status", false}, {"", "nodes/proxy", false},

@@ -22,7 +22,7 @@ import (
 
 // CRDs are Ferry's own CRDs, which Clean deletes. (deploy/base's NodeGroup CRD is
 // Deckhouse's API, which Ferry reads; kubectl delete -k removes it.)
-var CRDs = []string{CRDVirtualMachines, CRDOperations, CRDDisks, CRDImages, CRDVirtualImages, CRDIPAddresses, CRDAttachments, CRDSnapshots, "virtualmachineipaddressleases.virtualization.deckhouse.io", CRDClasses}
+var CRDs = []string{"virtualmachinepools.virtualization.deckhouse.io", CRDVirtualMachines, CRDOperations, CRDDisks, CRDImages, CRDVirtualImages, CRDIPAddresses, CRDAttachments, CRDSnapshots, "virtualmachineipaddressleases.virtualization.deckhouse.io", CRDClasses}
 
 // Options configure Clean.
 type Options struct {
@@ -63,6 +63,8 @@ func Clean(ctx context.Context, c client.Client, o Options) error {
 		return fmt.Errorf("the Ferry controller does not run (%s): it stops the VMs and releases their addresses before they go. Start it again, or pass --force to remove Ferry's finalizers here instead (VMs then stop as their launcher pods are garbage-collected; disk and image files stay)", why)
 	}
 	steps := []step{
+		// Pools first: a pool would make its deleted replicas again.
+		{"VirtualMachinePools", func() client.ObjectList { return &v1alpha2.VirtualMachinePoolList{} }},
 		{"VirtualMachines", kinds[0].list},
 		{"VirtualMachineOperations", kinds[1].list},
 	}
