@@ -5,6 +5,7 @@ import (
 )
 
 // VirtualMachineMACAddressSpec is the MAC address a VirtualMachineMACAddress asks for.
+// +kubebuilder:validation:XValidation:rule="has(self.address) == has(oldSelf.address) && (!has(self.address) || self.address == oldSelf.address)",message="spec.address cannot be set, changed or removed once the VirtualMachineMACAddress exists: a VM's NIC may use it; create another VirtualMachineMACAddress for another address"
 type VirtualMachineMACAddressSpec struct {
 	// Address is the MAC address asked for, six pairs of hex digits separated by colons
 	// or dashes (52:54:00:12:34:56). Empty, Ferry allocates a free one in the cluster's
