@@ -35,8 +35,8 @@ type NetworksSpec struct {
 
 // NetworksStatus is one network interface of a VM as it was given.
 type NetworksStatus struct {
-	// Type of the network.
-	Type NetworkType `json:"type"`
+	// Type of the network (a NetworkType).
+	Type string `json:"type"`
 	// ID of the interface.
 	// +optional
 	ID *int `json:"id,omitempty"`
@@ -65,7 +65,7 @@ func (vm *VirtualMachine) MainMACAddressName() string {
 // MainNetworkStatus is the VM's recorded main interface, or nil.
 func (vm *VirtualMachine) MainNetworkStatus() *NetworksStatus {
 	for i := range vm.Status.Networks {
-		if vm.Status.Networks[i].Type == NetworkTypeMain {
+		if vm.Status.Networks[i].Type == string(NetworkTypeMain) {
 			return &vm.Status.Networks[i]
 		}
 	}

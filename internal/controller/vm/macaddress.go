@@ -111,7 +111,7 @@ func mainNetwork(vm *v1alpha2.VirtualMachine) *v1alpha2.NetworksStatus {
 	if st := vm.MainNetworkStatus(); st != nil {
 		return st
 	}
-	vm.Status.Networks = append(vm.Status.Networks, v1alpha2.NetworksStatus{Type: v1alpha2.NetworkTypeMain})
+	vm.Status.Networks = append(vm.Status.Networks, v1alpha2.NetworksStatus{Type: string(v1alpha2.NetworkTypeMain)})
 	return &vm.Status.Networks[len(vm.Status.Networks)-1]
 }
 
