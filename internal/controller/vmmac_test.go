@@ -127,15 +127,13 @@ func TestMACAutoAllocation(t *testing.T) {
 		}
 	}
 
-	// A restart (the pod gone, the runPolicy starts the VM again) keeps the MAC.
+	// A restart (the guest shut down, AlwaysOn starts it again in a new pod) keeps the MAC.
 	vm := getVM(t, ns, "a")
 	mac := vm.MainNetworkStatus().MACAddress
 	pod := waitPod(t, ns, "a")
 	runPod(t, &pod, "node-a")
 	waitPhase(t, ns, "a", v1alpha2.MachineRunning)
-	if err := k8s.Delete(ctx, &pod, client.GracePeriodSeconds(0)); err != nil {
-		t.Fatal(err)
-	}
+	setPodStatus(t, &pod, corev1.PodSucceeded, false)
 	eventually(t, timeout, "a new launcher pod for a", func() (bool, string) {
 		pods := livePods(t, ns, "a")
 		if len(pods) != 1 || pods[0].UID == pod.UID {
@@ -304,4 +302,26 @@ func TestMACBadInput(t *testing.T) {
 			deleteVM(t, ns, vm.Name)
 		}
 	}
+}
+
+// TestMACKeptByMigration: a live migration's target launcher is given the MAC its source
+// has (the VM's vmmac's), and after the migration the VM still has that MAC and vmmac.
+func TestMACKeptByMigration(t *testing.T) {
+	op, source, target, node := evictToTarget(t)
+	vm := getVM(t, source.Namespace, "m")
+	st := vm.MainNetworkStatus()
+	if st == nil || st.MACAddress == "" {
+		t.Fatalf("the VM has no MAC: %+v", vm.Status.Networks)
+	}
+	for _, p := range []*corev1.Pod{source, target} {
+		if !strings.Contains(podArgs(*p), "--mac "+st.MACAddress) {
+			t.Errorf("pod %s is not given MAC %s: %s", p.Name, st.MACAddress, podArgs(*p))
+		}
+	}
+	finishMigration(t, op, source, target, node, false)
+	after := getVM(t, source.Namespace, "m").MainNetworkStatus()
+	if after == nil || after.MACAddress != st.MACAddress || after.VirtualMachineMACAddressName != st.VirtualMachineMACAddressName {
+		t.Errorf("after the migration the VM has %+v, before %+v", after, st)
+	}
+	waitMACPhase(t, source.Namespace, st.VirtualMachineMACAddressName, v1alpha2.VirtualMachineMACAddressPhaseAttached, "m")
 }

@@ -32,6 +32,20 @@ func (r *Reconciler) ensureMAC(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
+	// A running VM keeps the vmmac it runs with, whatever its spec names now (the change
+	// awaits a restart, addressChanges): that vmmac stays attached to it, so its lease is
+	// not freed under the NIC.
+	if st := vm.MainNetworkStatus(); st != nil && st.VirtualMachineMACAddressName != "" && s.running() {
+		cur := &v1alpha2.VirtualMachineMACAddress{}
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: st.VirtualMachineMACAddressName}, cur)
+		if err == nil && strings.EqualFold(cur.Status.Address, s.runningMAC()) {
+			r.useMAC(s, cur)
+			return nil
+		}
+		if client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("reading VirtualMachineMACAddress %s: %w", st.VirtualMachineMACAddressName, err)
+		}
+	}
 	var mac *v1alpha2.VirtualMachineMACAddress
 	if name := vm.MainMACAddressName(); name != "" {
 		mac = &v1alpha2.VirtualMachineMACAddress{}

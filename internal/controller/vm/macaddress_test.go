@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 // TestRunningMAC: the MAC a VM runs with is its launcher's --mac, or, for a launcher of a
@@ -28,5 +30,23 @@ func TestRunningMAC(t *testing.T) {
 		if got := c.s.runningMAC(); got != c.want {
 			t.Errorf("%s: runningMAC = %q, want %q", c.name, got, c.want)
 		}
+	}
+}
+
+// TestMACChangeAwaitsRestart: a VM whose spec names another vmmac than the one it runs
+// with lists the change as awaiting a restart.
+func TestMACChangeAwaitsRestart(t *testing.T) {
+	vm := &v1alpha2.VirtualMachine{}
+	vm.Status.Networks = []v1alpha2.NetworksStatus{{Type: "Main", MACAddress: "5e:e6:19:22:0f:d8", VirtualMachineMACAddressName: "vm-abcde"}}
+	if got := addressChanges(vm); len(got) != 0 {
+		t.Errorf("no spec name: %+v", got)
+	}
+	vm.Spec.Networks = []v1alpha2.NetworksSpec{{Type: v1alpha2.NetworkTypeMain, VirtualMachineMACAddressName: "vm-abcde"}}
+	if got := addressChanges(vm); len(got) != 0 {
+		t.Errorf("the same name: %+v", got)
+	}
+	vm.Spec.Networks[0].VirtualMachineMACAddressName = "fixed"
+	if got := addressChanges(vm); len(got) != 1 || got[0].Path != "networks" || got[0].CurrentValue != "vm-abcde" || got[0].DesiredValue != "fixed" {
+		t.Errorf("another name: %+v", got)
 	}
 }
