@@ -158,6 +158,13 @@ type VirtualMachineSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == '' || isIP(self)",message="virtualMachineIPAddress must be an IPv4 address such as 10.66.10.20"
 	// +optional
 	VirtualMachineIPAddress string `json:"virtualMachineIPAddress,omitempty"`
+	// Networks are the VM's network interfaces. Ferry has the main network only: at most
+	// one entry, of type Main, which may name the VirtualMachineMACAddress of the
+	// interface. Left out, the VM has its main interface all the same.
+	// +kubebuilder:validation:MaxItems=1
+	// +kubebuilder:validation:XValidation:rule="self.all(n, n.type == 'Main')",message="networks: Ferry has the main network only (type Main); additional networks (Network, ClusterNetwork) need Deckhouse's sdn module"
+	// +optional
+	Networks []NetworksSpec `json:"networks,omitempty"`
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 	// +optional
@@ -393,6 +400,10 @@ type VirtualMachineStatus struct {
 	// VirtualMachineIPAddressName is the VirtualMachineIPAddress whose address the VM has.
 	// +optional
 	VirtualMachineIPAddressName string `json:"virtualMachineIPAddressName,omitempty"`
+	// Networks are the VM's interfaces as given to it: the main one's MAC address and the
+	// VirtualMachineMACAddress that holds it.
+	// +optional
+	Networks []NetworksStatus `json:"networks,omitempty"`
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 	// +optional

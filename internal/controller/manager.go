@@ -29,6 +29,7 @@ import (
 	"github.com/ferryvm/ferry/internal/controller/evacuation"
 	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/controller/ipaddress"
+	"github.com/ferryvm/ferry/internal/controller/macaddress"
 	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/controller/migrationsigner"
 	"github.com/ferryvm/ferry/internal/controller/power"
@@ -229,6 +230,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 	if err := ipaddress.Setup(ctx, mgr, r, o.IPLeaseRetention, hooks != nil); err != nil {
+		return err
+	}
+	if err := macaddress.Setup(ctx, mgr); err != nil {
 		return err
 	}
 	uploads, err := setupUploads(mgr, o, hooks != nil)

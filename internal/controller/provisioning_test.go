@@ -2,7 +2,6 @@ package controller_test
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +14,6 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/nocloud"
-	"github.com/ferryvm/ferry/internal/vmnet"
 )
 
 // waitProvisioning waits for the VM's ProvisioningReady condition to have status and a
@@ -95,9 +93,13 @@ func TestProvisioningUserData(t *testing.T) {
 	if want := fmt.Sprintf("instance-id: %s\nlocal-hostname: %s\n", vm.UID, vm.Name); string(files["meta-data"]) != want {
 		t.Errorf("meta-data %q, want %q", files["meta-data"], want)
 	}
-	mac := vmnet.GuestMAC(netip.MustParseAddr(getVM(t, ns, vm.Name).Status.IPAddress)).String()
-	if !strings.Contains(string(files["network-config"]), `macaddress: "`+mac+`"`) {
-		t.Errorf("network-config does not match the NIC's MAC %s:\n%s", mac, files["network-config"])
+	// The NIC's MAC is its VirtualMachineMACAddress's, which the launcher is given.
+	mac := getVM(t, ns, vm.Name).MainNetworkStatus()
+	if mac == nil || mac.MACAddress == "" || !strings.Contains(string(files["network-config"]), `macaddress: "`+mac.MACAddress+`"`) {
+		t.Errorf("network-config does not match the NIC's MAC %+v:\n%s", mac, files["network-config"])
+	}
+	if pods := livePods(t, ns, vm.Name); mac != nil && len(pods) == 1 && !strings.Contains(strings.Join(pods[0].Spec.Containers[0].Args, " "), "--mac "+mac.MACAddress) {
+		t.Errorf("the launcher is not given the MAC %s of the seed: %v", mac.MACAddress, pods[0].Spec.Containers[0].Args)
 	}
 
 	deleteVM(t, ns, vm.Name)

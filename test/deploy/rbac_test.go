@@ -44,6 +44,11 @@ var controllerGrants = []grant{
 	{vd, "virtualmachineipaddresses/status", "", nil, "patch", "vmip status"},
 	{vd, "virtualmachineipaddressleases", "", nil, "get list watch create patch delete deletecollection", "take, release and expire addresses"},
 	{vd, "virtualmachineipaddressleases/status", "", nil, "patch", "lease status"},
+	{vd, "virtualmachinemacaddresses", "", nil, "get list watch create update delete", "vmmac controller; a VM's own vmmac; vmmac finalizer"},
+	{vd, "virtualmachinemacaddresses/status", "", nil, "patch", "vmmac status"},
+	{vd, "virtualmachinemacaddressleases", "", nil, "get list watch create patch delete", "take and free MAC addresses"},
+	{vd, "virtualmachinemacaddressleases/status", "", nil, "patch", "MAC lease status"},
+	{"", "namespaces", "", []string{"kube-system"}, "get", "the cluster's identity gives its MAC address prefix"},
 	{vd, "virtualmachineblockdeviceattachments", "", nil, "get list watch update", "cache; vmbda finalizer"},
 	{vd, "virtualmachineblockdeviceattachments/status", "", nil, "patch", "vmbda status"},
 	{vd, "virtualdisksnapshots", "", nil, "get list watch update", "cache; snapshot finalizer"},
@@ -145,6 +150,8 @@ func TestRolesAllowExactlyWhatTheCodeUses(t *testing.T) {
 		{vd, "virtualmachineclasses", false}, {vd, "virtualmachineclasses/status", false},
 		{vd, "virtualmachineipaddresses", true}, {vd, "virtualmachineipaddresses/status", true},
 		{vd, "virtualmachineipaddressleases", false}, {vd, "virtualmachineipaddressleases/status", false},
+		{vd, "virtualmachinemacaddresses", true}, {vd, "virtualmachinemacaddresses/status", true},
+		{vd, "virtualmachinemacaddressleases", false}, {vd, "virtualmachinemacaddressleases/status", false},
 		{vd, "virtualmachineblockdeviceattachments", true}, {vd, "virtualmachineblockdeviceattachments/status", true},
 		{vd, "virtualdisksnapshots", true}, {vd, "virtualdisksnapshots/status", true},
 		{vd, "virtualmachinepools", true}, {vd, "virtualmachinepools/status", true}, {vd, "virtualmachinepools/finalizers", true}, {vd, "virtualmachinepools/scale", true},
@@ -171,6 +178,7 @@ func TestRolesAllowExactlyWhatTheCodeUses(t *testing.T) {
 	names := map[string][]string{"configmaps": {"ferry-config", "ferry-install-state", "other"}, "leases": {"ferry-controller", "other"},
 		"secrets": {"ferry-webhook-ca", "ferry-migration-ca", "other"}, "validatingwebhookconfigurations": {"ferry-eviction", "ferry-virtualmachine", "other"},
 		"mutatingwebhookconfigurations": {"ferry-virtualmachine", "other"},
+		"namespaces":                    {"kube-system", "other"},
 		"customresourcedefinitions":     {"virtualmachines.virtualization.deckhouse.io", "virtualdisks.virtualization.deckhouse.io", "virtualmachineclasses.virtualization.deckhouse.io", "nodegroups.deckhouse.io", "other.example.com"}}
 	var probes []probe
 	for _, n := range signerNames {

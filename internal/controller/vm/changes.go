@@ -253,10 +253,11 @@ func changePaths(changes []fieldChange) string {
 	return strings.Join(paths, ", ")
 }
 
-// addressChanges: a running VM keeps the address it runs with (ensureAddress); a vmip
-// named in its spec other than the one it holds, or another address in Ferry's older
-// spec.virtualMachineIPAddress, is taken at its next start. Compared with the VM's status,
-// not with what its pod recorded: the address is the vmip's, not the pod's.
+// addressChanges: a running VM keeps the address and MAC it runs with (ensureAddress,
+// ensureMAC); a vmip (or vmmac) named in its spec other than the one it holds, or another
+// address in Ferry's older spec.virtualMachineIPAddress, is taken at its next start.
+// Compared with the VM's status, not with what its pod recorded: the address is the
+// vmip's, not the pod's.
 func addressChanges(vm *v1alpha2.VirtualMachine) []fieldChange {
 	held, ip := vm.Status.VirtualMachineIPAddressName, vm.Status.IPAddress
 	var out []fieldChange
@@ -265,6 +266,12 @@ func addressChanges(vm *v1alpha2.VirtualMachine) []fieldChange {
 	}
 	if want := vm.Spec.VirtualMachineIPAddress; want != "" && ip != "" && want != ip {
 		out = append(out, fieldChange{Operation: opReplace, Path: "virtualMachineIPAddress", CurrentValue: ip, DesiredValue: want})
+	}
+	// The same for the main interface's VirtualMachineMACAddress (ensureMAC).
+	if st := vm.MainNetworkStatus(); st != nil && st.VirtualMachineMACAddressName != "" {
+		if want := vm.MainMACAddressName(); want != "" && want != st.VirtualMachineMACAddressName {
+			out = append(out, fieldChange{Operation: opReplace, Path: "networks", CurrentValue: st.VirtualMachineMACAddressName, DesiredValue: want})
+		}
 	}
 	return out
 }

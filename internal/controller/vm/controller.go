@@ -75,6 +75,9 @@ type scope struct {
 	ipReady      bool
 	ipReason     string
 	ipMessage    string
+	macReady     bool // the main interface's VirtualMachineMACAddress is bound to the VM (macaddress.go)
+	macReason    string
+	macMessage   string
 	wantRun      bool
 	lastEnd      string // why the VM last stopped by itself
 	lastEndCause string
@@ -108,6 +111,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1alpha2.ClusterVirtualImage{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfImage)).
 		Watches(&v1alpha2.VirtualImage{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfImage)).
 		Watches(&v1alpha2.VirtualMachineIPAddress{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfAddress)).
+		Watches(&v1alpha2.VirtualMachineMACAddress{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfMAC)).
 		// Hot-plugged disks (hotplug.go): the VM's attachments, and the disks they hold.
 		Watches(&v1alpha2.VirtualMachineBlockDeviceAttachment{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfAttachment)).
 		Watches(&v1alpha2.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfAttachedDisk)).
@@ -178,6 +182,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		r.observeClass,
 		r.observePassthrough,
 		r.ensureAddress,
+		r.ensureMAC,
 		r.ensureDisks,
 		r.ensureProvisioning,
 		r.syncHotplug,
@@ -234,6 +239,9 @@ func (r *Reconciler) finalize(ctx context.Context, vm *v1alpha2.VirtualMachine) 
 		return ctrl.Result{}, err
 	}
 	if err := r.releaseAddress(ctx, vm); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.releaseMACs(ctx, vm); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.removeSeeds(vm); err != nil {

@@ -170,7 +170,7 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 		s.requeue = 200 * time.Millisecond
 		return nil
 	}
-	if len(s.terminating) > 0 || len(s.targets) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady || !s.provReady || !s.class.start || s.passthrough.blocked {
+	if len(s.terminating) > 0 || len(s.targets) > 0 || s.requeue > 0 || !s.disksReady || !s.ipReady || r.Network && !s.macReady || !s.provReady || !s.class.start || s.passthrough.blocked {
 		// Never start a second instance while an old one may still run, or while the VM
 		// is moving into a migration target.
 		return nil
@@ -192,6 +192,10 @@ func (r *Reconciler) applyPower(ctx context.Context, s *scope) error {
 			return nil // useAddress said why in the IPAddressReady condition
 		}
 		nic = &podNIC{Address: netip.PrefixFrom(a, rg.Bits()).String(), Gateway: rg.Gateway().String()}
+		// The MAC is the main interface's VirtualMachineMACAddress's (ensureMAC).
+		if st := vm.MainNetworkStatus(); st != nil {
+			nic.MAC = st.MACAddress
+		}
 	}
 	// Built from the VM as its class completes it (placement, coreFraction), its QEMU given
 	// the class's CPU.

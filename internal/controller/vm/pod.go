@@ -51,6 +51,7 @@ func (d attachedDisk) launcherArg() string {
 type podNIC struct {
 	Address string // 10.66.10.5/24: the VM's address, the range's prefix length
 	Gateway string
+	MAC     string // the NIC's MAC address (launcher flag --mac); "": the launcher derives one from the address
 }
 
 // LauncherPodPrefix starts every launcher pod's name.
@@ -114,8 +115,9 @@ func (r *Reconciler) launcherDevices(ctx context.Context) (podDevices, error) {
 // `ferry launcher`, with the VM's placement, and requests and limits from its size.
 // token is the VM's fencing token for this start: the launcher runs QEMU only while the
 // disk lease holds no higher one.
-// nic, when set, gives the VM a NIC with its address (launcher flags --ip, --gateway); the
-// launcher then runs in the node's network namespace, where it routes the address.
+// nic, when set, gives the VM a NIC with its address and MAC (launcher flags --ip,
+// --gateway, --mac); the launcher then runs in the node's network namespace, where it
+// routes the address.
 // dev says how the container gets the node's devices (launcherDevices).
 func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string, token int64, nic *podNIC, node NodeSide, dev podDevices) *corev1.Pod {
 	cores := max(vm.Spec.CPU.Cores, 1)
@@ -166,6 +168,9 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 	}
 	if nic != nil {
 		args = append(args, "--ip", nic.Address, "--gateway", nic.Gateway)
+		if nic.MAC != "" {
+			args = append(args, "--mac", nic.MAC)
+		}
 	}
 	grace := ptr.Deref(vm.Spec.TerminationGracePeriodSeconds, 60)
 	args = append(args, "--shutdown-grace", guestShutdownGrace(grace).String())

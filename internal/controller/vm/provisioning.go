@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +19,6 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/nocloud"
-	"github.com/ferryvm/ferry/internal/vmnet"
 )
 
 // seedDir is where a VM's seed images live on the shared storage, beside images/ and
@@ -130,11 +129,15 @@ func (r *Reconciler) provisioningFiles(ctx context.Context, vm *v1alpha2.Virtual
 
 	seed := nocloud.Seed{InstanceID: string(vm.UID), Hostname: vm.Name, UserData: userData}
 	if r.Network {
-		addr, err := netip.ParseAddr(vm.Status.IPAddress)
-		if err != nil {
-			return "", nil, "waiting for the VM's IP address: the seed's network-config names the NIC by its MAC, made from the address", nil
+		st := vm.MainNetworkStatus()
+		if st == nil || st.MACAddress == "" {
+			return "", nil, "waiting for the VM's MAC address: the seed's network-config names the NIC by it", nil
 		}
-		seed.MAC = vmnet.GuestMAC(addr)
+		mac, err := net.ParseMAC(st.MACAddress)
+		if err != nil {
+			return "", nil, fmt.Sprintf("the VM's MAC address %q: %v", st.MACAddress, err), nil
+		}
+		seed.MAC = mac
 	}
 	files, err = seed.Files()
 	if err != nil {

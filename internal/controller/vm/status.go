@@ -26,6 +26,9 @@ func (r *Reconciler) deriveStatus(s *scope) {
 	if s.ipReason != "" {
 		set(v1alpha2.VMConditionIPAddressReady, s.ipReady && !s.ipNotAssigned, s.ipReason, s.ipMessage)
 	}
+	if s.macReason != "" {
+		set(v1alpha2.VMConditionMACAddressReady, s.macReady, s.macReason, s.macMessage)
+	}
 	if s.diskReason != "" {
 		set(v1alpha2.VMConditionBlockDevicesReady, s.disksReady, s.diskReason, s.diskMessage)
 	}
@@ -75,6 +78,8 @@ func (r *Reconciler) deriveStatus(s *scope) {
 				reason, msg = s.lastEnd, s.lastEndCause
 			case !s.ipReady:
 				reason, msg = s.ipReason, s.ipMessage
+			case r.Network && !s.macReady:
+				reason, msg = s.macReason, s.macMessage
 			case !s.disksReady:
 				reason, msg = s.diskReason, s.diskMessage
 			case !s.provReady && s.provMessage != "":
