@@ -17,11 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/spf13/cobra"
-
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/storage"
-	"github.com/ferryvm/ferry/internal/kubectl"
+	"github.com/ferryvm/ferry/internal/testenv"
 )
 
 func newSnapshot(ns, name, disk string, required bool) *v1alpha2.VirtualDiskSnapshot {
@@ -353,14 +351,19 @@ func TestGuideDiskSnapshotManifests(t *testing.T) {
 // returns what it prints.
 func ferryK(t *testing.T, args ...string) string {
 	t.Helper()
-	kc := adminKubeconfig(t)
-	root := &cobra.Command{Use: "ferry"}
-	root.AddCommand(kubectl.NewCommand(""))
+	// A process of its own: kubectl's in-process set-up writes klog's global settings,
+	// which the controller's event recorders read at the same time (a data race under -race).
+	bin := os.Getenv("FERRY_BIN")
+	if bin == "" {
+		var err error
+		if bin, err = filepath.EvalSymlinks(filepath.Join(testenv.RepoRoot(), "bin", "ferry")); err != nil {
+			t.Fatalf("no ferry binary for `ferry k` (set FERRY_BIN or run make build): %v", err)
+		}
+	}
+	cmd := exec.Command(bin, append([]string{"k", "--kubeconfig", adminKubeconfig(t)}, args...)...)
 	var stdout, stderr bytes.Buffer
-	root.SetOut(&stdout)
-	root.SetErr(&stderr)
-	root.SetArgs(append([]string{"k", "--kubeconfig", kc}, args...))
-	if err := root.Execute(); err != nil {
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
 		t.Fatalf("ferry k %v: %v: %s", args, err, stderr.String())
 	}
 	return stdout.String()
