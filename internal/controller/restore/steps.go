@@ -34,6 +34,9 @@ type item struct {
 	act         action
 	would, does string
 	disk        *vmsnapshot.SavedDisk
+	// release: the VM holds the disk (status.attachedToVirtualMachines), which keeps a
+	// deleted disk: the restore gives up the hold of the Stopped VM.
+	release bool
 }
 
 // plan looks at every object the restore touches, changing nothing. spec is the VM's spec
@@ -127,6 +130,7 @@ func (r *Reconciler) planDisk(ctx context.Context, op *v1alpha2.VirtualMachineOp
 			it.act, it.does = actConflict, fmt.Sprintf("is held by VM %s: detach it from that VM first", a.Name)
 			return it, nil
 		}
+		it.release = true
 	}
 	if disk.Annotations[AnnotationRestoredBy] == string(op.UID) {
 		switch disk.Status.Phase {
@@ -182,9 +186,7 @@ func (r *Reconciler) step(ctx context.Context, op *v1alpha2.VirtualMachineOperat
 		switch it.act {
 		case actDelete:
 			busy = true
-			d := &v1alpha2.VirtualDisk{}
-			d.Namespace, d.Name = op.Namespace, it.name
-			if err := client.IgnoreNotFound(r.Client.Delete(ctx, d)); err != nil {
+			if err := r.deleteDisk(ctx, op.Namespace, it); err != nil {
 				return outcome{}, err
 			}
 		case actCreate:
@@ -194,6 +196,11 @@ func (r *Reconciler) step(ctx context.Context, op *v1alpha2.VirtualMachineOperat
 			}
 		case actWait:
 			busy = true
+			if it.release {
+				if err := r.deleteDisk(ctx, op.Namespace, it); err != nil {
+					return outcome{}, err
+				}
+			}
 		}
 	}
 	if busy {
@@ -211,6 +218,28 @@ func (r *Reconciler) step(ctx context.Context, op *v1alpha2.VirtualMachineOperat
 	return outcome{phase: v1alpha2.OpCompleted, reason: v1alpha2.ReasonOperationCompleted, resources: statuses(items, stageDone),
 		message: fmt.Sprintf("VirtualMachine %s restored from %s: %d disk(s) made again from their snapshots and its spec set back; it starts if its runPolicy says so",
 			sc.vm.Name, sc.snap.Name, len(sc.content.Disks))}, nil
+}
+
+// deleteDisk deletes a disk of the Stopped VM, giving up the VM's hold on it (which keeps a
+// deleted disk). The VM controller takes the hold again while it sees the disk Ready, so
+// the hold is given up at every step until the disk is gone.
+func (r *Reconciler) deleteDisk(ctx context.Context, ns string, it item) error {
+	d := &v1alpha2.VirtualDisk{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: it.name}, d); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if it.release && len(d.Status.AttachedToVirtualMachines) > 0 {
+		orig := d.DeepCopy()
+		d.Status.AttachedToVirtualMachines = nil
+		err := r.Client.Status().Patch(ctx, d, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+		if client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
+			return err
+		}
+	}
+	if d.DeletionTimestamp.IsZero() {
+		return client.IgnoreNotFound(r.Client.Delete(ctx, d))
+	}
+	return nil
 }
 
 // createDisk makes a disk of the snapshot again from its disk snapshot, with its size.
