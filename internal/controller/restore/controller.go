@@ -144,6 +144,10 @@ func (r *Reconciler) observe(ctx context.Context, op *v1alpha2.VirtualMachineOpe
 
 // record writes the outcome into the operation's status, once, with its resourceVersion.
 func (r *Reconciler) record(ctx context.Context, op *v1alpha2.VirtualMachineOperation, o outcome) (ctrl.Result, error) {
+	if o.phase == "" {
+		// Nothing decided (an object not in the cache yet): look again.
+		return ctrl.Result{Requeue: true}, nil
+	}
 	orig := op.DeepCopy()
 	status := metav1.ConditionFalse
 	if o.phase == v1alpha2.OpCompleted {

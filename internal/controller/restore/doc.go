@@ -1,4 +1,14 @@
-// Package restore runs the VirtualMachineOperations of type Restore: it puts a Stopped VM
+// Package restore runs the VirtualMachineOperations of type Restore and Clone.
+//
+// Clone (clone.go) takes a VirtualMachineSnapshot of the VM, owned by the operation
+// (requiredConsistency true: the clone of a running VM waits for it to stop, saying so),
+// then makes a new disk per disk from its disk snapshot and a new VM, named as spec.clone
+// says (nameReplacement, then namePrefix/nameSuffix), with a new address (so a new MAC:
+// Ferry derives a VM's MAC from its address) and none of the source's labels. New names
+// that are taken or invalid fail it before anything is made; DryRun plans from the VM as it
+// is, making nothing.
+//
+// Restore puts a Stopped VM
 // back to a VirtualMachineSnapshot of it. Each disk the snapshot holds is deleted and made
 // again, under the same name, from its VirtualDiskSnapshot (dataSource objectRef kind
 // VirtualDiskSnapshot, as Deckhouse's restored disks show), then the VM's spec is set back
