@@ -242,6 +242,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		&vmsnapshot.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmsnapshot-controller"), APIReader: mgr.GetAPIReader()},
 		&restore.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-restore-controller"), APIReader: mgr.GetAPIReader()},
 		&restore.CloneReconciler{Reconciler: restore.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-clone-controller"), APIReader: mgr.GetAPIReader()}},
+		&restore.SnapshotOperationReconciler{Reconciler: restore.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmsop-controller"), APIReader: mgr.GetAPIReader()}},
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},
 		&vmbda.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmbda-controller"), StorageDir: o.StorageDir, APIReader: mgr.GetAPIReader()},
 		&migration.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("migration-controller"), Config: o.Migration, APIReader: mgr.GetAPIReader()},

@@ -26,7 +26,7 @@ var neededResources = map[string][]string{
 		"virtualmachines", "virtualdisks", "clustervirtualimages", "virtualimages",
 		"virtualmachineoperations", "virtualmachineclasses", "virtualmachineipaddresses",
 		"virtualmachineipaddressleases", "virtualmachineblockdeviceattachments", "virtualdisksnapshots",
-		"virtualmachinesnapshots",
+		"virtualmachinesnapshots", "virtualmachinesnapshotoperations",
 	},
 	deckhousev1.GroupVersion.String(): {"nodegroups"},
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
@@ -32,8 +34,9 @@ func TestVMClone(t *testing.T) {
 	ns := newNamespace(t)
 	root, data := twoDiskVM(t, ns, "src", v1alpha2.Manual)
 	src := getVM(t, ns, "src")
+	patch := client.MergeFrom(src.DeepCopy())
 	src.Labels = map[string]string{"app": "web"}
-	if err := k8s.Update(ctx, src); err != nil {
+	if err := k8s.Patch(ctx, src, patch); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, timeout, "the source VM has an address", func() (bool, string) {
@@ -107,5 +110,53 @@ func TestVMClone(t *testing.T) {
 	}
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "src-data"}, &v1alpha2.VirtualDisk{}); err != nil {
 		t.Errorf("the source's data disk: %v", err)
+	}
+}
+
+// TestVMSnapshotOperation: a vmsop CreateVirtualMachine makes a VM and disks from a VM
+// snapshot, named with the guide's prefix and suffix, holding the snapshot's data (not
+// what the source wrote afterwards); the operation without createVirtualMachine is refused.
+func TestVMSnapshotOperation(t *testing.T) {
+	ns := newNamespace(t)
+	root, _ := twoDiskVM(t, ns, "database", v1alpha2.Manual)
+	createAll(t, newVMSnapshot(ns, "database-snapshot", "database", true, v1alpha2.KeepIPAddressAlways))
+	waitVMSnapshot(t, ns, "database-snapshot", v1alpha2.VMSnapshotReady, v1alpha2.ReasonVMSnapshotReady)
+	if err := qemuIO(t, root.Status.Path, "write -P 0x99 512k 64k"); err != nil {
+		t.Fatal(err)
+	}
+	op := &v1alpha2.VirtualMachineSnapshotOperation{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "clone-database-from-snapshot"},
+		Spec: v1alpha2.VirtualMachineSnapshotOperationSpec{Type: v1alpha2.SnapshotOpCreateVM, VirtualMachineSnapshotName: "database-snapshot",
+			CreateVirtualMachine: &v1alpha2.CloneSpec{Mode: v1alpha2.ModeStrict, Customization: &v1alpha2.NameCustomization{NamePrefix: "clone-", NameSuffix: "-prod"}}}}
+	createAll(t, op)
+	eventually(t, timeout, "vmsop Completed", func() (bool, string) {
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(op), op)
+		c := meta.FindStatusCondition(op.Status.Conditions, v1alpha2.OpConditionCompleted)
+		return op.Status.Phase == "Completed" && c != nil && c.Reason == v1alpha2.ReasonOperationCompleted, fmt.Sprintf("%s %+v", op.Status.Phase, c)
+	})
+	d := waitDisk(t, ns, "clone-database-root-prod", v1alpha2.ImageReady)
+	if err := qemuIO(t, d.Status.Path, "read -P 0x21 512k 64k"); err != nil {
+		t.Errorf("the disk made from the snapshot lacks the snapshot's data: %v", err)
+	}
+	waitDisk(t, ns, "clone-database-data-prod", v1alpha2.ImageReady)
+	vm := getVM(t, ns, "clone-database-prod")
+	if len(vm.Spec.BlockDeviceRefs) != 2 || vm.Spec.BlockDeviceRefs[0].Name != "clone-database-root-prod" || vm.Spec.VirtualMachineIPAddressName != "" {
+		t.Errorf("the VM made from the snapshot: %+v", vm.Spec)
+	}
+	out := ferryK(t, "--cache-dir", t.TempDir(), "get", "vmsop", "-n", ns)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 ||
+		strings.Join(strings.Fields(lines[0]), " ") != "NAME PHASE TYPE VIRTUALMACHINESNAPSHOT AGE" ||
+		!strings.HasPrefix(strings.Join(strings.Fields(lines[1]), " "), "clone-database-from-snapshot Completed CreateVirtualMachine database-snapshot ") {
+		t.Errorf("kubectl get vmsop prints\n%s", out)
+	}
+
+	bad := op.DeepCopy()
+	bad.ObjectMeta = metav1.ObjectMeta{Namespace: ns, Name: "no-spec"}
+	bad.Spec.CreateVirtualMachine = nil
+	if err := k8s.Create(ctx, bad); err == nil || !strings.Contains(err.Error(), "CreateVirtualMachine requires createVirtualMachine field.") {
+		t.Errorf("a vmsop without createVirtualMachine was not refused: %v", err)
+	}
+	bad.Spec.CreateVirtualMachine = &v1alpha2.CloneSpec{Mode: v1alpha2.ModeStrict}
+	if err := k8s.Create(ctx, bad); err == nil || !strings.Contains(err.Error(), "a clone needs new names") {
+		t.Errorf("a vmsop without new names was not refused: %v", err)
 	}
 }

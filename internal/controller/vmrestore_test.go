@@ -56,8 +56,9 @@ func TestVMRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm := getVM(t, ns, "vm")
+	patch := client.MergeFrom(vm.DeepCopy())
 	vm.Spec.Memory.Size = resource.MustParse("256Mi")
-	if err := k8s.Update(ctx, vm); err != nil {
+	if err := k8s.Patch(ctx, vm, patch); err != nil {
 		t.Fatal(err)
 	}
 

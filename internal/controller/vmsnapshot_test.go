@@ -160,8 +160,9 @@ func TestVMSnapshotOfStoppedVM(t *testing.T) {
 	createAll(t, newVMSnapshot(ns, "ghost", "ghost", true, v1alpha2.KeepIPAddressNever))
 	waitVMSnapshot(t, ns, "ghost", v1alpha2.VMSnapshotPending, v1alpha2.ReasonVMSnapshotWaitingForVM, "ghost is not found")
 
-	// `ferry k get vmsnapshot` prints Deckhouse's columns.
-	out := ferryK(t, "get", "vmsnapshot", "snap", "-n", ns)
+	// `ferry k get vmsnapshot` prints Deckhouse's columns (a discovery cache of its own: one left
+	// by an earlier run on the same port may predate the kind).
+	out := ferryK(t, "--cache-dir", t.TempDir(), "get", "vmsnapshot", "snap", "-n", ns)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME PHASE CONSISTENT AGE" ||
 		!strings.HasPrefix(strings.Join(strings.Fields(lines[1]), " "), "snap Ready true ") {
