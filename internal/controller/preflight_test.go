@@ -23,9 +23,9 @@ func TestPreflight(t *testing.T) {
 	// A CRD of a newer release that this cluster lacks.
 	needed := maps.Clone(controller.NeededResources)
 	gv := v1alpha2.GroupVersion.String()
-	needed[gv] = append([]string{"virtualmachinesnapshots"}, needed[gv]...)
+	needed[gv] = append([]string{"virtualmachinepools"}, needed[gv]...)
 	err := controller.Preflight(ctx, restCfg, needed)
-	if err == nil || !strings.Contains(err.Error(), "CRDs not installed: virtualmachinesnapshots.virtualization.deckhouse.io.") ||
+	if err == nil || !strings.Contains(err.Error(), "CRDs not installed: virtualmachinepools.virtualization.deckhouse.io.") ||
 		!strings.Contains(err.Error(), "kubectl apply --server-side -k deploy/base") {
 		t.Errorf("a missing CRD: got %v", err)
 	}

@@ -27,7 +27,8 @@ const AnnotationClonedBy = "virtualization.ferryvm.io/cloned-by"
 // CloneReconciler runs Clone operations: it takes a VirtualMachineSnapshot of the VM
 // (owned by the operation, requiredConsistency true: a running VM's clone waits for the VM
 // to stop, saying so), then makes new disks from its disk snapshots and a new VM, renamed
-// as spec.clone says, with a new address (so a new MAC) and without the source's labels.
+// as spec.clone says, with a new address (so a new MAC) and without the source's labels;
+// the snapshot is deleted once the clone is made.
 type CloneReconciler struct {
 	Reconciler
 }
@@ -108,7 +109,13 @@ func (r *CloneReconciler) step(ctx context.Context, op *v1alpha2.VirtualMachineO
 	if err != nil || o.phase != "" {
 		return o, err
 	}
-	return r.clone(ctx, op, op.Spec.Clone, content, "VirtualMachine "+vm.Name, v1alpha2.ReasonCloneInProgress)
+	o, err = r.clone(ctx, op, op.Spec.Clone, content, "VirtualMachine "+vm.Name, v1alpha2.ReasonCloneInProgress)
+	if err == nil && o.phase == v1alpha2.OpCompleted {
+		// As Deckhouse's temporary snapshot: the new disks are copies, so it goes once they
+		// are Ready (their dataSource still names it).
+		err = client.IgnoreNotFound(r.Client.Delete(ctx, snap))
+	}
+	return o, err
 }
 
 // snapshotContent reads a VM snapshot's content once it is Ready; an outcome with a phase
