@@ -142,7 +142,7 @@ func TestVMSnapshotOperation(t *testing.T) {
 	if len(vm.Spec.BlockDeviceRefs) != 2 || vm.Spec.BlockDeviceRefs[0].Name != "clone-database-root-prod" || vm.Spec.VirtualMachineIPAddressName != "" {
 		t.Errorf("the VM made from the snapshot: %+v", vm.Spec)
 	}
-	out := ferryK(t, "--cache-dir", t.TempDir(), "get", "vmsop", "-n", ns)
+	out := printed(t, ns, "virtualmachinesnapshotoperations", "")
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 ||
 		strings.Join(strings.Fields(lines[0]), " ") != "NAME PHASE TYPE VIRTUALMACHINESNAPSHOT AGE" ||
 		!strings.HasPrefix(strings.Join(strings.Fields(lines[1]), " "), "clone-database-from-snapshot Completed CreateVirtualMachine database-snapshot ") {

@@ -1,7 +1,9 @@
 package controller_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -9,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
@@ -160,9 +163,8 @@ func TestVMSnapshotOfStoppedVM(t *testing.T) {
 	createAll(t, newVMSnapshot(ns, "ghost", "ghost", true, v1alpha2.KeepIPAddressNever))
 	waitVMSnapshot(t, ns, "ghost", v1alpha2.VMSnapshotPending, v1alpha2.ReasonVMSnapshotWaitingForVM, "ghost is not found")
 
-	// `ferry k get vmsnapshot` prints Deckhouse's columns (a discovery cache of its own: one left
-	// by an earlier run on the same port may predate the kind).
-	out := ferryK(t, "--cache-dir", t.TempDir(), "get", "vmsnapshot", "snap", "-n", ns)
+	// `kubectl get vmsnapshot` prints Deckhouse's columns.
+	out := printed(t, ns, "virtualmachinesnapshots", "snap")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME PHASE CONSISTENT AGE" ||
 		!strings.HasPrefix(strings.Join(strings.Fields(lines[1]), " "), "snap Ready true ") {
@@ -205,4 +207,46 @@ func TestVMSnapshotOfRunningVM(t *testing.T) {
 	if s := waitVMSnapshot(t, ns, "strict", v1alpha2.VMSnapshotReady, v1alpha2.ReasonVMSnapshotReady); s.Status.Consistent == nil || !*s.Status.Consistent {
 		t.Errorf("the snapshot taken once the VM stopped has consistent %v", s.Status.Consistent)
 	}
+}
+
+// printed is what `kubectl get` prints for one object (or, with name "", every object of
+// the namespace): the apiserver's Table, asked for over HTTP. (ferryK runs kubectl in this
+// process, and its log setup races with the controller's logging under -race.)
+func printed(t *testing.T, ns, plural, name string) string {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(restCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("%s/apis/%s/namespaces/%s/%s", strings.TrimSuffix(restCfg.Host, "/"), v1alpha2.GroupVersion.String(), ns, plural)
+	if name != "" {
+		url += "/" + name
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var table metav1.Table
+	if err := json.NewDecoder(resp.Body).Decode(&table); err != nil {
+		t.Fatal(err)
+	}
+	var cols []string
+	for _, c := range table.ColumnDefinitions {
+		cols = append(cols, strings.ToUpper(c.Name))
+	}
+	lines := []string{strings.Join(cols, " ")}
+	for _, r := range table.Rows {
+		var cells []string
+		for _, c := range r.Cells {
+			cells = append(cells, fmt.Sprint(c))
+		}
+		lines = append(lines, strings.Join(cells, " "))
+	}
+	return strings.Join(lines, "\n")
 }
