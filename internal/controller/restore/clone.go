@@ -28,7 +28,7 @@ const AnnotationClonedBy = "virtualization.ferryvm.io/cloned-by"
 // (owned by the operation, requiredConsistency true: a running VM's clone waits for the VM
 // to stop, saying so), then makes new disks from its disk snapshots and a new VM, renamed
 // as spec.clone says, with a new address (so a new MAC) and without the source's labels;
-// the snapshot is deleted once the clone is made.
+// the snapshot is deleted once the operation has ended.
 type CloneReconciler struct {
 	Reconciler
 }
@@ -58,7 +58,10 @@ func (r *CloneReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if err := r.Client.Get(ctx, req.NamespacedName, op); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if op.Finished() || !op.DeletionTimestamp.IsZero() || op.Spec.Clone == nil {
+	if op.Finished() {
+		return ctrl.Result{}, r.dropSnapshot(ctx, op)
+	}
+	if !op.DeletionTimestamp.IsZero() || op.Spec.Clone == nil {
 		return ctrl.Result{}, nil
 	}
 	o, err := r.step(ctx, op)
@@ -109,13 +112,22 @@ func (r *CloneReconciler) step(ctx context.Context, op *v1alpha2.VirtualMachineO
 	if err != nil || o.phase != "" {
 		return o, err
 	}
-	o, err = r.clone(ctx, op, op.Spec.Clone, content, "VirtualMachine "+vm.Name, v1alpha2.ReasonCloneInProgress)
-	if err == nil && o.phase == v1alpha2.OpCompleted {
-		// As Deckhouse's temporary snapshot: the new disks are copies, so it goes once they
-		// are Ready (their dataSource still names it).
-		err = client.IgnoreNotFound(r.Client.Delete(ctx, snap))
+	return r.clone(ctx, op, op.Spec.Clone, content, "VirtualMachine "+vm.Name, v1alpha2.ReasonCloneInProgress)
+}
+
+// dropSnapshot deletes the temporary snapshot of a finished clone, as Deckhouse's: the new
+// disks are copies (their dataSource still names it). Only a reconcile that sees the
+// operation finished deletes it, so that one reading an older operation does not take the
+// snapshot again.
+func (r *CloneReconciler) dropSnapshot(ctx context.Context, op *v1alpha2.VirtualMachineOperation) error {
+	snap := &v1alpha2.VirtualMachineSnapshot{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: op.Namespace, Name: CloneSnapshotName(op.Name)}, snap); err != nil {
+		return client.IgnoreNotFound(err)
 	}
-	return o, err
+	if !metav1.IsControlledBy(snap, op) || !snap.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Client.Delete(ctx, snap))
 }
 
 // snapshotContent reads a VM snapshot's content once it is Ready; an outcome with a phase
