@@ -5,7 +5,7 @@ import (
 )
 
 // OperationType is what a VirtualMachineOperation does.
-// +kubebuilder:validation:Enum=Start;Stop;Restart;Evict;Migrate
+// +kubebuilder:validation:Enum=Start;Stop;Restart;Evict;Migrate;Restore;Clone
 type OperationType string
 
 const (
@@ -14,7 +14,95 @@ const (
 	OpRestart OperationType = "Restart"
 	OpEvict   OperationType = "Evict"
 	OpMigrate OperationType = "Migrate"
+	// OpRestore puts a Stopped VM back to a VirtualMachineSnapshot of it (spec.restore).
+	OpRestore OperationType = "Restore"
+	// OpClone makes a new VM, with new disks, from the VM (spec.clone).
+	OpClone OperationType = "Clone"
 )
+
+// SnapshotOperationMode is how a restore or a clone treats what it would change.
+// +kubebuilder:validation:Enum=DryRun;Strict;BestEffort
+type SnapshotOperationMode string
+
+const (
+	// ModeDryRun changes nothing: status.resources says what would be changed or made, and
+	// what stands in the way.
+	ModeDryRun SnapshotOperationMode = "DryRun"
+	// ModeStrict restores or clones exactly what the snapshot holds; a conflict fails it
+	// before anything changes.
+	ModeStrict SnapshotOperationMode = "Strict"
+	// ModeBestEffort leaves out of the VM images that are gone (VirtualImage,
+	// ClusterVirtualImage).
+	ModeBestEffort SnapshotOperationMode = "BestEffort"
+)
+
+// RestoreSpec says which VM snapshot a Restore puts the VM back to.
+type RestoreSpec struct {
+	Mode SnapshotOperationMode `json:"mode"`
+	// VirtualMachineSnapshotName is a VirtualMachineSnapshot of the operation's VM, in its
+	// namespace, that is Ready.
+	// +kubebuilder:validation:MinLength=1
+	VirtualMachineSnapshotName string `json:"virtualMachineSnapshotName"`
+}
+
+// NameReplacementFrom names an object (by kind, if given, and name) to rename.
+type NameReplacementFrom struct {
+	// Kind (VirtualMachine, VirtualDisk, VirtualMachineIPAddress); empty: any kind.
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	Kind string `json:"kind,omitempty"`
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+}
+
+// NameReplacement renames one object of the source in its copy.
+type NameReplacement struct {
+	From NameReplacementFrom `json:"from"`
+	// +kubebuilder:validation:MinLength=1
+	To string `json:"to"`
+}
+
+// NameCustomization adds a prefix and a suffix to the names of every object copied.
+// +kubebuilder:validation:XValidation:rule="!has(self.namePrefix) || (size(self.namePrefix) >= 1 && size(self.namePrefix) <= 59)",message="namePrefix length must be between 1 and 59 characters if set"
+// +kubebuilder:validation:XValidation:rule="!has(self.nameSuffix) || (size(self.nameSuffix) >= 1 && size(self.nameSuffix) <= 59)",message="nameSuffix length must be between 1 and 59 characters if set"
+type NameCustomization struct {
+	// +optional
+	NamePrefix string `json:"namePrefix,omitempty"`
+	// +optional
+	NameSuffix string `json:"nameSuffix,omitempty"`
+}
+
+// CloneSpec says how a Clone names the new VM and its disks.
+// +kubebuilder:validation:XValidation:rule="(has(self.customization) && ((has(self.customization.namePrefix) && size(self.customization.namePrefix) > 0) || (has(self.customization.nameSuffix) && size(self.customization.nameSuffix) > 0))) || (has(self.nameReplacement) && size(self.nameReplacement) > 0)",message="a clone needs new names: set customization.namePrefix, customization.nameSuffix or nameReplacement"
+type CloneSpec struct {
+	Mode SnapshotOperationMode `json:"mode"`
+	// NameReplacement renames particular objects; it is applied before customization.
+	// +kubebuilder:validation:XValidation:rule="self.all(nr, has(nr.to) && size(nr.to) >= 1 && size(nr.to) <= 59)",message="Each nameReplacement.to must be between 1 and 59 characters"
+	// +optional
+	NameReplacement []NameReplacement `json:"nameReplacement,omitempty"`
+	// +optional
+	Customization *NameCustomization `json:"customization,omitempty"`
+}
+
+// SnapshotResourceState is how far a restore or clone got with one object.
+// +kubebuilder:validation:Enum=InProgress;Completed;Failed
+type SnapshotResourceState string
+
+const (
+	ResourceInProgress SnapshotResourceState = "InProgress"
+	ResourceCompleted  SnapshotResourceState = "Completed"
+	ResourceFailed     SnapshotResourceState = "Failed"
+)
+
+// SnapshotResourceStatus is one object a restore or clone changes or makes, and what it
+// does with it (or, in DryRun, would do, or what stands in the way).
+type SnapshotResourceStatus struct {
+	APIVersion string                `json:"apiVersion"`
+	Kind       string                `json:"kind"`
+	Name       string                `json:"name"`
+	Status     SnapshotResourceState `json:"status"`
+	Message    string                `json:"message"`
+}
 
 // OperationPhase is the phase of an operation, as Deckhouse's:
 //   - Pending: the operation is queued (a migration waits for a slot on its node);
@@ -52,6 +140,10 @@ type MigrateSpec struct {
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable: create a new VirtualMachineOperation instead"
 // +kubebuilder:validation:XValidation:rule="!has(self.migrate) || self.type == 'Migrate'",message="spec.migrate is only allowed with type Migrate"
 // +kubebuilder:validation:XValidation:rule="self.type == 'Start' ? !has(self.force) || !self.force : true",message="The `Start` operation cannot be performed forcibly."
+// +kubebuilder:validation:XValidation:rule="self.type == 'Restore' ? has(self.restore) : true",message="Restore requires restore field."
+// +kubebuilder:validation:XValidation:rule="self.type == 'Clone' ? has(self.clone) : true",message="Clone requires clone field."
+// +kubebuilder:validation:XValidation:rule="!has(self.restore) || self.type == 'Restore'",message="spec.restore is only allowed with type Restore"
+// +kubebuilder:validation:XValidation:rule="!has(self.clone) || self.type == 'Clone'",message="spec.clone is only allowed with type Clone"
 type VirtualMachineOperationSpec struct {
 	Type OperationType `json:"type"`
 	// VirtualMachineName is the VM in the operation's namespace.
@@ -63,6 +155,10 @@ type VirtualMachineOperationSpec struct {
 	Force *bool `json:"force,omitempty"`
 	// +optional
 	Migrate *MigrateSpec `json:"migrate,omitempty"`
+	// +optional
+	Restore *RestoreSpec `json:"restore,omitempty"`
+	// +optional
+	Clone *CloneSpec `json:"clone,omitempty"`
 }
 
 // MigrationPhase is the step a live migration is at; the controller resumes from it.
@@ -118,11 +214,16 @@ type VirtualMachineOperationStatus struct {
 	// completed; a failed migration keeps the last value). Empty for Start, Stop and Restart.
 	// +optional
 	Progress string `json:"progress,omitempty"`
+	// Resources (Restore, Clone) are the objects the operation changes or makes, or in
+	// DryRun would, each with what happens to it.
+	// +optional
+	Resources []SnapshotResourceStatus `json:"resources,omitempty"`
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
 
-// VirtualMachineOperation asks for one action on one VM: start, stop, restart, evict or migrate.
+// VirtualMachineOperation asks for one action on one VM: start, stop, restart, evict,
+// migrate, restore (to a VirtualMachineSnapshot) or clone.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=vmop;vmops,categories=all;virtualization
@@ -225,4 +326,13 @@ const (
 const (
 	ReasonSignalSentSuccess = "SignalSentSuccess"
 	ReasonSignalSentError   = "SignalSentError"
+)
+
+// Reasons of a Restore's or Clone's Completed condition while it runs (Deckhouse's
+// vmopcondition). A restore or clone that ended uses ReasonOperationCompleted, or
+// ReasonOperationFailed with a message that says what stood in the way (a missing
+// snapshot, a conflict: the resource marked Failed in status.resources).
+const (
+	ReasonRestoreInProgress = "RestoreInProgress"
+	ReasonCloneInProgress   = "CloneInProgress"
 )

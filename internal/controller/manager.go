@@ -33,11 +33,13 @@ import (
 	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/controller/migrationsigner"
 	"github.com/ferryvm/ferry/internal/controller/power"
+	"github.com/ferryvm/ferry/internal/controller/restore"
 	"github.com/ferryvm/ferry/internal/controller/storage"
 	"github.com/ferryvm/ferry/internal/controller/vm"
 	"github.com/ferryvm/ferry/internal/controller/vmbda"
 	"github.com/ferryvm/ferry/internal/controller/vmclass"
 	"github.com/ferryvm/ferry/internal/controller/vmpool"
+	"github.com/ferryvm/ferry/internal/controller/vmsnapshot"
 	"github.com/ferryvm/ferry/internal/ipam"
 	"github.com/ferryvm/ferry/internal/launcherpod"
 	"github.com/ferryvm/ferry/internal/netguard"
@@ -254,6 +256,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		&storage.DiskReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("disk-controller"), Root: o.StorageDir, APIReader: mgr.GetAPIReader(),
 			MaxImageSize: o.MaxImageSize, SourceDirs: o.ImageSourceDirs, Destinations: o.ImportDestinations, Uploads: uploads},
 		&storage.SnapshotReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("snapshot-controller"), Root: o.StorageDir, APIReader: mgr.GetAPIReader()},
+		&vmsnapshot.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmsnapshot-controller"), APIReader: mgr.GetAPIReader()},
+		&restore.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-restore-controller"), APIReader: mgr.GetAPIReader()},
+		&restore.CloneReconciler{Reconciler: restore.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-clone-controller"), APIReader: mgr.GetAPIReader()}},
+		&restore.SnapshotOperationReconciler{Reconciler: restore.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmsop-controller"), APIReader: mgr.GetAPIReader()}},
 		&power.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmop-controller")},
 		&vmbda.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("vmbda-controller"), StorageDir: o.StorageDir, APIReader: mgr.GetAPIReader()},
 		&migration.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("migration-controller"), Config: o.Migration, APIReader: mgr.GetAPIReader()},

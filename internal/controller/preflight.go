@@ -26,6 +26,7 @@ var neededResources = map[string][]string{
 		"virtualmachines", "virtualdisks", "clustervirtualimages", "virtualimages",
 		"virtualmachineoperations", "virtualmachineclasses", "virtualmachineipaddresses",
 		"virtualmachineipaddressleases", "virtualmachineblockdeviceattachments", "virtualdisksnapshots", "virtualmachinepools",
+		"virtualmachinesnapshots", "virtualmachinesnapshotoperations", "virtualmachinemacaddresses", "virtualmachinemacaddressleases",
 	},
 	deckhousev1.GroupVersion.String(): {"nodegroups"},
 }

@@ -1,7 +1,6 @@
 package controller_test
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,7 +18,6 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller/storage"
-	"github.com/ferryvm/ferry/internal/testenv"
 )
 
 func newSnapshot(ns, name, disk string, required bool) *v1alpha2.VirtualDiskSnapshot {
@@ -319,9 +317,9 @@ func TestGuideDiskSnapshotManifests(t *testing.T) {
 	if s := waitSnapshot(t, ns, name, v1alpha2.SnapshotReady, v1alpha2.ReasonSnapshotReady); consistent(s) != "true" {
 		t.Errorf("the guide's snapshot of a stopped VM's disk: consistent %s", consistent(s))
 	}
-	// `d8 k get vdsnapshot`, as the guide shows it.
-	out := ferryK(t, "get", "vdsnapshot", "-n", ns)
-	t.Logf("ferry k get vdsnapshot:\n%s", out)
+	// `d8 k get vdsnapshot`, as the guide shows it (the apiserver's Table: see printed).
+	out := printed(t, ns, "virtualdisksnapshots", "")
+	t.Logf("get vdsnapshot:\n%s", out)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME PHASE CONSISTENT AGE" ||
 		!strings.HasPrefix(strings.Join(strings.Fields(lines[1]), " "), name+" Ready true ") {
@@ -345,26 +343,4 @@ func TestGuideDiskSnapshotManifests(t *testing.T) {
 	if err := qemuIO(t, rd.Status.Path, "read -P 0x42 1M 64k"); err != nil {
 		t.Errorf("the recovered disk lacks the data written before the snapshot: %v", err)
 	}
-}
-
-// ferryK runs `ferry k ARGS...` (the built-in kubectl) against the test's apiserver and
-// returns what it prints.
-func ferryK(t *testing.T, args ...string) string {
-	t.Helper()
-	// A process of its own: kubectl's in-process set-up writes klog's global settings,
-	// which the controller's event recorders read at the same time (a data race under -race).
-	bin := os.Getenv("FERRY_BIN")
-	if bin == "" {
-		var err error
-		if bin, err = filepath.EvalSymlinks(filepath.Join(testenv.RepoRoot(), "bin", "ferry")); err != nil {
-			t.Fatalf("no ferry binary for `ferry k` (set FERRY_BIN or run make build): %v", err)
-		}
-	}
-	cmd := exec.Command(bin, append([]string{"k", "--kubeconfig", adminKubeconfig(t)}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("ferry k %v: %v: %s", args, err, stderr.String())
-	}
-	return stdout.String()
 }

@@ -34,6 +34,7 @@ const (
 	CRDVirtualImages   = "virtualimages.virtualization.deckhouse.io"
 	CRDClasses         = "virtualmachineclasses.virtualization.deckhouse.io"
 	CRDIPAddresses     = "virtualmachineipaddresses.virtualization.deckhouse.io"
+	CRDMACAddresses    = "virtualmachinemacaddresses.virtualization.deckhouse.io"
 	CRDAttachments     = "virtualmachineblockdeviceattachments.virtualization.deckhouse.io"
 	CRDSnapshots       = "virtualdisksnapshots.virtualization.deckhouse.io"
 )
@@ -48,7 +49,7 @@ const (
 )
 
 // Finalizers are every finalizer Ferry sets.
-var Finalizers = []string{v1alpha2.FinalizerVM, v1alpha2.FinalizerStorage, v1alpha2.FinalizerIPLease, FinalizerMigration, v1alpha2.FinalizerVMClass, v1alpha2.FinalizerIPAddress, v1alpha2.FinalizerVMBDA}
+var Finalizers = []string{v1alpha2.FinalizerVM, v1alpha2.FinalizerStorage, v1alpha2.FinalizerIPLease, FinalizerMigration, v1alpha2.FinalizerVMClass, v1alpha2.FinalizerIPAddress, v1alpha2.FinalizerVMBDA, v1alpha2.FinalizerMACAddress}
 
 // kinds are the lists of the objects that carry them, by CRD.
 var kinds = []struct {
@@ -62,6 +63,7 @@ var kinds = []struct {
 	{CRDVirtualImages, func() client.ObjectList { return &v1alpha2.VirtualImageList{} }},
 	{CRDClasses, func() client.ObjectList { return &v1alpha2.VirtualMachineClassList{} }},
 	{CRDIPAddresses, func() client.ObjectList { return &v1alpha2.VirtualMachineIPAddressList{} }},
+	{CRDMACAddresses, func() client.ObjectList { return &v1alpha2.VirtualMachineMACAddressList{} }},
 	{CRDSnapshots, func() client.ObjectList { return &v1alpha2.VirtualDiskSnapshotList{} }},
 	// Attachments go with their CRD: the controller releases them at once (or Force).
 	{CRDAttachments, func() client.ObjectList { return &v1alpha2.VirtualMachineBlockDeviceAttachmentList{} }},
