@@ -1,11 +1,14 @@
 package storage
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,16 +38,34 @@ func TestSnapshotCopyUnderRunningQEMU(t *testing.T) {
 	qemu := exec.Command("qemu-system-x86_64", "-machine", "q35,accel=tcg", "-nodefaults", "-display", "none", "-S",
 		"-blockdev", "driver=file,filename="+disk+",node-name=f0,locking=on",
 		"-blockdev", "driver=qcow2,file=f0,node-name=d0", "-device", "virtio-blk-pci,drive=d0")
+	var qemuOut lockedBuffer
+	qemu.Stdout, qemu.Stderr = &qemuOut, &qemuOut
 	if err := qemu.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = qemu.Process.Kill(); _ = qemu.Wait() })
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+	exited := make(chan error, 1)
+	go func() { exited <- qemu.Wait() }()
+	t.Cleanup(func() {
+		_ = qemu.Process.Kill()
+		<-exited
+	})
+	// Under a loaded CI machine QEMU's start has been seen to take long: wait for the lock
+	// with a generous deadline, and stop at once, with QEMU's own words, if QEMU ends.
+	var lastInfo string
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 90*time.Second, true, func(context.Context) (bool, error) {
+		select {
+		case werr := <-exited:
+			exited <- werr
+			return false, fmt.Errorf("QEMU ended (%v): %s", werr, qemuOut.String())
+		default:
+		}
 		// qemu-img info without -U fails once QEMU holds its lock.
-		return exec.Command("qemu-img", "info", "-f", "qcow2", disk).Run() != nil, nil
+		out, ierr := exec.Command("qemu-img", "info", "-f", "qcow2", disk).CombinedOutput()
+		lastInfo = string(out)
+		return ierr != nil && strings.Contains(lastInfo, "lock"), nil
 	})
 	if err != nil {
-		t.Fatalf("QEMU did not take the disk's lock: %v", err)
+		t.Fatalf("QEMU did not take the disk's lock: %v\nQEMU printed: %s\nqemu-img info last printed: %s", err, qemuOut.String(), lastInfo)
 	}
 
 	consistent := filepath.Join(root, "snapshots", "ns", "consistent.qcow2")
@@ -70,4 +91,22 @@ func TestSnapshotCopyUnderRunningQEMU(t *testing.T) {
 	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "read -P 0x5a 1M 64k", torn).CombinedOutput(); err != nil || strings.Contains(string(out), "failed") {
 		t.Errorf("the copy lacks the disk's data: %v: %s", err, out)
 	}
+}
+
+// lockedBuffer collects a process's output, read while the process may still write.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
