@@ -21,6 +21,7 @@ import (
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/guestimage"
+	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
 // The Debian guest's objects, in the shape of Deckhouse's user guide: an image fetched over
@@ -280,9 +281,9 @@ func (g *debianGuest) evictOnce(t *testing.T, load string) {
 	if m := ended.Status.Migration; m != nil {
 		figures = fmt.Sprintf(", vmop status: transfer %d ms, downtime %d ms", m.TransferMs, m.DowntimeMs)
 	}
-	// What the source's QEMU itself reported, as its launcher logged it (the operation's
-	// status can miss the final figures: issue 21).
-	if line := migratedLine(t, debianVM, started); line != "" {
+	// What the source's QEMU itself reported, as its launcher logged it: the operation's
+	// status must carry the same figures.
+	if line := assertMigrationFigures(t, ended, debianVM, started); line != "" {
 		figures += "; source launcher: " + line
 	}
 	s.assertAlive(t, fmt.Sprintf("Evict (%s, 1Gi) %s → %s in %s end to end%s", load, from, to, took, figures))
@@ -528,6 +529,23 @@ func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Mi
 
 // migratedLine is the "migrated to ..." line (QEMU's total time, downtime and bytes) that a
 // source launcher of vm logged after since, from the nodes' run directories.
+// assertMigrationFigures checks that a completed migration's operation reports the
+// transfer time and downtime its source's QEMU reported, as the source's launcher logged
+// them (it once reported a downtime of 0 ms for every migration, the figures lost when the
+// launcher exited before its report was relayed). It returns the launcher's line, or "".
+func assertMigrationFigures(t *testing.T, op *v1alpha2.VirtualMachineOperation, vm string, since time.Time) string {
+	t.Helper()
+	line := migratedLine(t, vm, since)
+	total, downtime, ok := launcherpod.ParseMigrationSummary("migrated to " + line)
+	if !ok {
+		return line
+	}
+	if m := op.Status.Migration; m == nil || m.TransferMs != total.Milliseconds() || m.DowntimeMs != downtime.Milliseconds() {
+		t.Errorf("vmop %s reports %+v; the source's QEMU reported transfer %v, downtime %v", op.Name, m, total, downtime)
+	}
+	return line
+}
+
 func migratedLine(t *testing.T, vm string, since time.Time) string {
 	t.Helper()
 	logs, _ := filepath.Glob(filepath.Join(cl.stateDir, "nodes", "*", "pods", "*", "launcher.log"))

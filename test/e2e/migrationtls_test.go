@@ -131,6 +131,9 @@ func TestMigrationOverTLS(t *testing.T) {
 		t.Errorf("VM on %s at %s, want %s at %s", after.Status.NodeName, after.Status.IPAddress, target.Spec.NodeName, vm.Status.IPAddress)
 	}
 	t.Logf("migrated %s → %s over TLS: transfer %d ms, downtime %d ms", vm.Status.NodeName, after.Status.NodeName, done.Status.Migration.TransferMs, done.Status.Migration.DowntimeMs)
+	if line := assertMigrationFigures(t, done, "linux-vm", done.CreationTimestamp.Time); line == "" {
+		t.Errorf("no source launcher logged the migration's figures")
+	}
 	assertContinued(t, "linux-vm", last)
 	assertOneQEMU(t, "linux-vm")
 }

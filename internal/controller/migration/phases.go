@@ -305,7 +305,7 @@ func (r *Reconciler) transferring(ctx context.Context, op *v1alpha2.VirtualMachi
 	sourceGone := source == nil || !source.DeletionTimestamp.IsZero() || launcherpod.Ended(source)
 	arrived := sourceGone && target != nil && !launcherpod.Ended(target) && target.DeletionTimestamp.IsZero() && launcherpod.GuestRunning(target)
 	if ms.Phase == v1alpha2.MigrationDone || prog.Status == "completed" || (source != nil && launcherpod.MigratedAway(source)) || arrived {
-		return r.completing(ctx, op, target, prog)
+		return r.completing(ctx, op, source, target, prog)
 	}
 	if target == nil || !target.DeletionTimestamp.IsZero() || launcherpod.Ended(target) {
 		return fail(v1alpha2.ReasonTargetFailed, "target pod %s ended during the transfer: %s", ms.TargetPod, launcherpod.EndMessage(target)), nil
@@ -347,14 +347,30 @@ func (r *Reconciler) transferring(ctx context.Context, op *v1alpha2.VirtualMachi
 	return s, nil
 }
 
+// recordFigures keeps QEMU's transfer time and downtime of a completed migration in the
+// operation's status, from the source's report, or else from the source pod's termination
+// message: the source's launcher exits the moment the migration completes, often before
+// its node's agent relayed the report, so the first look may find neither and a later one
+// the message. A TransferMs of 0 means not known yet (a real transfer takes longer).
+func recordFigures(ms *v1alpha2.OperationMigrationStatus, source *corev1.Pod, prog v1alpha2.MigrationProgress) {
+	if ms.TransferMs > 0 {
+		return
+	}
+	if prog.Status == "completed" && prog.TotalTimeMs > 0 {
+		ms.DowntimeMs, ms.TransferMs = prog.DowntimeMs, prog.TotalTimeMs
+		return
+	}
+	if total, downtime, ok := launcherpod.MigrationFigures(source); ok {
+		ms.DowntimeMs, ms.TransferMs = downtime.Milliseconds(), total.Milliseconds()
+	}
+}
+
 // completing hands the VM to the target pod and ends the operation when the guest's
 // heartbeat comes from the target.
-func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachineOperation, target *corev1.Pod, prog v1alpha2.MigrationProgress) (step, error) {
+func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachineOperation, source, target *corev1.Pod, prog v1alpha2.MigrationProgress) (step, error) {
 	ms := op.Status.Migration
-	if ms.Phase != v1alpha2.MigrationDone {
-		ms.Phase = v1alpha2.MigrationDone
-		ms.DowntimeMs, ms.TransferMs = prog.DowntimeMs, prog.TotalTimeMs
-	}
+	ms.Phase = v1alpha2.MigrationDone
+	recordFigures(ms, source, prog)
 	if target == nil || launcherpod.Ended(target) {
 		return fail(v1alpha2.ReasonTargetFailed, "the VM moved to pod %s, which then ended: %s", ms.TargetPod, launcherpod.EndMessage(target)), nil
 	}
@@ -388,7 +404,7 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 		}); err != nil {
 			return step{}, err
 		}
-		r.Recorder.Eventf(vm, corev1.EventTypeNormal, "Migrated", "Migrated from node %s to node %s (transfer %d ms, downtime %d ms)", ms.SourceNode, ms.TargetNode, ms.TransferMs, ms.DowntimeMs)
+		r.Recorder.Eventf(vm, corev1.EventTypeNormal, "Migrated", "Migrated from node %s to node %s (%s)", ms.SourceNode, ms.TargetNode, figuresText(ms))
 	}
 	if vm.Status.NodeName != ms.TargetNode || vm.Status.Phase != v1alpha2.MachineRunning {
 		// The operation ends once the VM's own status says where it runs now, so whoever
@@ -399,9 +415,20 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 	ms.EndTime = &now
 	migrationsTotal.WithLabelValues(string(v1alpha2.MigrationSucceeded)).Inc()
 	migrationDuration.Observe(now.Sub(ms.StartTime.Time).Seconds())
-	migrationDowntime.Observe(float64(ms.DowntimeMs) / 1000)
+	if ms.TransferMs > 0 {
+		migrationDowntime.Observe(float64(ms.DowntimeMs) / 1000)
+	}
 	return step{opPhase: v1alpha2.OpCompleted, reason: v1alpha2.ReasonMigrationCompleted,
-		message: fmt.Sprintf("VM %s migrated from node %s to node %s (transfer %d ms, downtime %d ms)", op.Spec.VirtualMachineName, ms.SourceNode, ms.TargetNode, ms.TransferMs, ms.DowntimeMs)}, nil
+		message: fmt.Sprintf("VM %s migrated from node %s to node %s (%s)", op.Spec.VirtualMachineName, ms.SourceNode, ms.TargetNode, figuresText(ms))}, nil
+}
+
+// figuresText: "transfer 1250 ms, downtime 41 ms", or that the source did not report them
+// (rather than a downtime of 0 ms it did not have).
+func figuresText(ms *v1alpha2.OperationMigrationStatus) string {
+	if ms.TransferMs == 0 {
+		return "transfer time and downtime not reported by the source"
+	}
+	return fmt.Sprintf("transfer %d ms, downtime %d ms", ms.TransferMs, ms.DowntimeMs)
 }
 
 // cleanupFailed removes the target and the source's migration request, so the VM keeps
