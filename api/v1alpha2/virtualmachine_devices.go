@@ -1,7 +1,8 @@
 package v1alpha2
 
 // USBDeviceSpecRef names a USBDevice (of the VM's namespace) to pass through to the VM.
-// Ferry has no USB passthrough: a VM that names one does not start, and says why.
+// Ferry has no USB passthrough: a VM that names one does not start, and says why (the
+// USBDevice is not found, or not ready: absent on every node).
 type USBDeviceSpecRef struct {
 	// +kubebuilder:validation:MinLength=1
 	Name string `json:"name"`
@@ -38,6 +39,9 @@ const (
 	VMConditionGPUClassReady = "GPUClassReady"
 	ReasonGPUClassNotFound   = "GPUClassNotFound"
 	// ReasonUSBDeviceNotFound is the Running condition's reason while a VM waits for a
-	// USB device it names.
+	// USBDevice it names that does not exist in its namespace.
 	ReasonUSBDeviceNotFound = "USBDeviceNotFound"
+	// ReasonUSBDeviceNotReady: every USBDevice the VM names exists, and one is not ready
+	// (on Ferry, always: the device is absent on every node).
+	ReasonUSBDeviceNotReady = "USBDeviceNotReady"
 )

@@ -50,4 +50,7 @@
 //	VirtualMachineIPAddress — the vmip controller alone (ipaddress/controller.go);
 //	VirtualMachineIPAddressLease — the lease controller alone (ipaddress/lease.go). Both
 //	locked; a conflict requeues (a lease's: its newer version is queued already).
+//	NodeUSBDevice — the NodeUSBDevice controller alone (usbdevice/node.go); USBDevice —
+//	the USBDevice controller alone (usbdevice/device.go). Both with Status().Update (the
+//	resourceVersion read), only when the status changed; a conflict requeues.
 package controller

@@ -35,6 +35,7 @@ import (
 	"github.com/ferryvm/ferry/internal/controller/power"
 	"github.com/ferryvm/ferry/internal/controller/restore"
 	"github.com/ferryvm/ferry/internal/controller/storage"
+	"github.com/ferryvm/ferry/internal/controller/usbdevice"
 	"github.com/ferryvm/ferry/internal/controller/vm"
 	"github.com/ferryvm/ferry/internal/controller/vmbda"
 	"github.com/ferryvm/ferry/internal/controller/vmclass"
@@ -235,6 +236,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 	if err := macaddress.Setup(ctx, mgr); err != nil {
+		return err
+	}
+	if err := usbdevice.Setup(mgr); err != nil {
 		return err
 	}
 	uploads, err := setupUploads(mgr, o, hooks != nil)

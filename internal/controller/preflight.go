@@ -27,6 +27,7 @@ var neededResources = map[string][]string{
 		"virtualmachineoperations", "virtualmachineclasses", "virtualmachineipaddresses",
 		"virtualmachineipaddressleases", "virtualmachineblockdeviceattachments", "virtualdisksnapshots", "virtualmachinepools",
 		"virtualmachinesnapshots", "virtualmachinesnapshotoperations", "virtualmachinemacaddresses", "virtualmachinemacaddressleases",
+		"nodeusbdevices", "usbdevices",
 	},
 	deckhousev1.GroupVersion.String(): {"nodegroups"},
 }

@@ -20,12 +20,13 @@ func TestPreflight(t *testing.T) {
 		t.Fatalf("on a cluster with this release's CRDs: %v", err)
 	}
 
-	// A CRD this cluster lacks (one of Deckhouse's kinds Ferry has not).
+	// A CRD this cluster lacks (Ferry serves every kind of Deckhouse's crds/ now; it has no
+	// GPUClass, which VMs' spec.gpus name).
 	needed := maps.Clone(controller.NeededResources)
 	gv := v1alpha2.GroupVersion.String()
-	needed[gv] = append([]string{"nodeusbdevices"}, needed[gv]...)
+	needed[gv] = append([]string{"gpuclasses"}, needed[gv]...)
 	err := controller.Preflight(ctx, restCfg, needed)
-	if err == nil || !strings.Contains(err.Error(), "CRDs not installed: nodeusbdevices.virtualization.deckhouse.io.") ||
+	if err == nil || !strings.Contains(err.Error(), "CRDs not installed: gpuclasses.virtualization.deckhouse.io.") ||
 		!strings.Contains(err.Error(), "kubectl apply --server-side -k deploy/base") {
 		t.Errorf("a missing CRD: got %v", err)
 	}

@@ -28,7 +28,7 @@ import (
 func TestManifestsApply(t *testing.T) {
 	cluster(t)
 	base := map[string]int{
-		"Namespace": 2, "CustomResourceDefinition": 16, "ConfigMap": 1, "Deployment": 1, "DaemonSet": 1,
+		"Namespace": 2, "CustomResourceDefinition": 18, "ConfigMap": 1, "Deployment": 1, "DaemonSet": 1,
 		"ServiceAccount": 2, "ClusterRole": 6, "ValidatingWebhookConfiguration": 2, "MutatingWebhookConfiguration": 1, "Service": 2,
 		"ValidatingAdmissionPolicy": 5, "ValidatingAdmissionPolicyBinding": 5,
 	}

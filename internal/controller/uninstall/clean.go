@@ -22,7 +22,7 @@ import (
 
 // CRDs are Ferry's own CRDs, which Clean deletes. (deploy/base's NodeGroup CRD is
 // Deckhouse's API, which Ferry reads; kubectl delete -k removes it.)
-var CRDs = []string{"virtualmachinepools.virtualization.deckhouse.io", CRDVirtualMachines, CRDOperations, CRDDisks, CRDImages, CRDVirtualImages, CRDIPAddresses, CRDAttachments, CRDSnapshots, "virtualmachinesnapshots.virtualization.deckhouse.io", "virtualmachinesnapshotoperations.virtualization.deckhouse.io", "virtualmachineipaddressleases.virtualization.deckhouse.io", CRDMACAddresses, "virtualmachinemacaddressleases.virtualization.deckhouse.io", CRDClasses}
+var CRDs = []string{"virtualmachinepools.virtualization.deckhouse.io", CRDVirtualMachines, CRDOperations, CRDDisks, CRDImages, CRDVirtualImages, CRDIPAddresses, CRDAttachments, CRDSnapshots, "virtualmachinesnapshots.virtualization.deckhouse.io", "virtualmachinesnapshotoperations.virtualization.deckhouse.io", "virtualmachineipaddressleases.virtualization.deckhouse.io", CRDMACAddresses, "virtualmachinemacaddressleases.virtualization.deckhouse.io", CRDUSBDevices, CRDNodeUSBDevices, CRDClasses}
 
 // Options configure Clean.
 type Options struct {

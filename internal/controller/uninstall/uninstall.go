@@ -39,6 +39,14 @@ const (
 	CRDSnapshots       = "virtualdisksnapshots.virtualization.deckhouse.io"
 )
 
+// The USB device kinds, whose objects carry no finalizer (a NodeUSBDevice's USBDevice
+// is deleted by the controller when it goes, and by the garbage collector where that
+// runs): Clean only deletes their CRDs.
+const (
+	CRDUSBDevices     = "usbdevices.virtualization.deckhouse.io"
+	CRDNodeUSBDevices = "nodeusbdevices.virtualization.deckhouse.io"
+)
+
 // FinalizerMigration keeps a migration's VirtualMachineOperation until its target pod
 // is gone (package migration).
 const FinalizerMigration = "virtualization.ferryvm.io/migration"

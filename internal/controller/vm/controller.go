@@ -112,6 +112,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1alpha2.VirtualImage{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfImage)).
 		Watches(&v1alpha2.VirtualMachineIPAddress{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfAddress)).
 		Watches(&v1alpha2.VirtualMachineMACAddress{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfMAC)).
+		// A USBDevice made or removed changes what a VM that names it says (devices.go).
+		Watches(&v1alpha2.USBDevice{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfUSBDevice)).
 		// Hot-plugged disks (hotplug.go): the VM's attachments, and the disks they hold.
 		Watches(&v1alpha2.VirtualMachineBlockDeviceAttachment{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfAttachment)).
 		Watches(&v1alpha2.VirtualDisk{}, handler.EnqueueRequestsFromMapFunc(r.vmsOfAttachedDisk)).

@@ -5,15 +5,20 @@ import (
 	"fmt"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 // passthroughView is what the VM's passthrough devices (spec.usbDevices, spec.gpus) allow:
 // Ferry has neither USB nor GPU passthrough, so a VM that names any does not start, and
-// its status says why, instead of starting without the device the guest expects. A VM
+// its status says why (a USBDevice named is not found, or is not ready: absent on every
+// node), instead of starting without the device the guest expects. A VM
 // already running when one is added runs on.
 type passthroughView struct {
 	blocked bool
@@ -22,13 +27,30 @@ type passthroughView struct {
 	gpu     string // GPUClassReady's message; empty: no GPUs asked for
 }
 
-// observePassthrough reads spec.usbDevices and spec.gpus.
-func (r *Reconciler) observePassthrough(_ context.Context, s *scope) error {
-	s.passthrough = passthroughOf(&s.vm.Spec)
+// observePassthrough reads spec.usbDevices and spec.gpus, and which of the USBDevices
+// named exist in the VM's namespace (from the cache).
+func (r *Reconciler) observePassthrough(ctx context.Context, s *scope) error {
+	var present map[string]bool
+	for _, u := range s.vm.Spec.USBDevices {
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.vm.Namespace, Name: u.Name}, &v1alpha2.USBDevice{})
+		switch {
+		case err == nil:
+			if present == nil {
+				present = map[string]bool{}
+			}
+			present[u.Name] = true
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("reading USBDevice %s/%s: %w", s.vm.Namespace, u.Name, err)
+		}
+	}
+	s.passthrough = passthroughOf(s.vm.Namespace, &s.vm.Spec, present)
 	return nil
 }
 
-func passthroughOf(spec *v1alpha2.VirtualMachineSpec) passthroughView {
+// passthroughOf decides from the spec and the USBDevices of the VM's namespace that exist
+// (present). Ferry discovers no USB device, so one that exists is never ready: its
+// NodeUSBDevice was made by hand and is absent on every node (package usbdevice).
+func passthroughOf(ns string, spec *v1alpha2.VirtualMachineSpec, present map[string]bool) passthroughView {
 	var v passthroughView
 	if n := len(spec.GPUs); n > 0 {
 		names := make([]string, n)
@@ -39,20 +61,52 @@ func passthroughOf(spec *v1alpha2.VirtualMachineSpec) passthroughView {
 			quoteList(names))
 		v.blocked, v.reason, v.message = true, v1alpha2.ReasonGPUClassNotFound, v.gpu
 	}
-	if n := len(spec.USBDevices); n > 0 {
-		names := make([]string, n)
-		for i, u := range spec.USBDevices {
-			names[i] = u.Name
+	if len(spec.USBDevices) > 0 {
+		var missing, notReady []string
+		for _, u := range spec.USBDevices {
+			if present[u.Name] {
+				notReady = append(notReady, u.Name)
+			} else {
+				missing = append(missing, u.Name)
+			}
 		}
-		msg := fmt.Sprintf("USBDevice %s not found: Ferry has no USB passthrough (no NodeUSBDevice or USBDevice kinds: it does not discover USB devices on nodes); remove spec.usbDevices to start the VM without them",
-			quoteList(names))
+		var parts []string
+		reason := v1alpha2.ReasonUSBDeviceNotReady
+		if len(missing) > 0 {
+			reason = v1alpha2.ReasonUSBDeviceNotFound
+			parts = append(parts, fmt.Sprintf("USBDevice %s not found in namespace %s", quoteList(missing), ns))
+		}
+		if len(notReady) == 1 {
+			parts = append(parts, fmt.Sprintf("USBDevice %s is not ready: the device is absent on every node", quoteList(notReady)))
+		} else if len(notReady) > 1 {
+			parts = append(parts, fmt.Sprintf("USBDevices %s are not ready: the devices are absent on every node", quoteList(notReady)))
+		}
+		msg := strings.Join(parts, "; ") + " (Ferry has no USB passthrough: it does not discover USB devices on nodes); remove spec.usbDevices to start the VM without them"
 		if !v.blocked {
-			v.blocked, v.reason, v.message = true, v1alpha2.ReasonUSBDeviceNotFound, msg
+			v.blocked, v.reason, v.message = true, reason, msg
 		} else {
 			v.message += "; " + msg
 		}
 	}
 	return v
+}
+
+// vmsOfUSBDevice: the VMs of its namespace that name a USBDevice (made or deleted).
+func (r *Reconciler) vmsOfUSBDevice(ctx context.Context, o client.Object) []reconcile.Request {
+	var vms v1alpha2.VirtualMachineList
+	if err := r.Client.List(ctx, &vms, client.InNamespace(o.GetNamespace())); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, vm := range vms.Items {
+		for _, u := range vm.Spec.USBDevices {
+			if u.Name == o.GetName() {
+				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: vm.Namespace, Name: vm.Name}})
+				break
+			}
+		}
+	}
+	return out
 }
 
 func quoteList(names []string) string {
@@ -67,7 +121,7 @@ func quoteList(names []string) string {
 // status.usbDevices.
 func derivePassthrough(s *scope) {
 	st := &s.vm.Status
-	v := passthroughOf(&s.vm.Spec) // from the spec alone: also when the reconcile stopped early
+	v := passthroughOf(s.vm.Namespace, &s.vm.Spec, nil) // GPUs: from the spec alone: also when the reconcile stopped early
 	if v.gpu == "" {
 		meta.RemoveStatusCondition(&st.Conditions, v1alpha2.VMConditionGPUClassReady)
 	} else {
