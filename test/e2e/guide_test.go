@@ -361,5 +361,13 @@ func TestGuideManifests(t *testing.T) {
 	if got := kget(t, "", "vmclass", "cpux", "{.status.availableNodes}"); !strings.Contains(got, `"node-2"`) {
 		t.Errorf("vmclass/cpux available on %s, not on node-2", got)
 	}
+	// The user guide's USB device handed to the namespace: its USBDevice appears there; the
+	// device itself is absent on every node (Ferry has no USB passthrough) and says so.
+	step("31-nodeusbdevice.yaml")
+	t.Cleanup(func() { _, _ = ferry(t, "k", "delete", "nodeusbdevice", "logitech-webcam", "--wait=false") })
+	waitCond(t, "", "nodeusbdevice", "logitech-webcam", "Assigned", "True", opTime)
+	waitCond(t, "", "nodeusbdevice", "logitech-webcam", "Ready", "False", opTime)
+	waitCond(t, guideNS, "usbdevice", "logitech-webcam", "Ready", "False", opTime)
+	t.Logf("nodeusbdevice/logitech-webcam: %s", kget(t, "", "nodeusbdevice", "logitech-webcam", `{.status.conditions[?(@.type=="Ready")].message}`))
 	t.Logf("%6.1fs the guide suite done", time.Since(start).Seconds())
 }
