@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/usbdevice"
 )
 
 // passthroughView is what the VM's passthrough devices (spec.usbDevices, spec.gpus) allow:
@@ -98,13 +99,8 @@ func (r *Reconciler) vmsOfUSBDevice(ctx context.Context, o client.Object) []reco
 		return nil
 	}
 	var out []reconcile.Request
-	for _, vm := range vms.Items {
-		for _, u := range vm.Spec.USBDevices {
-			if u.Name == o.GetName() {
-				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: vm.Namespace, Name: vm.Name}})
-				break
-			}
-		}
+	for _, name := range usbdevice.VMsNaming(vms.Items, o.GetName()) {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}})
 	}
 	return out
 }
