@@ -33,9 +33,17 @@ func (k *Kubelet) sync(ctx context.Context, uid types.UID) error {
 	k.mu.Unlock()
 
 	if pod == nil {
-		// Removed from the API (e.g. force-deleted): nothing may keep running for it.
+		// Removed from the API (force-deleted, or removed after it ended, as the controller
+		// removes a migration's source): nothing may keep running for it, and once its
+		// process is gone the pod is forgotten. (Stopping it again at every sync, which
+		// finish's wake-up brings, kept a node's agent spinning on every pod removed so:
+		// half a core after a few migrations.)
 		if proc != nil {
-			go k.finish(proc, 0)
+			if proc.exited() {
+				k.forget(uid)
+			} else if proc.markStopping() {
+				go k.finish(proc, 0)
+			}
 		}
 		return nil
 	}
@@ -85,11 +93,7 @@ func (k *Kubelet) sync(ctx context.Context, uid types.UID) error {
 // terminate stops the pod's process within its grace period, then removes the pod.
 func (k *Kubelet) terminate(ctx context.Context, pod *corev1.Pod, proc *process) error {
 	if proc != nil && !proc.exited() {
-		proc.mu.Lock()
-		already := proc.stopping
-		proc.stopping = true
-		proc.mu.Unlock()
-		if !already {
+		if proc.markStopping() {
 			grace := time.Duration(ptr.Deref(pod.DeletionGracePeriodSeconds, 30)) * time.Second
 			go k.finish(proc, grace)
 		}
@@ -107,6 +111,15 @@ func (k *Kubelet) terminate(ctx context.Context, pod *corev1.Pod, proc *process)
 	}
 	k.log.Info("Removed pod", "pod", pod.Namespace+"/"+pod.Name)
 	return nil
+}
+
+// forget drops what the agent keeps of a pod that is gone from the API and whose process
+// has ended.
+func (k *Kubelet) forget(uid types.UID) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.procs, uid)
+	delete(k.keys, uid)
 }
 
 func (k *Kubelet) finish(p *process, grace time.Duration) {

@@ -57,6 +57,16 @@ type process struct {
 	hotplugReq string
 }
 
+// markStopping records that the process is being stopped; false if it already was, so one
+// stop runs at a time.
+func (p *process) markStopping() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	already := p.stopping
+	p.stopping = true
+	return !already
+}
+
 func (p *process) exited() bool {
 	select {
 	case <-p.done:
