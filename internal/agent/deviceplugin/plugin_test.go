@@ -81,7 +81,10 @@ func dialPlugin(t *testing.T, dir string, r *pluginapi.RegisterRequest) pluginap
 // devices all have health h, and returns their IDs.
 func watch(ctx context.Context, t *testing.T, c pluginapi.DevicePluginClient) func(h string) []string {
 	t.Helper()
-	s, err := c.ListAndWatch(ctx, &pluginapi.Empty{})
+	// WaitForReady: a plugin may register with a restarted kubelet a moment before its own
+	// socket, which the kubelet's start removed, is served again (the plugin's next check
+	// serves it and registers again); wait for it rather than fail on the first dial.
+	s, err := c.ListAndWatch(ctx, &pluginapi.Empty{}, grpc.WaitForReady(true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +117,7 @@ func TestPluginsServeRegisterAndFollowTheKubelet(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // bounds every wait below
 	defer cancel()
 
 	// The plugins start before the kubelet: they wait for it.
