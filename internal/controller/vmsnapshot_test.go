@@ -63,6 +63,12 @@ func twoDiskVM(t *testing.T, ns, name string, policy v1alpha2.RunPolicy) (root, 
 	if policy != v1alpha2.AlwaysOn {
 		waitPhase(t, ns, name, v1alpha2.MachineStopped)
 	}
+	// A VM is Stopped a moment before its vmip is recorded on it (a CI run's snapshot saw it
+	// in between, and kept no address): the tests' snapshots are of a VM with its address.
+	eventually(t, timeout, "the VM's vmip recorded", func() (bool, string) {
+		st := getVM(t, ns, name).Status
+		return st.VirtualMachineIPAddressName != "", fmt.Sprintf("%+v", st)
+	})
 	if err := qemuIO(t, root.Status.Path, "write -P 0x21 512k 64k"); err != nil {
 		t.Fatal(err)
 	}
