@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/uninstall"
 	"github.com/ferryvm/ferry/internal/ipam"
 )
 
@@ -119,6 +120,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	ip := &v1alpha2.VirtualMachineIPAddress{}
 	if err := r.Client.Get(ctx, req.NamespacedName, ip); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !ip.DeletionTimestamp.IsZero() && controllerutil.ContainsFinalizer(ip, v1alpha2.FinalizerIPAddress) && uninstall.Terminating(ctx, r.APIReader, uninstall.CRDIPAddresses) {
+		// Ferry is being uninstalled: the vmip goes at once.
+		return ctrl.Result{}, uninstall.Release(ctx, r.Client, ip)
 	}
 	s := &scope{ip: ip}
 	vm, err := r.user(ctx, ip)

@@ -216,6 +216,9 @@ func (r *Reconciler) allocate(ctx context.Context, s *scope) error {
 func (r *Reconciler) freeLeases(ctx context.Context, mac *v1alpha2.VirtualMachineMACAddress) error {
 	var list v1alpha2.VirtualMachineMACAddressLeaseList
 	if err := r.APIReader.List(ctx, &list, client.MatchingLabels{v1alpha2.LabelVirtualMachineMACAddressUID: string(mac.UID)}); err != nil {
+		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+			return nil // the leases' CRD is gone, and every lease with it
+		}
 		return fmt.Errorf("listing the leases of VirtualMachineMACAddress %s: %w", mac.Name, err)
 	}
 	leases := list.Items

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/controller/uninstall"
 	"github.com/ferryvm/ferry/internal/macaddr"
 )
 
@@ -113,6 +114,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	mac := &v1alpha2.VirtualMachineMACAddress{}
 	if err := r.Client.Get(ctx, req.NamespacedName, mac); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !mac.DeletionTimestamp.IsZero() && controllerutil.ContainsFinalizer(mac, v1alpha2.FinalizerMACAddress) && uninstall.Terminating(ctx, r.APIReader, uninstall.CRDMACAddresses) {
+		// Ferry is being uninstalled: the vmmac goes at once; its leases go with
+		// their own CRD, which may be gone already.
+		return ctrl.Result{}, uninstall.Release(ctx, r.Client, mac)
 	}
 	vm, err := r.user(ctx, mac)
 	if err != nil {

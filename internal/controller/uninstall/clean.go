@@ -116,7 +116,7 @@ func Clean(ctx context.Context, c client.Client, o Options) error {
 		err = wait.PollUntilContextCancel(wctx2, 500*time.Millisecond, true, gone)
 	}
 	if err != nil {
-		return fmt.Errorf("Ferry's CRDs did not go within %s (%w): objects with Ferry's finalizers are left; run again with --force", o.Timeout, err)
+		return fmt.Errorf("Ferry's CRDs did not go within %s (%w): %s; run again with --force", o.Timeout, err, leftOver(ctx, c))
 	}
 	say("Ferry's objects and CRDs are gone: `kubectl delete -k deploy/base --ignore-not-found` removes the rest.")
 	return nil
@@ -213,6 +213,34 @@ func listAll(ctx context.Context, c client.Client, list client.ObjectList) ([]cl
 		return nil, err
 	}
 	return metaObjects(list)
+}
+
+// leftOver says which of Ferry's CRDs are still there and, for the kinds whose objects
+// carry Ferry's finalizers, which objects hold them: the controller's log says why.
+func leftOver(ctx context.Context, c client.Client) string {
+	var crds, held []string
+	for _, name := range CRDs {
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, crdMeta(name)); err != nil {
+			continue
+		}
+		crds = append(crds, name)
+		for _, k := range kinds {
+			if k.crd != name {
+				continue
+			}
+			if objs, err := listAll(ctx, c, k.list()); err == nil && len(objs) > 0 {
+				held = append(held, fmt.Sprintf("%s: %s", name, names(objs)))
+			}
+		}
+	}
+	if len(crds) == 0 {
+		return "objects with Ferry's finalizers were left"
+	}
+	out := "left: CRDs " + strings.Join(crds, ", ")
+	if len(held) > 0 {
+		out += "; held by " + strings.Join(held, "; ")
+	}
+	return out
 }
 
 func names(objs []client.Object) string {
