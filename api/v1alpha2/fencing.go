@@ -13,6 +13,12 @@ const (
 	// AnnotationFencingDisarmed on a Node disarms its watchdog for planned maintenance; the
 	// value says why. The fencing controller never fences a disarmed node.
 	AnnotationFencingDisarmed = "virtualization.ferryvm.io/fencing-disarmed"
+	// TaintUnreachable (effect NoSchedule) is on a Node while the fencing controller counts
+	// it unreachable (its Lease stale): the scheduler places no new pod there, so no VM
+	// restarted from a failed node lands on another that is failing too. Removed when the
+	// node renews its Lease again; a fenced node's Node goes with it. Kubernetes' own
+	// node.kubernetes.io/unreachable comes only after the node monitor's grace period.
+	TaintUnreachable = "virtualization.ferryvm.io/unreachable"
 	// AnnotationWatchdogTimeout on a Node is the timeout its agent armed the watchdog with
 	// (set by the agent, removed when it disarms); a node without it is never fenced.
 	AnnotationWatchdogTimeout = "virtualization.ferryvm.io/watchdog-timeout"

@@ -36,7 +36,7 @@ const (
 // postMigrationWindow is how long a guest may take to count on after a migration.
 const postMigrationWindow = 10 * time.Second
 
-func newClient(kubeconfig string) (client.Client, error) {
+func newClient(kubeconfig string) (client.WithWatch, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("reading kubeconfig %s: %w", kubeconfig, err)
@@ -49,7 +49,7 @@ func newClient(kubeconfig string) (client.Client, error) {
 	if err := v1alpha2.AddToScheme(s); err != nil {
 		return nil, err
 	}
-	return client.New(cfg, client.Options{Scheme: s})
+	return client.NewWithWatch(cfg, client.Options{Scheme: s})
 }
 
 // ferryBench drives Evict operations of one benchmark VM.
@@ -278,10 +278,13 @@ func (b *ferryBench) migrate(ctx context.Context) (Sample, placement, error) {
 		defer pg.Stop()
 	}
 	op := b.newOperation()
+	tw := watchMigration(ctx, b.c, b.ns, b.vm, src.pod)
+	defer tw.finish(0)
 	t0 := time.Now()
 	if err := b.c.Create(ctx, op); err != nil {
 		return Sample{}, src, fmt.Errorf("creating the %s operation: %w", op.Spec.Type, err)
 	}
+	tw.created(op.Name, t0)
 	key := client.ObjectKeyFromObject(op)
 	var e2e time.Duration
 	for done := false; !done; {
@@ -312,7 +315,8 @@ func (b *ferryBench) migrate(ctx context.Context) (Sample, placement, error) {
 		}
 	}
 	ms := op.Status.Migration
-	s := Sample{E2E: e2e, Outcome: OK}
+	// The source pod goes a moment after the operation completes.
+	s := Sample{E2E: e2e, Outcome: OK, Timeline: tw.finish(5 * time.Second)}
 	if ms == nil {
 		s.Outcome, s.Detail = PostFailure, fmt.Sprintf("vmop %s Completed without status.migration", op.Name)
 		return s, src, nil

@@ -108,6 +108,12 @@ func migrationSection(b *strings.Builder, r Report) {
 		migrationNetTable(b, r.Migration)
 	}
 	for _, p := range r.Migration {
+		if p.Result != nil {
+			TimelineTable(b, p.Result.Scenarios)
+		}
+	}
+	b.WriteString("\n")
+	for _, p := range r.Migration {
 		if res := p.Result; res != nil {
 			src := "the options' (no Ferry migration showed the controller's)"
 			if res.ParamsFromController {

@@ -251,6 +251,7 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 	if err := Table(out, results); err != nil {
 		return res, err
 	}
+	TimelineTable(out, results)
 	var details []string
 	for _, r := range results {
 		for _, sys := range []struct {
@@ -329,6 +330,9 @@ func report(say func(string, ...any), what string, i, n int, s Sample) {
 	}
 	if s.Outcome == MigrationFailed {
 		msg = fmt.Sprintf("[%s %d/%d] %s", what, i+1, n, s.Outcome)
+	}
+	if len(s.Timeline) > 0 {
+		msg += "\n    stages (ms from the vmop's creation, step in brackets): " + s.Timeline.String()
 	}
 	if s.Detail != "" {
 		msg += ": " + firstLine(s.Detail)

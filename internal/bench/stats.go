@@ -50,6 +50,8 @@ type Sample struct {
 	// operation's creation until the address answered again on the target (Ferry only,
 	// when the VM has a NIC and the benchmark runs as root).
 	Net *NetSample
+	// Timeline is when each stage of a Ferry migration was seen (Ferry only).
+	Timeline Timeline
 }
 
 // NetSample is the network's side of one migration.

@@ -68,7 +68,7 @@ var controllerGrants = []grant{
 	{"deckhouse.io", "nodegroups/status", "", nil, "patch", "fencing status"},
 	{"", "pods", "", nil, "get list watch create patch delete", "launcher pods, migration targets"},
 	{"", "pods/status", "", nil, "update", "fencing ends a fenced node's pods"},
-	{"", "nodes", "", nil, "get list watch delete", "placement, fencing removes a fenced Node"},
+	{"", "nodes", "", nil, "get list watch patch delete", "placement, fencing taints an unreachable Node and removes a fenced one"},
 	{"", "events", "", nil, "create patch", "event recorders"},
 	{"", "secrets", "", nil, "get list watch create", "provisioning: a metadata-only watch wakes VMs, the one Secret is read past the cache; a VM snapshot's Secret (a policy allows those and the CA only)"},
 	{"certificates.k8s.io", "certificatesigningrequests", "", nil, "get list watch", "migration signer's cache"},

@@ -130,6 +130,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 		}
 	}
 	r.reportSpared(ctx, verdicts, byName)
+	// Before anything else: no new pod is placed on a node that stopped renewing.
+	taintErr := r.taintUnreachable(ctx, verdicts, byName)
 	stale := map[string]Verdict{}
 	var fence []Verdict
 	for _, v := range verdicts {
@@ -178,6 +180,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 		return ctrl.Result{}, err
 	} else if stale {
 		wake(time.Second)
+	}
+	if taintErr != nil {
+		return ctrl.Result{}, taintErr
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
 }
@@ -302,12 +307,42 @@ func (r *Reconciler) fence(ctx context.Context, node *corev1.Node, v Verdict) er
 	if err := r.Client.Delete(ctx, node, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("removing node %s: %w", node.Name, err)
 	}
-	r.Recorder.Eventf(node, corev1.EventTypeNormal, "Fenced", "Removed node %s and ended its %d pod(s); its VMs restart on other nodes as their runPolicy says", node.Name, len(pods.Items))
+	// A pod bound to the node between the listing and the Node's removal (the scheduler
+	// placed it before the node was tainted unreachable) would never start, and would end
+	// only when the garbage collector of orphaned pods finds it, a minute later.
+	late, err := r.endLatePods(ctx, node.Name, &pods, msg)
+	if err != nil {
+		return err
+	}
+	r.Recorder.Eventf(node, corev1.EventTypeNormal, "Fenced", "Removed node %s and ended its %d pod(s); its VMs restart on other nodes as their runPolicy says", node.Name, len(pods.Items)+late)
 	log.Info("Fenced node", "pods", len(pods.Items))
 	r.mu.Lock()
 	delete(r.seen, node.Name)
 	r.mu.Unlock()
 	return nil
+}
+
+// endLatePods ends the pods of node that the first listing (before) did not hold, and
+// returns how many.
+func (r *Reconciler) endLatePods(ctx context.Context, node string, before *corev1.PodList, msg string) (int, error) {
+	var pods corev1.PodList
+	if err := r.APIReader.List(ctx, &pods, client.MatchingFields{"spec.nodeName": node}); err != nil {
+		return 0, fmt.Errorf("listing the pods of node %s again: %w", node, err)
+	}
+	seen := map[types.UID]bool{}
+	for _, p := range before.Items {
+		seen[p.UID] = true
+	}
+	n := 0
+	var errs []error
+	for i := range pods.Items {
+		if seen[pods.Items[i].UID] {
+			continue
+		}
+		n++
+		errs = append(errs, r.endPod(ctx, &pods.Items[i], msg))
+	}
+	return n, errors.Join(errs...)
 }
 
 // reportSpared says, in the log and in an event on the Node, why a stale node is not
@@ -465,6 +500,8 @@ func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) (ret
 	if err := r.Client.List(ctx, &vms, client.UnsafeDisableDeepCopy); err != nil {
 		return false, err
 	}
+	type write struct{ orig, vm *v1alpha2.VirtualMachine }
+	var writes []write
 	for i := range vms.Items {
 		orig := &vms.Items[i] // the cache's: never written
 		v, unreachable := on[types.NamespacedName{Namespace: orig.Namespace, Name: orig.Name}]
@@ -485,16 +522,35 @@ func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) (ret
 		} else if !meta.RemoveStatusCondition(&vm.Status.Conditions, v1alpha2.VMConditionNodeReachable) {
 			continue
 		}
-		if err := r.Client.Status().Patch(ctx, vm, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		writes = append(writes, write{orig, vm})
+	}
+	// A few at a time: one after another, a dozen VMs of each of several failing nodes
+	// held this (single) reconcile for seconds, and with it the fencing of the next node
+	// (scale bench, 4 nodes failed at once: fenced 4 s after their time).
+	var mu sync.Mutex
+	var errs []error
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, w := range writes {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			err := r.Client.Status().Patch(ctx, w.vm, client.MergeFromWithOptions(w.orig, client.MergeFromWithOptimisticLock{}))
+			if err == nil || apierrors.IsNotFound(err) {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
 			if apierrors.IsConflict(err) {
 				retry = true
-				continue
+				return
 			}
-			if apierrors.IsNotFound(err) {
-				continue
-			}
-			return false, err
-		}
+			errs = append(errs, err)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return false, err
 	}
 	return retry, nil
 }

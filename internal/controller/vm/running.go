@@ -235,7 +235,7 @@ func (r *Reconciler) keepPlacement(ctx context.Context, s *scope, migrating bool
 // placementMisfit says why node does not fit the VM's placement ("" when it does): its
 // nodeSelector and required node affinity, and the NoSchedule and NoExecute taints it must
 // tolerate (the node.kubernetes.io/ ones, which Kubernetes sets on cordoned and failing
-// nodes, are the drain's and fencing's business).
+// nodes, and Ferry's unreachable taint are the drain's and fencing's business).
 func placementMisfit(vm *v1alpha2.VirtualMachine, node *corev1.Node) string {
 	affinity := nodeaffinity.NewRequiredNodeAffinity(vm.Spec.NodeSelector, vm.Spec.Affinity.ForPod())
 	if ok, err := affinity.Match(node); err != nil {
@@ -245,7 +245,7 @@ func placementMisfit(vm *v1alpha2.VirtualMachine, node *corev1.Node) string {
 	}
 	filter := func(t *corev1.Taint) bool {
 		return (t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute) &&
-			!strings.HasPrefix(t.Key, "node.kubernetes.io/")
+			!strings.HasPrefix(t.Key, "node.kubernetes.io/") && t.Key != v1alpha2.TaintUnreachable
 	}
 	if t, bad := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), node.Spec.Taints, vm.Spec.Tolerations, filter, true); bad {
 		return fmt.Sprintf("has taint %s=%s:%s the VM does not tolerate", t.Key, t.Value, t.Effect)
