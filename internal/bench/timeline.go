@@ -51,7 +51,7 @@ func (t Timeline) String() string {
 		if !ok {
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%s +%d (%d)", st, d.Milliseconds(), (d - prev).Milliseconds()))
+		parts = append(parts, fmt.Sprintf("%s +%d (%d)", st, d.Milliseconds(), (d-prev).Milliseconds()))
 		prev = d
 	}
 	return strings.Join(parts, ", ")
