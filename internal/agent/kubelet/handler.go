@@ -46,7 +46,7 @@ func (k *Kubelet) handle(ctx context.Context, uid types.UID) error {
 			return nil // not started yet: the kubelet's to do
 		}
 		p = &process{uid: uid, runDir: k.runDirOf(pod), cmd: &observed{id: cs.ContainerID, ended: make(chan struct{})},
-			started: started.Time, done: make(chan struct{})}
+			started: started.Time, done: make(chan struct{}), kick: make(chan struct{}, 1)}
 		k.mu.Lock()
 		k.procs[uid] = p
 		k.mu.Unlock()

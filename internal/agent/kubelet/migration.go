@@ -65,6 +65,11 @@ func (k *Kubelet) syncMigration(ctx context.Context, pod *corev1.Pod, p *process
 			k.log.Error(err, "Could not start the migration", "pod", pod.Namespace+"/"+pod.Name)
 		} else {
 			k.log.Info("Started migration", "pod", pod.Namespace+"/"+pod.Name, "to", req.URI)
+			// Its progress is watched closely from now, not from the next slow probe on.
+			select {
+			case p.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
 	if pod.Annotations[v1alpha2.AnnotationMigrationAbort] == "true" && !aborted && k.o.CancelMigration != nil {

@@ -43,6 +43,8 @@ type process struct {
 	cmd     Container
 	started time.Time
 	done    chan struct{}
+	// kick makes the watch probe the launcher at once (a migration was just started).
+	kick chan struct{}
 
 	mu         sync.Mutex
 	exitCode   int
@@ -154,10 +156,13 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*process, error) 
 	if err != nil {
 		return nil, fmt.Errorf("starting the launcher: %w", err)
 	}
-	p := &process{uid: pod.UID, runDir: runDir, cmd: cmd, started: time.Now(), done: make(chan struct{})}
+	p := &process{uid: pod.UID, runDir: runDir, cmd: cmd, started: time.Now(), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	go k.watch(ctx, p)
 	return p, nil
 }
+
+// closeWatch is how often a launcher is probed while it starts or migrates.
+const closeWatch = 100 * time.Millisecond
 
 // watch waits for the process to end and probes its guest meanwhile; it wakes the pod's
 // sync whenever something a status shows has changed.
@@ -173,13 +178,17 @@ func (k *Kubelet) watch(ctx context.Context, p *process) {
 	if k.o.Probe == nil {
 		return
 	}
-	interval := time.Second
+	// A young launcher is watched closely: a migration target publishes where it listens,
+	// and a guest its first heartbeat, on the VM's critical path (a first look after a
+	// whole second delayed every migration's target by up to that).
+	interval := closeWatch
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.done:
 			return
+		case <-p.kick:
 		case <-time.After(interval):
 		}
 		g, err := k.o.Probe(ctx, p.runDir)
@@ -193,12 +202,11 @@ func (k *Kubelet) watch(ctx context.Context, p *process) {
 		if guestChanged(old, g) {
 			k.queue.Add(p.uid)
 		}
-		// A migration's switchover is watched closely: its end is on the VM's critical path.
-		// A young launcher is watched closely too: a migration target publishes where it
-		// listens, and a guest's first heartbeat, on the VM's critical path.
+		// A migration's switchover is watched closely too: its end is on the VM's critical
+		// path.
 		interval = time.Second
 		if g.migrating() || time.Since(p.started) < 15*time.Second {
-			interval = 100 * time.Millisecond
+			interval = closeWatch
 		}
 	}
 }
