@@ -101,6 +101,7 @@ raw QEMU processes).`,
 	f.DurationVar(&o.DirtyWarmup, "dirty-warmup", o.DirtyWarmup, "how long the guest dirties before a scenario's first migration")
 	f.StringSliceVar(&o.Scenarios, "scenarios", o.Scenarios, "scenarios to run: idle, dirty")
 	f.BoolVar(&o.SkipRaw, "skip-raw", false, "skip the bare-QEMU baseline")
+	f.BoolVar(&o.NoPing, "no-ping", false, "do not ping the VM during Ferry's migrations (no network downtime figures)")
 	f.BoolVar(&o.RawTLS, "raw-tls", false, "migrate the bare-QEMU baseline over TLS with mutual certificate checks, as Ferry's launchers do by default (FERRY_MIGRATION_TLS=false in the environment starts the cluster without)")
 	f.DurationVar(&o.MigrationTimeout, "migration-timeout", o.MigrationTimeout, "longest one migration may take before it counts as failed")
 	f.DurationVar(&o.WaitOther, "wait-other", 0, "wait this long for another `ferry up` on this machine to end")

@@ -66,6 +66,8 @@ type ferryBench struct {
 	// targetNode, when set, makes migrate create Migrate operations to that node
 	// (spec.migrate.nodeSelector kubernetes.io/hostname) instead of Evict operations.
 	targetNode string
+	// noPing: no pinger (Options.NoPing).
+	noPing bool
 }
 
 // newOperation is the operation migrate creates: Evict, or Migrate to b.targetNode.
@@ -402,7 +404,7 @@ func (b *ferryBench) logLines(words ...string) []string {
 // (its launcher pod routes an address) and the benchmark may open a raw socket (root);
 // nil otherwise.
 func (b *ferryBench) startPinger(ctx context.Context, src placement) *pinger.Pinger {
-	if os.Geteuid() != 0 {
+	if os.Geteuid() != 0 || b.noPing {
 		return nil
 	}
 	pod := &corev1.Pod{}

@@ -40,6 +40,9 @@ type Options struct {
 	Scenarios []string
 	// SkipRaw skips the bare-QEMU baseline.
 	SkipRaw bool
+	// NoPing does not ping the VM during Ferry's migrations (no network downtime figures;
+	// the guest then takes no packets, as the raw baseline's).
+	NoPing bool
 	// RawTLS runs the bare-QEMU baseline over TLS, as Ferry's launchers migrate by default.
 	RawTLS bool
 	// MigrationTimeout bounds one migration.
@@ -169,7 +172,7 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 		return nil, err
 	}
 	fb := &ferryBench{c: c, ns: o.Namespace, vm: o.VMName, disk: o.VMName + "-root", logsDir: logsDir,
-		timeout: o.MigrationTimeout, say: say, imageURL: "file://" + image}
+		timeout: o.MigrationTimeout, say: say, imageURL: "file://" + image, noPing: o.NoPing}
 	if err := fb.ensureImage(ctx); err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,16 +23,16 @@ import (
 // through watches on the operation and the VM's pods (so each is when the change reached
 // the apiserver and its watchers, to the millisecond).
 const (
-	StageSeen        = "vmop seen"          // the controller's first status write
-	StageTargetPod   = "target pod created" // a launcher pod of the VM other than the source
-	StageScheduled   = "target scheduled"   // the target pod's node set
-	StageLauncher    = "launcher started"   // its container running
-	StageListening   = "QEMU listening"     // its incoming URI published
-	StageTransfer    = "transfer start"     // the source asked to migrate
-	StageSwitchover  = "switchover"         // the source paused the guest, reported completion or ended
-	StageTargetReady = "guest on target"    // the target pod Ready (the guest's heartbeat there)
-	StageSourceGone  = "source gone"        // the source pod deleted
-	StageDone        = "status written"     // the operation Completed
+	StageSeen        = "vmop status written" // the controller's first status write (it may create the target first)
+	StageTargetPod   = "target pod created"  // a launcher pod of the VM other than the source
+	StageScheduled   = "target scheduled"    // the target pod's node set
+	StageLauncher    = "launcher started"    // its container running
+	StageListening   = "QEMU listening"      // its incoming URI published
+	StageTransfer    = "transfer start"      // the source asked to migrate
+	StageSwitchover  = "switchover"          // the source paused the guest, reported completion or ended
+	StageTargetReady = "guest on target"     // the target pod Ready (the guest's heartbeat there)
+	StageSourceGone  = "source gone"         // the source pod deleted
+	StageDone        = "status written"      // the operation Completed
 )
 
 // MigrationStages are the stages a timeline holds, in order.
@@ -42,19 +43,29 @@ var MigrationStages = []string{StageSeen, StageTargetPod, StageScheduled, StageL
 // creation; a stage not seen is absent.
 type Timeline map[string]time.Duration
 
-// String is the stages in order, each with its time and the time since the stage before.
+// String is the stages in the order they were seen, each with its time and the time
+// since the stage before.
 func (t Timeline) String() string {
 	var parts []string
 	var prev time.Duration
-	for _, st := range MigrationStages {
-		d, ok := t[st]
-		if !ok {
-			continue
-		}
+	for _, st := range t.ordered() {
+		d := t[st]
 		parts = append(parts, fmt.Sprintf("%s +%d (%d)", st, d.Milliseconds(), (d-prev).Milliseconds()))
 		prev = d
 	}
 	return strings.Join(parts, ", ")
+}
+
+// ordered is the stages seen, by time (ties in MigrationStages' order).
+func (t Timeline) ordered() []string {
+	var out []string
+	for _, st := range MigrationStages {
+		if _, ok := t[st]; ok {
+			out = append(out, st)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b string) int { return cmp.Compare(t[a], t[b]) })
+	return out
 }
 
 // timelineWatch follows one migration of vm: the operation named once it is created, and
@@ -245,31 +256,32 @@ func TimelineTable(w io.Writer, results []ScenarioResult) {
 	}
 }
 
-// timelineRows are stage, median time and median step of the timelines.
+// timelineRows are, by median time, each stage with its median time and the time since
+// the row before; a stage no run saw is "-" and last.
 func timelineRows(tls []Timeline) [][3]string {
-	var rows [][3]string
-	for i, st := range MigrationStages {
-		var at, step []time.Duration
+	med := Timeline{}
+	var unseen []string
+	for _, st := range MigrationStages {
+		var at []time.Duration
 		for _, tl := range tls {
-			d, ok := tl[st]
-			if !ok {
-				continue
+			if d, ok := tl[st]; ok {
+				at = append(at, d)
 			}
-			at = append(at, d)
-			prev := time.Duration(0)
-			for j := i - 1; j >= 0; j-- {
-				if p, ok := tl[MigrationStages[j]]; ok {
-					prev = p
-					break
-				}
-			}
-			step = append(step, d-prev)
 		}
 		if len(at) == 0 {
-			rows = append(rows, [3]string{st, "-", "-"})
+			unseen = append(unseen, st)
 			continue
 		}
-		rows = append(rows, [3]string{st, ms(Summarize(at).Median), ms(Summarize(step).Median)})
+		med[st] = Summarize(at).Median
+	}
+	var rows [][3]string
+	var prev time.Duration
+	for _, st := range med.ordered() {
+		rows = append(rows, [3]string{st, ms(med[st]), ms(med[st] - prev)})
+		prev = med[st]
+	}
+	for _, st := range unseen {
+		rows = append(rows, [3]string{st, "-", "-"})
 	}
 	return rows
 }
