@@ -135,6 +135,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	res.Start = &ScalePhase{Nodes: o.Nodes, VMs: total, Took: d, Load: m.load()}
 	add("start", fmt.Sprintf("%d VMs on %d nodes Running in %s (%.0f VMs/min)", total, o.Nodes, d.Round(100*time.Millisecond), float64(total)/d.Minutes()))
 	add("start: control plane", res.Start.Load.String())
+	add("start: cost", res.Start.Load.PerOp(res.Start.VMs))
 
 	// Drain one node, then a quarter of them at once.
 	byNode, err := m.vmsByNode(ctx)
@@ -182,6 +183,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	res.Drain = &ScalePhase{Nodes: len(one), VMs: len(per), Took: took, PerVM: per, Load: m.load()}
 	add("drain 1 node", fmt.Sprintf("%d VMs moved in %s; per migration (vmop created → Completed) %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), pct(per), float64(len(per))/took.Minutes()))
 	add("drain 1 node: control plane", res.Drain.Load.String())
+	add("drain 1 node: cost", res.Drain.Load.PerOp(res.Drain.VMs))
 	quarter := max(1, int(math.Round(o.Evacuate*float64(o.Nodes))))
 	many := nodes[1:min(len(nodes), 1+quarter)]
 	took, per, err = drain(many)
@@ -191,6 +193,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	res.Evacuate = &ScalePhase{Nodes: len(many), VMs: len(per), Took: took, PerVM: per, Load: m.load()}
 	add(fmt.Sprintf("evacuate %d nodes at once", len(many)), fmt.Sprintf("%d VMs moved in %s; per migration %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), pct(per), float64(len(per))/took.Minutes()))
 	add("evacuate: control plane", res.Evacuate.Load.String())
+	add("evacuate: cost", res.Evacuate.Load.PerOp(res.Evacuate.VMs))
 
 	// Fail nodes at once (among those still up).
 	byNode, err = m.vmsByNode(ctx)
@@ -229,6 +232,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	res.Failure = &ScalePhase{Nodes: len(victims), VMs: len(back), Took: took, PerVM: back, Load: m.load()}
 	add(fmt.Sprintf("fail %d nodes", len(victims)), fmt.Sprintf("%d VMs Running elsewhere; per VM (fault → Running on another node) %s", len(back), pct(back)))
 	add("fail: control plane", res.Failure.Load.String())
+	add("fail: cost", res.Failure.Load.PerOp(res.Failure.VMs))
 	if st, err := failoverStages(ctx, c, "default", byNode, victims, t); err == nil {
 		res.Failure.Stages = st
 		add("fail: stages", st)

@@ -60,6 +60,7 @@ type scaleMeter struct {
 	at       time.Time
 	ctlCPU   float64 // seconds
 	requests float64
+	writes   float64
 	recon    map[string]float64 // bucket upper bound → cumulative count
 }
 
@@ -193,7 +194,7 @@ func (m *scaleMeter) waitRestarted(ctx context.Context, names, failed []string, 
 func (m *scaleMeter) mark() {
 	m.at = time.Now()
 	m.ctlCPU, _ = controllerCPU(m.kubeconfig)
-	m.requests = m.apiRequests()
+	m.requests, m.writes = m.apiRequests()
 	m.recon = m.reconcileBuckets()
 }
 
@@ -210,6 +211,9 @@ type ControlPlaneLoad struct {
 	RequestsPerSec float64
 	// Reconcile is the VM controller's reconcile time over the phase.
 	Reconcile ReconcileTimes
+	// Requests and Writes (POST, PUT, PATCH, DELETE) are the apiserver's requests over the
+	// phase, from every client; CPUSeconds is the controller's CPU time.
+	Requests, Writes, CPUSeconds float64
 }
 
 func (l ControlPlaneLoad) String() string {
@@ -217,17 +221,31 @@ func (l ControlPlaneLoad) String() string {
 		l.CPUPercent, l.RSS>>20, l.RequestsPerSec, l.Reconcile)
 }
 
+// PerOp is the phase's cost per operation (a VM started, migrated or restarted), n of
+// them: the apiserver's requests and writes (every client's: the controller's, the
+// agents' and the bench's own watches and reads), and the controller's CPU time.
+func (l ControlPlaneLoad) PerOp(n int) string {
+	if n == 0 {
+		return "no operation"
+	}
+	f := float64(n)
+	return fmt.Sprintf("%.0f API requests, %.0f writes, %.0f ms controller CPU per VM (%d VMs; %.0f requests, %.0f writes in all)",
+		l.Requests/f, l.Writes/f, 1000*l.CPUSeconds/f, n, l.Requests, l.Writes)
+}
+
 // load is what the control plane did since mark.
 func (m *scaleMeter) load() ControlPlaneLoad {
 	el := time.Since(m.at).Seconds()
 	cpu, rss := controllerCPU(m.kubeconfig)
-	reqs := m.apiRequests() - m.requests
+	total, writes := m.apiRequests()
+	reqs := total - m.requests
 	now := m.reconcileBuckets()
 	diff := map[string]float64{}
 	for le, v := range now {
 		diff[le] = v - m.recon[le]
 	}
-	return ControlPlaneLoad{CPUPercent: 100 * (cpu - m.ctlCPU) / el, RSS: rss, RequestsPerSec: reqs / el, Reconcile: reconcileTimes(diff)}
+	return ControlPlaneLoad{CPUPercent: 100 * (cpu - m.ctlCPU) / el, RSS: rss, RequestsPerSec: reqs / el, Reconcile: reconcileTimes(diff),
+		Requests: reqs, Writes: writes - m.writes, CPUSeconds: cpu - m.ctlCPU}
 }
 
 // controllerCPU is the CPU seconds so far (and, second, the RSS in bytes) of the cluster's
@@ -250,24 +268,34 @@ func controllerCPU(kubeconfig string) (float64, int64) {
 	return (ut + st) / 100, rss * int64(os.Getpagesize())
 }
 
-var requestLine = regexp.MustCompile(`^apiserver_request_total\{[^}]*\} ([0-9.e+]+)$`)
+var requestLine = regexp.MustCompile(`^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$`)
 
-// apiRequests is the apiserver's request count so far.
-func (m *scaleMeter) apiRequests() float64 {
+// writeVerb matches the label of a request that writes.
+var writeVerb = regexp.MustCompile(`(^|,)verb="(POST|PUT|PATCH|DELETE|APPLY)"`)
+
+// apiRequests is the apiserver's request count so far, and how many of them wrote.
+func (m *scaleMeter) apiRequests() (all, writes float64) {
 	b, err := m.cs.RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
-		return 0
+		return 0, 0
 	}
-	var sum float64
-	s := bufio.NewScanner(strings.NewReader(string(b)))
+	return countRequests(string(b))
+}
+
+// countRequests sums apiserver_request_total in a metrics text, and its writes.
+func countRequests(metrics string) (all, writes float64) {
+	s := bufio.NewScanner(strings.NewReader(metrics))
 	s.Buffer(make([]byte, 1<<20), 1<<20)
 	for s.Scan() {
 		if mm := requestLine.FindStringSubmatch(s.Text()); mm != nil {
-			v, _ := strconv.ParseFloat(mm[1], 64)
-			sum += v
+			v, _ := strconv.ParseFloat(mm[2], 64)
+			all += v
+			if writeVerb.MatchString(mm[1]) {
+				writes += v
+			}
 		}
 	}
-	return sum
+	return all, writes
 }
 
 var reconcileLine = regexp.MustCompile(`^controller_runtime_reconcile_time_seconds_bucket\{controller="virtualmachine",le="([^"]+)"\} ([0-9.e+]+)$`)
