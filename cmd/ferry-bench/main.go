@@ -65,10 +65,14 @@ and whether the guest counted on: within 10 s of completion the target's serial 
 must show a counter above the source's last one and no "FERRY-GUEST BOOTED". A
 migration after which it does not is a post-migration failure.
 
-Then it deletes the VM and, with the same memory size, dirtying and migration
+After each Ferry migration it migrates, with the same memory size, dirtying and migration
 parameters (those Ferry's controller sent to the source node: 1 GiB/s, 300 ms and no
-auto-converge by default), migrates a guest between two bare QEMU processes on loopback
-the same number of times (raw e2e: migrate command until the destination runs).
+auto-converge by default), a guest between two bare QEMU processes on loopback (raw e2e:
+migrate command until the destination runs): the runs interleave, Ferry, raw, Ferry, raw
+…, so load falls on both alike. Each stage of a Ferry migration (target pod created,
+scheduled, launcher started, QEMU listening, transfer start, switchover, guest on the
+target, source gone, status written) is timed from the operation's creation through
+watches, and printed per run and as medians.
 
 It prints a table of medians and maxima (ms), Ferry's e2e over the raw transfer time,
 their difference, and failure counts, followed by each failure's details (operation
@@ -76,8 +80,8 @@ status and the lines of STATE/logs naming it). Ctrl-C stops the benchmark, delet
 VM and stops the cluster it started; the temporary state directory is kept when
 something failed.
 
-Never more than two guests run at once (the VM and its migration target, or the two
-raw QEMU processes).`,
+Two guests live at once, the VM and the raw one (both idle, or both dirtying), and each
+migration starts a target beside them.`,
 		Example: `  ferry-bench migration --runs 2 --memory 256Mi
   ferry-bench migration --runs 50 --memory 128Mi --skip-raw     # failure-rate study
   ferry-bench migration --kubeconfig /var/lib/ferry/control-plane/admin.kubeconfig`,

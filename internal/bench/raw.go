@@ -27,6 +27,8 @@ type rawBench struct {
 	say      func(string, ...any)
 	serial   int // run directories made so far
 	src, dst *hypervisor.Instance
+	disk     string
+	dirtying bool
 }
 
 func (r *rawBench) start(ctx context.Context, disk string, incoming bool) (*hypervisor.Instance, error) {
@@ -63,48 +65,41 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// run boots a guest, starts dirtying when dirtyMiB > 0 (waiting warmup), and migrates it
-// runs times between two QEMU processes, measuring each migration.
-func (r *rawBench) run(ctx context.Context, runs, dirtyMiB int, warmup time.Duration, progress func(i int, s Sample)) (Series, error) {
-	defer r.close()
+// setup boots the baseline's guest.
+func (r *rawBench) setup(ctx context.Context) error {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
-		return Series{}, err
+		return err
 	}
-	disk := filepath.Join(r.dir, "disk.qcow2")
-	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-b", r.image, "-F", "raw", disk).CombinedOutput(); err != nil {
-		return Series{}, fmt.Errorf("qemu-img create: %v: %s", err, out)
+	r.disk = filepath.Join(r.dir, "disk.qcow2")
+	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-b", r.image, "-F", "raw", r.disk).CombinedOutput(); err != nil {
+		return fmt.Errorf("qemu-img create: %v: %s", err, out)
 	}
 	var err error
-	if r.src, err = r.start(ctx, disk, false); err != nil {
-		return Series{}, err
+	if r.src, err = r.start(ctx, r.disk, false); err != nil {
+		return err
 	}
-	if err := waitCounting(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), 2, 3*time.Minute); err != nil {
-		return Series{}, err
+	return waitCounting(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), 2, 3*time.Minute)
+}
+
+// step migrates the guest once between two QEMU processes and measures it; with
+// dirtyMiB > 0 the guest dirties that much memory meanwhile (started, and given warmup,
+// before the first step and again after a guest that may have rebooted).
+func (r *rawBench) step(ctx context.Context, dirtyMiB int, warmup time.Duration) (Sample, error) {
+	if dirtyMiB > 0 && !r.dirtying {
+		n := strconv.Itoa(dirtyMiB)
+		if err := typeLine(ctx, r.src.RunDir(), "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
+			return Sample{}, err
+		}
+		if err := sleep(ctx, warmup); err != nil {
+			return Sample{}, err
+		}
+		r.dirtying = true
 	}
-	dirtying := false
-	var series Series
-	for i := range runs {
-		if dirtyMiB > 0 && !dirtying {
-			n := strconv.Itoa(dirtyMiB)
-			if err := typeLine(ctx, r.src.RunDir(), "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
-				return series, err
-			}
-			if err := sleep(ctx, warmup); err != nil {
-				return series, err
-			}
-			dirtying = true
-		}
-		s, err := r.migrateOnce(ctx, disk)
-		if err != nil {
-			return series, err
-		}
-		if s.Outcome == PostFailure {
-			dirtying = false // the guest may have rebooted
-		}
-		series.Samples = append(series.Samples, s)
-		progress(i, s)
+	s, err := r.migrateOnce(ctx, r.disk)
+	if s.Outcome == PostFailure {
+		r.dirtying = false // the guest may have rebooted
 	}
-	return series, nil
+	return s, err
 }
 
 func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error) {

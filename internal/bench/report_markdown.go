@@ -46,8 +46,9 @@ func machineSection(b *strings.Builder, m Machine) {
 func migrationSection(b *strings.Builder, r Report) {
 	b.WriteString("## Live migration: Ferry against bare QEMU\n\n")
 	b.WriteString("`ferry-bench migration` evicts one VM (1 core) back and forth between the nodes of `ferry up --nodes 2`, " +
-		"its guest idle and then rewriting some MiB of its memory in a loop; then it migrates the same guest between two " +
-		"bare QEMU processes on loopback, with the parameters Ferry's controller used. E2E: Ferry from creating the " +
+		"its guest idle and then rewriting some MiB of its memory in a loop, and migrates the same guest between two " +
+		"bare QEMU processes on loopback, with the parameters Ferry's controller used. The runs interleave (Ferry, raw, " +
+		"Ferry, raw …) and both guests live through a scenario (both idle, or both dirtying), so that load falls on both alike. E2E: Ferry from creating the " +
 		"VirtualMachineOperation to seeing it Completed, raw from the migrate command until the destination runs. " +
 		"Transfer and downtime are QEMU's own: total migration time and switchover pause. N counts completed migrations; " +
 		"a post-migration failure is a completed migration after which the guest did not count on.\n\n")

@@ -201,46 +201,65 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 	}
 	say("VM running on %s (pod %s) with a heartbeat after %.1fs", p.node, p.pod, time.Since(t).Seconds())
 
+	// Each scenario's runs interleave, Ferry then raw, so that whatever else loads the
+	// machine loads both alike; both guests live through the scenario (idle, or both
+	// dirtying). The raw baseline migrates with what Ferry's controller asked for, known
+	// after the first Ferry migration.
 	results := make([]ScenarioResult, len(scenarios))
-	var runErr error
 	for i, sc := range scenarios {
 		results[i].Name = sc.name
 	}
+	var runErr error
+	params := hypervisor.MigrationParams{MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit}
 	for i, sc := range scenarios {
 		if runErr != nil {
-			results[i].Ferry.Skipped = true
+			results[i].Ferry.Skipped, results[i].Raw.Skipped = true, true
 			continue
 		}
-		runErr = ferryScenario(ctx, fb, sc, o, &results[i].Ferry, say)
+		fr := &ferryRunner{fb: fb, sc: sc, o: o, series: &results[i].Ferry, say: say}
+		var rb *rawBench
+		for run := range o.Runs {
+			if runErr = fr.step(ctx, run); runErr != nil {
+				break
+			}
+			if o.SkipRaw {
+				continue
+			}
+			if rb == nil {
+				if fb.params != nil {
+					params = hypervisor.MigrationParams{MaxBandwidth: fb.params.MaxBandwidthBytes,
+						DowntimeLimit: time.Duration(fb.params.DowntimeLimitMs) * time.Millisecond, AutoConverge: fb.params.AutoConverge}
+				}
+				say("[raw %s] bare QEMU, %d MiB/s, downtime limit %s, auto-converge %v, TLS %v", sc.name, params.MaxBandwidth>>20, params.DowntimeLimit, params.AutoConverge, o.RawTLS)
+				rb = &rawBench{image: image, dir: filepath.Join(workDir, "raw-"+sc.name), memKiB: hypervisor.SafeMemoryKiB(mem.Value() >> 10),
+					params: params, tls: o.RawTLS, timeout: o.MigrationTimeout, say: say}
+				if runErr = rb.setup(ctx); runErr != nil {
+					break
+				}
+			}
+			var s Sample
+			s, runErr = rb.step(ctx, sc.dirty, o.DirtyWarmup)
+			if runErr != nil {
+				break
+			}
+			results[i].Raw.Samples = append(results[i].Raw.Samples, s)
+			report(say, "raw "+sc.name, run, o.Runs, s)
+		}
+		if rb != nil {
+			rb.close()
+		} else if o.SkipRaw {
+			results[i].Raw.Skipped = true
+		}
+		if err := fr.finish(ctx); err != nil && runErr == nil {
+			say("[ferry %s] could not stop the dirtying: %v", sc.name, err)
+		}
+	}
+	if fb.params != nil {
+		say("Ferry's controller asked for: bandwidth %d MiB/s, downtime limit %d ms, auto-converge %v", fb.params.MaxBandwidthBytes>>20, fb.params.DowntimeLimitMs, fb.params.AutoConverge)
 	}
 	say("Deleting VM %s…", o.VMName)
 	cleanupVM()
 	vmDeleted = true
-
-	params := hypervisor.MigrationParams{MaxBandwidth: o.Bandwidth, DowntimeLimit: o.DowntimeLimit}
-	if fb.params != nil {
-		params = hypervisor.MigrationParams{MaxBandwidth: fb.params.MaxBandwidthBytes,
-			DowntimeLimit: time.Duration(fb.params.DowntimeLimitMs) * time.Millisecond, AutoConverge: fb.params.AutoConverge}
-		say("Ferry's controller asked for: bandwidth %d MiB/s, downtime limit %d ms, auto-converge %v", fb.params.MaxBandwidthBytes>>20, fb.params.DowntimeLimitMs, fb.params.AutoConverge)
-	}
-	for i, sc := range scenarios {
-		if o.SkipRaw || runErr != nil {
-			results[i].Raw.Skipped = true
-			continue
-		}
-		say("[raw %s] bare QEMU, %d MiB/s, downtime limit %s, auto-converge %v, TLS %v", sc.name, params.MaxBandwidth>>20, params.DowntimeLimit, params.AutoConverge, o.RawTLS)
-		rb := &rawBench{image: image, dir: filepath.Join(workDir, "raw-"+sc.name), memKiB: hypervisor.SafeMemoryKiB(mem.Value() >> 10),
-			params: params, tls: o.RawTLS, timeout: o.MigrationTimeout, say: say}
-		results[i].Raw, runErr = rb.run(ctx, o.Runs, sc.dirty, o.DirtyWarmup, func(n int, s Sample) {
-			report(say, "raw "+sc.name, n, o.Runs, s)
-		})
-		if runErr != nil {
-			for j := i + 1; j < len(scenarios); j++ {
-				results[j].Raw.Skipped = true
-			}
-			break
-		}
-	}
 
 	res = &MigrationResult{Memory: o.Memory, MemoryMiB: memMiB, Runs: o.Runs, Params: params, ParamsFromController: fb.params != nil, Scenarios: results}
 	for _, sc := range scenarios {
@@ -250,7 +269,7 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 	if o.RawTLS {
 		rawTLS = " over TLS"
 	}
-	fmt.Fprintf(out, "\nMigration benchmark: %s guest, %d run(s) per scenario, Ferry = Evict operations on `ferry up --nodes 2`, raw = bare QEMU on loopback%s. Times in ms.\n\n", o.Memory, o.Runs, rawTLS)
+	fmt.Fprintf(out, "\nMigration benchmark: %s guest, %d run(s) per scenario, Ferry = Evict operations on `ferry up --nodes 2`, raw = bare QEMU on loopback%s, runs interleaved (Ferry, raw, …). Times in ms.\n\n", o.Memory, o.Runs, rawTLS)
 	if err := Table(out, results); err != nil {
 		return res, err
 	}
@@ -281,47 +300,56 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 	return res, nil
 }
 
-// ferryScenario runs o.Runs Evict operations of the benchmark VM.
-func ferryScenario(ctx context.Context, fb *ferryBench, sc scenario, o Options, series *Series, say func(string, ...any)) error {
-	dirtying := false
-	var where placement
-	for i := range o.Runs {
-		if sc.dirty > 0 && !dirtying {
-			p, err := fb.waitReady(ctx, 3*time.Minute)
-			if err != nil {
-				return err
-			}
-			n := fmt.Sprint(sc.dirty)
-			if err := typeLine(ctx, p.runDir, "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
-				return err
-			}
-			say("[ferry %s] guest dirtying %s MiB; warming up %s", sc.name, n, o.DirtyWarmup)
-			if err := sleep(ctx, o.DirtyWarmup); err != nil {
-				return err
-			}
-			dirtying = true
-		}
-		s, p, err := fb.migrate(ctx)
+// ferryRunner runs one scenario's Evict operations of the benchmark VM, one step at a time.
+type ferryRunner struct {
+	fb       *ferryBench
+	sc       scenario
+	o        Options
+	series   *Series
+	say      func(string, ...any)
+	dirtying bool
+}
+
+// step migrates the VM once (run of o.Runs), first starting the guest's dirtying (and
+// waiting o.DirtyWarmup) in a dirtying scenario.
+func (f *ferryRunner) step(ctx context.Context, run int) error {
+	if f.sc.dirty > 0 && !f.dirtying {
+		p, err := f.fb.waitReady(ctx, 3*time.Minute)
 		if err != nil {
 			return err
 		}
-		where = p
-		if s.Outcome == PostFailure {
-			dirtying = false // the guest may have rebooted; type dirty again
-		}
-		series.Samples = append(series.Samples, s)
-		report(say, "ferry "+sc.name, i, o.Runs, s)
-	}
-	if sc.dirty > 0 {
-		p, err := fb.waitReady(ctx, 3*time.Minute)
-		if err != nil {
+		n := fmt.Sprint(f.sc.dirty)
+		if err := typeLine(ctx, p.runDir, "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
 			return err
 		}
-		if err := typeLine(ctx, p.runDir, "stop", "DIRTY STOPPED"); err != nil {
-			say("[ferry %s] could not stop the dirtying on %s: %v", sc.name, where.node, err)
+		f.say("[ferry %s] guest dirtying %s MiB; warming up %s", f.sc.name, n, f.o.DirtyWarmup)
+		if err := sleep(ctx, f.o.DirtyWarmup); err != nil {
+			return err
 		}
+		f.dirtying = true
 	}
+	s, _, err := f.fb.migrate(ctx)
+	if err != nil {
+		return err
+	}
+	if s.Outcome == PostFailure {
+		f.dirtying = false // the guest may have rebooted; type dirty again
+	}
+	f.series.Samples = append(f.series.Samples, s)
+	report(f.say, "ferry "+f.sc.name, run, f.o.Runs, s)
 	return nil
+}
+
+// finish stops the guest's dirtying.
+func (f *ferryRunner) finish(ctx context.Context) error {
+	if f.sc.dirty == 0 {
+		return nil
+	}
+	p, err := f.fb.waitReady(ctx, 3*time.Minute)
+	if err != nil {
+		return err
+	}
+	return typeLine(ctx, p.runDir, "stop", "DIRTY STOPPED")
 }
 
 func report(say func(string, ...any), what string, i, n int, s Sample) {
