@@ -396,10 +396,7 @@ func probeLauncher(ctx context.Context, runDir string) (kubelet.GuestState, erro
 		g.Fault = &kubelet.GuestFault{Reason: st.Fault.Reason, Message: st.Fault.Message}
 	}
 	if st.Agent != nil && st.Agent.Connected {
-		g.Agent = st.Agent.Report
-		if g.Agent == nil {
-			g.Agent = &v1alpha2.GuestAgentReport{}
-		}
+		g.Agent = guestReport(st.Agent.Report)
 	}
 	if st.Migration != nil {
 		g.Migration = progressOf(st.Migration)
@@ -411,6 +408,23 @@ func probeLauncher(ctx context.Context, runDir string) (kubelet.GuestState, erro
 		})
 	}
 	return g, nil
+}
+
+// guestReport is the API's copy of a launcher's guest agent report (nil: an empty one).
+func guestReport(r *launcher.GuestReport) *v1alpha2.GuestAgentReport {
+	out := &v1alpha2.GuestAgentReport{}
+	if r == nil {
+		return out
+	}
+	out.Hostname = r.Hostname
+	if r.OS != nil {
+		info := v1alpha2.GuestOSInfo(*r.OS)
+		out.OS = &info
+	}
+	for _, i := range r.Interfaces {
+		out.Interfaces = append(out.Interfaces, v1alpha2.GuestInterface(i))
+	}
+	return out
 }
 
 // hotplugLauncher is the VM handler's request to a launcher: have these disks hot-plugged.
