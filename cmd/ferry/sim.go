@@ -155,7 +155,7 @@ func (r *simRuntime) start(argv, env []string, dir string, logf *os.File) (kubel
 	}
 	var o launcher.Options
 	fs := pflag.NewFlagSet("launcher", pflag.ContinueOnError)
-	launcherFlags(fs, &o)
+	launcher.Flags(fs, &o)
 	if err := fs.Parse(argv[2:]); err != nil {
 		return nil, err
 	}

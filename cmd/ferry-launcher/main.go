@@ -1,0 +1,16 @@
+// Command ferry-launcher is the process of a launcher pod: it runs one VM's QEMU. It is
+// `ferry launcher` in a binary of its own, which links no Kubernetes client or control
+// plane, so that each VM's launcher starts small.
+package main
+
+import (
+	"os"
+
+	"github.com/ferryvm/ferry/internal/launcher/launchercmd"
+)
+
+func main() {
+	if err := launchercmd.New("ferry-launcher").Execute(); err != nil {
+		os.Exit(1)
+	}
+}
