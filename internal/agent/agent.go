@@ -188,6 +188,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	// Launcher pods run ferry-launcher, installed beside ferry (make build, the node image),
+	// or ferry itself (`ferry launcher`, pods of releases before ferry-launcher).
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -275,18 +277,19 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		o.Log.Info("Migration TLS is off: this node's live migrations go over plain TCP")
 	}
 	ko := kubelet.Options{
-		Role:           o.Role,
-		LauncherEnv:    launcherEnv,
-		OnLeaseRenewed: onRenew,
-		NodeName:       o.NodeName,
-		NodeIP:         o.NodeIP,
-		Labels:         o.Labels,
-		CPU:            cpu,
-		Memory:         mem,
-		StateDir:       o.StateDir,
-		Executable:     exe,
-		Runtime:        o.Runtime,
-		Probe:          probeLauncher,
+		Role:               o.Role,
+		LauncherEnv:        launcherEnv,
+		OnLeaseRenewed:     onRenew,
+		NodeName:           o.NodeName,
+		NodeIP:             o.NodeIP,
+		Labels:             o.Labels,
+		CPU:                cpu,
+		Memory:             mem,
+		StateDir:           o.StateDir,
+		Executable:         exe,
+		LauncherExecutable: filepath.Join(filepath.Dir(exe), kubelet.LauncherCommand),
+		Runtime:            o.Runtime,
+		Probe:              probeLauncher,
 		Migrate: func(ctx context.Context, runDir string, r v1alpha2.MigrationRequest) error {
 			return launcher.StartMigration(ctx, runDir, launcher.MigrationRequest{
 				URI: r.URI, TargetNode: r.TargetNode, MaxBandwidthBytes: r.MaxBandwidthBytes, DowntimeLimitMs: r.DowntimeLimitMs,

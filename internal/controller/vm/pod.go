@@ -154,7 +154,9 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 		}
 	}
 
-	args := []string{"launcher",
+	// The arguments of ferry-launcher, the container's command. Pods of releases before it
+	// run `ferry launcher` with the same flags, which images and node agents still run.
+	args := []string{
 		"--vm", vm.Name,
 		"--namespace", vm.Namespace,
 		"--cpus", strconv.Itoa(cores),
@@ -205,7 +207,7 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 				// its agent runs: a tag that never moves needs no pull (and a node without a
 				// registry can run it). The default would be Always for :latest or no tag.
 				ImagePullPolicy:          corev1.PullIfNotPresent,
-				Command:                  []string{"ferry"},
+				Command:                  []string{"ferry-launcher"},
 				Args:                     args,
 				Env:                      node.env(),
 				Resources:                res,
