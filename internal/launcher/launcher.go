@@ -118,7 +118,7 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// Run is the body of "ferry launcher": it starts the VM's QEMU, serves the
+// Run is the body of ferry-launcher: it starts the VM's QEMU, serves the
 // launcher API on RunDir/launcher.sock and returns when QEMU is gone.
 //
 // Cancel ctx (SIGTERM) for a graceful stop: ACPI powerdown with a 10 s

@@ -112,7 +112,7 @@ func (r *Reconciler) launcherDevices(ctx context.Context) (podDevices, error) {
 }
 
 // launcherPod builds the pod that runs the VM: one container whose process is
-// `ferry launcher`, with the VM's placement, and requests and limits from its size.
+// ferry-launcher, with the VM's placement, and requests and limits from its size.
 // token is the VM's fencing token for this start: the launcher runs QEMU only while the
 // disk lease holds no higher one.
 // nic, when set, gives the VM a NIC with its address and MAC (launcher flags --ip,
