@@ -10,7 +10,9 @@ import (
 )
 
 func main() {
-	if err := launchercmd.New("ferry-launcher").Execute(); err != nil {
+	cmd := launchercmd.New("ferry-launcher")
+	cmd.SilenceUsage = true // as ferry's own commands
+	if err := cmd.Execute(); err != nil {
 		os.Exit(1)
 	}
 }

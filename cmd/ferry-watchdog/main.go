@@ -10,7 +10,9 @@ import (
 )
 
 func main() {
-	if err := watchdogcmd.New("ferry-watchdog").Execute(); err != nil {
+	cmd := watchdogcmd.New("ferry-watchdog")
+	cmd.SilenceUsage = true // as ferry's own commands
+	if err := cmd.Execute(); err != nil {
 		os.Exit(1)
 	}
 }
