@@ -94,9 +94,8 @@ const longestSocket = "/launcher.sock"
 // Only the controller can create a pod with Ferry's launcher label (deploy/base's
 // ValidatingAdmissionPolicy ferry-launcher-pods); on top of that, the one command it runs
 // is ferry-launcher (or `ferry launcher`, as pods of releases before it name it), and the
-// environment is the agent's own: none of the pod's variables
-// (FERRY_* are set below to the node's values), so that no LD_PRELOAD or PATH of a pod
-// reaches a root process.
+// environment is the agent's own: none of the pod's variables (FERRY_* are set below to
+// the node's values), so that no LD_PRELOAD or PATH of a pod reaches a root process.
 func launcherOnly(pod *corev1.Pod) error {
 	if _, ok := pod.Labels[v1alpha2.LabelLauncher]; !ok {
 		return fmt.Errorf("the Ferry node agent runs only Ferry's launcher pods (label %s); this node runs no other pod", v1alpha2.LabelLauncher)
