@@ -8,8 +8,11 @@ LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 
 .PHONY: build generate manifests helm-chart api-diff deps up test vet print-ldflags debian-guest node-bins
 
+# bin/ferry is all of Ferry; bin/ferry-launcher (each VM's launcher) and bin/ferry-watchdog
+# (each node's watchdog under ferry up) are small binaries for the processes there are many
+# of. Agents and ferry up run them from beside ferry.
 build:
-	go build -ldflags "$(LDFLAGS)" -o bin/ferry ./cmd/ferry
+	go build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/ferry ./cmd/ferry-launcher ./cmd/ferry-watchdog
 
 # What `ferry up --kubelet=real` runs on each node besides Debian's containerd: kubelet and
 # kube-proxy from Ferry's Kubernetes modules, and the pods' sandbox process.
@@ -62,10 +65,11 @@ debian-guest:
 	@bash internal/guestimage/build-debian-guest.sh
 
 # Ferry's image for Kubernetes nodes without Docker or a registry (deploy/image/Dockerfile's
-# contents): an OCI image-layout tar that `ctr -n k8s.io images import` loads; prints its
-# path. The Debian base layer is cached in /var/cache/ferry/images and rebuilt only when
-# internal/nodeimage/build-node-base.sh changes (as root, ~1.5 min cold); then only the
-# ferry layer is written (~1 s). NODE_IMAGE names it; CONTAINERD=<socket> also imports it.
+# contents, bin/ferry and bin/ferry-launcher): an OCI image-layout tar that `ctr -n k8s.io
+# images import` loads; prints its path. The Debian base layer is cached in
+# /var/cache/ferry/images and rebuilt only when internal/nodeimage/build-node-base.sh
+# changes (as root, ~1.5 min cold); then only the ferry layer is written (~1 s).
+# NODE_IMAGE names it; CONTAINERD=<socket> also imports it.
 NODE_IMAGE ?= docker.io/ferryvm/ferry:$(shell git describe --always --dirty 2>/dev/null || echo dev)
 .PHONY: node-image
 node-image: build

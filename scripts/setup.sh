@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what Ferry needs on a fresh Debian 12 machine (idempotent), then builds bin/ferry.
+# Installs what Ferry needs on a fresh Debian 12 machine (idempotent), then builds bin/ferry
+# (with bin/ferry-launcher and bin/ferry-watchdog beside it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +44,7 @@ if [[ $(helm version --template '{{.Version}}' 2>/dev/null) != "$helm_version" ]
 	[[ $(id -u) -eq 0 ]] || echo "setup: add $helm_bin to your PATH to run helm"
 fi
 
-echo "setup: building bin/ferry (the first build compiles Kubernetes: ~15-20 min on 2 cores)"
+echo "setup: building bin/ferry, bin/ferry-launcher and bin/ferry-watchdog (the first build compiles Kubernetes: ~15-20 min on 2 cores)"
 make --no-print-directory build
 # kubelet and kube-proxy for real-kubelet nodes, and the pods' pause process (skipped when
 # they are there at the right version; ~2 min after the first build of bin/ferry).

@@ -150,13 +150,14 @@ type simRuntime struct {
 }
 
 func (r *simRuntime) start(argv, env []string, dir string, logf *os.File) (kubelet.Container, error) {
-	if len(argv) < 2 || argv[1] != "launcher" {
+	args, ok := launcherArgs(argv)
+	if !ok {
 		return nil, fmt.Errorf("simulated nodes run only launchers, not %q", strings.Join(argv, " "))
 	}
 	var o launcher.Options
 	fs := pflag.NewFlagSet("launcher", pflag.ContinueOnError)
-	launcherFlags(fs, &o)
-	if err := fs.Parse(argv[2:]); err != nil {
+	launcher.Flags(fs, &o)
+	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	o.RunDir, o.MigrationAddress = dir, r.node.IP
@@ -180,6 +181,18 @@ func (r *simRuntime) start(argv, env []string, dir string, logf *os.File) (kubel
 		close(c.done)
 	}()
 	return c, nil
+}
+
+// launcherArgs are the flags of a launcher's command line: ferry-launcher's, or `ferry
+// launcher`'s (pods of releases before ferry-launcher).
+func launcherArgs(argv []string) ([]string, bool) {
+	switch {
+	case len(argv) > 0 && argv[0] == kubelet.LauncherCommand:
+		return argv[1:], true
+	case len(argv) > 1 && argv[0] == "ferry" && argv[1] == "launcher":
+		return argv[2:], true
+	}
+	return nil, false
 }
 
 type simContainer struct {

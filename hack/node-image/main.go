@@ -19,7 +19,7 @@ import (
 
 func main() {
 	ref := flag.String("ref", "", "image reference, with a tag (e.g. docker.io/ferryvm/ferry:0.2.0)")
-	ferry := flag.String("ferry", "bin/ferry", "the ferry binary to put in the image")
+	ferry := flag.String("ferry", "bin/ferry", "the ferry binary to put in the image, with the ferry-launcher beside it")
 	out := flag.String("out", "bin/ferry-image.tar", "where to write the OCI image-layout tar")
 	imp := flag.String("import", "", "containerd address to import the image into (k8s.io namespace); empty: no import")
 	flag.Parse()

@@ -188,6 +188,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	// Launcher pods run ferry-launcher, installed beside ferry (make build, the node image),
+	// or ferry itself (`ferry launcher`, pods of releases before ferry-launcher).
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -275,18 +277,19 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		o.Log.Info("Migration TLS is off: this node's live migrations go over plain TCP")
 	}
 	ko := kubelet.Options{
-		Role:           o.Role,
-		LauncherEnv:    launcherEnv,
-		OnLeaseRenewed: onRenew,
-		NodeName:       o.NodeName,
-		NodeIP:         o.NodeIP,
-		Labels:         o.Labels,
-		CPU:            cpu,
-		Memory:         mem,
-		StateDir:       o.StateDir,
-		Executable:     exe,
-		Runtime:        o.Runtime,
-		Probe:          probeLauncher,
+		Role:               o.Role,
+		LauncherEnv:        launcherEnv,
+		OnLeaseRenewed:     onRenew,
+		NodeName:           o.NodeName,
+		NodeIP:             o.NodeIP,
+		Labels:             o.Labels,
+		CPU:                cpu,
+		Memory:             mem,
+		StateDir:           o.StateDir,
+		Executable:         exe,
+		LauncherExecutable: filepath.Join(filepath.Dir(exe), kubelet.LauncherCommand),
+		Runtime:            o.Runtime,
+		Probe:              probeLauncher,
 		Migrate: func(ctx context.Context, runDir string, r v1alpha2.MigrationRequest) error {
 			return launcher.StartMigration(ctx, runDir, launcher.MigrationRequest{
 				URI: r.URI, TargetNode: r.TargetNode, MaxBandwidthBytes: r.MaxBandwidthBytes, DowntimeLimitMs: r.DowntimeLimitMs,
@@ -396,10 +399,7 @@ func probeLauncher(ctx context.Context, runDir string) (kubelet.GuestState, erro
 		g.Fault = &kubelet.GuestFault{Reason: st.Fault.Reason, Message: st.Fault.Message}
 	}
 	if st.Agent != nil && st.Agent.Connected {
-		g.Agent = st.Agent.Report
-		if g.Agent == nil {
-			g.Agent = &v1alpha2.GuestAgentReport{}
-		}
+		g.Agent = guestReport(st.Agent.Report)
 	}
 	if st.Migration != nil {
 		g.Migration = progressOf(st.Migration)
@@ -411,6 +411,23 @@ func probeLauncher(ctx context.Context, runDir string) (kubelet.GuestState, erro
 		})
 	}
 	return g, nil
+}
+
+// guestReport is the API's copy of a launcher's guest agent report (nil: an empty one).
+func guestReport(r *launcher.GuestReport) *v1alpha2.GuestAgentReport {
+	out := &v1alpha2.GuestAgentReport{}
+	if r == nil {
+		return out
+	}
+	out.Hostname = r.Hostname
+	if r.OS != nil {
+		info := v1alpha2.GuestOSInfo(*r.OS)
+		out.OS = &info
+	}
+	for _, i := range r.Interfaces {
+		out.Interfaces = append(out.Interfaces, v1alpha2.GuestInterface(i))
+	}
+	return out
 }
 
 // hotplugLauncher is the VM handler's request to a launcher: have these disks hot-plugged.

@@ -14,11 +14,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/watchdog"
 )
 
-// ResetMarker is the file, in a node's state directory, that the node's watchdog process
-// writes when it resets the node (under `ferry up`).
-const ResetMarker = "watchdog-reset"
+// ResetMarker is watchdog.ResetMarker.
+const ResetMarker = watchdog.ResetMarker
 
 // rejoinGrace is how long past its fencing time a reset node waits for the cluster to fence
 // it (the storm guard may hold fencing back) before it rejoins anyway.

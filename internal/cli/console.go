@@ -26,7 +26,7 @@ func consoleCommand(g *Globals) *cobra.Command {
 		Short: "Connect to a VM's serial console (Ctrl+] leaves); --log prints what the guest wrote",
 		Long: "console joins this terminal to the VM's serial console, after the last lines the guest wrote; Ctrl+] leaves.\n" +
 			"Under `ferry up` it reaches the launcher's run directory on this machine; elsewhere (--transport exec) it goes\n" +
-			"through the Kubernetes API: pods/exec of `ferry launcher console` in the VM's launcher pod.",
+			"through the Kubernetes API: pods/exec of `ferry-launcher console` in the VM's launcher pod.",
 		Example: "  ferry v console linux-vm\n  ferry v console linux-vm.project-1 --log\n  echo poweroff | ferry v console -n project-1 linux-vm",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -5,7 +5,7 @@
 //
 // console and vnc join the user's terminal or a local VNC port to the VM's QEMU through
 // launcher.Relay: in this process when the launcher's run directory is on this machine
-// (ferry up's stand-in kubelet serves no exec), else through pods/exec of `ferry launcher
+// (ferry up's stand-in kubelet serves no exec), else through pods/exec of `ferry-launcher
 // console|vnc` in the launcher pod (relay.go).
 //
 // ssh, scp and port-forward reach a running VM's ports: port-forward carries TCP over a

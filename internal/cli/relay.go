@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,7 +26,7 @@ const (
 // relays opens relays to the sockets of a VM's QEMU (launcher.Relay): in this process
 // when the launcher pod's run directory is on this machine (`ferry up`'s stand-in kubelet,
 // which names it in the pod's run-dir annotation, and serves no exec), else through the
-// Kubernetes API: pods/exec of `ferry launcher console|vnc` in the launcher pod, as a real
+// Kubernetes API: pods/exec of `ferry-launcher console|vnc` in the launcher pod, as a real
 // kubelet serves it. auto takes the first that applies.
 type relays struct {
 	c    client.Client
@@ -103,13 +104,19 @@ func (r *relays) open(ctx context.Context, pod *corev1.Pod, kind string) (Stream
 			return launcher.Relay(ctx, kind, runDir, in, out)
 		}), nil
 	}
-	return r.exec.run(ctx, pod.Namespace, pod.Name, relayCommandLine(kind))
+	return r.exec.run(ctx, pod.Namespace, pod.Name, relayCommandLine(kind, pod))
 }
 
-// relayCommandLine is the command that runs relay kind in a launcher pod.
-func relayCommandLine(kind string) []string {
-	if kind == launcher.RelayConsoleLog {
-		return []string{"ferry", "launcher", launcher.RelayConsole, "--log"}
+// relayCommandLine is the command that runs relay kind in a launcher pod: `ferry-launcher
+// console|vnc`, or `ferry launcher console|vnc` in a pod of a release before ferry-launcher
+// (whose command is ferry; its image has no ferry-launcher).
+func relayCommandLine(kind string, pod *corev1.Pod) []string {
+	cmd := []string{"ferry-launcher"}
+	if len(pod.Spec.Containers) > 0 && slices.Equal(pod.Spec.Containers[0].Command, []string{"ferry"}) {
+		cmd = []string{"ferry", "launcher"}
 	}
-	return []string{"ferry", "launcher", kind}
+	if kind == launcher.RelayConsoleLog {
+		return append(cmd, launcher.RelayConsole, "--log")
+	}
+	return append(cmd, kind)
 }

@@ -26,7 +26,7 @@ import (
 	"github.com/ferryvm/ferry/internal/launcher"
 )
 
-// launcherInContainer is the container runtime's side of `ferry launcher console|vnc`, as
+// launcherInContainer is the container runtime's side of `ferry-launcher console|vnc`, as
 // a kubelet's streaming server drives it: the relay runs in-process on the pod's run
 // directory, as the command does in the launcher's container.
 type launcherInContainer struct {
@@ -40,11 +40,21 @@ func (l *launcherInContainer) ExecInContainer(ctx context.Context, pod, uid, con
 	l.mu.Lock()
 	l.seen = append(l.seen, pod+"/"+container+": "+strings.Join(cmd, " "))
 	l.mu.Unlock()
+	// ferry-launcher, or `ferry launcher` in pods of releases before it.
+	args := cmd
+	switch {
+	case len(cmd) > 0 && cmd[0] == "ferry-launcher":
+		args = cmd[1:]
+	case len(cmd) > 1 && cmd[0] == "ferry" && cmd[1] == "launcher":
+		args = cmd[2:]
+	}
 	kind := ""
 	switch {
-	case slices.Equal(cmd, []string{"ferry", "launcher", "console"}), slices.Equal(cmd, []string{"ferry", "launcher", "vnc"}):
-		kind = cmd[2]
-	case slices.Equal(cmd, []string{"ferry", "launcher", "console", "--log"}):
+	case len(args) == len(cmd):
+		return fmt.Errorf("unexpected command %q", cmd)
+	case slices.Equal(args, []string{"console"}), slices.Equal(args, []string{"vnc"}):
+		kind = args[0]
+	case slices.Equal(args, []string{"console", "--log"}):
 		kind = launcher.RelayConsoleLog
 	default:
 		return fmt.Errorf("unexpected command %q", cmd)
@@ -153,12 +163,16 @@ func rfbHandshake(t *testing.T, c io.ReadWriter) (w, h uint16, name string) {
 }
 
 // TestConsoleAndVNCThroughTheAPI: `ferry v console` and `ferry v vnc` reach a VM's QEMU
-// through pods/exec of `ferry launcher console|vnc` in its launcher pod, over websockets
+// through pods/exec of `ferry-launcher console|vnc` in its launcher pod, over websockets
 // and over SPDY, as on a real cluster: the guest's console both ways, its serial log, and
-// a VNC viewer's handshake up to the desktop's size and name.
+// a VNC viewer's handshake up to the desktop's size and name. A pod of a release before
+// ferry-launcher gets `ferry launcher console`.
 func TestConsoleAndVNCThroughTheAPI(t *testing.T) {
 	run := startEchoGuest(t)
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "virt-launcher-db-abcde"}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "virt-launcher-db-abcde"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "compute", Command: []string{"ferry-launcher"}, Args: []string{"--vm", "db"}}}}}
+	oldPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "virt-launcher-db-fghij"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "compute", Command: []string{"ferry"}, Args: []string{"launcher", "--vm", "db"}}}}}
 	for _, websockets := range []bool{true, false} {
 		t.Run(fmt.Sprintf("websockets=%v", websockets), func(t *testing.T) {
 			runtime := &launcherInContainer{runDir: run}
@@ -225,13 +239,24 @@ func TestConsoleAndVNCThroughTheAPI(t *testing.T) {
 				t.Fatal(err)
 			}
 
+			// The serial log of an earlier release's pod.
+			s, err = r.open(ctx, oldPod, launcher.RelayConsoleLog)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.CloseWrite()
+			if b, err := io.ReadAll(s); err != nil || !bytes.HasPrefix(b, []byte("R\n")) {
+				t.Fatalf("console --log of an earlier release's pod: %q, %v", b, err)
+			}
+
 			want := []string{"console --log", "console", "vnc", "vnc"}
 			runtime.mu.Lock()
 			seen := slices.Clone(runtime.seen)
 			runtime.mu.Unlock()
 			for i := range want {
-				want[i] = "virt-launcher-db-abcde/compute: ferry launcher " + want[i]
+				want[i] = "virt-launcher-db-abcde/compute: ferry-launcher " + want[i]
 			}
+			want = append(want, "virt-launcher-db-fghij/compute: ferry launcher console --log")
 			if !slices.Equal(seen, want) {
 				t.Fatalf("execs %q, want %q", seen, want)
 			}

@@ -13,8 +13,6 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 // maxReply bounds one reply from the guest: the guest is the tenant's, and what it writes is
@@ -226,9 +224,29 @@ func readReply(r *bufio.Reader) (reply, error) {
 
 // Info is what the agent tells about the guest.
 type Info struct {
-	OS         *v1alpha2.GuestOSInfo
+	OS         *OSInfo
 	Hostname   string
-	Interfaces []v1alpha2.GuestInterface
+	Interfaces []Interface
+}
+
+// OSInfo is the guest's operating system, as v1alpha2.GuestOSInfo (same fields and JSON),
+// kept here so that launchers link no API types.
+type OSInfo struct {
+	ID            string `json:"id,omitempty"`
+	Name          string `json:"name,omitempty"`
+	PrettyName    string `json:"prettyName,omitempty"`
+	Version       string `json:"version,omitempty"`
+	VersionID     string `json:"versionId,omitempty"`
+	KernelRelease string `json:"kernelRelease,omitempty"`
+	KernelVersion string `json:"kernelVersion,omitempty"`
+	Machine       string `json:"machine,omitempty"`
+}
+
+// Interface is a guest network interface, as v1alpha2.GuestInterface (same fields and JSON).
+type Interface struct {
+	Name        string   `json:"name"`
+	MAC         string   `json:"mac,omitempty"`
+	IPAddresses []string `json:"ipAddresses,omitempty"`
 }
 
 // Query asks the agent for the guest's OS, host name and network interfaces. Commands the
@@ -248,7 +266,7 @@ func (c *Client) Query(ctx context.Context) (Info, error) {
 	if err := c.Execute(ctx, "guest-get-osinfo", nil, &osInfo); err != nil && !isCommandError(err) {
 		return info, err
 	} else if err == nil {
-		info.OS = &v1alpha2.GuestOSInfo{
+		info.OS = &OSInfo{
 			ID: clip(osInfo.ID), Name: clip(osInfo.Name), PrettyName: clip(osInfo.PrettyName),
 			Version: clip(osInfo.Version), VersionID: clip(osInfo.VersionID),
 			KernelRelease: clip(osInfo.KernelRelease), KernelVersion: clip(osInfo.KernelVersion), Machine: clip(osInfo.Machine),
@@ -277,7 +295,7 @@ func (c *Client) Query(ctx context.Context) (Info, error) {
 		if i.Name == "lo" || len(info.Interfaces) == maxInterfaces {
 			continue
 		}
-		gi := v1alpha2.GuestInterface{Name: clip(i.Name), MAC: clip(i.MAC)}
+		gi := Interface{Name: clip(i.Name), MAC: clip(i.MAC)}
 		for _, a := range i.IPAddresses {
 			if ip := net.ParseIP(a.Address); ip != nil && !ip.IsLinkLocalUnicast() && len(gi.IPAddresses) < maxAddresses {
 				gi.IPAddresses = append(gi.IPAddresses, ip.String())

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/guestagent"
 )
 
@@ -15,7 +14,15 @@ type AgentStatus struct {
 	// Connected is true while the agent answered its last sync.
 	Connected bool `json:"connected"`
 	// Report is what the agent last told about the guest (kept while it answers).
-	Report *v1alpha2.GuestAgentReport `json:"report,omitempty"`
+	Report *GuestReport `json:"report,omitempty"`
+}
+
+// GuestReport is v1alpha2.GuestAgentReport (same fields and JSON, which launchers of other
+// releases send) without linking the API types into the launcher.
+type GuestReport struct {
+	OS         *guestagent.OSInfo     `json:"os,omitempty"`
+	Hostname   string                 `json:"hostname,omitempty"`
+	Interfaces []guestagent.Interface `json:"interfaces,omitempty"`
 }
 
 // How often the launcher talks to the guest agent: a sync (is it there?) every agentPoll,
@@ -84,7 +91,7 @@ func (a *agentWatch) run(ctx context.Context, lg *logger) {
 				a.mu.Lock()
 				was := a.status.Connected
 				a.status.Connected = true
-				a.status.Report = &v1alpha2.GuestAgentReport{OS: info.OS, Hostname: info.Hostname, Interfaces: info.Interfaces}
+				a.status.Report = &GuestReport{OS: info.OS, Hostname: info.Hostname, Interfaces: info.Interfaces}
 				a.client = c
 				a.mu.Unlock()
 				if !was {

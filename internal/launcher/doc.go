@@ -1,4 +1,4 @@
-// Package launcher is the body of the "ferry launcher" subcommand, the single
+// Package launcher is the body of ferry-launcher (and `ferry launcher`), the single
 // process of a VM pod. Run starts the VM's QEMU through package hypervisor,
 // follows the guest heartbeat on the serial log, serves a small HTTP API on
 // the unix socket RunDir/launcher.sock and returns an exit code:
@@ -54,7 +54,7 @@
 // VMs in one process; simulated launchers migrate to each other through a
 // SimNet.
 //
-// Relay (`ferry launcher console|vnc`, run in the launcher's container by pods/exec) joins
+// Relay (`ferry-launcher console|vnc`, run in the launcher's container by pods/exec) joins
 // its stdin/stdout to the serial console or to QEMU's VNC server, which listens on
 // RunDir/vnc.sock only: `ferry v console` and `ferry v vnc` reach a VM so.
 //

@@ -15,18 +15,17 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/disklease"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
 // Exit codes of Run.
 const (
-	ExitStopped    = 0                               // guest powered off, or stopped on request
-	ExitNoStart    = 1                               // VM could not be started (bad options, broken disk, ...)
-	ExitQEMUDied   = 2                               // QEMU died unexpectedly (crash, killed)
-	ExitMigrated   = v1alpha2.LauncherExitMigrated   // the VM live-migrated away; the guest runs on the target
-	ExitSuperseded = v1alpha2.LauncherExitSuperseded // a newer instance holds the VM's disk lease; this one was fenced
+	ExitStopped    = 0 // guest powered off, or stopped on request
+	ExitNoStart    = 1 // VM could not be started (bad options, broken disk, ...)
+	ExitQEMUDied   = 2 // QEMU died unexpectedly (crash, killed)
+	ExitMigrated   = 3 // v1alpha2.LauncherExitMigrated: the VM live-migrated away; the guest runs on the target
+	ExitSuperseded = 4 // v1alpha2.LauncherExitSuperseded: a newer instance holds the VM's disk lease; this one was fenced
 	// ShutdownGrace is how long a guest has to power off when stopped, unless
 	// Options.ShutdownGrace says otherwise.
 	ShutdownGrace = 10 * time.Second
@@ -119,7 +118,7 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// Run is the body of "ferry launcher": it starts the VM's QEMU, serves the
+// Run is the body of ferry-launcher: it starts the VM's QEMU, serves the
 // launcher API on RunDir/launcher.sock and returns when QEMU is gone.
 //
 // Cancel ctx (SIGTERM) for a graceful stop: ACPI powerdown with a 10 s

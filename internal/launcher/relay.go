@@ -13,7 +13,7 @@ import (
 )
 
 // What a relay carries between its stdin/stdout and the VM's QEMU in the same run
-// directory: `ferry launcher console` and `ferry launcher vnc`, which `ferry v console` and
+// directory: `ferry-launcher console` and `ferry-launcher vnc`, which `ferry v console` and
 // `ferry v vnc` run in the VM's launcher pod through pods/exec (or in-process, when the
 // run directory is on the same machine). The sockets are unix sockets of the pod's run
 // directory: QEMU listens on no network address for them.

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	certificatesv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/ferryvm/ferry/internal/pki"
@@ -50,12 +49,10 @@ func NodeOf(cn string) (string, bool) {
 }
 
 // Usages are exactly what a migration endpoint needs: a TLS server (target) and client
-// (source) with one certificate. QEMU's certificate checks want key encipherment too.
-func Usages() []certificatesv1.KeyUsage {
-	return []certificatesv1.KeyUsage{
-		certificatesv1.UsageDigitalSignature, certificatesv1.UsageKeyEncipherment,
-		certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth,
-	}
+// (source) with one certificate. QEMU's certificate checks want key encipherment too. U is
+// certificatesv1.KeyUsage, whose values these are (launchers do not link the API types).
+func Usages[U ~string]() []U {
+	return []U{"digital signature", "key encipherment", "server auth", "client auth"}
 }
 
 // RenewAt is when a certificate should be replaced: after two thirds of its lifetime, so

@@ -30,7 +30,11 @@ const (
 )
 
 // FerryPath is where the image holds the ferry binary; the entrypoint finds it on PATH.
-const FerryPath = "/usr/local/bin/ferry"
+// LauncherPath is ferry-launcher's, the command of launcher pods.
+const (
+	FerryPath    = "/usr/local/bin/ferry"
+	LauncherPath = "/usr/local/bin/ferry-launcher"
+)
 
 // DefaultPath is the image's PATH: Debian's, as debian:12-slim sets it.
 const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -96,7 +100,8 @@ type History struct {
 // Write writes out, an OCI image-layout tar that `ctr images import` loads as ref: the
 // cached base layer (EnsureBase; it is built first when missing, silently: call
 // EnsureBase first to see its progress) and a layer holding ferryBinary as
-// /usr/local/bin/ferry (0755, root), with the entrypoint ferry. ref is normalized as
+// /usr/local/bin/ferry and the ferry-launcher beside it (make build) as
+// /usr/local/bin/ferry-launcher (0755, root), with the entrypoint ferry. ref is normalized as
 // the Kubernetes node's runtime will look it up ("ferryvm/ferry:0.2.0" is
 // "docker.io/ferryvm/ferry:0.2.0") and must have a tag; prefer one other than latest,
 // which kubelet always tries to pull. out is replaced atomically. Only the ferry layer
@@ -110,38 +115,48 @@ func Write(ctx context.Context, out, ref, ferryBinary string) error {
 	if err != nil {
 		return err
 	}
-	return write(ctx, out, ref, ferryBinary, FerryPath, []string{"ferry"}, basePath, &base)
+	launcherBinary := filepath.Join(filepath.Dir(ferryBinary), filepath.Base(LauncherPath))
+	if _, err := os.Stat(launcherBinary); err != nil {
+		return fmt.Errorf("no ferry-launcher beside %s (make build builds both): %w", ferryBinary, err)
+	}
+	return write(ctx, out, ref, []layerFile{{ferryBinary, FerryPath}, {launcherBinary, LauncherPath}}, []string{"ferry"}, basePath, &base)
 }
+
+// layerFile is a file of the image's own layer: src, on this machine, at path.
+type layerFile struct{ src, path string }
 
 // WritePause writes out, an OCI image-layout tar of the pods' sandbox image ref: one
 // layer holding the static binary as /pause, its entrypoint; no base.
 func WritePause(ctx context.Context, out, ref, binary string) error {
-	return write(ctx, out, ref, binary, "/pause", []string{"/pause"}, "", nil)
+	return write(ctx, out, ref, []layerFile{{binary, "/pause"}}, []string{"/pause"}, "", nil)
 }
 
 // write writes the image: the base layer (if base is not nil, from basePath) and a layer
-// with binary at path.
-func write(ctx context.Context, out, ref, binary, path string, entrypoint []string, basePath string, base *baseLayer) error {
+// with the files.
+func write(ctx context.Context, out, ref string, files []layerFile, entrypoint []string, basePath string, base *baseLayer) error {
 	name, err := NormalizeRef(ref)
 	if err != nil {
 		return err
 	}
-	ferryBinary := binary
-	bin, err := os.Open(ferryBinary)
-	if err != nil {
-		return err
-	}
-	defer bin.Close()
-	fi, err := bin.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", ferryBinary)
+	var bins []layerBinary
+	for _, f := range files {
+		bin, err := os.Open(f.src)
+		if err != nil {
+			return err
+		}
+		defer bin.Close()
+		fi, err := bin.Stat()
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", f.src)
+		}
+		bins = append(bins, layerBinary{path: f.path, f: bin, size: fi.Size()})
 	}
 	// First pass: the ferry layer's digest and size (it is written in the second).
 	h := sha256.New()
-	n, err := writeFerryLayer(&countingWriter{w: h}, path, io.NewSectionReader(bin, 0, fi.Size()), fi.Size())
+	n, err := writeFerryLayer(&countingWriter{w: h}, bins)
 	if err != nil {
 		return fmt.Errorf("hashing the ferry layer: %v", err)
 	}
@@ -166,7 +181,16 @@ func write(ctx context.Context, out, ref, binary, path string, entrypoint []stri
 		layers = append(layers, Descriptor{MediaType: base.MediaType, Digest: base.Digest, Size: base.Size})
 	}
 	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, ferryLayer.Digest)
-	cfg.History = append(cfg.History, History{CreatedBy: "COPY " + filepath.Base(binary) + " " + path})
+	copied := "COPY"
+	for _, f := range files {
+		copied += " " + filepath.Base(f.src)
+	}
+	if len(files) == 1 {
+		copied += " " + files[0].path
+	} else {
+		copied += " " + filepath.Dir(files[0].path) + "/"
+	}
+	cfg.History = append(cfg.History, History{CreatedBy: copied})
 	layers = append(layers, ferryLayer)
 	cfgJSON, cfgDesc, err := blob(MediaTypeConfig, cfg)
 	if err != nil {
@@ -241,11 +265,11 @@ func write(ctx context.Context, out, ref, binary, path string, entrypoint []stri
 		return err
 	}
 	h.Reset()
-	if _, err := writeFerryLayer(io.MultiWriter(tw, h), path, io.NewSectionReader(bin, 0, fi.Size()), fi.Size()); err != nil {
+	if _, err := writeFerryLayer(io.MultiWriter(tw, h), bins); err != nil {
 		return fmt.Errorf("writing the ferry layer: %v", err)
 	}
 	if got := digestOf(h); got != ferryLayer.Digest {
-		return fmt.Errorf("%s changed while the image was written", ferryBinary)
+		return fmt.Errorf("%s changed while the image was written", files[0].src)
 	}
 	if err := tw.Close(); err != nil {
 		return err
@@ -264,30 +288,44 @@ func write(ctx context.Context, out, ref, binary, path string, entrypoint []stri
 // binary makes the same layer, which the node's runtime then has already.
 var epoch = time.Unix(0, 0)
 
-// writeFerryLayer writes the binary's layer's tar to w: the binary at path (e.g.
-// usr/local/bin/ferry) and its directories, root-owned, and returns the bytes written.
-func writeFerryLayer(w io.Writer, path string, bin io.Reader, size int64) (int64, error) {
+// layerBinary is a binary of the ferry layer, at path in the image.
+type layerBinary struct {
+	path string
+	f    *os.File
+	size int64
+}
+
+// writeFerryLayer writes the binaries' layer's tar to w: each binary at its path (e.g.
+// usr/local/bin/ferry) and their directories, root-owned, and returns the bytes written.
+func writeFerryLayer(w io.Writer, bins []layerBinary) (int64, error) {
 	cw := &countingWriter{w: w}
 	tw := tar.NewWriter(cw)
-	rel := strings.TrimPrefix(path, "/")
-	var dirs []string
-	for d := filepath.Dir(rel); d != "."; d = filepath.Dir(d) {
-		dirs = append([]string{d + "/"}, dirs...)
-	}
-	for _, d := range dirs {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755, ModTime: epoch,
-			Uname: "root", Gname: "root", Format: tar.FormatUSTAR}); err != nil {
+	written := map[string]bool{}
+	for _, b := range bins {
+		rel := strings.TrimPrefix(b.path, "/")
+		var dirs []string
+		for d := filepath.Dir(rel); d != "."; d = filepath.Dir(d) {
+			dirs = append([]string{d + "/"}, dirs...)
+		}
+		for _, d := range dirs {
+			if written[d] {
+				continue
+			}
+			written[d] = true
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755, ModTime: epoch,
+				Uname: "root", Gname: "root", Format: tar.FormatUSTAR}); err != nil {
+				return cw.n, err
+			}
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: rel, Mode: 0o755,
+			Size: b.size, ModTime: epoch, Uname: "root", Gname: "root", Format: tar.FormatUSTAR}); err != nil {
 			return cw.n, err
 		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: rel, Mode: 0o755,
-		Size: size, ModTime: epoch, Uname: "root", Gname: "root", Format: tar.FormatUSTAR}); err != nil {
-		return cw.n, err
-	}
-	if n, err := io.Copy(tw, bin); err != nil {
-		return cw.n, err
-	} else if n != size {
-		return cw.n, fmt.Errorf("read %d bytes of the binary, expected %d", n, size)
+		if n, err := io.Copy(tw, io.NewSectionReader(b.f, 0, b.size)); err != nil {
+			return cw.n, err
+		} else if n != b.size {
+			return cw.n, fmt.Errorf("read %d bytes of %s, expected %d", n, b.f.Name(), b.size)
+		}
 	}
 	err := tw.Close()
 	return cw.n, err

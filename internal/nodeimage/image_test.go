@@ -108,13 +108,18 @@ func readImage(t *testing.T, path string) image {
 
 // Write's layout is one that an importer takes: index → manifest → config and layers,
 // every digest and size right, the ref in both annotations, and the ferry layer holding
-// the binary as /usr/local/bin/ferry (0755, root).
+// the binary as /usr/local/bin/ferry and the ferry-launcher beside it as
+// /usr/local/bin/ferry-launcher (0755, root).
 func TestWrite(t *testing.T) {
 	_, base := fakeBase(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "ferry")
 	binData := []byte("#!/bin/sh\necho ferry test binary\n" + strings.Repeat("x", 1000))
 	if err := os.WriteFile(bin, binData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	launcherData := []byte("#!/bin/sh\necho ferry-launcher test binary\n")
+	if err := os.WriteFile(filepath.Join(dir, "ferry-launcher"), launcherData, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out", "ferry.tar")
@@ -180,21 +185,22 @@ func TestWrite(t *testing.T) {
 		if h.Uid != 0 || h.Gid != 0 {
 			t.Errorf("%s is owned by %d:%d", h.Name, h.Uid, h.Gid)
 		}
-		if h.Name != "usr/local/bin/ferry" {
+		want := map[string][]byte{"usr/local/bin/ferry": binData, "usr/local/bin/ferry-launcher": launcherData}[h.Name]
+		if want == nil {
 			continue
 		}
 		if h.Typeflag != tar.TypeReg || h.Mode != 0o755 {
-			t.Errorf("usr/local/bin/ferry: type %c, mode %o; want a regular file, 0755", h.Typeflag, h.Mode)
+			t.Errorf("%s: type %c, mode %o; want a regular file, 0755", h.Name, h.Typeflag, h.Mode)
 		}
 		got, err := io.ReadAll(tr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got, binData) {
-			t.Error("usr/local/bin/ferry is not the binary")
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s is not the binary", h.Name)
 		}
 	}
-	if want := "usr/ usr/local/ usr/local/bin/ usr/local/bin/ferry"; strings.Join(names, " ") != want {
+	if want := "usr/ usr/local/ usr/local/bin/ usr/local/bin/ferry usr/local/bin/ferry-launcher"; strings.Join(names, " ") != want {
 		t.Errorf("the ferry layer holds %q, want %s", names, want)
 	}
 	if leftovers, _ := filepath.Glob(filepath.Join(dir, "out", ".*")); len(leftovers) > 0 {
@@ -208,6 +214,9 @@ func TestWriteIsReproducible(t *testing.T) {
 	fakeBase(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "ferry")
+	if err := os.WriteFile(filepath.Join(dir, "ferry-launcher"), []byte("launcher"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	write := func(data, name string) image {
 		t.Helper()
 		if err := os.WriteFile(bin, []byte(data), 0o755); err != nil {
@@ -236,6 +245,12 @@ func TestWriteRejectsBadInput(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "ferry")
 	if err := os.WriteFile(bin, []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(t.Context(), filepath.Join(dir, "l.tar"), "ferryvm/ferry:1", bin); err == nil || !strings.Contains(err.Error(), "no ferry-launcher") {
+		t.Errorf("Write without a ferry-launcher beside ferry: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ferry-launcher"), []byte("x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := Write(t.Context(), filepath.Join(dir, "a.tar"), "ferryvm/ferry", bin); err == nil {

@@ -71,6 +71,26 @@ func realBinaries(exe string) (kubelet, proxy string, err error) {
 	return kubelet, proxy, nil
 }
 
+// The light binaries ferry up's nodes run, built beside ferry by make build: each node's
+// watchdog process, and the launchers of its stand-in kubelet.
+const (
+	WatchdogBinary = "ferry-watchdog"
+	LauncherBinary = "ferry-launcher"
+)
+
+// lightBinary is the path of the binary name beside the ferry binary exe.
+func lightBinary(exe, name string) string { return filepath.Join(filepath.Dir(exe), name) }
+
+// checkLightBinaries fails unless the light binaries are beside exe.
+func checkLightBinaries(exe string) error {
+	for _, name := range []string{WatchdogBinary, LauncherBinary} {
+		if p := lightBinary(exe, name); !isExecutable(p) {
+			return fmt.Errorf("no %s beside %s: build Ferry with `make build` (it builds bin/ferry, bin/%s and bin/%s)", p, exe, WatchdogBinary, LauncherBinary)
+		}
+	}
+	return nil
+}
+
 func isExecutable(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0

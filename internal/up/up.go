@@ -158,6 +158,11 @@ func Run(o Options) error {
 	started := time.Now()
 
 	nodes := planNodes(o.Nodes, o.NetNS)
+	if len(nodes) > 0 {
+		if err := checkLightBinaries(exe); err != nil {
+			return err
+		}
+	}
 	bind := "127.0.0.1"
 	if o.NetNS {
 		// The bridge and the node namespaces have fixed names: one `ferry up` at a time.
@@ -293,7 +298,7 @@ func Run(o Options) error {
 		// agent: a node cut off or frozen cannot stop it.
 		// A node powered off has no watchdog either, until it is powered on.
 		children = append(children, &child{name: n.Name + " watchdog", log: filepath.Join(logs, n.Name+"-watchdog.log"),
-			argv:      []string{exe, "watchdog", "--node", n.Name, "--socket", sock, "--node-dir", dir},
+			argv:      []string{lightBinary(exe, WatchdogBinary), "--node", n.Name, "--socket", sock, "--node-dir", dir},
 			holdWhile: poweredOffFile(o.StateDir, n.Name)})
 		if real {
 			// The kubelet, kube-proxy, containerd and every pod of the node, the agent's

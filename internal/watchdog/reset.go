@@ -11,6 +11,11 @@ import (
 	"syscall"
 )
 
+// ResetMarker is the file, in a node's state directory, that the node's watchdog process
+// writes when it resets the node (under `ferry up`); the node's agent reads it when it
+// comes back.
+const ResetMarker = "watchdog-reset"
+
 // killRounds bounds how often KillNode looks again for processes of the node: one that
 // was being started while the others were killed shows up only in a later look.
 const killRounds = 5

@@ -132,7 +132,7 @@ func TestAgentGetsItsNodesMigrationCertificate(t *testing.T) {
 		}
 		csr, err := tc.cs.CertificatesV1().CertificateSigningRequests().Create(ctx, &certificatesv1.CertificateSigningRequest{
 			ObjectMeta: metav1.ObjectMeta{GenerateName: "ferry-migration-" + tc.node + "-"},
-			Spec:       certificatesv1.CertificateSigningRequestSpec{Request: csrPEM, SignerName: migrationtls.SignerName, Usages: migrationtls.Usages()},
+			Spec:       certificatesv1.CertificateSigningRequestSpec{Request: csrPEM, SignerName: migrationtls.SignerName, Usages: migrationtls.Usages[certificatesv1.KeyUsage]()},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 )
 
 // TestConsoleAndVNC: on real kubelets `ferry v console` and `ferry v vnc` reach the VM's
-// QEMU through the Kubernetes API (pods/exec of `ferry launcher console|vnc` in its
+// QEMU through the Kubernetes API (pods/exec of `ferry-launcher console|vnc` in its
 // launcher pod): the launcher's run directory is not on this machine's filesystem, so
 // the CLI cannot take ferry up's local path.
 func TestConsoleAndVNC(t *testing.T) {

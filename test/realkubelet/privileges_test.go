@@ -52,7 +52,7 @@ func TestLaunchersUnprivileged(t *testing.T) {
 	}
 
 	// The launcher as the node's kernel sees it: a process of this machine.
-	out, err := exec.Command("pgrep", "-f", "ferry launcher --vm "+vmName+" ").Output()
+	out, err := exec.Command("pgrep", "-f", "ferry-launcher --vm "+vmName+" ").Output()
 	pids := strings.Fields(string(out))
 	if err != nil || len(pids) == 0 {
 		t.Fatalf("no launcher process of %s: %v", vmName, err)

@@ -98,9 +98,11 @@ type Options struct {
 	Memory   resource.Quantity
 	// StateDir keeps one run directory per pod.
 	StateDir string
-	// Executable runs containers whose command is "ferry".
-	Executable string
-	// Runtime starts containers; nil runs them as processes of Executable.
+	// Executable runs containers whose command is "ferry" (`ferry launcher`, of pods made
+	// before ferry-launcher); LauncherExecutable those whose command is "ferry-launcher".
+	Executable         string
+	LauncherExecutable string
+	// Runtime starts containers; nil runs them as processes of the executables above.
 	Runtime Runtime
 	// LauncherEnv is added to the environment of every container (NAME=value).
 	LauncherEnv []string

@@ -1,6 +1,8 @@
 package kubelet
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,8 +14,8 @@ import (
 )
 
 // TestStandInRunsOnlyLaunchers: the stand-in runs pods as root processes, so it takes
-// exactly `ferry launcher` from a pod with the launcher label, and none of a pod's own
-// environment.
+// exactly ferry-launcher (or `ferry launcher`, of pods made before it) from a pod with the
+// launcher label, and none of a pod's own environment.
 func TestStandInRunsOnlyLaunchers(t *testing.T) {
 	pod := func(labelled bool, cmd, args []string, env ...corev1.EnvVar) *corev1.Pod {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{}},
@@ -23,19 +25,27 @@ func TestStandInRunsOnlyLaunchers(t *testing.T) {
 		}
 		return p
 	}
-	ferry := []string{"ferry"}
+	ferry, light := []string{"ferry"}, []string{"ferry-launcher"}
+	const refused = `runs only the command "ferry-launcher" (or "ferry launcher")`
 	for _, c := range []struct {
 		name string
 		pod  *corev1.Pod
 		want string // "" runs
 	}{
-		{"launcher", pod(true, ferry, []string{"launcher", "--vm", "a"}, corev1.EnvVar{Name: "FERRY_RUN_DIR", Value: "/x"}), ""},
-		{"no launcher label", pod(false, ferry, []string{"launcher"}), "runs only Ferry's launcher pods"},
-		{"another ferry command", pod(true, ferry, []string{"controller"}), `runs only the command "ferry launcher"`},
-		{"no arguments", pod(true, ferry, nil), `runs only the command "ferry launcher"`},
-		{"a shell", pod(true, []string{"sh", "-c", "id"}, nil), `runs only the command "ferry launcher"`},
-		{"ferry by path", pod(true, []string{"/tmp/ferry"}, []string{"launcher"}), `runs only the command "ferry launcher"`},
-		{"LD_PRELOAD", pod(true, ferry, []string{"launcher"}, corev1.EnvVar{Name: "LD_PRELOAD", Value: "/tmp/x.so"}), "sets LD_PRELOAD"},
+		{"launcher", pod(true, light, []string{"--vm", "a"}, corev1.EnvVar{Name: "FERRY_RUN_DIR", Value: "/x"}), ""},
+		{"launcher without arguments", pod(true, light, nil), ""},
+		{"launcher of an earlier release", pod(true, ferry, []string{"launcher", "--vm", "a"}, corev1.EnvVar{Name: "FERRY_RUN_DIR", Value: "/x"}), ""},
+		{"no launcher label", pod(false, light, []string{"--vm", "a"}), "runs only Ferry's launcher pods"},
+		{"no launcher label, earlier release", pod(false, ferry, []string{"launcher"}), "runs only Ferry's launcher pods"},
+		{"another ferry command", pod(true, ferry, []string{"controller"}), refused},
+		{"ferry without arguments", pod(true, ferry, nil), refused},
+		{"a shell", pod(true, []string{"sh", "-c", "id"}, nil), refused},
+		{"ferry by path", pod(true, []string{"/tmp/ferry"}, []string{"launcher"}), refused},
+		{"ferry-launcher by path", pod(true, []string{"/tmp/ferry-launcher"}, nil), refused},
+		{"ferry-launcher with arguments in the command", pod(true, []string{"ferry-launcher", "--vm", "a"}, nil), refused},
+		{"ferry launcher in the command", pod(true, []string{"ferry", "launcher"}, nil), refused},
+		{"LD_PRELOAD", pod(true, light, nil, corev1.EnvVar{Name: "LD_PRELOAD", Value: "/tmp/x.so"}), "sets LD_PRELOAD"},
+		{"LD_PRELOAD, earlier release", pod(true, ferry, []string{"launcher"}, corev1.EnvVar{Name: "LD_PRELOAD", Value: "/tmp/x.so"}), "sets LD_PRELOAD"},
 	} {
 		err := launcherOnly(c.pod)
 		switch {
@@ -70,6 +80,43 @@ func TestMigrationGoesOnlyToANode(t *testing.T) {
 			t.Errorf("%+v: refused: %v", c.req, err)
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%+v: %v, want %q", c.req, err, c.want)
+		}
+	}
+}
+
+// TestExecRuntimeRunsEitherLauncher: ferry-launcher runs as LauncherExecutable, `ferry
+// launcher` (pods of earlier releases) as Executable.
+func TestExecRuntimeRunsEitherLauncher(t *testing.T) {
+	dir := t.TempDir()
+	script := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\necho "+name+" \"$@\"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	k := &Kubelet{o: Options{Executable: script("ferry"), LauncherExecutable: script("ferry-launcher")}}
+	for _, c := range []struct {
+		argv []string
+		want string
+	}{
+		{[]string{"ferry-launcher", "--vm", "a"}, "ferry-launcher --vm a\n"},
+		{[]string{"ferry", "launcher", "--vm", "a"}, "ferry launcher --vm a\n"},
+	} {
+		logf, err := os.Create(filepath.Join(dir, "log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, err := k.execRuntime(c.argv, nil, dir, logf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := ct.Wait(); code != 0 {
+			t.Errorf("%q: exit code %d", c.argv, code)
+		}
+		logf.Close()
+		if got, _ := os.ReadFile(logf.Name()); string(got) != c.want {
+			t.Errorf("%q ran %q, want %q", c.argv, got, c.want)
 		}
 	}
 }

@@ -33,7 +33,8 @@ type Container interface {
 }
 
 // Runtime starts a pod's container: cmd is its command and arguments (the first being
-// "ferry"), env its environment, dir its run directory, log where its output goes.
+// "ferry-launcher", or "ferry" followed by "launcher" for pods of releases before
+// ferry-launcher), env its environment, dir its run directory, log where its output goes.
 type Runtime func(cmd []string, env []string, dir string, log *os.File) (Container, error)
 
 // process is one running container of a pod: a launcher and, below it, QEMU.
@@ -94,16 +95,16 @@ const longestSocket = "/launcher.sock"
 // stand-in runs processes as root on the node, so a pod a tenant wrote must never run here.
 // Only the controller can create a pod with Ferry's launcher label (deploy/base's
 // ValidatingAdmissionPolicy ferry-launcher-pods); on top of that, the one command it runs
-// is `ferry launcher`, and the environment is the agent's own: none of the pod's variables
-// (FERRY_* are set below to the node's values), so that no LD_PRELOAD or PATH of a pod
-// reaches a root process.
+// is ferry-launcher (or `ferry launcher`, as pods of releases before it name it), and the
+// environment is the agent's own: none of the pod's variables (FERRY_* are set below to
+// the node's values), so that no LD_PRELOAD or PATH of a pod reaches a root process.
 func launcherOnly(pod *corev1.Pod) error {
 	if _, ok := pod.Labels[v1alpha2.LabelLauncher]; !ok {
 		return fmt.Errorf("the Ferry node agent runs only Ferry's launcher pods (label %s); this node runs no other pod", v1alpha2.LabelLauncher)
 	}
 	c := pod.Spec.Containers[0]
-	if !slices.Equal(c.Command, []string{"ferry"}) || len(c.Args) == 0 || c.Args[0] != "launcher" {
-		return fmt.Errorf("the Ferry node agent runs only the command \"ferry launcher\"; container %s has command %q and arguments %q", c.Name, c.Command, c.Args)
+	if !isLauncher(c) {
+		return fmt.Errorf("the Ferry node agent runs only the command \"%s\" (or \"ferry launcher\"); container %s has command %q and arguments %q", LauncherCommand, c.Name, c.Command, c.Args)
 	}
 	for _, e := range c.Env {
 		if !strings.HasPrefix(e.Name, "FERRY_") {
@@ -111,6 +112,18 @@ func launcherOnly(pod *corev1.Pod) error {
 		}
 	}
 	return nil
+}
+
+// LauncherCommand is the command of launcher pods, run as Options.LauncherExecutable.
+const LauncherCommand = "ferry-launcher"
+
+// isLauncher tells whether a container runs a launcher: ferry-launcher, or `ferry launcher`
+// (pods of releases before ferry-launcher, which Options.Executable runs).
+func isLauncher(c corev1.Container) bool {
+	if slices.Equal(c.Command, []string{LauncherCommand}) {
+		return true
+	}
+	return slices.Equal(c.Command, []string{"ferry"}) && len(c.Args) > 0 && c.Args[0] == "launcher"
 }
 
 // start runs the pod's container as a process in its own process group, so that stopping
@@ -251,10 +264,14 @@ func (p *process) stop(grace time.Duration) {
 	p.cmd.Kill()
 }
 
-// execRuntime runs the container as a process of k.o.Executable in its own process group,
-// so that stopping it reaches QEMU too.
+// execRuntime runs the container as a process of k.o.LauncherExecutable (ferry-launcher)
+// or k.o.Executable (ferry) in its own process group, so that stopping it reaches QEMU too.
 func (k *Kubelet) execRuntime(argv, env []string, dir string, log *os.File) (Container, error) {
-	cmd := exec.Command(k.o.Executable, argv[1:]...)
+	exe := k.o.Executable
+	if argv[0] == LauncherCommand {
+		exe = k.o.LauncherExecutable
+	}
+	cmd := exec.Command(exe, argv[1:]...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), env...)

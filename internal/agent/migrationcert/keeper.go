@@ -124,7 +124,7 @@ func request(ctx context.Context, o Options, why string) (*migrationtls.Credenti
 		Spec: certificatesv1.CertificateSigningRequestSpec{
 			Request:           csrPEM,
 			SignerName:        migrationtls.SignerName,
-			Usages:            migrationtls.Usages(),
+			Usages:            migrationtls.Usages[certificatesv1.KeyUsage](),
 			ExpirationSeconds: ptr.To(int32(o.Duration / time.Second)),
 		},
 	}, metav1.CreateOptions{})

@@ -84,13 +84,13 @@ func parseRequest(raw []byte) (*x509.CertificateRequest, verdict) {
 }
 
 func checkUsages(got []certificatesv1.KeyUsage) verdict {
-	want := migrationtls.Usages()
+	want := migrationtls.Usages[certificatesv1.KeyUsage]()
 	sorted := slices.Clone(got)
 	slices.Sort(sorted)
 	sorted = slices.Compact(sorted)
 	slices.Sort(want)
 	if len(sorted) != len(got) || !slices.Equal(sorted, want) {
-		return deny(ReasonUsages, "usages %s: a migration certificate has exactly %s", quoteUsages(got), quoteUsages(migrationtls.Usages()))
+		return deny(ReasonUsages, "usages %s: a migration certificate has exactly %s", quoteUsages(got), quoteUsages(migrationtls.Usages[certificatesv1.KeyUsage]()))
 	}
 	return verdict{approve: true}
 }

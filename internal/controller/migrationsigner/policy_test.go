@@ -37,7 +37,7 @@ func csrFor(t *testing.T, node string, edit func(tmpl *x509.CertificateRequest, 
 	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: migrationtls.NodeCN(node)}, DNSNames: []string{node}}
 	spec := certificatesv1.CertificateSigningRequestSpec{
 		SignerName: migrationtls.SignerName,
-		Usages:     migrationtls.Usages(),
+		Usages:     migrationtls.Usages[certificatesv1.KeyUsage](),
 		Username:   agent,
 		Groups:     []string{"system:serviceaccounts", "system:serviceaccounts:ferry-system", "system:authenticated"},
 		Extra:      map[string]certificatesv1.ExtraValue{NodeNameExtra: {node}},

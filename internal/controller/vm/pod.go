@@ -112,7 +112,7 @@ func (r *Reconciler) launcherDevices(ctx context.Context) (podDevices, error) {
 }
 
 // launcherPod builds the pod that runs the VM: one container whose process is
-// `ferry launcher`, with the VM's placement, and requests and limits from its size.
+// ferry-launcher, with the VM's placement, and requests and limits from its size.
 // token is the VM's fencing token for this start: the launcher runs QEMU only while the
 // disk lease holds no higher one.
 // nic, when set, gives the VM a NIC with its address and MAC (launcher flags --ip,
@@ -154,7 +154,9 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 		}
 	}
 
-	args := []string{"launcher",
+	// The arguments of ferry-launcher, the container's command. Pods of releases before it
+	// run `ferry launcher` with the same flags, which images and node agents still run.
+	args := []string{
 		"--vm", vm.Name,
 		"--namespace", vm.Namespace,
 		"--cpus", strconv.Itoa(cores),
@@ -205,7 +207,7 @@ func launcherPod(vm *v1alpha2.VirtualMachine, disks []attachedDisk, image string
 				// its agent runs: a tag that never moves needs no pull (and a node without a
 				// registry can run it). The default would be Always for :latest or no tag.
 				ImagePullPolicy:          corev1.PullIfNotPresent,
-				Command:                  []string{"ferry"},
+				Command:                  []string{"ferry-launcher"},
 				Args:                     args,
 				Env:                      node.env(),
 				Resources:                res,

@@ -51,7 +51,7 @@ func featureList(f []string) string {
 	return strings.Join(slices.Compact(s), ",")
 }
 
-// Launcher flags that carry a CPUConfig (cmd/ferry launcherFlags parses them).
+// Launcher flags that carry a CPUConfig (launcher.Flags parses them).
 const (
 	FlagCPUModel    = "--cpu-model"
 	FlagCPUFeatures = "--cpu-features"
