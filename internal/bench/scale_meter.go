@@ -4,6 +4,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -60,7 +61,7 @@ type scaleMeter struct {
 	at       time.Time
 	ctlCPU   float64 // seconds
 	requests float64
-	writes   float64
+	writes   map[string]float64 // by resource
 	recon    map[string]float64 // bucket upper bound → cumulative count
 }
 
@@ -215,6 +216,8 @@ type ControlPlaneLoad struct {
 	// renewals) are the apiserver's requests over the phase, from every client; CPUSeconds
 	// is the controller's CPU time.
 	Requests, Writes, CPUSeconds float64
+	// WritesByResource is Writes by resource (and subresource: pods/status).
+	WritesByResource map[string]float64
 }
 
 func (l ControlPlaneLoad) String() string {
@@ -224,14 +227,31 @@ func (l ControlPlaneLoad) String() string {
 
 // PerOp is the phase's cost per operation (a VM started, migrated or restarted), n of
 // them: the apiserver's requests and writes (every client's: the controller's, the
-// agents' and the bench's own watches and reads), and the controller's CPU time.
+// agents' and the bench's own watches and reads), the resources most written, and the
+// controller's CPU time.
 func (l ControlPlaneLoad) PerOp(n int) string {
 	if n == 0 {
 		return "no operation"
 	}
 	f := float64(n)
-	return fmt.Sprintf("%.0f API requests, %.0f writes (not counting Lease renewals), %.0f ms controller CPU per VM (%d VMs; %.0f requests, %.0f writes in all)",
-		l.Requests/f, l.Writes/f, 1000*l.CPUSeconds/f, n, l.Requests, l.Writes)
+	type rw struct {
+		r string
+		n float64
+	}
+	var top []rw
+	for r, v := range l.WritesByResource {
+		top = append(top, rw{r, v})
+	}
+	slices.SortFunc(top, func(a, b rw) int { return cmp.Or(cmp.Compare(b.n, a.n), cmp.Compare(a.r, b.r)) })
+	var most []string
+	for i, t := range top {
+		if i == 5 {
+			break
+		}
+		most = append(most, fmt.Sprintf("%s %.1f", t.r, t.n/f))
+	}
+	return fmt.Sprintf("%.0f API requests, %.0f writes (not counting Lease renewals: %s), %.0f ms controller CPU per VM (%d VMs; %.0f requests, %.0f writes in all)",
+		l.Requests/f, l.Writes/f, strings.Join(most, ", "), 1000*l.CPUSeconds/f, n, l.Requests, l.Writes)
 }
 
 // load is what the control plane did since mark.
@@ -240,13 +260,21 @@ func (m *scaleMeter) load() ControlPlaneLoad {
 	cpu, rss := controllerCPU(m.kubeconfig)
 	total, writes := m.apiRequests()
 	reqs := total - m.requests
+	byResource := map[string]float64{}
+	var written float64
+	for r, v := range writes {
+		if d := v - m.writes[r]; d > 0 {
+			byResource[r] = d
+			written += d
+		}
+	}
 	now := m.reconcileBuckets()
 	diff := map[string]float64{}
 	for le, v := range now {
 		diff[le] = v - m.recon[le]
 	}
 	return ControlPlaneLoad{CPUPercent: 100 * (cpu - m.ctlCPU) / el, RSS: rss, RequestsPerSec: reqs / el, Reconcile: reconcileTimes(diff),
-		Requests: reqs, Writes: writes - m.writes, CPUSeconds: cpu - m.ctlCPU}
+		Requests: reqs, Writes: written, WritesByResource: byResource, CPUSeconds: cpu - m.ctlCPU}
 }
 
 // controllerCPU is the CPU seconds so far (and, second, the RSS in bytes) of the cluster's
@@ -274,28 +302,47 @@ var requestLine = regexp.MustCompile(`^apiserver_request_total\{([^}]*)\} ([0-9.
 // writeVerb matches the label of a request that writes.
 var writeVerb = regexp.MustCompile(`(^|,)verb="(POST|PUT|PATCH|DELETE|APPLY)"`)
 
-// apiRequests is the apiserver's request count so far, and how many of them wrote.
-func (m *scaleMeter) apiRequests() (all, writes float64) {
+// apiRequests is the apiserver's request count so far, and its writes by resource.
+func (m *scaleMeter) apiRequests() (all float64, writes map[string]float64) {
 	b, err := m.cs.RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
-		return 0, 0
+		return 0, nil
 	}
 	return countRequests(string(b))
 }
 
-// countRequests sums apiserver_request_total in a metrics text, and its writes other than
-// to Leases.
-func countRequests(metrics string) (all, writes float64) {
+// resourceLabels pick a request's resource and subresource.
+var (
+	resourceLabel    = regexp.MustCompile(`(^|,)resource="([^"]*)"`)
+	subresourceLabel = regexp.MustCompile(`(^|,)subresource="([^"]+)"`)
+)
+
+// countRequests sums apiserver_request_total in a metrics text, and its writes by
+// resource ("pods", "pods/status"), less the nodes' Lease renewals.
+func countRequests(metrics string) (all float64, writes map[string]float64) {
+	writes = map[string]float64{}
 	s := bufio.NewScanner(strings.NewReader(metrics))
 	s.Buffer(make([]byte, 1<<20), 1<<20)
 	for s.Scan() {
-		if mm := requestLine.FindStringSubmatch(s.Text()); mm != nil {
-			v, _ := strconv.ParseFloat(mm[2], 64)
-			all += v
-			// Lease renewals are the nodes' heartbeats, whatever the cluster does.
-			if writeVerb.MatchString(mm[1]) && !strings.Contains(mm[1], `resource="leases"`) {
-				writes += v
-			}
+		mm := requestLine.FindStringSubmatch(s.Text())
+		if mm == nil {
+			continue
+		}
+		v, _ := strconv.ParseFloat(mm[2], 64)
+		all += v
+		if !writeVerb.MatchString(mm[1]) {
+			continue
+		}
+		r := ""
+		if rm := resourceLabel.FindStringSubmatch(mm[1]); rm != nil {
+			r = rm[2]
+		}
+		if sm := subresourceLabel.FindStringSubmatch(mm[1]); sm != nil {
+			r += "/" + sm[2]
+		}
+		// Lease renewals are the nodes' heartbeats, whatever the cluster does.
+		if r != "leases" {
+			writes[r] += v
 		}
 	}
 	return all, writes
