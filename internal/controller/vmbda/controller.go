@@ -318,7 +318,11 @@ func (r *Reconciler) release(ctx context.Context, a *v1alpha2.VirtualMachineBloc
 		return err
 	}
 	for _, o := range others {
-		if o.Name != a.Name && o.DeletionTimestamp.IsZero() && o.Spec.BlockDeviceRef.Kind == v1alpha2.VMBDAKindVirtualDisk && o.Spec.BlockDeviceRef.Name == d.Name {
+		// One being deleted still holds the disk until its own detach is done (it releases
+		// the disk itself then): a conflicting attachment finalized later, after the one
+		// that has the disk was deleted, released the disk before its detach.
+		holds := o.DeletionTimestamp.IsZero() || controllerutil.ContainsFinalizer(&o, v1alpha2.FinalizerVMBDA)
+		if o.Name != a.Name && holds && o.Spec.BlockDeviceRef.Kind == v1alpha2.VMBDAKindVirtualDisk && o.Spec.BlockDeviceRef.Name == d.Name {
 			return nil
 		}
 	}
