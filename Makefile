@@ -8,11 +8,12 @@ LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 
 .PHONY: build generate manifests helm-chart api-diff deps up test vet print-ldflags debian-guest node-bins
 
-# bin/ferry is all of Ferry; bin/ferry-launcher (each VM's launcher) and bin/ferry-watchdog
-# (each node's watchdog under ferry up) are small binaries for the processes there are many
-# of. Agents and ferry up run them from beside ferry.
+# bin/ferry is all of Ferry; bin/ferry-controller, bin/ferry-agent (each node's agent),
+# bin/ferry-launcher (each VM's launcher) and bin/ferry-watchdog (each node's watchdog under
+# ferry up) are smaller binaries of its processes, without the control plane (nor, the last
+# two, any Kubernetes client). Agents and ferry up run them from beside ferry.
 build:
-	go build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/ferry ./cmd/ferry-launcher ./cmd/ferry-watchdog
+	go build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/ferry ./cmd/ferry-controller ./cmd/ferry-agent ./cmd/ferry-launcher ./cmd/ferry-watchdog
 
 # What `ferry up --kubelet=real` runs on each node besides Debian's containerd: kubelet and
 # kube-proxy from Ferry's Kubernetes modules, and the pods' sandbox process.

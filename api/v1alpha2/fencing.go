@@ -95,6 +95,20 @@ func ArmedTiming(annotations map[string]string) (deckhousev1.Timing, bool) {
 // fencing controller goes by this Lease when a node has one, else by kube-node-lease's.
 const FencingLeaseNamespace = "ferry-node-lease"
 
+// DefaultFencingMaxUnreachable is the share of nodes that may be unreachable at once for
+// fencing to act (as medik8s' default maxUnhealthy): beyond it the cause is more likely the
+// network or the control plane than the nodes. The fencing controller and the node agents
+// (which feed their watchdogs through a control-plane outage beyond it) must agree on it.
+const DefaultFencingMaxUnreachable = 0.49
+
+// The VM network modes of the controller and the node agents (their --vm-network).
+const (
+	// VMNetworkRouted: each VM gets a NIC and its address by DHCP, routed to the node it runs on.
+	VMNetworkRouted = "routed"
+	// VMNetworkNone: VMs hold an address but have no NIC.
+	VMNetworkNone = "none"
+)
+
 // Launcher exit codes that do not mean a crash (package launcher sets them). A launcher
 // pod run by a real kubelet shows them only as its container's exit code.
 const (

@@ -19,11 +19,28 @@ var forbidden = []string{
 	"github.com/ferryvm/ferry/api/",
 }
 
+// controlPlane is what the client binaries (ferry-controller, ferry-agent) must not link:
+// the apiserver, etcd, kubectl and the parts of ferry that embed them.
+var controlPlane = []string{
+	"k8s.io/apiserver",
+	"k8s.io/kubernetes",
+	"go.etcd.io/",
+	"k8s.io/kubectl",
+	"github.com/ferryvm/ferry/internal/controlplane",
+	"github.com/ferryvm/ferry/internal/kubectl",
+	"github.com/ferryvm/ferry/internal/up",
+}
+
 func isForbidden(pkg string) bool {
 	if strings.HasPrefix(pkg, "sigs.k8s.io/controller-runtime/pkg/log") {
 		return false
 	}
-	for _, f := range forbidden {
+	return hasPrefix(pkg, forbidden)
+}
+
+// hasPrefix tells whether pkg is one of the packages or under one of them.
+func hasPrefix(pkg string, packages []string) bool {
+	for _, f := range packages {
 		if pkg == strings.TrimSuffix(f, "/") || strings.HasPrefix(pkg, strings.TrimSuffix(f, "/")+"/") {
 			return true
 		}
@@ -31,9 +48,15 @@ func isForbidden(pkg string) bool {
 	return false
 }
 
-// TestLightDeps: ferry-launcher and ferry-watchdog link none of the forbidden packages.
+// TestLightDeps: ferry-launcher and ferry-watchdog link none of the forbidden packages;
+// ferry-controller and ferry-agent none of the control plane's.
 func TestLightDeps(t *testing.T) {
-	for _, cmd := range []string{"../ferry-launcher", "../ferry-watchdog"} {
+	for cmd, forbidden := range map[string]func(string) bool{
+		"../ferry-launcher":   isForbidden,
+		"../ferry-watchdog":   isForbidden,
+		"../ferry-controller": func(pkg string) bool { return hasPrefix(pkg, controlPlane) },
+		"../ferry-agent":      func(pkg string) bool { return hasPrefix(pkg, controlPlane) },
+	} {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", cmd).Output()
 		if err != nil {
 			if ee, ok := err.(*exec.ExitError); ok {
@@ -54,7 +77,7 @@ func TestLightDeps(t *testing.T) {
 			t.Fatalf("go list -deps %s: only %q", cmd, deps)
 		}
 		for _, d := range deps {
-			if isForbidden(d) {
+			if forbidden(d) {
 				t.Errorf("%s links %s (imported by %s)", cmd, d, strings.Join(importers[d], ", "))
 			}
 		}

@@ -5,9 +5,12 @@ package main
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -87,6 +90,9 @@ func upCommand(stateDir *string) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.StateDir = *stateDir
+			if addr := os.Getenv("FERRY_UP_PPROF"); addr != "" {
+				go servePprof(addr)
+			}
 			if !cmd.Flags().Changed("image-source-dirs") {
 				o.ImageSourceDirs = nil
 			} else if o.ImageSourceDirs == nil {
@@ -131,4 +137,17 @@ func nodeBootCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&config, "config", "", "the node's boot.json")
 	return cmd
+}
+
+// servePprof serves Go's profiles of `ferry up`'s own process (the control plane's, mostly)
+// at addr/debug/pprof, as the controller's --pprof-bind-address does for it.
+func servePprof(addr string) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		fmt.Fprintf(os.Stderr, "ferry up: profiles on $FERRY_UP_PPROF %s: %v\n", addr, err)
+	}
 }

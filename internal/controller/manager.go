@@ -147,8 +147,8 @@ func NewScheme() *runtime.Scheme {
 
 // The VM network modes (Options.VMNetwork).
 const (
-	NetworkRouted = "routed"
-	NetworkNone   = "none"
+	NetworkRouted = v1alpha2.VMNetworkRouted
+	NetworkNone   = v1alpha2.VMNetworkNone
 )
 
 // How launcher pods get the node's devices (Options.LauncherDevices).

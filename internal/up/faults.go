@@ -112,7 +112,7 @@ func agentPID(stateDir, node string) (int, error) {
 		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
 		// The agent that renews the fencing Lease and feeds the watchdog, not a stand-in
 		// kubelet beside it (up --split-agent).
-		if len(args) > 2 && args[1] == "agent" && slices.Contains(args, dir) && !slices.Contains(args, "--role=kubelet") {
+		if isAgent(args) && slices.Contains(args, dir) && !slices.Contains(args, "--role=kubelet") {
 			return pid, nil
 		}
 	}
@@ -142,4 +142,16 @@ func Thaw(stateDir, node string) (int, error) {
 		return 0, err
 	}
 	return pid, syscall.Kill(pid, syscall.SIGCONT)
+}
+
+// isAgent tells whether a process's arguments are a node agent's: ferry-agent, or
+// `ferry agent` (releases before it).
+func isAgent(args []string) bool {
+	switch {
+	case len(args) > 1 && filepath.Base(args[0]) == AgentBinary:
+		return true
+	case len(args) > 2 && args[1] == "agent":
+		return true
+	}
+	return false
 }

@@ -71,11 +71,13 @@ func realBinaries(exe string) (kubelet, proxy string, err error) {
 	return kubelet, proxy, nil
 }
 
-// The light binaries ferry up's nodes run, built beside ferry by make build: each node's
-// watchdog process, and the launchers of its stand-in kubelet.
+// The light binaries ferry up runs, built beside ferry by make build: the controller, each
+// node's agent (and stand-in kubelet), its watchdog process, and the launchers of its pods.
 const (
-	WatchdogBinary = "ferry-watchdog"
-	LauncherBinary = "ferry-launcher"
+	ControllerBinary = "ferry-controller"
+	AgentBinary      = "ferry-agent"
+	WatchdogBinary   = "ferry-watchdog"
+	LauncherBinary   = "ferry-launcher"
 )
 
 // lightBinary is the path of the binary name beside the ferry binary exe.
@@ -83,9 +85,10 @@ func lightBinary(exe, name string) string { return filepath.Join(filepath.Dir(ex
 
 // checkLightBinaries fails unless the light binaries are beside exe.
 func checkLightBinaries(exe string) error {
-	for _, name := range []string{WatchdogBinary, LauncherBinary} {
+	names := []string{ControllerBinary, AgentBinary, WatchdogBinary, LauncherBinary}
+	for _, name := range names {
 		if p := lightBinary(exe, name); !isExecutable(p) {
-			return fmt.Errorf("no %s beside %s: build Ferry with `make build` (it builds bin/ferry, bin/%s and bin/%s)", p, exe, WatchdogBinary, LauncherBinary)
+			return fmt.Errorf("no %s beside %s: build Ferry with `make build` (it builds bin/ferry and bin/%s)", p, exe, strings.Join(names, ", bin/"))
 		}
 	}
 	return nil

@@ -266,7 +266,7 @@ func Run(o Options) error {
 	sourceDirsArg := storage.SourceDirsFlag + "=" + strings.Join(sourceDirs, ",")
 	logs := filepath.Join(o.StateDir, "logs")
 	storage := filepath.Join(o.StateDir, "storage")
-	ctl := &child{name: "controller", log: filepath.Join(logs, "controller.log"), argv: []string{exe, "controller",
+	ctl := &child{name: "controller", log: filepath.Join(logs, "controller.log"), argv: []string{lightBinary(exe, ControllerBinary),
 		"--kubeconfig", cp.Kubeconfig, "--storage-dir", storage, "--ip-range", o.IPRange, "--vm-network", vmNetwork(o.NetNS),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort(o.Port)+1),
@@ -307,7 +307,7 @@ func Run(o Options) error {
 				holdWhile: poweredOffFile(o.StateDir, n.Name)})
 			continue
 		}
-		argv := []string{exe, "agent", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
+		argv := []string{lightBinary(exe, AgentBinary), "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
 			"--state-dir", dir, "--cpu", o.NodeCPU, "--memory", o.NodeMemory,
 			"--node-labels", deckhousev1.LabelNodeGroup + "=" + nodeGroupName, "--watchdog", "process:" + sock,
 			"--peer-port", strconv.Itoa(peerPort(o.Port)), "--ip-range", o.IPRange, "--vm-network", vmNetwork(o.NetNS),
@@ -320,7 +320,7 @@ func Run(o Options) error {
 			// As on a real cluster: a stand-in kubelet runs the launcher pods, and the agent
 			// handles fencing and the VMs beside it.
 			argv = append(argv, "--role=handler")
-			kubeletArgv = []string{exe, "agent", "--role=kubelet", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
+			kubeletArgv = []string{lightBinary(exe, AgentBinary), "--role=kubelet", "--kubeconfig", cp.Kubeconfig, "--node-name", n.Name, "--node-ip", n.IP,
 				"--state-dir", dir, "--cpu", o.NodeCPU, "--memory", o.NodeMemory,
 				"--node-labels", deckhousev1.LabelNodeGroup + "=" + nodeGroupName,
 				"--migration-tls=" + strconv.FormatBool(o.MigrationTLS)}

@@ -5,12 +5,12 @@ import (
 	"time"
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 )
 
 // DefaultMaxUnreachable is the share of nodes that may be unreachable at once for fencing to
-// act (as medik8s' default maxUnhealthy): beyond it the cause is more likely the network or
-// the control plane than the nodes.
-const DefaultMaxUnreachable = 0.49
+// act (v1alpha2.DefaultFencingMaxUnreachable, which the node agents share).
+const DefaultMaxUnreachable = v1alpha2.DefaultFencingMaxUnreachable
 
 // unarmedGrace is how long a node with no known lease interval (a plain kubelet) may go
 // without renewing its Lease before it counts as unreachable: the node monitor's grace period.
