@@ -30,9 +30,11 @@ const (
 )
 
 // FerryPath is where the image holds the ferry binary; the entrypoint finds it on PATH.
-// LauncherPath is ferry-launcher's, the command of launcher pods.
+// AgentPath is ferry-agent's, the command of the agent DaemonSet; LauncherPath is
+// ferry-launcher's, the command of launcher pods.
 const (
 	FerryPath    = "/usr/local/bin/ferry"
+	AgentPath    = "/usr/local/bin/ferry-agent"
 	LauncherPath = "/usr/local/bin/ferry-launcher"
 )
 
@@ -100,8 +102,8 @@ type History struct {
 // Write writes out, an OCI image-layout tar that `ctr images import` loads as ref: the
 // cached base layer (EnsureBase; it is built first when missing, silently: call
 // EnsureBase first to see its progress) and a layer holding ferryBinary as
-// /usr/local/bin/ferry and the ferry-launcher beside it (make build) as
-// /usr/local/bin/ferry-launcher (0755, root), with the entrypoint ferry. ref is normalized as
+// /usr/local/bin/ferry and the ferry-agent and ferry-launcher beside it (make build) in
+// /usr/local/bin (0755, root), with the entrypoint ferry. ref is normalized as
 // the Kubernetes node's runtime will look it up ("ferryvm/ferry:0.2.0" is
 // "docker.io/ferryvm/ferry:0.2.0") and must have a tag; prefer one other than latest,
 // which kubelet always tries to pull. out is replaced atomically. Only the ferry layer
@@ -115,11 +117,15 @@ func Write(ctx context.Context, out, ref, ferryBinary string) error {
 	if err != nil {
 		return err
 	}
-	launcherBinary := filepath.Join(filepath.Dir(ferryBinary), filepath.Base(LauncherPath))
-	if _, err := os.Stat(launcherBinary); err != nil {
-		return fmt.Errorf("no ferry-launcher beside %s (make build builds both): %w", ferryBinary, err)
+	files := []layerFile{{ferryBinary, FerryPath}}
+	for _, path := range []string{AgentPath, LauncherPath} {
+		src := filepath.Join(filepath.Dir(ferryBinary), filepath.Base(path))
+		if _, err := os.Stat(src); err != nil {
+			return fmt.Errorf("no %s beside %s (make build builds it): %w", filepath.Base(path), ferryBinary, err)
+		}
+		files = append(files, layerFile{src, path})
 	}
-	return write(ctx, out, ref, []layerFile{{ferryBinary, FerryPath}, {launcherBinary, LauncherPath}}, []string{"ferry"}, basePath, &base)
+	return write(ctx, out, ref, files, []string{"ferry"}, basePath, &base)
 }
 
 // layerFile is a file of the image's own layer: src, on this machine, at path.

@@ -108,8 +108,8 @@ func readImage(t *testing.T, path string) image {
 
 // Write's layout is one that an importer takes: index → manifest → config and layers,
 // every digest and size right, the ref in both annotations, and the ferry layer holding
-// the binary as /usr/local/bin/ferry and the ferry-launcher beside it as
-// /usr/local/bin/ferry-launcher (0755, root).
+// the binary as /usr/local/bin/ferry and the ferry-agent and ferry-launcher beside it in
+// /usr/local/bin (0755, root).
 func TestWrite(t *testing.T) {
 	_, base := fakeBase(t)
 	dir := t.TempDir()
@@ -120,6 +120,10 @@ func TestWrite(t *testing.T) {
 	}
 	launcherData := []byte("#!/bin/sh\necho ferry-launcher test binary\n")
 	if err := os.WriteFile(filepath.Join(dir, "ferry-launcher"), launcherData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agentData := []byte("#!/bin/sh\necho ferry-agent test binary\n")
+	if err := os.WriteFile(filepath.Join(dir, "ferry-agent"), agentData, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out", "ferry.tar")
@@ -185,7 +189,7 @@ func TestWrite(t *testing.T) {
 		if h.Uid != 0 || h.Gid != 0 {
 			t.Errorf("%s is owned by %d:%d", h.Name, h.Uid, h.Gid)
 		}
-		want := map[string][]byte{"usr/local/bin/ferry": binData, "usr/local/bin/ferry-launcher": launcherData}[h.Name]
+		want := map[string][]byte{"usr/local/bin/ferry": binData, "usr/local/bin/ferry-agent": agentData, "usr/local/bin/ferry-launcher": launcherData}[h.Name]
 		if want == nil {
 			continue
 		}
@@ -200,7 +204,7 @@ func TestWrite(t *testing.T) {
 			t.Errorf("%s is not the binary", h.Name)
 		}
 	}
-	if want := "usr/ usr/local/ usr/local/bin/ usr/local/bin/ferry usr/local/bin/ferry-launcher"; strings.Join(names, " ") != want {
+	if want := "usr/ usr/local/ usr/local/bin/ usr/local/bin/ferry usr/local/bin/ferry-agent usr/local/bin/ferry-launcher"; strings.Join(names, " ") != want {
 		t.Errorf("the ferry layer holds %q, want %s", names, want)
 	}
 	if leftovers, _ := filepath.Glob(filepath.Join(dir, "out", ".*")); len(leftovers) > 0 {
@@ -214,8 +218,10 @@ func TestWriteIsReproducible(t *testing.T) {
 	fakeBase(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "ferry")
-	if err := os.WriteFile(filepath.Join(dir, "ferry-launcher"), []byte("launcher"), 0o755); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"ferry-agent", "ferry-launcher"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	write := func(data, name string) image {
 		t.Helper()
@@ -247,11 +253,13 @@ func TestWriteRejectsBadInput(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := Write(t.Context(), filepath.Join(dir, "l.tar"), "ferryvm/ferry:1", bin); err == nil || !strings.Contains(err.Error(), "no ferry-launcher") {
-		t.Errorf("Write without a ferry-launcher beside ferry: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "ferry-launcher"), []byte("x"), 0o755); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"ferry-agent", "ferry-launcher"} {
+		if err := Write(t.Context(), filepath.Join(dir, "l.tar"), "ferryvm/ferry:1", bin); err == nil || !strings.Contains(err.Error(), "no "+name) {
+			t.Errorf("Write without a %s beside ferry: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := Write(t.Context(), filepath.Join(dir, "a.tar"), "ferryvm/ferry", bin); err == nil {
 		t.Error("Write took a reference without a tag")

@@ -61,7 +61,7 @@ func TestManifestsApply(t *testing.T) {
 	}
 }
 
-// TestWorkloadFlagsParse runs `ferry controller` and `ferry agent` with the arguments of
+// TestWorkloadFlagsParse runs `ferry controller` and `ferry-agent` with the arguments of
 // the Deployment and the DaemonSet (of deploy/base, and the controller's of the cert-manager
 // overlay), the ConfigMap's values filled in as the kubelet would, and --help: every flag
 // exists and every value parses, and every key they take from ferry-config is in it.
@@ -87,16 +87,18 @@ func TestWorkloadFlagsParse(t *testing.T) {
 
 	for _, c := range containers {
 		args := expand(t, c, config.Data)
-		if len(c.Command) != 1 || c.Command[0] != "ferry" {
-			t.Errorf("container %s runs %v, want ferry", c.Name, c.Command)
+		// The image's binaries: ferry, and ferry-agent beside it (the DaemonSet's).
+		if len(c.Command) != 1 || (c.Command[0] != "ferry" && c.Command[0] != "ferry-agent") {
+			t.Errorf("container %s runs %v, want ferry or ferry-agent", c.Name, c.Command)
 			continue
 		}
-		out, err := exec.Command(ferry, append(args, "--help")...).CombinedOutput()
+		bin := filepath.Join(filepath.Dir(ferry), c.Command[0])
+		out, err := exec.Command(bin, append(args, "--help")...).CombinedOutput()
 		if err != nil {
-			t.Errorf("container %s: ferry %s: %v\n%s", c.Name, strings.Join(args, " "), err, firstLines(string(out), 3))
+			t.Errorf("container %s: %s %s: %v\n%s", c.Name, c.Command[0], strings.Join(args, " "), err, firstLines(string(out), 3))
 			continue
 		}
-		t.Logf("container %s: ferry %s: parses", c.Name, strings.Join(args, " "))
+		t.Logf("container %s: %s %s: parses", c.Name, c.Command[0], strings.Join(args, " "))
 	}
 }
 
