@@ -201,13 +201,19 @@ spec:
 		t0 := time.Now()
 		mustFerry(t, "node", "poweroff", node)
 		t.Cleanup(func() { _, _ = ferry(t, "node", "poweron", node) })
-		var fencedAt time.Time
+		// The node is fenced between the last look that found its Node as before
+		// (notFencedAt) and the first that did not (fencedAt).
+		var fencedAt, notFencedAt time.Time
 		eventually(t, 2*time.Minute, "node "+node+" fenced", func() (bool, string) {
 			var n corev1.Node
+			looked := time.Now()
 			err := kc.Get(t.Context(), client.ObjectKey{Name: node}, &n)
 			if apierrors.IsNotFound(err) || err == nil && n.CreationTimestamp.After(t0) {
 				fencedAt = time.Now()
 				return true, ""
+			}
+			if err == nil {
+				notFencedAt = looked
 			}
 			return false, fmt.Sprintf("node %s: %v", node, err)
 		})
@@ -228,10 +234,13 @@ spec:
 		if after.Status.NodeName == node || after.Status.IPAddress != ip {
 			t.Errorf("after the power loss: on %s with %s", after.Status.NodeName, after.Status.IPAddress)
 		}
-		// Started only once the node was fenced: the new launcher pod was made after.
+		// Started only once the node was fenced: the new launcher pod was made after. Its
+		// creation time is in whole seconds (rounded down), so it was made before the
+		// second that follows; that must not be before the node was last seen unfenced.
 		newPod := activePod(t, after)
-		if newPod.Name == oldPod.Name || newPod.CreationTimestamp.Time.Before(fencedAt.Add(-time.Second)) {
-			t.Errorf("new launcher pod %s created %s, the node was seen fenced at %s", newPod.Name, newPod.CreationTimestamp, fencedAt.Format(time.RFC3339Nano))
+		if newPod.Name == oldPod.Name || newPod.CreationTimestamp.Time.Add(time.Second).Before(notFencedAt) {
+			t.Errorf("new launcher pod %s created %s, the node was last seen unfenced at %s (fenced by %s)", newPod.Name, newPod.CreationTimestamp,
+				notFencedAt.Format(time.RFC3339Nano), fencedAt.Format(time.RFC3339Nano))
 		}
 		t.Logf("power loss of %s: fenced %s after, VM Running on %s %s after", node, fencedAt.Sub(t0).Round(100*time.Millisecond), after.Status.NodeName, back.Round(100*time.Millisecond))
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -85,7 +86,11 @@ func (k *Kubelet) syncMigration(ctx context.Context, pod *corev1.Pod, p *process
 	// Only the migration asked for now is reported: the launcher keeps an earlier one's end.
 	if g.Migration != nil && g.Migration.URI == current.URI && current.URI != "" {
 		if b, _ := json.Marshal(g.Migration); pod.Annotations[v1alpha2.AnnotationMigrationStatus] != string(b) {
-			ann[v1alpha2.AnnotationMigrationStatus] = string(b)
+			if wait := p.progressWait(pod.Annotations[v1alpha2.AnnotationMigrationStatus], g.Migration, time.Now()); wait > 0 {
+				k.queue.AddAfter(p.uid, wait)
+			} else {
+				ann[v1alpha2.AnnotationMigrationStatus] = string(b)
+			}
 		}
 	}
 	if len(ann) == 0 {
@@ -94,6 +99,29 @@ func (k *Kubelet) syncMigration(ctx context.Context, pod *corev1.Pod, p *process
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	_, err := k.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 	return err
+}
+
+// progressEvery is how often at most the pod's annotation follows a migration's progress
+// (figures only: a change of its state, such as its completion, is written at once). The
+// launcher is probed every closeWatch meanwhile; writing each probe made a pod write and
+// an operation status write every 100 ms of every transfer, on the CPU the transfer needs.
+const progressEvery = 500 * time.Millisecond
+
+// progressWait is how long the migration's progress now waits before it is written over
+// the pod's annotation written (0: write it now, and count from now).
+func (p *process) progressWait(written string, now *v1alpha2.MigrationProgress, at time.Time) time.Duration {
+	var prev v1alpha2.MigrationProgress
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if json.Unmarshal([]byte(written), &prev) != nil || prev.Status != now.Status || prev.URI != now.URI {
+		p.progressAt = at
+		return 0
+	}
+	if wait := p.progressAt.Add(progressEvery).Sub(at); wait > 0 {
+		return wait
+	}
+	p.progressAt = at
+	return 0
 }
 
 // checkTarget refuses a migration to anywhere but another node of the cluster, at one of

@@ -56,6 +56,8 @@ type process struct {
 	// told to cancel it.
 	migrateReq string
 	aborted    bool
+	// progressAt is when the migration's progress was last written to the pod.
+	progressAt time.Time
 	// hotplugReq is the hot-plug request (AnnotationHotplug) the launcher took last.
 	hotplugReq string
 }

@@ -92,6 +92,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha2.VirtualMachineOperation{}, builder.WithPredicates(ops)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.opsOfPod)).
+		Watches(&v1alpha2.VirtualMachine{}, handler.EnqueueRequestsFromMapFunc(r.arrivedOpsOfVM)).
 		Watches(&v1alpha2.VirtualMachineOperation{}, handler.EnqueueRequestsFromMapFunc(r.waitersOf)).
 		Named("vmop-migration").
 		// Operations wait on the apiserver, not on each other: slots are granted under
@@ -113,6 +114,23 @@ func (r *Reconciler) opsOfPod(ctx context.Context, pod client.Object) []reconcil
 	var out []reconcile.Request
 	for _, op := range ops.Items {
 		if isMigration(op.Spec.Type) && (!op.Finished() || controllerutil.ContainsFinalizer(&op, finalizer)) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&op)})
+		}
+	}
+	return out
+}
+
+// arrivedOpsOfVM wakes the migrations of the VM whose guest already runs on the target:
+// they wait for the VM's status to name the new node (completing), which is the last
+// stage of every migration's critical path.
+func (r *Reconciler) arrivedOpsOfVM(ctx context.Context, vm client.Object) []reconcile.Request {
+	var ops v1alpha2.VirtualMachineOperationList
+	if err := r.Client.List(ctx, &ops, client.InNamespace(vm.GetNamespace()), client.MatchingFields{power.IndexVMName: vm.GetName()}); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, op := range ops.Items {
+		if isMigration(op.Spec.Type) && !op.Finished() && op.Status.Migration != nil && op.Status.Migration.Phase == v1alpha2.MigrationDone {
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&op)})
 		}
 	}

@@ -409,7 +409,8 @@ func (r *Reconciler) completing(ctx context.Context, op *v1alpha2.VirtualMachine
 	if vm.Status.NodeName != ms.TargetNode || vm.Status.Phase != v1alpha2.MachineRunning {
 		// The operation ends once the VM's own status says where it runs now, so whoever
 		// saw it Completed and reads the VM next finds the new node.
-		return wait(v1alpha2.ReasonTargetResumed, fmt.Sprintf("the guest runs on node %s; waiting for the VM's status to follow", ms.TargetNode), 200*time.Millisecond), nil
+		// The VM's change wakes the operation (arrivedOpsOfVM); the requeue is a fallback.
+		return wait(v1alpha2.ReasonTargetResumed, fmt.Sprintf("the guest runs on node %s; waiting for the VM's status to follow", ms.TargetNode), time.Second), nil
 	}
 	now := *vm.Status.MigrationState.EndTimestamp
 	ms.EndTime = &now
