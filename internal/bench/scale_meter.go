@@ -20,6 +20,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -63,6 +64,44 @@ type scaleMeter struct {
 	requests float64
 	writes   map[string]float64 // by resource
 	recon    map[string]float64 // bucket upper bound → cumulative count
+	events   map[string]eventCount
+}
+
+// eventCount is an Event's key (who reported it, and why) and its count so far.
+type eventCount struct {
+	key   string
+	count int32
+}
+
+// eventCounts are the cluster's Events by UID (nil if they could not be listed).
+func (m *scaleMeter) eventCounts() map[string]eventCount {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	list, err := m.cs.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]eventCount, len(list.Items))
+	for _, e := range list.Items {
+		who := cmp.Or(e.Source.Component, e.ReportingController, "?")
+		out[string(e.UID)] = eventCount{key: who + " " + e.InvolvedObject.Kind + " " + e.Reason, count: max(e.Count, 1)}
+	}
+	return out
+}
+
+// eventsSince are the events reported since before (counted as the apiserver aggregates
+// them: a repeat adds to an Event's count), by reporter, object kind and reason.
+func eventsSince(before, now map[string]eventCount) map[string]float64 {
+	if before == nil || now == nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for uid, e := range now {
+		if d := e.count - before[uid].count; d > 0 {
+			out[e.key] += float64(d)
+		}
+	}
+	return out
 }
 
 func (m *scaleMeter) waitNodes(ctx context.Context, n int, timeout time.Duration) error {
@@ -197,6 +236,7 @@ func (m *scaleMeter) mark() {
 	m.ctlCPU, _ = controllerCPU(m.kubeconfig)
 	m.requests, m.writes = m.apiRequests()
 	m.recon = m.reconcileBuckets()
+	m.events = m.eventCounts()
 }
 
 // report says what the control plane did since mark over the phase d.
@@ -218,6 +258,9 @@ type ControlPlaneLoad struct {
 	Requests, Writes, CPUSeconds float64
 	// WritesByResource is Writes by resource (and subresource: pods/status).
 	WritesByResource map[string]float64
+	// Events are the events reported over the phase by reporter, object kind and reason
+	// (nil: not known); Events still in the apiserver at the end only.
+	Events map[string]float64
 }
 
 func (l ControlPlaneLoad) String() string {
@@ -234,28 +277,56 @@ func (l ControlPlaneLoad) PerOp(n int) string {
 		return "no operation"
 	}
 	f := float64(n)
-	type rw struct {
-		r string
-		n float64
+	out := fmt.Sprintf("%.0f API requests, %.0f writes (not counting Lease renewals: %s), %.0f ms controller CPU per VM (%d VMs; %.0f requests, %.0f writes in all)",
+		l.Requests/f, l.Writes/f, strings.Join(topOf(l.WritesByResource, 5, f), ", "), 1000*l.CPUSeconds/f, n, l.Requests, l.Writes)
+	if len(l.Events) > 0 {
+		out += "; events per VM: " + strings.Join(topOf(l.Events, 3, f), ", ")
 	}
-	var top []rw
-	for r, v := range l.WritesByResource {
-		top = append(top, rw{r, v})
-	}
-	slices.SortFunc(top, func(a, b rw) int { return cmp.Or(cmp.Compare(b.n, a.n), cmp.Compare(a.r, b.r)) })
-	var most []string
-	for i, t := range top {
-		if i == 5 {
-			break
-		}
-		most = append(most, fmt.Sprintf("%s %.1f", t.r, t.n/f))
-	}
-	return fmt.Sprintf("%.0f API requests, %.0f writes (not counting Lease renewals: %s), %.0f ms controller CPU per VM (%d VMs; %.0f requests, %.0f writes in all)",
-		l.Requests/f, l.Writes/f, strings.Join(most, ", "), 1000*l.CPUSeconds/f, n, l.Requests, l.Writes)
+	return out
 }
 
-// load is what the control plane did since mark.
+// topOf is the n largest of counts, each divided by per, largest first.
+func topOf(counts map[string]float64, n int, per float64) []string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var top []kv
+	for k, v := range counts {
+		top = append(top, kv{k, v})
+	}
+	slices.SortFunc(top, func(a, b kv) int { return cmp.Or(cmp.Compare(b.v, a.v), cmp.Compare(a.k, b.k)) })
+	var out []string
+	for i, t := range top {
+		if i == n {
+			break
+		}
+		out = append(out, fmt.Sprintf("%s %.1f", t.k, t.v/per))
+	}
+	return out
+}
+
+// settleEvents waits (30 s at most) until no Event was reported for 2 s: a phase's events
+// reach the apiserver after it, through each controller's event queue, and counted in the
+// next phase they made a drain of 9 VMs look like 120 events per VM (the start's 250 VMs'
+// address events).
+func (m *scaleMeter) settleEvents() {
+	deadline := time.Now().Add(30 * time.Second)
+	prev := m.eventCounts()
+	for time.Now().Before(deadline) {
+		time.Sleep(2 * time.Second)
+		now := m.eventCounts()
+		if len(eventsSince(prev, now)) == 0 {
+			return
+		}
+		prev = now
+	}
+}
+
+// load is what the control plane did since mark: the phase, and the events it reported
+// (settleEvents) after its end.
 func (m *scaleMeter) load() ControlPlaneLoad {
+	m.settleEvents()
 	el := time.Since(m.at).Seconds()
 	cpu, rss := controllerCPU(m.kubeconfig)
 	total, writes := m.apiRequests()
@@ -274,7 +345,8 @@ func (m *scaleMeter) load() ControlPlaneLoad {
 		diff[le] = v - m.recon[le]
 	}
 	return ControlPlaneLoad{CPUPercent: 100 * (cpu - m.ctlCPU) / el, RSS: rss, RequestsPerSec: reqs / el, Reconcile: reconcileTimes(diff),
-		Requests: reqs, Writes: written, WritesByResource: byResource, CPUSeconds: cpu - m.ctlCPU}
+		Requests: reqs, Writes: written, WritesByResource: byResource, CPUSeconds: cpu - m.ctlCPU,
+		Events: eventsSince(m.events, m.eventCounts())}
 }
 
 // controllerCPU is the CPU seconds so far (and, second, the RSS in bytes) of the cluster's
