@@ -48,6 +48,9 @@ type Reconciler struct {
 	// markedAt when: a Lease renewal that changes no verdict does not walk every VM again.
 	marked   map[string]Action
 	markedAt time.Time
+	// marking is whether a pass of markVMs runs (markInBackground); markFailed, whether
+	// the last one must be redone.
+	marking, markFailed bool
 	// spared is the nodes that are stale and that this controller does not fence
 	// (Unreachable), with why, as last told in the log and an event: once per change.
 	spared map[string]string
@@ -168,12 +171,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	if fenceErr != nil {
 		return ctrl.Result{}, fenceErr
 	}
-	retry, err := r.markVMs(ctx, stale)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if retry {
-		wake(time.Second)
+	if !r.markInBackground(ctx, stale) {
+		wake(time.Second) // a pass still runs, or the last one must be redone
 	}
 	if stale, err := r.updateGroups(ctx, groups.Items, nodes.Items, verdicts); err != nil {
 		return ctrl.Result{}, err
