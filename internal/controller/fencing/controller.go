@@ -18,8 +18,10 @@ import (
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
@@ -51,6 +53,12 @@ type Reconciler struct {
 	// marking is whether a pass of markVMs runs (markInBackground); markFailed, whether
 	// the last one must be redone.
 	marking, markFailed bool
+	// fencing is the nodes being fenced (fenceInBackground); fenceFailed, whether one of
+	// them failed since the last reconcile.
+	fencing     map[string]bool
+	fenceFailed bool
+	// kick asks for a reconcile when a background pass failed.
+	kick chan event.TypedGenericEvent[*corev1.Node]
 	// spared is the nodes that are stale and that this controller does not fence
 	// (Unreachable), with why, as last told in the log and an event: once per change.
 	spared map[string]string
@@ -80,8 +88,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{clusterKey}
 	})
+	r.kick = make(chan event.TypedGenericEvent[*corev1.Node], 1)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("fencing").
+		WatchesRawSource(source.Channel(r.kick, handler.TypedEnqueueRequestsFromMapFunc(func(context.Context, *corev1.Node) []reconcile.Request {
+			return []reconcile.Request{clusterKey}
+		}))).
 		Watches(&corev1.Node{}, all).
 		Watches(&coordinationv1.Lease{}, all).
 		Watches(&deckhousev1.NodeGroup{}, all).
@@ -155,21 +167,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	}
 	// Nodes that failed together are fenced together: one after another, the last one's
 	// VMs waited for all the others' pods to be ended (23 s for 5 nodes of 50 under load).
-	var mu sync.Mutex
-	var fenceErr error
-	var wg sync.WaitGroup
-	for _, v := range fence {
-		wg.Go(func() {
-			if err := r.fence(ctx, byName[v.Node], v); err != nil {
-				mu.Lock()
-				fenceErr = errors.Join(fenceErr, err)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if fenceErr != nil {
-		return ctrl.Result{}, fenceErr
+	// And beside the reconcile: a node whose period ends while another is being fenced
+	// (a second, under load) is fenced on time.
+	if !r.fenceInBackground(ctx, fence, byName) {
+		wake(time.Second) // a fencing failed: try again
 	}
 	if !r.markInBackground(ctx, stale) {
 		wake(time.Second) // a pass still runs, or the last one must be redone
@@ -249,6 +250,50 @@ func (r *Reconciler) observe(now time.Time, nodes []corev1.Node, leases []coordi
 
 // fence ends the pods of a node whose watchdog has fired and deletes the Node, unless its
 // Lease was renewed after all.
+// wakeUp asks for a reconcile (a background pass failed and must be redone).
+func (r *Reconciler) wakeUp() {
+	select {
+	case r.kick <- event.TypedGenericEvent[*corev1.Node]{Object: &corev1.Node{}}:
+	default: // one is asked for already
+	}
+}
+
+// fenceInBackground fences each node of verdicts that is not being fenced already, each
+// beside the reconcile, and tells whether no fencing failed since it was last asked.
+func (r *Reconciler) fenceInBackground(ctx context.Context, verdicts []Verdict, nodes map[string]*corev1.Node) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	failed := r.fenceFailed
+	r.fenceFailed = false
+	if r.fencing == nil {
+		r.fencing = map[string]bool{}
+	}
+	for _, v := range verdicts {
+		node := nodes[v.Node]
+		if node == nil || r.fencing[v.Node] {
+			continue
+		}
+		r.fencing[v.Node] = true
+		go func() {
+			// Not bound to the reconcile's context, which may end with it.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			err := r.fence(fctx, node, v)
+			if err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Could not fence the node", "node", v.Node)
+			}
+			r.mu.Lock()
+			delete(r.fencing, v.Node)
+			r.fenceFailed = r.fenceFailed || err != nil
+			r.mu.Unlock()
+			if err != nil {
+				r.wakeUp()
+			}
+		}()
+	}
+	return !failed
+}
+
 func (r *Reconciler) fence(ctx context.Context, node *corev1.Node, v Verdict) error {
 	log := ctrl.LoggerFrom(ctx).WithValues("node", node.Name)
 	r.mu.Lock()

@@ -43,6 +43,9 @@ func (r *Reconciler) markInBackground(ctx context.Context, stale map[string]Verd
 		r.mu.Lock()
 		r.marking, r.markFailed = false, err != nil || retry
 		r.mu.Unlock()
+		if err != nil || retry {
+			r.wakeUp()
+		}
 	}()
 	return !failed
 }
