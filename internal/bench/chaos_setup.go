@@ -88,8 +88,7 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 		return fail(err)
 	}
 	r.c = c
-	m := &scaleMeter{c: c, say: say}
-	if err := m.waitNodes(ctx, o.Nodes, 5*time.Minute); err != nil {
+	if err := waitNodesReady(ctx, c, say, o.Nodes, 5*time.Minute); err != nil {
 		return fail(err)
 	}
 	var nl corev1.NodeList

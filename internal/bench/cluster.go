@@ -263,3 +263,54 @@ func guestMemory(s string) (resource.Quantity, error) {
 	}
 	return mem, nil
 }
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// waitNoOtherCluster waits up to wait for another `ferry up` on this machine to end.
+func waitNoOtherCluster(ctx context.Context, port int, wait time.Duration, say func(string, ...any)) error {
+	deadline := time.Now().Add(wait)
+	announced := false
+	for {
+		why := otherFerryUp(port)
+		if why == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another `ferry up` seems to run on this machine (%s); only one can run at a time: wait for it (--wait-other) or benchmark it with --kubeconfig", why)
+		}
+		if !announced {
+			say("Another `ferry up` runs (%s); waiting up to %s for it to end…", why, wait)
+			announced = true
+		}
+		if err := sleep(ctx, 5*time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+// ferryBinary is the absolute path of the ferry binary: flag, or ferry next to this
+// executable, or bin/ferry.
+func ferryBinary(flag string) (string, error) {
+	path := flag
+	if path == "" {
+		path = "bin/ferry"
+		if exe, err := os.Executable(); err == nil {
+			if next := filepath.Join(filepath.Dir(exe), "ferry"); fileExists(next) {
+				path = next
+			}
+		}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if !fileExists(abs) {
+		return "", fmt.Errorf("ferry binary %s not found (run `make build`, or pass --ferry-bin)", abs)
+	}
+	return abs, nil
+}

@@ -542,28 +542,6 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// ferryBinary is the absolute path of the ferry binary: flag, or ferry next to this
-// executable, or bin/ferry.
-func ferryBinary(flag string) (string, error) {
-	path := flag
-	if path == "" {
-		path = "bin/ferry"
-		if exe, err := os.Executable(); err == nil {
-			if next := filepath.Join(filepath.Dir(exe), "ferry"); fileExists(next) {
-				path = next
-			}
-		}
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return "", err
-	}
-	if !fileExists(abs) {
-		return "", fmt.Errorf("ferry binary %s not found (run `make build`, or pass --ferry-bin)", abs)
-	}
-	return abs, nil
-}
-
 func fileExists(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && !fi.IsDir()

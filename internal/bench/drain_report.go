@@ -102,10 +102,3 @@ func DrainTable(w io.Writer, r DrainResult) error {
 	}
 	return tw.Flush()
 }
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}

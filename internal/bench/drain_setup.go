@@ -103,19 +103,6 @@ func (d *drainBench) setOutbound(ctx context.Context, n int) (func(context.Conte
 	}, nil
 }
 
-func setUnschedulable(ctx context.Context, c client.Client, node string, on bool) error {
-	n := &corev1.Node{}
-	if err := c.Get(ctx, client.ObjectKey{Name: node}, n); err != nil {
-		return err
-	}
-	if n.Spec.Unschedulable == on {
-		return nil
-	}
-	patch := client.MergeFrom(n.DeepCopy())
-	n.Spec.Unschedulable = on
-	return c.Patch(ctx, n, patch)
-}
-
 // createOnDrainNode creates the VMs with every other node cordoned and waits until all run
 // on the drained node with their guests counting; then it uncordons the other nodes.
 func (d *drainBench) createOnDrainNode(ctx context.Context, mem resource.Quantity, others []string) error {

@@ -3,9 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -48,15 +45,6 @@ func fencingProfile(ctx context.Context, c client.Client) (string, error) {
 		return "timeout " + t, nil
 	}
 	return "default (" + deckhousev1.DefaultWatchdogTimeout.String() + ")", nil
-}
-
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // waitNodesArmed waits until the cluster has want nodes, all Ready with an armed watchdog,
@@ -130,17 +118,4 @@ func waitNodeBack(ctx context.Context, c client.Client, name string, gone types.
 			return err
 		}
 	}
-}
-
-// ferryNode runs `ferry --state-dir STATE node VERB NODE`.
-func ferryNode(ctx context.Context, bin, stateDir, verb, node string) error {
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, bin, "--state-dir", stateDir, "node", verb, node)
-	cmd.Env = os.Environ()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ferry node %s %s: %w: %s", verb, node, err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }

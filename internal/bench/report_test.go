@@ -341,40 +341,6 @@ func TestShellLine(t *testing.T) {
 	}
 }
 
-func TestReconcileTimes(t *testing.T) {
-	for _, tc := range []struct {
-		buckets map[string]float64
-		want    string
-	}{
-		{map[string]float64{"0.005": 50, "0.01": 90, "0.1": 99, "1": 100, "+Inf": 100}, "p50 ≤ 5ms, p99 ≤ 100ms (100 reconciles)"},
-		{map[string]float64{"0.005": 10, "0.5": 20, "+Inf": 100}, "p50 > largest bucket, p99 > largest bucket (100 reconciles)"},
-		{map[string]float64{"0.005": 0, "+Inf": 0}, "-"},
-		{map[string]float64{}, "-"},
-	} {
-		if got := quantiles(tc.buckets); got != tc.want {
-			t.Errorf("quantiles(%v) = %q, want %q", tc.buckets, got, tc.want)
-		}
-	}
-	l := ControlPlaneLoad{CPUPercent: 37.4, RSS: 301 << 20, RequestsPerSec: 120.6,
-		Reconcile: reconcileTimes(map[string]float64{"0.01": 3, "+Inf": 4})}
-	if got, want := l.String(), "controller CPU 37% of a core, RSS 301 MiB; apiserver 121 requests/s; VM reconcile p50 ≤ 10ms, p99 > largest bucket (4 reconciles)"; got != want {
-		t.Errorf("got %q, want %q", got, want)
-	}
-}
-
-func TestNearestRank(t *testing.T) {
-	ds := msd(5, 1, 4, 2, 3)
-	if got := nearestRank(ds, 0.5); got != 3*time.Millisecond {
-		t.Errorf("p50 %s", got)
-	}
-	if got := nearestRank(ds, 0.99); got != 5*time.Millisecond {
-		t.Errorf("p99 %s", got)
-	}
-	if pct(ds) != "p50 0s, p99 10ms, max 10ms" { // pct rounds to 10 ms; the same ranks
-		t.Errorf("pct %s", pct(ds))
-	}
-}
-
 func TestMachineParsing(t *testing.T) {
 	cpu := "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n"
 	if m, n := parseCPUInfo(cpu); m != "AMD EPYC" || n != 2 {
@@ -388,16 +354,5 @@ func TestMachineParsing(t *testing.T) {
 	}
 	if got := parseMemTotal("MemTotal:\n"); !strings.HasPrefix(got, "unknown") {
 		t.Errorf("parseMemTotal of nothing = %q", got)
-	}
-}
-
-func TestFitDirty(t *testing.T) {
-	for _, tc := range []struct {
-		mem         int64
-		dirty, want int
-	}{{128, 256, 32}, {256, 256, 128}, {512, 256, 256}, {512, 32, 32}, {96, 32, 0}} {
-		if got := fitDirty(tc.mem, tc.dirty); got != tc.want {
-			t.Errorf("fitDirty(%d, %d) = %d, want %d", tc.mem, tc.dirty, got, tc.want)
-		}
 	}
 }

@@ -352,32 +352,6 @@ func (f *ferryRunner) finish(ctx context.Context) error {
 	return typeLine(ctx, p.runDir, "stop", "DIRTY STOPPED")
 }
 
-func report(say func(string, ...any), what string, i, n int, s Sample) {
-	msg := fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms: %s", what, i+1, n,
-		s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Outcome)
-	if s.Net != nil {
-		msg = fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms, network: %d of %d pings lost, down %d ms, silent %d ms: %s", what, i+1, n,
-			s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Net.Lost, s.Net.Sent, s.Net.Outage.Milliseconds(), s.Net.Silence.Milliseconds(), s.Outcome)
-	}
-	if s.Outcome == MigrationFailed {
-		msg = fmt.Sprintf("[%s %d/%d] %s", what, i+1, n, s.Outcome)
-	}
-	if len(s.Timeline) > 0 {
-		msg += "\n    stages (ms from the vmop's creation, step in brackets): " + s.Timeline.String()
-	}
-	if s.Detail != "" {
-		msg += ": " + firstLine(s.Detail)
-	}
-	say("%s", msg)
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
-
 // checkSocketPath refuses a state directory whose launcher sockets
 // (STATE/nodes/node-N/pods/POD-UID/launcher.sock) would not fit the 107 bytes of a unix
 // socket path: the launcher could not start then.
@@ -391,26 +365,4 @@ func checkSocketPath(stateDir string) error {
 		return fmt.Errorf("launcher sockets would be %d bytes long, more than a unix socket path allows (107): use a shorter --state-dir (%s)", len(p), p)
 	}
 	return nil
-}
-
-// waitNoOtherCluster waits up to wait for another `ferry up` on this machine to end.
-func waitNoOtherCluster(ctx context.Context, port int, wait time.Duration, say func(string, ...any)) error {
-	deadline := time.Now().Add(wait)
-	announced := false
-	for {
-		why := otherFerryUp(port)
-		if why == "" {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("another `ferry up` seems to run on this machine (%s); only one can run at a time: wait for it (--wait-other) or benchmark it with --kubeconfig", why)
-		}
-		if !announced {
-			say("Another `ferry up` runs (%s); waiting up to %s for it to end…", why, wait)
-			announced = true
-		}
-		if err := sleep(ctx, 5*time.Second); err != nil {
-			return err
-		}
-	}
 }

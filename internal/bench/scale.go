@@ -10,10 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -247,11 +245,6 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	return res, nil
 }
 
-func lastLine(s string) string {
-	l := strings.Split(strings.TrimSpace(s), "\n")
-	return l[len(l)-1]
-}
-
 func sortedKeys(m map[string][]string) []string {
 	var k []string
 	for n := range m {
@@ -260,51 +253,6 @@ func sortedKeys(m map[string][]string) []string {
 	sort.Strings(k)
 	return k
 }
-
-// pct is "p50 X, p99 Y, max Z" of ds.
-func pct(ds []time.Duration) string {
-	if len(ds) == 0 {
-		return "-"
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	q := func(f float64) time.Duration { return s[min(len(s)-1, int(math.Ceil(f*float64(len(s))))-1)] }
-	return fmt.Sprintf("p50 %s, p99 %s, max %s", q(0.5).Round(10*time.Millisecond), q(0.99).Round(10*time.Millisecond), s[len(s)-1].Round(10*time.Millisecond))
-}
-
-// simNodes is a running `ferry sim-nodes`.
-type simNodes struct {
-	cmd  *exec.Cmd
-	dir  string
-	done chan struct{}
-}
-
-// startSimNodes runs `ferry sim-nodes` (its log in the state directory) with n nodes and
-// extra flags.
-func startSimNodes(ctx context.Context, bin string, cl *benchCluster, n int, say func(string, ...any), extra ...string) (*simNodes, error) {
-	dir := filepath.Join(cl.stateDir, "sim")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(filepath.Join(cl.stateDir, "sim-nodes.log"))
-	if err != nil {
-		return nil, err
-	}
-	args := append([]string{"sim-nodes", "--kubeconfig", cl.kubeconfig, "--count", strconv.Itoa(n), "--state-dir", dir}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	s := &simNodes{cmd: cmd, dir: dir, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
-	say("Started %d simulated nodes (pid %d, log %s)", n, cmd.Process.Pid, logf.Name())
-	return s, nil
-}
-
-func (s *simNodes) stop() { stopProcess(s.cmd, s.done, 30*time.Second) }
 
 // createScaleVMs creates n AlwaysOn VMs booting the shared image read-only, 8 at a time.
 func createScaleVMs(ctx context.Context, c client.Client, n int) error {

@@ -19,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -105,30 +104,7 @@ func eventsSince(before, now map[string]eventCount) map[string]float64 {
 }
 
 func (m *scaleMeter) waitNodes(ctx context.Context, n int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		var nodes corev1.NodeList
-		ready := 0
-		if err := m.c.List(ctx, &nodes); err == nil {
-			for _, nd := range nodes.Items {
-				for _, c := range nd.Status.Conditions {
-					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-						ready++
-					}
-				}
-			}
-		}
-		if ready >= n {
-			m.say("%d nodes Ready", ready)
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d nodes Ready after %s", ready, n, timeout)
-		}
-		if err := sleep(ctx, time.Second); err != nil {
-			return err
-		}
-	}
+	return waitNodesReady(ctx, m.c, m.say, n, timeout)
 }
 
 func (m *scaleMeter) vms(ctx context.Context) ([]v1alpha2.VirtualMachine, error) {

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -256,3 +257,45 @@ func netTable(w io.Writer, results []ScenarioResult) error {
 
 // NetTarget is how much longer than QEMU's downtime the network may be silent.
 const NetTarget = 100 * time.Millisecond
+
+func report(say func(string, ...any), what string, i, n int, s Sample) {
+	msg := fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms: %s", what, i+1, n,
+		s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Outcome)
+	if s.Net != nil {
+		msg = fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms, network: %d of %d pings lost, down %d ms, silent %d ms: %s", what, i+1, n,
+			s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Net.Lost, s.Net.Sent, s.Net.Outage.Milliseconds(), s.Net.Silence.Milliseconds(), s.Outcome)
+	}
+	if s.Outcome == MigrationFailed {
+		msg = fmt.Sprintf("[%s %d/%d] %s", what, i+1, n, s.Outcome)
+	}
+	if len(s.Timeline) > 0 {
+		msg += "\n    stages (ms from the vmop's creation, step in brackets): " + s.Timeline.String()
+	}
+	if s.Detail != "" {
+		msg += ": " + firstLine(s.Detail)
+	}
+	say("%s", msg)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}
+
+// pct is "p50 X, p99 Y, max Z" of ds.
+func pct(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	q := func(f float64) time.Duration { return s[min(len(s)-1, int(math.Ceil(f*float64(len(s))))-1)] }
+	return fmt.Sprintf("p50 %s, p99 %s, max %s", q(0.5).Round(10*time.Millisecond), q(0.99).Round(10*time.Millisecond), s[len(s)-1].Round(10*time.Millisecond))
+}

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"maps"
 	"regexp"
 	"strings"
 	"testing"
@@ -104,21 +103,15 @@ func TestTable(t *testing.T) {
 	}
 }
 
-// TestCountRequests sums apiserver_request_total and the writes among it, less the
-// nodes' Lease renewals.
-func TestCountRequests(t *testing.T) {
-	m := `# HELP apiserver_request_total x
-apiserver_request_total{code="200",component="apiserver",verb="GET",resource="pods"} 10
-apiserver_request_total{code="201",component="apiserver",verb="POST",resource="pods"} 3
-apiserver_request_total{code="200",component="apiserver",verb="PATCH",resource="pods",subresource="status"} 2.5e+01
-apiserver_request_total{code="200",component="apiserver",verb="WATCH",resource="pods"} 4
-apiserver_request_total{code="200",component="apiserver",verb="DELETE",resource="pods"} 1
-apiserver_request_total{code="200",component="apiserver",verb="PUT",resource="leases"} 7
-apiserver_request_duration_seconds_count{verb="PATCH"} 99
-`
-	all, writes := countRequests(m)
-	want := map[string]float64{"pods": 4, "pods/status": 25}
-	if all != 50 || !maps.Equal(writes, want) {
-		t.Errorf("countRequests = %v requests, writes %v; want 50, %v (Lease renewals not counted as writes)", all, writes, want)
+func TestNearestRank(t *testing.T) {
+	ds := msd(5, 1, 4, 2, 3)
+	if got := nearestRank(ds, 0.5); got != 3*time.Millisecond {
+		t.Errorf("p50 %s", got)
+	}
+	if got := nearestRank(ds, 0.99); got != 5*time.Millisecond {
+		t.Errorf("p99 %s", got)
+	}
+	if pct(ds) != "p50 0s, p99 10ms, max 10ms" { // pct rounds to 10 ms; the same ranks
+		t.Errorf("pct %s", pct(ds))
 	}
 }
