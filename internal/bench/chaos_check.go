@@ -91,7 +91,7 @@ func diskOf(vm string) string { return vm + "-disk" }
 
 func (r *chaosRun) listVMs(ctx context.Context) (map[string]*v1alpha2.VirtualMachine, error) {
 	var l v1alpha2.VirtualMachineList
-	if err := r.c.List(ctx, &l, client.InNamespace(r.ns), client.MatchingLabels{labelBench: benchMarker}); err != nil {
+	if err := r.c.List(ctx, &l, client.InNamespace(r.ns), client.MatchingLabels{LabelBench: BenchMarker}); err != nil {
 		return nil, err
 	}
 	out := map[string]*v1alpha2.VirtualMachine{}
@@ -108,7 +108,7 @@ func (r *chaosRun) readyNodes(ctx context.Context) (map[string]bool, error) {
 	}
 	out := map[string]bool{}
 	for i := range l.Items {
-		if nodeReady(&l.Items[i]) {
+		if NodeReady(&l.Items[i]) {
 			out[l.Items[i].Name] = true
 		}
 	}
@@ -130,7 +130,7 @@ func (r *chaosRun) waitFor(ctx context.Context, deadline time.Time, cond func() 
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
-		if sleep(ctx, 250*time.Millisecond) != nil {
+		if Sleep(ctx, 250*time.Millisecond) != nil {
 			return false
 		}
 	}
@@ -169,7 +169,7 @@ func (r *chaosRun) watch(ctx context.Context, t *chaosTrial) {
 			for i := range nodes.Items {
 				n := &nodes.Items[i]
 				s := "NotReady"
-				if nodeReady(n) {
+				if NodeReady(n) {
 					s = "Ready"
 				}
 				if n.Spec.Unschedulable {
@@ -201,7 +201,7 @@ func (r *chaosRun) watch(ctx context.Context, t *chaosTrial) {
 			}
 			last = now
 		}
-		if sleep(ctx, 250*time.Millisecond) != nil {
+		if Sleep(ctx, 250*time.Millisecond) != nil {
 			return
 		}
 	}
@@ -210,7 +210,7 @@ func (r *chaosRun) watch(ctx context.Context, t *chaosTrial) {
 // pruneOperations deletes the benchmark's final operations created before t.
 func (r *chaosRun) pruneOperations(ctx context.Context, t time.Time) {
 	var ops v1alpha2.VirtualMachineOperationList
-	if err := r.c.List(ctx, &ops, client.InNamespace(r.ns), client.MatchingLabels{labelBench: benchMarker}); err != nil {
+	if err := r.c.List(ctx, &ops, client.InNamespace(r.ns), client.MatchingLabels{LabelBench: BenchMarker}); err != nil {
 		return
 	}
 	for i := range ops.Items {

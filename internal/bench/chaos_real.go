@@ -21,10 +21,10 @@ func clientKey(ns, name string) client.ObjectKey { return client.ObjectKey{Names
 // QEMU) and watches the guests' serial logs.
 type realDriver struct {
 	bin, stateDir, ns string
-	up                *upProcess
+	up                *UpProcess
 
 	mu      sync.Mutex
-	watches map[string]*instanceWatch // VM name → its serial logs since the last overlaps call
+	watches map[string]*InstanceWatch // VM name → its serial logs since the last overlaps call
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -39,15 +39,15 @@ func (d *realDriver) startWatching(ctx context.Context) {
 		for ctx.Err() == nil {
 			now := time.Now()
 			d.mu.Lock()
-			ws := make([]*instanceWatch, 0, len(d.watches))
+			ws := make([]*InstanceWatch, 0, len(d.watches))
 			for _, w := range d.watches {
 				ws = append(ws, w)
 			}
 			d.mu.Unlock()
 			for _, w := range ws {
-				w.poll(now)
+				w.Poll(now)
 			}
-			_ = sleep(ctx, 200*time.Millisecond)
+			_ = Sleep(ctx, 200*time.Millisecond)
 		}
 	}()
 }
@@ -63,15 +63,15 @@ func (d *realDriver) resetWatches() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for name := range d.watches {
-		d.watches[name] = newInstanceWatch(d.stateDir, d.ns, name)
+		d.watches[name] = NewInstanceWatch(d.stateDir, d.ns, name)
 	}
 }
 
 func (d *realDriver) powerOff(ctx context.Context, n string) error {
-	return ferryNode(ctx, d.bin, d.stateDir, "poweroff", n)
+	return FerryNode(ctx, d.bin, d.stateDir, "poweroff", n)
 }
 func (d *realDriver) powerOn(ctx context.Context, n string) error {
-	return ferryNode(ctx, d.bin, d.stateDir, "poweron", n)
+	return FerryNode(ctx, d.bin, d.stateDir, "poweron", n)
 }
 
 // killAgent kills the node's agent with SIGKILL; ferry up starts it again. Its launchers
@@ -86,18 +86,18 @@ func (d *realDriver) killAgent(_ context.Context, n string) error {
 }
 
 func (d *realDriver) freeze(ctx context.Context, n string, t time.Duration) error {
-	if err := ferryNode(ctx, d.bin, d.stateDir, "freeze", n); err != nil {
+	if err := FerryNode(ctx, d.bin, d.stateDir, "freeze", n); err != nil {
 		return err
 	}
-	time.AfterFunc(t, func() { _ = ferryNode(context.Background(), d.bin, d.stateDir, "thaw", n) })
+	time.AfterFunc(t, func() { _ = FerryNode(context.Background(), d.bin, d.stateDir, "thaw", n) })
 	return nil
 }
 
 func (d *realDriver) cut(ctx context.Context, n string, t time.Duration) error {
-	if err := ferryNode(ctx, d.bin, d.stateDir, "disconnect", n); err != nil {
+	if err := FerryNode(ctx, d.bin, d.stateDir, "disconnect", n); err != nil {
 		return err
 	}
-	time.AfterFunc(t, func() { _ = ferryNode(context.Background(), d.bin, d.stateDir, "connect", n) })
+	time.AfterFunc(t, func() { _ = FerryNode(context.Background(), d.bin, d.stateDir, "connect", n) })
 	return nil
 }
 
@@ -134,7 +134,7 @@ func (d *realDriver) running(context.Context) (map[string]int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for name := range d.watches {
-		out[d.ns+"/"+name] = qemuCount(d.ns, name)
+		out[d.ns+"/"+name] = QEMUCount(d.ns, name)
 	}
 	return out, nil
 }
@@ -150,7 +150,7 @@ func (d *realDriver) overlaps(context.Context) ([]string, error) {
 	d.mu.Lock()
 	var out []string
 	for name, w := range d.watches {
-		spans := w.spans()
+		spans := w.Spans()
 		for i := range spans {
 			for j := i + 1; j < len(spans); j++ {
 				a, b := spans[i], spans[j]
@@ -160,7 +160,7 @@ func (d *realDriver) overlaps(context.Context) ([]string, error) {
 				from, to := later(a.First, b.First), earlier(a.Last, b.Last)
 				if to.Sub(from) >= minOverlap {
 					out = append(out, fmt.Sprintf("%s: %s on %s (CNT %s–%s) and %s on %s (CNT %s–%s)", name,
-						filepath.Base(a.Dir), a.Node, clock(a.First), clock(a.Last), filepath.Base(b.Dir), b.Node, clock(b.First), clock(b.Last)))
+						filepath.Base(a.Dir), a.Node, Clock(a.First), Clock(a.Last), filepath.Base(b.Dir), b.Node, Clock(b.First), Clock(b.Last)))
 				}
 			}
 		}

@@ -35,7 +35,7 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 		nodes = 0
 		upArgs = append(upArgs, "--netns=false")
 	}
-	cl, err := openCluster(ctx, bin, "", o.StateDir, "fc-", o.Port, nodes, o.WaitOther, say, upArgs...)
+	cl, err := OpenCluster(ctx, bin, "", o.StateDir, "fc-", o.Port, nodes, o.WaitOther, say, upArgs...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -44,11 +44,11 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 		if stopSim != nil {
 			stopSim()
 		}
-		cl.close(keep, say)
+		cl.Close(keep, say)
 	}
-	r := &chaosRun{o: o, bin: bin, kube: cl.kubeconfig, say: say, ns: "default", vms: map[string]vmIdentity{}}
+	r := &chaosRun{o: o, bin: bin, kube: cl.Kubeconfig, say: say, ns: "default", vms: map[string]vmIdentity{}}
 	if o.Real {
-		rd := &realDriver{bin: bin, stateDir: cl.stateDir, up: cl.up, ns: r.ns, watches: map[string]*instanceWatch{}}
+		rd := &realDriver{bin: bin, stateDir: cl.StateDir, up: cl.Up, ns: r.ns, watches: map[string]*InstanceWatch{}}
 		r.drv = rd
 		for i := 1; i <= o.VMs; i++ {
 			rd.watches[fmt.Sprintf("c%02d", i)] = nil
@@ -66,29 +66,29 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 		if o.BrokenWatchdog {
 			args = append(args, "--watchdog-resets=false")
 		}
-		sim, err := startSimNodes(ctx, bin, cl, o.Nodes, say, args...)
+		sim, err := StartSimNodes(ctx, bin, cl, o.Nodes, say, args...)
 		if err != nil {
 			closeRun(true)
 			return nil, nil, err
 		}
-		stopSim = sim.stop
-		addr, err := waitFile(ctx, filepath.Join(sim.dir, "control-addr"), time.Minute)
+		stopSim = sim.Stop
+		addr, err := waitFile(ctx, filepath.Join(sim.Dir, "control-addr"), time.Minute)
 		if err != nil {
 			closeRun(true)
 			return nil, nil, err
 		}
-		r.drv = &simDriver{base: "http://" + addr, stateDir: cl.stateDir, up: cl.up}
+		r.drv = &simDriver{base: "http://" + addr, stateDir: cl.StateDir, up: cl.Up}
 	}
 	fail := func(err error) (*chaosRun, func(bool), error) {
 		closeRun(true)
 		return nil, nil, err
 	}
-	image, c, err := guestAndClient(ctx, cl.kubeconfig)
+	image, c, err := GuestAndClient(ctx, cl.Kubeconfig)
 	if err != nil {
 		return fail(err)
 	}
 	r.c = c
-	if err := waitNodesReady(ctx, c, say, o.Nodes, 5*time.Minute); err != nil {
+	if err := WaitNodesReady(ctx, c, say, o.Nodes, 5*time.Minute); err != nil {
 		return fail(err)
 	}
 	var nl corev1.NodeList
@@ -98,8 +98,8 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 	for _, n := range nl.Items {
 		r.nodes = append(r.nodes, n.Name)
 	}
-	fb := &ferryBench{c: c, ns: r.ns, say: say, imageURL: "file://" + image}
-	if err := fb.ensureImage(ctx); err != nil {
+	fb := &FerryVM{C: c, NS: r.ns, Say: say, ImageURL: "file://" + image}
+	if err := fb.EnsureImage(ctx); err != nil {
 		return fail(err)
 	}
 	if err := r.createVMs(ctx); err != nil {
@@ -120,11 +120,11 @@ func (r *chaosRun) createVMs(ctx context.Context) error {
 		if i%2 == 0 {
 			policy = v1alpha2.AlwaysOnUnlessStoppedManually
 		}
-		labels := map[string]string{labelBench: benchMarker}
+		labels := map[string]string{LabelBench: BenchMarker}
 		disk := &v1alpha2.VirtualDisk{
 			ObjectMeta: metav1.ObjectMeta{Name: diskOf(name), Namespace: r.ns, Labels: labels},
 			Spec: v1alpha2.VirtualDiskSpec{DataSource: &v1alpha2.DataSource{Type: v1alpha2.SourceObjectRef,
-				ObjectRef: &v1alpha2.ObjectRefSource{Kind: "ClusterVirtualImage", Name: imageName}}},
+				ObjectRef: &v1alpha2.ObjectRefSource{Kind: "ClusterVirtualImage", Name: ImageName}}},
 		}
 		vm := &v1alpha2.VirtualMachine{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns, Labels: labels},
@@ -184,7 +184,7 @@ func waitFile(ctx context.Context, path string, timeout time.Duration) (string, 
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("%s not written within %s", path, timeout)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := Sleep(ctx, 200*time.Millisecond); err != nil {
 			return "", err
 		}
 	}
@@ -200,18 +200,18 @@ func killController(stateDir string) error {
 }
 
 // restartUpAPIServer asks `ferry up` to restart its apiserver and etcd (SIGUSR1).
-func restartUpAPIServer(up *upProcess) error {
-	if up == nil || up.cmd.Process == nil {
+func restartUpAPIServer(up *UpProcess) error {
+	if up == nil || up.Cmd.Process == nil {
 		return fmt.Errorf("the run did not start ferry up: cannot restart its apiserver")
 	}
-	return up.cmd.Process.Signal(syscall.SIGUSR1)
+	return up.Cmd.Process.Signal(syscall.SIGUSR1)
 }
 
 // simDriver injects faults into `ferry sim-nodes` through its control endpoint.
 type simDriver struct {
 	base     string
 	stateDir string
-	up       *upProcess
+	up       *UpProcess
 	mu       sync.Mutex
 	seen     int // overlaps already reported
 }

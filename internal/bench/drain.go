@@ -97,7 +97,7 @@ func DefaultDrainOptions() DrainOptions {
 // cordons, configuration, cluster) also when ctx is cancelled. Once it has measured, it
 // returns what it measured also with an error.
 func RunDrain(ctx context.Context, o DrainOptions) (res *DrainResult, retErr error) {
-	out, say := reporter(o.Out)
+	out, say := Reporter(o.Out)
 	if o.VMs < 1 {
 		return nil, errors.New("--vms must be at least 1")
 	}
@@ -107,33 +107,33 @@ func RunDrain(ctx context.Context, o DrainOptions) (res *DrainResult, retErr err
 	if o.Outbound < 0 {
 		return nil, errors.New("--outbound must not be negative")
 	}
-	mem, err := guestMemory(o.Memory)
+	mem, err := GuestMemory(o.Memory)
 	if err != nil {
 		return nil, err
 	}
-	bin, err := ferryBinary(o.FerryBin)
+	bin, err := FerryBinary(o.FerryBin)
 	if err != nil {
 		return nil, err
 	}
 
 	// Where the cluster lives.
 	failed := false // keeps a temporary state directory
-	cl, err := openCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fd-", o.Port, o.Nodes, o.WaitOther, say)
+	cl, err := OpenCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fd-", o.Port, o.Nodes, o.WaitOther, say)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { cl.close(failed || o.Keep || retErr != nil, say) }()
-	kubeconfig, logsDir := cl.kubeconfig, cl.logsDir
+	defer func() { cl.Close(failed || o.Keep || retErr != nil, say) }()
+	kubeconfig, logsDir := cl.Kubeconfig, cl.LogsDir
 
-	image, c, err := guestAndClient(ctx, kubeconfig)
+	image, c, err := GuestAndClient(ctx, kubeconfig)
 	if err != nil {
 		return nil, err
 	}
 	d := &drainBench{c: c, o: o, bin: bin, kubeconfig: kubeconfig, logsDir: logsDir, say: say}
 	for i := 1; i <= o.VMs; i++ {
 		name := fmt.Sprintf("%s-%d", o.VMPrefix, i)
-		d.fbs = append(d.fbs, &ferryBench{c: c, ns: o.Namespace, vm: name, disk: name + "-root", logsDir: logsDir,
-			timeout: o.MigrationTimeout, say: say, imageURL: "file://" + image})
+		d.fbs = append(d.fbs, &FerryVM{C: c, NS: o.Namespace, VM: name, Disk: name + "-root", LogsDir: logsDir,
+			Timeout: o.MigrationTimeout, Say: say, ImageURL: "file://" + image})
 	}
 	// Everything below undoes itself on the way out, in reverse order; with a context
 	// that outlives a Ctrl-C.
@@ -145,7 +145,7 @@ func RunDrain(ctx context.Context, o DrainOptions) (res *DrainResult, retErr err
 	if err != nil {
 		return nil, err
 	}
-	if err := d.fbs[0].ensureImage(ctx); err != nil {
+	if err := d.fbs[0].EnsureImage(ctx); err != nil {
 		return nil, err
 	}
 	if o.Outbound > 0 {
@@ -182,7 +182,7 @@ func RunDrain(ctx context.Context, o DrainOptions) (res *DrainResult, retErr err
 		cctx, cancel := cleanupCtx()
 		defer cancel()
 		for _, n := range d.cordoned {
-			if err := setUnschedulable(cctx, c, n, false); err != nil {
+			if err := SetUnschedulable(cctx, c, n, false); err != nil {
 				say("Could not uncordon %s: %v", n, err)
 			}
 		}
@@ -227,7 +227,7 @@ func RunDrain(ctx context.Context, o DrainOptions) (res *DrainResult, retErr err
 	}
 	fmt.Fprintf(out, "\nDrain benchmark: %d VM(s) of %s on %s drained by `kubectl drain` in a cluster of %d nodes, migrationsPerNodeOutbound %s, eviction webhook %s. "+
 		"Single = one Migrate operation (%s ⇄ %s) from creation to Completed. Times in ms.\n\n",
-		o.VMs, o.Memory, drainNode, 1+len(others), outbound, webhookName(webhook), drainNode, baselineNode)
+		o.VMs, o.Memory, drainNode, 1+len(others), outbound, WebhookName(webhook), drainNode, baselineNode)
 	if err := DrainTable(out, *res); err != nil {
 		return res, err
 	}
@@ -269,17 +269,17 @@ func (d *drainBench) drain(ctx context.Context, res *DrainResult) (string, error
 	defer stopFollowing()
 	prev := make([]before, len(d.fbs))
 	for i, fb := range d.fbs {
-		p, err := fb.waitReady(ctx, 3*time.Minute)
+		p, err := fb.WaitReady(ctx, 3*time.Minute)
 		if err != nil {
 			return "", err
 		}
 		vm := &v1alpha2.VirtualMachine{}
-		if err := d.c.Get(ctx, client.ObjectKey{Namespace: fb.ns, Name: fb.vm}, vm); err != nil {
+		if err := d.c.Get(ctx, client.ObjectKey{Namespace: fb.NS, Name: fb.VM}, vm); err != nil {
 			return "", err
 		}
-		prev[i] = before{node: p.node, pod: p.pod, ip: vm.Status.IPAddress,
-			serial: hypervisor.FollowSerial(fctx, filepath.Join(p.runDir, hypervisor.SerialLogName), 100*time.Millisecond)}
-		res.VMs = append(res.VMs, DrainVM{Name: fb.vm, From: p.node, IPBefore: vm.Status.IPAddress})
+		prev[i] = before{node: p.Node, pod: p.Pod, ip: vm.Status.IPAddress,
+			serial: hypervisor.FollowSerial(fctx, filepath.Join(p.RunDir, hypervisor.SerialLogName), 100*time.Millisecond)}
+		res.VMs = append(res.VMs, DrainVM{Name: fb.VM, From: p.Node, IPBefore: vm.Status.IPAddress})
 	}
 
 	// When each VM is first seen Running off the node.
@@ -292,7 +292,7 @@ func (d *drainBench) drain(ctx context.Context, res *DrainResult) (string, error
 		for fctx.Err() == nil {
 			for i, fb := range d.fbs {
 				vm := &v1alpha2.VirtualMachine{}
-				if d.c.Get(fctx, client.ObjectKey{Namespace: fb.ns, Name: fb.vm}, vm) != nil {
+				if d.c.Get(fctx, client.ObjectKey{Namespace: fb.NS, Name: fb.VM}, vm) != nil {
 					continue
 				}
 				mu.Lock()
@@ -301,7 +301,7 @@ func (d *drainBench) drain(ctx context.Context, res *DrainResult) (string, error
 				}
 				mu.Unlock()
 			}
-			_ = sleep(fctx, 250*time.Millisecond)
+			_ = Sleep(fctx, 250*time.Millisecond)
 		}
 	}()
 
@@ -333,9 +333,9 @@ func (d *drainBench) drain(ctx context.Context, res *DrainResult) (string, error
 			break
 		}
 		if v.Failure == "" {
-			d.say("VM %s: %s → %s, address %s, guest counted on", fb.vm, v.From, v.To, v.IPAfter)
+			d.say("VM %s: %s → %s, address %s, guest counted on", fb.VM, v.From, v.To, v.IPAfter)
 		} else {
-			d.say("VM %s: POST-DRAIN FAILURE: %s", fb.vm, firstLine(v.Failure))
+			d.say("VM %s: POST-DRAIN FAILURE: %s", fb.VM, FirstLine(v.Failure))
 		}
 	}
 	stopFollowing()
@@ -348,68 +348,68 @@ func (d *drainBench) drain(ctx context.Context, res *DrainResult) (string, error
 
 // check says where a VM runs after the drain, with which address, and why it did not keep
 // running and counting ("" when it did).
-func (d *drainBench) check(ctx context.Context, fb *ferryBench, was before) (node, ip, failure string) {
+func (d *drainBench) check(ctx context.Context, fb *FerryVM, was before) (node, ip, failure string) {
 	deadline := time.Now().Add(postDrainWait)
-	var p placement
+	var p Placement
 	for {
 		var why string
-		p, why = fb.ready(ctx)
-		if why == "" && p.node == was.node {
-			why = "still on " + p.node + " in pod " + p.pod
+		p, why = fb.Ready(ctx)
+		if why == "" && p.Node == was.node {
+			why = "still on " + p.Node + " in pod " + p.Pod
 		}
 		if why == "" {
 			break
 		}
-		if time.Now().After(deadline) || sleep(ctx, 250*time.Millisecond) != nil {
+		if time.Now().After(deadline) || Sleep(ctx, 250*time.Millisecond) != nil {
 			return "", "", d.describe(ctx, fb, was, fmt.Sprintf("not running off %s with a heartbeat within %s after the drain: %s", was.node, postDrainWait, why))
 		}
 	}
 	vm := &v1alpha2.VirtualMachine{}
-	if err := d.c.Get(ctx, client.ObjectKey{Namespace: fb.ns, Name: fb.vm}, vm); err != nil {
-		return p.node, "", err.Error()
+	if err := d.c.Get(ctx, client.ObjectKey{Namespace: fb.NS, Name: fb.VM}, vm); err != nil {
+		return p.Node, "", err.Error()
 	}
 	ip = vm.Status.IPAddress
 	var problems []string
 	if ip != was.ip {
-		problems = append(problems, fmt.Sprintf("address changed from %s to %s", was.ip, orDash(ip)))
+		problems = append(problems, fmt.Sprintf("address changed from %s to %s", was.ip, OrDash(ip)))
 	}
 	was.serial.Poll()
 	last, _, _ := was.serial.Heartbeat()
-	if why := heartbeatCheck(ctx, filepath.Join(p.runDir, hypervisor.SerialLogName), last, postMigrationWindow); why != "" {
+	if why := HeartbeatCheck(ctx, filepath.Join(p.RunDir, hypervisor.SerialLogName), last, PostMigrationWindow); why != "" {
 		problems = append(problems, why)
 	}
 	if len(problems) == 0 {
-		return p.node, ip, ""
+		return p.Node, ip, ""
 	}
-	return p.node, ip, d.describe(ctx, fb, was, fmt.Sprintf("now on %s (pod %s): %s", p.node, p.pod, strings.Join(problems, "; ")))
+	return p.Node, ip, d.describe(ctx, fb, was, fmt.Sprintf("now on %s (pod %s): %s", p.Node, p.Pod, strings.Join(problems, "; ")))
 }
 
 // describe adds to why the VM's migration state and operations and the log lines naming
 // its source pod.
-func (d *drainBench) describe(ctx context.Context, fb *ferryBench, was before, why string) string {
+func (d *drainBench) describe(ctx context.Context, fb *FerryVM, was before, why string) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "was on %s (pod %s, %s): %s", was.node, was.pod, was.ip, why)
 	vm := &v1alpha2.VirtualMachine{}
-	if err := d.c.Get(ctx, client.ObjectKey{Namespace: fb.ns, Name: fb.vm}, vm); err == nil {
+	if err := d.c.Get(ctx, client.ObjectKey{Namespace: fb.NS, Name: fb.VM}, vm); err == nil {
 		fmt.Fprintf(&sb, "\n    VM phase %s, restartCount %d", vm.Status.Phase, vm.Status.RestartCount)
 		if ms := vm.Status.MigrationState; ms != nil {
-			fmt.Fprintf(&sb, ", last migration %s → %s: %s", ms.Source.Node, ms.Target.Node, orDash(string(ms.Result)))
+			fmt.Fprintf(&sb, ", last migration %s → %s: %s", ms.Source.Node, ms.Target.Node, OrDash(string(ms.Result)))
 		} else {
 			sb.WriteString(", never migrated")
 		}
 	}
 	var ops v1alpha2.VirtualMachineOperationList
-	if err := d.c.List(ctx, &ops, client.InNamespace(fb.ns)); err == nil {
+	if err := d.c.List(ctx, &ops, client.InNamespace(fb.NS)); err == nil {
 		for _, op := range ops.Items {
-			if op.Spec.VirtualMachineName == fb.vm && op.Labels[labelBench] != benchMarker {
+			if op.Spec.VirtualMachineName == fb.VM && op.Labels[LabelBench] != BenchMarker {
 				fmt.Fprintf(&sb, "\n    vmop %s %s: %s %s", op.Name, op.Spec.Type, op.Status.Phase, op.Status.Progress)
 			}
 		}
 	}
 	if d.logsDir != "" {
-		for _, l := range grepLogs(d.logsDir, 6, was.pod) {
+		for _, l := range GrepLogs(d.logsDir, 6, was.pod) {
 			if len(l) > 240 {
 				l = l[:240] + "…"
 			}
@@ -474,11 +474,11 @@ func (d *drainBench) deleteVMs(ctx context.Context, leftovers bool) error {
 	ns := d.o.Namespace
 	names := map[string]bool{}
 	for _, fb := range d.fbs {
-		names[fb.vm] = true
+		names[fb.VM] = true
 	}
 	if leftovers {
 		var vms v1alpha2.VirtualMachineList
-		if err := d.c.List(ctx, &vms, client.InNamespace(ns), client.MatchingLabels{labelBench: benchMarker}); err != nil {
+		if err := d.c.List(ctx, &vms, client.InNamespace(ns), client.MatchingLabels{LabelBench: BenchMarker}); err != nil {
 			return fmt.Errorf("listing VMs: %w", err)
 		}
 		for _, vm := range vms.Items {
@@ -518,7 +518,7 @@ func (d *drainBench) deleteVMs(ctx context.Context, leftovers bool) error {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("%s still there after its deletion", o.GetName())
 			}
-			if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			if err := Sleep(ctx, 250*time.Millisecond); err != nil {
 				return err
 			}
 		}
@@ -526,7 +526,7 @@ func (d *drainBench) deleteVMs(ctx context.Context, leftovers bool) error {
 	return nil
 }
 
-func webhookName(s string) string {
+func WebhookName(s string) string {
 	if s == "" {
 		return "none"
 	}
@@ -540,9 +540,4 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func fileExists(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && !fi.IsDir()
 }

@@ -56,21 +56,21 @@ func (r DrainResult) PostDrainFailures() int {
 // row per VM.
 func DrainTable(w io.Writer, r DrainResult) error {
 	n := len(r.VMs)
-	single := r.Single.Stat(e2eOf)
+	single := r.Single.Stat(E2EOf)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "VMS\tDRAIN\tSINGLE MED\tSINGLE MAX\tN × SINGLE MED\tDRAIN / (N × SINGLE MED)\tPOST-DRAIN FAILURES")
 	drain, ratio, post := "-", "-", "-"
 	if r.DrainFailed != "" {
 		drain = "FAILED"
 	} else if r.Drain > 0 {
-		drain = ms(r.Drain)
+		drain = Millis(r.Drain)
 		post = fmt.Sprintf("%d/%d", r.PostDrainFailures(), n)
 	}
-	med, mx := medMax(single)
+	med, mx := MedMax(single)
 	nSingle := "-"
 	if single.N > 0 {
 		total := time.Duration(n) * single.Median
-		nSingle = ms(total)
+		nSingle = Millis(total)
 		if r.DrainFailed == "" && r.Drain > 0 && total > 0 {
 			ratio = fmt.Sprintf("%.2fx", float64(r.Drain)/float64(total))
 		}
@@ -86,11 +86,11 @@ func DrainTable(w io.Writer, r DrainResult) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "VM\tFROM\tTO\tIP BEFORE\tIP AFTER\tOFF %s AFTER\tRESULT\n", strings.ToUpper(orDash(r.Node)))
+	fmt.Fprintf(tw, "VM\tFROM\tTO\tIP BEFORE\tIP AFTER\tOFF %s AFTER\tRESULT\n", strings.ToUpper(OrDash(r.Node)))
 	for _, v := range r.VMs {
 		moved, result := "-", "ok"
 		if v.Moved > 0 {
-			moved = ms(v.Moved)
+			moved = Millis(v.Moved)
 		}
 		if v.Failure != "" {
 			result = "POST-DRAIN FAILURE"
@@ -98,7 +98,7 @@ func DrainTable(w io.Writer, r DrainResult) error {
 		if r.DrainFailed != "" || r.Drain == 0 {
 			result = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, orDash(v.From), orDash(v.To), orDash(v.IPBefore), orDash(v.IPAfter), moved, result)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, OrDash(v.From), OrDash(v.To), OrDash(v.IPBefore), OrDash(v.IPAfter), moved, result)
 	}
 	return tw.Flush()
 }

@@ -25,7 +25,7 @@ type drainBench struct {
 	kubeconfig string
 	logsDir    string
 	say        func(string, ...any)
-	fbs        []*ferryBench
+	fbs        []*FerryVM
 	// cordoned are the nodes the benchmark cordoned and has yet to uncordon.
 	cordoned []string
 }
@@ -114,32 +114,32 @@ func (d *drainBench) createOnDrainNode(ctx context.Context, mem resource.Quantit
 		if nd.Spec.Unschedulable {
 			continue // not ours to uncordon
 		}
-		if err := setUnschedulable(ctx, d.c, n, true); err != nil {
+		if err := SetUnschedulable(ctx, d.c, n, true); err != nil {
 			return fmt.Errorf("cordoning %s: %w", n, err)
 		}
 		d.cordoned = append(d.cordoned, n)
 	}
-	d.say("Cordoned %s; creating %d VM(s) (%s, 1 core) from %s on %s", strings.Join(others, ", "), len(d.fbs), d.o.Memory, imageName, drainNode)
+	d.say("Cordoned %s; creating %d VM(s) (%s, 1 core) from %s on %s", strings.Join(others, ", "), len(d.fbs), d.o.Memory, ImageName, drainNode)
 	for _, fb := range d.fbs {
-		if err := fb.createVM(ctx, mem, v1alpha2.AlwaysOnUnlessStoppedManually); err != nil {
+		if err := fb.CreateVM(ctx, mem, v1alpha2.AlwaysOnUnlessStoppedManually); err != nil {
 			return err
 		}
 	}
 	t := time.Now()
 	timeout := 5*time.Minute + time.Duration(len(d.fbs))*time.Minute
 	for _, fb := range d.fbs {
-		p, err := fb.waitReady(ctx, timeout-time.Since(t))
+		p, err := fb.WaitReady(ctx, timeout-time.Since(t))
 		if err != nil {
 			return err
 		}
-		if p.node != drainNode {
-			return fmt.Errorf("VM %s runs on %s, not %s, although the other nodes are cordoned", fb.vm, p.node, drainNode)
+		if p.Node != drainNode {
+			return fmt.Errorf("VM %s runs on %s, not %s, although the other nodes are cordoned", fb.VM, p.Node, drainNode)
 		}
-		d.say("VM %s running on %s (pod %s) with a heartbeat after %.1fs", fb.vm, p.node, p.pod, time.Since(t).Seconds())
+		d.say("VM %s running on %s (pod %s) with a heartbeat after %.1fs", fb.VM, p.Node, p.Pod, time.Since(t).Seconds())
 	}
 	for len(d.cordoned) > 0 {
 		n := d.cordoned[0]
-		if err := setUnschedulable(ctx, d.c, n, false); err != nil {
+		if err := SetUnschedulable(ctx, d.c, n, false); err != nil {
 			return fmt.Errorf("uncordoning %s: %w", n, err)
 		}
 		d.cordoned = d.cordoned[1:]
@@ -157,7 +157,7 @@ func (d *drainBench) warnOthersOnNode(ctx context.Context) {
 	}
 	mine := map[string]bool{}
 	for _, fb := range d.fbs {
-		mine[fb.ns+"/"+fb.vm] = true
+		mine[fb.NS+"/"+fb.VM] = true
 	}
 	var foreign []string
 	for _, vm := range vms.Items {
@@ -175,29 +175,29 @@ func (d *drainBench) baseline(ctx context.Context, series *Series) error {
 	total := 2 * len(d.fbs)
 	for _, fb := range d.fbs {
 		for _, target := range []string{baselineNode, drainNode} {
-			p, err := fb.waitReady(ctx, 3*time.Minute)
+			p, err := fb.WaitReady(ctx, 3*time.Minute)
 			if err != nil {
 				return err
 			}
-			if p.node == target {
+			if p.Node == target {
 				// The way there failed; the VM is where the way back would take it.
 				continue
 			}
-			fb.targetNode = target
-			s, _, err := fb.migrate(ctx)
-			fb.targetNode = ""
+			fb.TargetNode = target
+			s, _, err := fb.Migrate(ctx)
+			fb.TargetNode = ""
 			if err != nil {
 				return err
 			}
 			series.Samples = append(series.Samples, s)
-			report(d.say, fmt.Sprintf("single %s → %s", fb.vm, target), len(series.Samples)-1, total, s)
+			SaySample(d.say, fmt.Sprintf("single %s → %s", fb.VM, target), len(series.Samples)-1, total, s)
 		}
-		p, err := fb.waitReady(ctx, 3*time.Minute)
+		p, err := fb.WaitReady(ctx, 3*time.Minute)
 		if err != nil {
 			return err
 		}
-		if p.node != drainNode {
-			return fmt.Errorf("VM %s is on %s after the single migrations, not back on %s", fb.vm, p.node, drainNode)
+		if p.Node != drainNode {
+			return fmt.Errorf("VM %s is on %s after the single migrations, not back on %s", fb.VM, p.Node, drainNode)
 		}
 	}
 	return nil

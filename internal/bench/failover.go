@@ -76,7 +76,7 @@ func DefaultFailoverOptions() FailoverOptions {
 // failed node and cleans up (VM, cluster) also when ctx is cancelled. Once it has measured,
 // it returns what it measured also with an error.
 func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, retErr error) {
-	out, say := reporter(o.Out)
+	out, say := Reporter(o.Out)
 	if o.Runs < 1 {
 		return nil, errors.New("--runs must be at least 1")
 	}
@@ -94,11 +94,11 @@ func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, ret
 	if len(faults) == 0 {
 		return nil, errors.New("no fault to inject")
 	}
-	mem, err := guestMemory(o.Memory)
+	mem, err := GuestMemory(o.Memory)
 	if err != nil {
 		return nil, err
 	}
-	bin, err := ferryBinary(o.FerryBin)
+	bin, err := FerryBinary(o.FerryBin)
 	if err != nil {
 		return nil, err
 	}
@@ -108,16 +108,16 @@ func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, ret
 	if o.Kubeconfig == "" {
 		upArgs = []string{"--fencing-profile", o.Profile}
 	}
-	cl, err := openCluster(ctx, bin, o.Kubeconfig, o.StateDir, "ff-", o.Port, failoverNodes, o.WaitOther, say, upArgs...)
+	cl, err := OpenCluster(ctx, bin, o.Kubeconfig, o.StateDir, "ff-", o.Port, failoverNodes, o.WaitOther, say, upArgs...)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { cl.close(failed || o.Keep || retErr != nil, say) }()
-	stateDir, err := filepath.Abs(cl.stateDir)
+	defer func() { cl.Close(failed || o.Keep || retErr != nil, say) }()
+	stateDir, err := filepath.Abs(cl.StateDir)
 	if err != nil {
 		return nil, err
 	}
-	image, c, err := guestAndClient(ctx, cl.kubeconfig)
+	image, c, err := GuestAndClient(ctx, cl.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}
@@ -138,9 +138,9 @@ func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, ret
 	}
 	say("Fencing profile %s: %s", rep.Profile, rep.Timing)
 
-	fb := &ferryBench{c: c, ns: o.Namespace, vm: o.VMName, disk: o.VMName + "-root", logsDir: cl.logsDir,
-		say: say, imageURL: "file://" + image}
-	if err := fb.ensureImage(ctx); err != nil {
+	fb := &FerryVM{C: c, NS: o.Namespace, VM: o.VMName, Disk: o.VMName + "-root", LogsDir: cl.LogsDir,
+		Say: say, ImageURL: "file://" + image}
+	if err := fb.EnsureImage(ctx); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -151,21 +151,21 @@ func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, ret
 		say("Deleting VM %s…", o.VMName)
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
-		if err := fb.deleteVM(cctx); err != nil {
+		if err := fb.DeleteVM(cctx); err != nil {
 			say("Could not delete the benchmark VM: %v", err)
 		}
 	}()
-	say("Creating VM %s/%s (%s, 1 core, runPolicy AlwaysOn) from %s", o.Namespace, o.VMName, o.Memory, imageName)
-	if err := fb.createVM(ctx, mem, v1alpha2.AlwaysOn); err != nil {
+	say("Creating VM %s/%s (%s, 1 core, runPolicy AlwaysOn) from %s", o.Namespace, o.VMName, o.Memory, ImageName)
+	if err := fb.CreateVM(ctx, mem, v1alpha2.AlwaysOn); err != nil {
 		return nil, err
 	}
 	t := time.Now()
-	p, err := fb.waitReady(ctx, 5*time.Minute)
+	p, err := fb.WaitReady(ctx, 5*time.Minute)
 	if err != nil {
 		failed = true
 		return nil, err
 	}
-	say("VM running on %s (pod %s) with a heartbeat after %.1fs", p.node, p.pod, time.Since(t).Seconds())
+	say("VM running on %s (pod %s) with a heartbeat after %.1fs", p.Node, p.Pod, time.Since(t).Seconds())
 
 	fm := &failoverBench{c: c, fb: fb, bin: bin, stateDir: stateDir, runTimeout: o.RunTimeout, say: say}
 	var runErr error
@@ -218,7 +218,7 @@ runs:
 // failoverBench fails the benchmark VM's node and watches the VM come back.
 type failoverBench struct {
 	c          client.Client
-	fb         *ferryBench
+	fb         *FerryVM
 	bin        string
 	stateDir   string
 	runTimeout time.Duration
@@ -232,29 +232,29 @@ type failoverBench struct {
 func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (FailoverRun, error) {
 	tag := fmt.Sprintf("[%s %d/%d]", fault, n, of)
 	run := FailoverRun{Fault: fault, Run: n}
-	p, err := f.fb.waitReady(ctx, 3*time.Minute)
+	p, err := f.fb.WaitReady(ctx, 3*time.Minute)
 	if err != nil {
 		return run, err
 	}
-	run.From = p.node
+	run.From = p.Node
 	node := &corev1.Node{}
-	if err := f.c.Get(ctx, client.ObjectKey{Name: p.node}, node); err != nil {
+	if err := f.c.Get(ctx, client.ObjectKey{Name: p.Node}, node); err != nil {
 		return run, err
 	}
 	oldUID := node.UID
 
 	// Watch the QEMU processes and serial logs from before the fault until the node is back.
-	insts := newInstanceWatch(f.stateDir, f.fb.ns, f.fb.vm)
-	insts.poll(time.Now()) // the baseline
-	procs := &processWatch{}
+	insts := NewInstanceWatch(f.stateDir, f.fb.NS, f.fb.VM)
+	insts.Poll(time.Now()) // the baseline
+	procs := &ProcessWatch{}
 	wctx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		t := time.NewTicker(watchInterval)
+		t := time.NewTicker(WatchInterval)
 		defer t.Stop()
 		for {
-			insts.poll(time.Now())
-			procs.sample(f.fb.ns, f.fb.vm)
+			insts.Poll(time.Now())
+			procs.Sample(f.fb.NS, f.fb.VM)
 			select {
 			case <-wctx.Done():
 				return
@@ -266,14 +266,14 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 	// A heartbeat seen while watching dates the failed instance's last one, even when the
 	// fault ends it before it prints another.
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if s, ok := insts.span(p.runDir); ok && !s.First.IsZero() {
+		if s, ok := insts.Span(p.RunDir); ok && !s.First.IsZero() {
 			break
 		}
 		if time.Now().After(deadline) {
-			f.say("%s Note: no heartbeat in %s for 10s before the fault", tag, p.runDir)
+			f.say("%s Note: no heartbeat in %s for 10s before the fault", tag, p.RunDir)
 			break
 		}
-		if err := sleep(ctx, watchInterval); err != nil {
+		if err := Sleep(ctx, WatchInterval); err != nil {
 			return run, err
 		}
 	}
@@ -282,19 +282,19 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 	restored := false
 	restore := func(ctx context.Context) error {
 		restored = true
-		return ferryNode(ctx, f.bin, f.stateDir, faultRestore[fault], p.node)
+		return FerryNode(ctx, f.bin, f.stateDir, faultRestore[fault], p.Node)
 	}
 	defer func() {
 		if !restored {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
 			if err := restore(cctx); err != nil {
-				f.say("%s could not restore %s: %v", tag, p.node, err)
+				f.say("%s could not restore %s: %v", tag, p.Node, err)
 			}
 		}
 	}()
-	f.say("%s %s of %s, which runs the VM (pod %s)", tag, fault, p.node, p.pod)
-	if err := ferryNode(ctx, f.bin, f.stateDir, fault, p.node); err != nil {
+	f.say("%s %s of %s, which runs the VM (pod %s)", tag, fault, p.Node, p.Pod)
+	if err := FerryNode(ctx, f.bin, f.stateDir, fault, p.Node); err != nil {
 		return run, err
 	}
 	t0 := time.Now()
@@ -311,24 +311,24 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 		// runs, or is between restarts.
 		f.say("%s %v (its watchdog reset the node already)", tag, err)
 	}
-	f.say("%s %s %s; waiting for it to be back", tag, faultRestore[fault], p.node)
+	f.say("%s %s %s; waiting for it to be back", tag, faultRestore[fault], p.Node)
 	t := time.Now()
 	gone := oldUID
 	if run.Marks.Fenced == 0 {
 		gone = "" // not fenced: the same Node comes back
 	}
-	if err := waitNodeBack(ctx, f.c, p.node, gone, true, 3*time.Minute); err != nil {
+	if err := waitNodeBack(ctx, f.c, p.Node, gone, true, 3*time.Minute); err != nil {
 		return run, err
 	}
-	if _, err := f.fb.waitReady(ctx, 3*time.Minute); err != nil {
+	if _, err := f.fb.WaitReady(ctx, 3*time.Minute); err != nil {
 		return run, err
 	}
-	f.say("%s %s back (new Node, Ready, watchdog armed) %.1fs after the %s; VM running", tag, p.node, time.Since(t).Seconds(), faultRestore[fault])
+	f.say("%s %s back (new Node, Ready, watchdog armed) %.1fs after the %s; VM running", tag, p.Node, time.Since(t).Seconds(), faultRestore[fault])
 	stopWatch()
 	wg.Wait()
-	run.Samples, run.Double, _ = procs.counts()
-	run.Overlaps = Overlaps(insts.spans())
-	if span, ok := insts.span(p.runDir); ok && !span.Last.IsZero() {
+	run.Samples, run.Double, _ = procs.Counts()
+	run.Overlaps = Overlaps(insts.Spans())
+	if span, ok := insts.Span(p.RunDir); ok && !span.Last.IsZero() {
 		run.OldLast, run.OldLastOK = span.Last.Sub(t0), true
 	}
 	f.say("%s %s", tag, runSummary(run))
@@ -337,7 +337,7 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 
 // follow polls the VM, the failed Node and the launcher pods every watchInterval and
 // records the marks, until the new instance's first heartbeat or the run's timeout.
-func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, was placement, oldUID types.UID, insts *instanceWatch, run *FailoverRun) error {
+func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, was Placement, oldUID types.UID, insts *InstanceWatch, run *FailoverRun) error {
 	m := &run.Marks
 	deadline := t0.Add(f.runTimeout)
 	var newDir, newPod string
@@ -345,7 +345,7 @@ func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, wa
 	for {
 		since := time.Since(t0)
 		vm := &v1alpha2.VirtualMachine{}
-		if err := f.c.Get(ctx, client.ObjectKey{Namespace: f.fb.ns, Name: f.fb.vm}, vm); err == nil && m.Detected == 0 {
+		if err := f.c.Get(ctx, client.ObjectKey{Namespace: f.fb.NS, Name: f.fb.VM}, vm); err == nil && m.Detected == 0 {
 			if c := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionNodeReachable); c != nil && c.Status == metav1.ConditionFalse {
 				if c.Reason == v1alpha2.ReasonFencingPending {
 					m.Detected = since
@@ -358,17 +358,17 @@ func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, wa
 		}
 		if m.Fenced == 0 {
 			n := &corev1.Node{}
-			err := f.c.Get(ctx, client.ObjectKey{Name: was.node}, n)
+			err := f.c.Get(ctx, client.ObjectKey{Name: was.Node}, n)
 			if apierrors.IsNotFound(err) || (err == nil && n.UID != oldUID) {
 				m.Fenced = since
-				f.say("%s +%.1fs Node %s gone (fenced)", tag, since.Seconds(), was.node)
+				f.say("%s +%.1fs Node %s gone (fenced)", tag, since.Seconds(), was.Node)
 			}
 		}
 		if m.Restarted == 0 {
 			var pods corev1.PodList
-			if err := f.c.List(ctx, &pods, client.InNamespace(f.fb.ns), client.MatchingLabels{v1alpha2.LabelVMName: f.fb.vm}); err == nil {
+			if err := f.c.List(ctx, &pods, client.InNamespace(f.fb.NS), client.MatchingLabels{v1alpha2.LabelVMName: f.fb.VM}); err == nil {
 				for _, pod := range pods.Items {
-					if pod.Name != was.pod && pod.Status.Phase == corev1.PodRunning && pod.Spec.NodeName != "" && pod.DeletionTimestamp.IsZero() {
+					if pod.Name != was.Pod && pod.Status.Phase == corev1.PodRunning && pod.Spec.NodeName != "" && pod.DeletionTimestamp.IsZero() {
 						m.Restarted = since
 						newPod, newDir, run.To = pod.Name, pod.Annotations[v1alpha2.AnnotationRunDir], pod.Spec.NodeName
 						f.say("%s +%.1fs launcher pod %s Running on %s", tag, since.Seconds(), newPod, run.To)
@@ -378,18 +378,18 @@ func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, wa
 			}
 		}
 		if newDir != "" {
-			if span, ok := insts.span(newDir); ok && !span.First.IsZero() {
+			if span, ok := insts.Span(newDir); ok && !span.First.IsZero() {
 				m.Booted = span.First.Sub(t0)
 				f.say("%s +%.1fs first heartbeat of the new instance", tag, m.Booted.Seconds())
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			run.Failure = f.describe(ctx, fmt.Sprintf("no heartbeat of a new instance within %s of the %s of %s", f.runTimeout, run.Fault, was.node), newPod)
-			f.say("%s FAILED: %s", tag, firstLine(run.Failure))
+			run.Failure = f.describe(ctx, fmt.Sprintf("no heartbeat of a new instance within %s of the %s of %s", f.runTimeout, run.Fault, was.Node), newPod)
+			f.say("%s FAILED: %s", tag, FirstLine(run.Failure))
 			return nil
 		}
-		if err := sleep(ctx, watchInterval); err != nil {
+		if err := Sleep(ctx, WatchInterval); err != nil {
 			return err
 		}
 	}
@@ -403,20 +403,20 @@ func (f *failoverBench) describe(ctx context.Context, why, newPod string) string
 	var sb strings.Builder
 	sb.WriteString(why)
 	vm := &v1alpha2.VirtualMachine{}
-	if err := f.c.Get(ctx, client.ObjectKey{Namespace: f.fb.ns, Name: f.fb.vm}, vm); err == nil {
-		fmt.Fprintf(&sb, "\n    VM phase %s on %s, restartCount %d", vm.Status.Phase, orDash(vm.Status.NodeName), vm.Status.RestartCount)
+	if err := f.c.Get(ctx, client.ObjectKey{Namespace: f.fb.NS, Name: f.fb.VM}, vm); err == nil {
+		fmt.Fprintf(&sb, "\n    VM phase %s on %s, restartCount %d", vm.Status.Phase, OrDash(vm.Status.NodeName), vm.Status.RestartCount)
 		for _, c := range vm.Status.Conditions {
 			fmt.Fprintf(&sb, "\n    condition %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
 		}
 	}
 	var pods corev1.PodList
-	if err := f.c.List(ctx, &pods, client.InNamespace(f.fb.ns), client.MatchingLabels{v1alpha2.LabelVMName: f.fb.vm}); err == nil {
+	if err := f.c.List(ctx, &pods, client.InNamespace(f.fb.NS), client.MatchingLabels{v1alpha2.LabelVMName: f.fb.VM}); err == nil {
 		for _, p := range pods.Items {
-			fmt.Fprintf(&sb, "\n    pod %s on %s: %s %s", p.Name, orDash(p.Spec.NodeName), p.Status.Phase, p.Status.Reason)
+			fmt.Fprintf(&sb, "\n    pod %s on %s: %s %s", p.Name, OrDash(p.Spec.NodeName), p.Status.Phase, p.Status.Reason)
 		}
 	}
 	if newPod != "" {
-		for _, l := range f.fb.logLines(newPod) {
+		for _, l := range f.fb.LogLines(newPod) {
 			if len(l) > 240 {
 				l = l[:240] + "…"
 			}
@@ -429,7 +429,7 @@ func (f *failoverBench) describe(ctx context.Context, why, newPod string) string
 // runSummary says what one run measured, in seconds.
 func runSummary(r FailoverRun) string {
 	if r.Failure != "" {
-		return "FAILED: " + firstLine(r.Failure)
+		return "FAILED: " + FirstLine(r.Failure)
 	}
 	ph := r.Marks.Phases()
 	sec := func(p Phase) string {
@@ -439,7 +439,7 @@ func runSummary(r FailoverRun) string {
 		return fmt.Sprintf("%.1fs", p.D.Seconds())
 	}
 	s := fmt.Sprintf("%s → %s: detection %s, fencing wait %s, restart %s, boot %s, total %s; guest gap %s; >1 QEMU in %d of %d samples",
-		r.From, orDash(r.To), sec(ph[PhaseDetection]), sec(ph[PhaseFencingWait]), sec(ph[PhaseRestart]), sec(ph[PhaseBoot]), sec(ph[PhaseTotal]),
+		r.From, OrDash(r.To), sec(ph[PhaseDetection]), sec(ph[PhaseFencingWait]), sec(ph[PhaseRestart]), sec(ph[PhaseBoot]), sec(ph[PhaseTotal]),
 		sec(r.GuestGap()), r.Double, r.Samples)
 	if len(r.Overlaps) > 0 {
 		s += "; HEARTBEATS OVERLAP: " + strings.Join(r.Overlaps, "; ")

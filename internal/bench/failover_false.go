@@ -85,7 +85,7 @@ type FalseFencingReport struct {
 // (processes, qdiscs, frozen control plane) also on error or when ctx is cancelled. Once
 // it has measured, it returns what it measured also with an error.
 func RunFalseFencing(ctx context.Context, o FalseFencingOptions) (*FalseFencingReport, error) {
-	out, say := reporter(o.Out)
+	out, say := Reporter(o.Out)
 	if o.Duration <= 0 {
 		return nil, errors.New("--duration must be positive")
 	}
@@ -106,7 +106,7 @@ func RunFalseFencing(ctx context.Context, o FalseFencingOptions) (*FalseFencingR
 	if o.Busy == 0 {
 		o.Busy = 2 * runtime.NumCPU()
 	}
-	bin, err := ferryBinary(o.FerryBin)
+	bin, err := FerryBinary(o.FerryBin)
 	if err != nil {
 		return nil, err
 	}
@@ -175,12 +175,12 @@ type falseFencing struct {
 func (ff *falseFencing) profile(ctx context.Context, res *FalseFencingResult) (retErr error) {
 	tag := "[" + res.Profile + "]"
 	say := func(format string, args ...any) { ff.say(tag+" "+format, args...) }
-	cl, err := openCluster(ctx, ff.bin, "", "", "fff-", ff.o.Port, failoverNodes, ff.waitOther, ff.say, "--fencing-profile", res.Profile)
+	cl, err := OpenCluster(ctx, ff.bin, "", "", "fff-", ff.o.Port, failoverNodes, ff.waitOther, ff.say, "--fencing-profile", res.Profile)
 	if err != nil {
 		return err
 	}
-	defer func() { cl.close(ff.o.Keep || retErr != nil || res.Fenced > 0 || res.Resets > 0, ff.say) }()
-	c, err := newClient(cl.kubeconfig)
+	defer func() { cl.Close(ff.o.Keep || retErr != nil || res.Fenced > 0 || res.Resets > 0, ff.say) }()
+	c, err := NewClient(cl.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func (ff *falseFencing) profile(ctx context.Context, res *FalseFencingResult) (r
 	logs := map[string]int64{}
 	for _, n := range nodes.Items {
 		for _, name := range []string{n.Name + ".log", n.Name + "-watchdog.log"} {
-			path := filepath.Join(cl.stateDir, "logs", name)
+			path := filepath.Join(cl.StateDir, "logs", name)
 			if fi, err := os.Stat(path); err == nil {
 				logs[path] = fi.Size()
 			} else {
@@ -239,20 +239,20 @@ func (ff *falseFencing) profile(ctx context.Context, res *FalseFencingResult) (r
 	if err != nil {
 		return err
 	}
-	pid := cl.up.cmd.Process.Pid
+	pid := cl.Up.Cmd.Process.Pid
 	fr := startFreezer(pid, ff.o.Pause, ff.o.PauseEvery)
 	unload.add(func() { res.Pauses = fr.stop() })
 	say("Load on for %s: %d busy loops, netem %s, control plane (pid %d) frozen %s every %s", ff.o.Duration, len(busy), ff.netem, pid, ff.o.Pause, ff.o.PauseEvery)
 
 	start := time.Now()
-	err = sleep(ctx, ff.o.Duration)
+	err = Sleep(ctx, ff.o.Duration)
 	unload.run()
 	if err != nil {
 		return err
 	}
 	tail := res.Timing.FenceAfter() + 2*time.Second
 	say("Load off after %s (%d pauses); watching %s more", time.Since(start).Round(time.Second), res.Pauses, tail)
-	if err := sleep(ctx, tail); err != nil {
+	if err := Sleep(ctx, tail); err != nil {
 		return err
 	}
 	res.Observed = time.Since(start)
@@ -267,7 +267,7 @@ func (ff *falseFencing) profile(ctx context.Context, res *FalseFencingResult) (r
 		}
 	}
 	say("%d fenced, %d nodes removed, %d watchdog resets, %d unfed renewals, storm guard %d times; max Lease age %s (%s)",
-		res.Fenced, res.Removed, res.Resets, res.Unfed, res.StormPaused, res.MaxLeaseAge.Round(time.Millisecond), orDash(res.MaxLeaseNode))
+		res.Fenced, res.Removed, res.Resets, res.Unfed, res.StormPaused, res.MaxLeaseAge.Round(time.Millisecond), OrDash(res.MaxLeaseNode))
 	return nil
 }
 
@@ -442,7 +442,7 @@ func (w *fencingWatch) run(ctx context.Context) {
 			}
 		}
 		cancel()
-		_ = sleep(ctx, watchInterval)
+		_ = Sleep(ctx, WatchInterval)
 	}
 }
 

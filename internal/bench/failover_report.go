@@ -34,7 +34,7 @@ func (p Phase) String() string {
 	if !p.OK {
 		return "-"
 	}
-	return ms(p.D)
+	return Millis(p.D)
 }
 
 // The phases of a failover, in the order Phases returns them.
@@ -131,7 +131,7 @@ func FailoverTable(w io.Writer, r FailoverReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "FAULT\tRUN\tNODES\t%s\tOLD LAST CNT\tGUEST GAP\t2×QEMU SAMPLES\tCNT ORDER\tRESULT\n", strings.Join(phaseNames[:], "\t"))
 	for _, run := range r.Runs {
-		row := []string{run.Fault, fmt.Sprint(run.Run), run.From + " → " + orDash(run.To)}
+		row := []string{run.Fault, fmt.Sprint(run.Run), run.From + " → " + OrDash(run.To)}
 		for _, p := range run.Marks.Phases() {
 			row = append(row, p.String())
 		}
@@ -187,17 +187,17 @@ func FailoverTable(w io.Writer, r FailoverReport) error {
 		return err
 	}
 
-	fmt.Fprintf(w, "\nFencing profile %s: %s.\n", orDash(r.Profile), r.Timing)
+	fmt.Fprintf(w, "\nFencing profile %s: %s.\n", OrDash(r.Profile), r.Timing)
 	fmt.Fprintf(w, "\n%s\n\n", failoverAnchors)
-	_, err := fmt.Fprintln(w, targetVerdict(r))
+	_, err := fmt.Fprintln(w, TargetVerdict(r))
 	return err
 }
 
-// targetVerdict says whether the runs met the profile's target.
-func targetVerdict(r FailoverReport) string {
+// TargetVerdict says whether the runs met the profile's target.
+func TargetVerdict(r FailoverReport) string {
 	limit, ok := failoverTargets[r.Profile]
 	if !ok {
-		return fmt.Sprintf("Target: none set for profile %s (Fast: under 15 s plus guest boot; Critical: under 5 s plus boot, zero double runs).", orDash(r.Profile))
+		return fmt.Sprintf("Target: none set for profile %s (Fast: under 15 s plus guest boot; Critical: under 5 s plus boot, zero double runs).", OrDash(r.Profile))
 	}
 	met, measured, double := 0, 0, 0
 	var restarts []time.Duration
@@ -249,7 +249,7 @@ func medianOf(runs []FailoverRun, f func(FailoverRun) Phase) string {
 	if s.N == 0 {
 		return "-"
 	}
-	return ms(s.Median)
+	return Millis(s.Median)
 }
 
 // FalseFencingResult is what one profile went through under load without a fault.
@@ -279,7 +279,7 @@ func FalseFencingTable(w io.Writer, results []FalseFencingResult, defaultProfile
 	for _, r := range results {
 		age := "-"
 		if r.MaxLeaseAge > 0 {
-			age = fmt.Sprintf("%s (%s)", ms(r.MaxLeaseAge), r.MaxLeaseNode)
+			age = fmt.Sprintf("%s (%s)", Millis(r.MaxLeaseAge), r.MaxLeaseNode)
 		}
 		result := "ok"
 		switch {
@@ -290,8 +290,8 @@ func FalseFencingTable(w io.Writer, results []FalseFencingResult, defaultProfile
 		case r.Resets > 0:
 			result = "WATCHDOG RESET"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Profile, ms(r.Timing.Timeout), ms(r.Timing.LeaseInterval),
-			ms(r.Timing.FenceAfter()), fmt.Sprintf("%.0f", r.Observed.Seconds()), r.Pauses, age, r.Fenced, r.Removed, r.Resets, r.Unfed, r.StormPaused, result)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Profile, Millis(r.Timing.Timeout), Millis(r.Timing.LeaseInterval),
+			Millis(r.Timing.FenceAfter()), fmt.Sprintf("%.0f", r.Observed.Seconds()), r.Pauses, age, r.Fenced, r.Removed, r.Resets, r.Unfed, r.StormPaused, result)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

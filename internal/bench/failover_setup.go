@@ -64,7 +64,7 @@ func waitNodesArmed(ctx context.Context, c client.Client, want int, timeout time
 				n := &nodes.Items[i]
 				t, armed := v1alpha2.ArmedTiming(n.Annotations)
 				switch {
-				case !nodeReady(n):
+				case !NodeReady(n):
 					why = "node " + n.Name + " not Ready"
 				case !armed:
 					why = "node " + n.Name + " has not armed its watchdog"
@@ -80,7 +80,7 @@ func waitNodesArmed(ctx context.Context, c client.Client, want int, timeout time
 		if time.Now().After(deadline) {
 			return deckhousev1.Timing{}, fmt.Errorf("nodes not Ready with armed watchdogs within %s: %s", timeout, why)
 		}
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
 			return deckhousev1.Timing{}, err
 		}
 	}
@@ -103,7 +103,7 @@ func waitNodeBack(ctx context.Context, c client.Client, name string, gone types.
 			why = err.Error()
 		case gone != "" && n.UID == gone:
 			why = "not fenced (the same Node object)"
-		case !nodeReady(n):
+		case !NodeReady(n):
 			why = "not Ready"
 		case armed && !isArmed:
 			why = "watchdog not armed"
@@ -114,7 +114,7 @@ func waitNodeBack(ctx context.Context, c client.Client, name string, gone types.
 		if time.Now().After(deadline) {
 			return fmt.Errorf("node %s not back within %s: %s", name, timeout, why)
 		}
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
 			return err
 		}
 	}

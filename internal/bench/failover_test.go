@@ -96,13 +96,13 @@ func TestTargetVerdict(t *testing.T) {
 	run := func(restarted time.Duration) FailoverRun {
 		return FailoverRun{Fault: "poweroff", Marks: FailoverMarks{Detected: time.Second, Fenced: 2 * time.Second, Restarted: restarted, Booted: restarted + 5*time.Second}}
 	}
-	if got := targetVerdict(FailoverReport{Profile: "Critical", Runs: []FailoverRun{run(4 * time.Second)}}); !strings.HasSuffix(got, "MET.") {
+	if got := TargetVerdict(FailoverReport{Profile: "Critical", Runs: []FailoverRun{run(4 * time.Second)}}); !strings.HasSuffix(got, "MET.") {
 		t.Errorf("Critical at 4s: %s", got)
 	}
-	if got := targetVerdict(FailoverReport{Profile: "Critical", Runs: []FailoverRun{run(4 * time.Second), run(5 * time.Second)}}); !strings.HasSuffix(got, "MISSED.") {
+	if got := TargetVerdict(FailoverReport{Profile: "Critical", Runs: []FailoverRun{run(4 * time.Second), run(5 * time.Second)}}); !strings.HasSuffix(got, "MISSED.") {
 		t.Errorf("Critical at 5s: %s", got)
 	}
-	if got := targetVerdict(FailoverReport{Profile: "Tolerant", Runs: []FailoverRun{run(30 * time.Second)}}); !strings.HasPrefix(got, "Target: none set for profile Tolerant") {
+	if got := TargetVerdict(FailoverReport{Profile: "Tolerant", Runs: []FailoverRun{run(30 * time.Second)}}); !strings.HasPrefix(got, "Target: none set for profile Tolerant") {
 		t.Errorf("Tolerant: %s", got)
 	}
 }

@@ -16,11 +16,11 @@ import (
 
 // The failover benchmark watches the VM from outside the cluster, as its owner would: the
 // QEMU processes on the machine and the guests' serial logs, every watchInterval.
-const watchInterval = 100 * time.Millisecond
+const WatchInterval = 100 * time.Millisecond
 
-// qemuCount counts the live QEMU processes of the VM ns/name: those whose command line
+// QEMUCount counts the live QEMU processes of the VM ns/name: those whose command line
 // has `-name guest=ns/name` (what `pgrep -af qemu-system` shows), read from /proc.
-func qemuCount(ns, name string) int {
+func QEMUCount(ns, name string) int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
@@ -70,19 +70,19 @@ func Overlaps(spans []InstanceSpan) []string {
 			}
 			if !a.First.After(b.Last) && !b.First.After(a.Last) {
 				out = append(out, fmt.Sprintf("%s on %s (CNT %s–%s) and %s on %s (CNT %s–%s)",
-					filepath.Base(a.Dir), a.Node, clock(a.First), clock(a.Last), filepath.Base(b.Dir), b.Node, clock(b.First), clock(b.Last)))
+					filepath.Base(a.Dir), a.Node, Clock(a.First), Clock(a.Last), filepath.Base(b.Dir), b.Node, Clock(b.First), Clock(b.Last)))
 			}
 		}
 	}
 	return out
 }
 
-func clock(t time.Time) string { return t.Format("15:04:05.0") }
+func Clock(t time.Time) string { return t.Format("15:04:05.0") }
 
-// instanceWatch follows the serial logs of every instance of one VM under a `ferry up`
+// InstanceWatch follows the serial logs of every instance of one VM under a `ferry up`
 // state directory (STATE/nodes/NODE/pods/POD-UID/, whose launcher.log says
 // "VM ns/name: qemu pid") and notes when each printed new CNT lines.
-type instanceWatch struct {
+type InstanceWatch struct {
 	stateDir string
 	vmLine   string
 
@@ -100,14 +100,14 @@ type instance struct {
 	hadN        bool
 }
 
-func newInstanceWatch(stateDir, ns, name string) *instanceWatch {
-	return &instanceWatch{stateDir: stateDir, vmLine: "VM " + ns + "/" + name + ": qemu pid", byDir: map[string]*instance{}}
+func NewInstanceWatch(stateDir, ns, name string) *InstanceWatch {
+	return &InstanceWatch{stateDir: stateDir, vmLine: "VM " + ns + "/" + name + ": qemu pid", byDir: map[string]*instance{}}
 }
 
-// poll looks for new run directories and reads what each log gained. What the logs held at
+// Poll looks for new run directories and reads what each log gained. What the logs held at
 // the first poll is the baseline, not counting: only CNT lines printed while watching mark
 // an instance as counting.
-func (w *instanceWatch) poll(now time.Time) {
+func (w *InstanceWatch) Poll(now time.Time) {
 	dirs, _ := filepath.Glob(filepath.Join(w.stateDir, "nodes", "*", "pods", "*"))
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -149,8 +149,8 @@ func (w *instanceWatch) poll(now time.Time) {
 	}
 }
 
-// spans returns the VM's instances (those whose launcher.log names it), sorted by directory.
-func (w *instanceWatch) spans() []InstanceSpan {
+// Spans returns the VM's instances (those whose launcher.log names it), sorted by directory.
+func (w *InstanceWatch) Spans() []InstanceSpan {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []InstanceSpan
@@ -163,8 +163,8 @@ func (w *instanceWatch) spans() []InstanceSpan {
 	return out
 }
 
-// span returns the instance of run directory dir.
-func (w *instanceWatch) span(dir string) (InstanceSpan, bool) {
+// Span returns the instance of run directory dir.
+func (w *InstanceWatch) Span(dir string) (InstanceSpan, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	in := w.byDir[filepath.Clean(dir)]
@@ -174,15 +174,15 @@ func (w *instanceWatch) span(dir string) (InstanceSpan, bool) {
 	return in.span, true
 }
 
-// processWatch counts, every watchInterval, the QEMU processes of the VM.
-type processWatch struct {
+// ProcessWatch counts, every watchInterval, the QEMU processes of the VM.
+type ProcessWatch struct {
 	mu              sync.Mutex
 	samples, double int
 	most            int
 }
 
-func (p *processWatch) sample(ns, name string) {
-	n := qemuCount(ns, name)
+func (p *ProcessWatch) Sample(ns, name string) {
+	n := QEMUCount(ns, name)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.samples++
@@ -192,7 +192,7 @@ func (p *processWatch) sample(ns, name string) {
 	p.most = max(p.most, n)
 }
 
-func (p *processWatch) counts() (samples, double, most int) {
+func (p *ProcessWatch) Counts() (samples, double, most int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.samples, p.double, p.most

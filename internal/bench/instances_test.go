@@ -57,35 +57,35 @@ func TestInstanceWatch(t *testing.T) {
 	appendLog(old, "CNT 1\nCNT 2\n")
 	appendLog(other, "CNT 7\n")
 
-	w := newInstanceWatch(state, "default", "vm")
+	w := NewInstanceWatch(state, "default", "vm")
 	t0 := time.Now()
-	w.poll(t0) // baseline
-	if s, _ := w.span(old); !s.First.IsZero() {
+	w.Poll(t0) // baseline
+	if s, _ := w.Span(old); !s.First.IsZero() {
 		t.Fatalf("the baseline counted: %+v", s)
 	}
 	appendLog(old, "CNT 3\n")
-	w.poll(t0.Add(100 * time.Millisecond))
+	w.Poll(t0.Add(100 * time.Millisecond))
 	appendLog(old, "CNT 4\n")
 	appendLog(other, "CNT 8\n")
-	w.poll(t0.Add(200 * time.Millisecond))
+	w.Poll(t0.Add(200 * time.Millisecond))
 
 	// The new instance starts (its launcher has not logged QEMU yet), then boots.
 	fresh := mk("node-2", "b", "")
-	w.poll(t0.Add(300 * time.Millisecond))
+	w.Poll(t0.Add(300 * time.Millisecond))
 	os.WriteFile(filepath.Join(fresh, "launcher.log"), []byte("VM default/vm: qemu pid 11 (tcg)\n"), 0o644)
 	appendLog(fresh, "FERRY-GUEST BOOTED\nCNT 1\n")
-	w.poll(t0.Add(900 * time.Millisecond))
-	w.poll(t0.Add(time.Second)) // nothing new
+	w.Poll(t0.Add(900 * time.Millisecond))
+	w.Poll(t0.Add(time.Second)) // nothing new
 
-	spans := w.spans()
+	spans := w.Spans()
 	if len(spans) != 2 {
 		t.Fatalf("spans %+v, want the VM's two instances", spans)
 	}
-	so, _ := w.span(old)
+	so, _ := w.Span(old)
 	if so.First != t0.Add(100*time.Millisecond) || so.Last != t0.Add(200*time.Millisecond) || so.Node != "node-1" {
 		t.Errorf("old instance %+v", so)
 	}
-	sf, _ := w.span(fresh)
+	sf, _ := w.Span(fresh)
 	if sf.First != t0.Add(900*time.Millisecond) || sf.Last != sf.First || sf.Node != "node-2" {
 		t.Errorf("new instance %+v", sf)
 	}
@@ -119,13 +119,13 @@ func TestQEMUCount(t *testing.T) {
 		t.Cleanup(func() { cmd.Process.Kill(); stdin.Close(); cmd.Wait() })
 	}
 	ns, vm := "bench-test", fmt.Sprintf("vm-%d", os.Getpid())
-	if got := qemuCount(ns, vm); got != 0 {
+	if got := QEMUCount(ns, vm); got != 0 {
 		t.Fatalf("qemuCount before = %d", got)
 	}
 	start(ns + "/" + vm)
 	start(ns + "/" + vm)
 	start(ns + "/" + vm + "-other")
-	if got := qemuCount(ns, vm); got != 2 {
+	if got := QEMUCount(ns, vm); got != 2 {
 		t.Errorf("qemuCount = %d, want 2", got)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-func nodeReady(n *corev1.Node) bool {
+func NodeReady(n *corev1.Node) bool {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			return c.Status == corev1.ConditionTrue
@@ -24,8 +24,8 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
-// ferryNode runs `ferry --state-dir STATE node VERB NODE`.
-func ferryNode(ctx context.Context, bin, stateDir, verb, node string) error {
+// FerryNode runs `ferry --state-dir STATE node VERB NODE`.
+func FerryNode(ctx context.Context, bin, stateDir, verb, node string) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, bin, "--state-dir", stateDir, "node", verb, node)
@@ -37,7 +37,7 @@ func ferryNode(ctx context.Context, bin, stateDir, verb, node string) error {
 	return nil
 }
 
-func setUnschedulable(ctx context.Context, c client.Client, node string, on bool) error {
+func SetUnschedulable(ctx context.Context, c client.Client, node string, on bool) error {
 	n := &corev1.Node{}
 	if err := c.Get(ctx, client.ObjectKey{Name: node}, n); err != nil {
 		return err
@@ -50,25 +50,25 @@ func setUnschedulable(ctx context.Context, c client.Client, node string, on bool
 	return c.Patch(ctx, n, patch)
 }
 
-// simNodes is a running `ferry sim-nodes`.
-type simNodes struct {
+// SimNodes is a running `ferry sim-nodes`.
+type SimNodes struct {
 	cmd  *exec.Cmd
-	dir  string
+	Dir  string
 	done chan struct{}
 }
 
-// startSimNodes runs `ferry sim-nodes` (its log in the state directory) with n nodes and
+// StartSimNodes runs `ferry sim-nodes` (its log in the state directory) with n nodes and
 // extra flags.
-func startSimNodes(ctx context.Context, bin string, cl *benchCluster, n int, say func(string, ...any), extra ...string) (*simNodes, error) {
-	dir := filepath.Join(cl.stateDir, "sim")
+func StartSimNodes(ctx context.Context, bin string, cl *Cluster, n int, say func(string, ...any), extra ...string) (*SimNodes, error) {
+	dir := filepath.Join(cl.StateDir, "sim")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(cl.stateDir, "sim-nodes.log"))
+	logf, err := os.Create(filepath.Join(cl.StateDir, "sim-nodes.log"))
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"sim-nodes", "--kubeconfig", cl.kubeconfig, "--count", strconv.Itoa(n), "--state-dir", dir}, extra...)
+	args := append([]string{"sim-nodes", "--kubeconfig", cl.Kubeconfig, "--count", strconv.Itoa(n), "--state-dir", dir}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
@@ -76,16 +76,16 @@ func startSimNodes(ctx context.Context, bin string, cl *benchCluster, n int, say
 		logf.Close()
 		return nil, err
 	}
-	s := &simNodes{cmd: cmd, dir: dir, done: make(chan struct{})}
+	s := &SimNodes{cmd: cmd, Dir: dir, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
 	say("Started %d simulated nodes (pid %d, log %s)", n, cmd.Process.Pid, logf.Name())
 	return s, nil
 }
 
-func (s *simNodes) stop() { stopProcess(s.cmd, s.done, 30*time.Second) }
+func (s *SimNodes) Stop() { stopProcess(s.cmd, s.done, 30*time.Second) }
 
-// waitNodesReady waits until at least n nodes are Ready.
-func waitNodesReady(ctx context.Context, c client.Client, say func(string, ...any), n int, timeout time.Duration) error {
+// WaitNodesReady waits until at least n nodes are Ready.
+func WaitNodesReady(ctx context.Context, c client.Client, say func(string, ...any), n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		var nodes corev1.NodeList
@@ -106,7 +106,7 @@ func waitNodesReady(ctx context.Context, c client.Client, say func(string, ...an
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%d of %d nodes Ready after %s", ready, n, timeout)
 		}
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := Sleep(ctx, time.Second); err != nil {
 			return err
 		}
 	}

@@ -78,7 +78,7 @@ func (r *rawBench) setup(ctx context.Context) error {
 	if r.src, err = r.start(ctx, r.disk, false); err != nil {
 		return err
 	}
-	return waitCounting(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), 2, 3*time.Minute)
+	return WaitCounting(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), 2, 3*time.Minute)
 }
 
 // step migrates the guest once between two QEMU processes and measures it; with
@@ -87,10 +87,10 @@ func (r *rawBench) setup(ctx context.Context) error {
 func (r *rawBench) step(ctx context.Context, dirtyMiB int, warmup time.Duration) (Sample, error) {
 	if dirtyMiB > 0 && !r.dirtying {
 		n := strconv.Itoa(dirtyMiB)
-		if err := typeLine(ctx, r.src.RunDir(), "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
+		if err := TypeLine(ctx, r.src.RunDir(), "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
 			return Sample{}, err
 		}
-		if err := sleep(ctx, warmup); err != nil {
+		if err := Sleep(ctx, warmup); err != nil {
 			return Sample{}, err
 		}
 		r.dirtying = true
@@ -160,7 +160,7 @@ func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error)
 		if time.Since(t0) > r.timeout {
 			return failed("destination not running after the migration (status %q, %v)", st, err)
 		}
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+		if err := Sleep(ctx, 20*time.Millisecond); err != nil {
 			return Sample{}, err
 		}
 	}
@@ -172,7 +172,7 @@ func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error)
 	cancel()
 	r.src.Wait()
 	r.src, r.dst = r.dst, nil
-	if why := heartbeatCheck(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), last, postMigrationWindow); why != "" {
+	if why := HeartbeatCheck(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), last, PostMigrationWindow); why != "" {
 		s.Outcome, s.Detail = PostFailure, "raw: "+why
 	}
 	return s, ctx.Err()

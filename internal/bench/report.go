@@ -198,7 +198,7 @@ type reportStep struct {
 // the report holds no figure that a benchmark did not measure in this run. The error says
 // how many parts failed.
 func RunReport(ctx context.Context, o ReportOptions) (*Report, error) {
-	log, say := reporter(o.Log)
+	log, say := Reporter(o.Log)
 	o.Log = log
 	for _, s := range o.Skip {
 		if !slices.Contains(reportParts, s) {
@@ -217,7 +217,7 @@ func RunReport(ctx context.Context, o ReportOptions) (*Report, error) {
 		return nil, err
 	}
 	if !skipsAll(o.Skip) {
-		if err := waitNoOtherCluster(ctx, o.Port, o.WaitOther, say); err != nil {
+		if err := WaitNoOtherCluster(ctx, o.Port, o.WaitOther, say); err != nil {
 			return nil, err
 		}
 	}
@@ -238,7 +238,7 @@ func RunReport(ctx context.Context, o ReportOptions) (*Report, error) {
 		s.part.Elapsed = time.Since(t)
 		if err != nil {
 			s.part.Err = err.Error()
-			say("Report part %s FAILED after %s: %s", s.name, s.part.Elapsed.Round(time.Second), firstLine(s.part.Err))
+			say("Report part %s FAILED after %s: %s", s.name, s.part.Elapsed.Round(time.Second), FirstLine(s.part.Err))
 		} else {
 			say("Report part %s done in %s", s.name, s.part.Elapsed.Round(time.Second))
 		}
@@ -262,7 +262,7 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 	bin := o.FerryBin
 	if !skipsAll(o.Skip) {
 		var err error
-		if bin, err = ferryBinary(o.FerryBin); err != nil {
+		if bin, err = FerryBinary(o.FerryBin); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -283,7 +283,7 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 	}
 
 	for _, mem := range append(slices.Clone(o.MemorySizes), o.DrainMemory) {
-		if _, err := guestMemory(mem); err != nil {
+		if _, err := GuestMemory(mem); err != nil {
 			return nil, nil, err
 		}
 	}

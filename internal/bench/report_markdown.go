@@ -70,8 +70,8 @@ func migrationSection(b *strings.Builder, r Report) {
 					continue
 				}
 				row := []string{p.Memory, sc.Name, sys.name, fmt.Sprint(len(sys.s.Completed()))}
-				for _, f := range []func(Sample) time.Duration{e2eOf, transferOf, downtimeOf} {
-					m, x := medMax(sys.s.Stat(f))
+				for _, f := range []func(Sample) time.Duration{E2EOf, TransferOf, DowntimeOf} {
+					m, x := MedMax(sys.s.Stat(f))
 					row = append(row, m, x)
 				}
 				row = append(row, fmt.Sprintf("%d/%d", sys.s.Count(MigrationFailed), len(sys.s.Samples)),
@@ -81,20 +81,20 @@ func migrationSection(b *strings.Builder, r Report) {
 					if s.Outcome != OK {
 						f := fmt.Sprintf("%s %s %s #%d: %s", p.Memory, sys.name, sc.Name, i+1, s.Outcome)
 						if s.Detail != "" {
-							f += ": " + firstLine(s.Detail)
+							f += ": " + FirstLine(s.Detail)
 						}
 						failures = append(failures, f)
 					}
 					net = net || s.Net != nil
 				}
 			}
-			fe, rt, re := sc.Ferry.Stat(e2eOf), sc.Raw.Stat(transferOf), sc.Raw.Stat(e2eOf)
+			fe, rt, re := sc.Ferry.Stat(E2EOf), sc.Raw.Stat(TransferOf), sc.Raw.Stat(E2EOf)
 			ratio, diff := "-", "-"
 			if fe.N > 0 && rt.N > 0 && rt.Median > 0 {
 				ratio = fmt.Sprintf("%.1fx", float64(fe.Median)/float64(rt.Median))
 			}
 			if fe.N > 0 && re.N > 0 {
-				diff = ms(fe.Median - re.Median)
+				diff = Millis(fe.Median - re.Median)
 			}
 			overhead = append(overhead, []string{p.Memory, sc.Name, ratio, diff})
 		}
@@ -160,8 +160,8 @@ func migrationNetTable(b *strings.Builder, parts []MigrationPart) {
 			if len(lost) == 0 {
 				continue
 			}
-			om, ox := medMax(Summarize(outage))
-			qm, _ := medMax(Summarize(qemu))
+			om, ox := MedMax(Summarize(outage))
+			qm, _ := MedMax(Summarize(qemu))
 			rows = append(rows, []string{p.Memory, sc.Name, fmt.Sprint(len(lost)), fmt.Sprint(int64(Summarize(lost).Median)), om, ox, qm})
 		}
 	}
@@ -177,24 +177,24 @@ func drainSection(b *strings.Builder, p DrainPart) {
 		"guest that counted on.\n\n", p.VMs, p.Memory)
 	if res := p.Result; res != nil {
 		n := len(res.VMs)
-		single := res.Single.Stat(e2eOf)
+		single := res.Single.Stat(E2EOf)
 		drain, ratio, post, nSingle := "-", "-", "-", "-"
 		if res.DrainFailed != "" {
 			drain = "FAILED"
 		} else if res.Drain > 0 {
-			drain, post = ms(res.Drain), fmt.Sprintf("%d/%d", res.PostDrainFailures(), n)
+			drain, post = Millis(res.Drain), fmt.Sprintf("%d/%d", res.PostDrainFailures(), n)
 		}
 		if single.N > 0 {
 			total := time.Duration(n) * single.Median
-			nSingle = ms(total)
+			nSingle = Millis(total)
 			if drain != "-" && drain != "FAILED" && total > 0 {
 				ratio = fmt.Sprintf("%.2fx", float64(res.Drain)/float64(total))
 			}
 		}
-		med, mx := medMax(single)
+		med, mx := MedMax(single)
 		mdTable(b, []string{"VMs", "Cluster nodes", "Eviction webhook", "Drain", "Single med", "Single max", "N × single med",
 			"Drain / (N × single med)", "Single migrations failed", "Single post-migration failures", "Post-drain failures"},
-			[][]string{{fmt.Sprint(n), fmt.Sprint(res.ClusterNodes), webhookName(res.Webhook), drain, med, mx, nSingle, ratio,
+			[][]string{{fmt.Sprint(n), fmt.Sprint(res.ClusterNodes), WebhookName(res.Webhook), drain, med, mx, nSingle, ratio,
 				fmt.Sprintf("%d/%d", res.Single.Count(MigrationFailed), len(res.Single.Samples)),
 				fmt.Sprintf("%d/%d", res.Single.Count(PostFailure), len(res.Single.Completed())), post}})
 		if n > 0 {
@@ -202,20 +202,20 @@ func drainSection(b *strings.Builder, p DrainPart) {
 			for _, v := range res.VMs {
 				moved, result := "-", "ok"
 				if v.Moved > 0 {
-					moved = ms(v.Moved)
+					moved = Millis(v.Moved)
 				}
 				if v.Failure != "" {
-					result = "POST-DRAIN FAILURE: " + firstLine(v.Failure)
+					result = "POST-DRAIN FAILURE: " + FirstLine(v.Failure)
 				}
 				if res.DrainFailed != "" || res.Drain == 0 {
 					result = "-"
 				}
-				rows = append(rows, []string{v.Name, orDash(v.From), orDash(v.To), orDash(v.IPBefore), orDash(v.IPAfter), moved, result})
+				rows = append(rows, []string{v.Name, OrDash(v.From), OrDash(v.To), OrDash(v.IPBefore), OrDash(v.IPAfter), moved, result})
 			}
-			mdTable(b, []string{"VM", "From", "To", "IP before", "IP after", "Running off " + orDash(res.Node) + " after", "Result"}, rows)
+			mdTable(b, []string{"VM", "From", "To", "IP before", "IP after", "Running off " + OrDash(res.Node) + " after", "Result"}, rows)
 		}
 		if res.DrainFailed != "" {
-			fmt.Fprintf(b, "The drain failed: %s\n\n", mdInline(firstLine(res.DrainFailed)))
+			fmt.Fprintf(b, "The drain failed: %s\n\n", mdInline(FirstLine(res.DrainFailed)))
 		}
 		listFailures(b, "Other findings", res.Problems)
 	}
@@ -233,17 +233,17 @@ func failoverSection(b *strings.Builder, r Report) {
 		"total is T0 to that heartbeat. Guest gap: the old guest's last heartbeat to the new one's first. A double run is "+
 		"two instances of the VM seen at once.\n\n", p.Memory)
 	if res := p.Result; res != nil {
-		fmt.Fprintf(b, "Fencing profile %s: %s.\n\n", orDash(res.Profile), res.Timing)
+		fmt.Fprintf(b, "Fencing profile %s: %s.\n\n", OrDash(res.Profile), res.Timing)
 		var rows [][]string
 		for _, run := range res.Runs {
-			row := []string{run.Fault, fmt.Sprint(run.Run), run.From + " → " + orDash(run.To)}
+			row := []string{run.Fault, fmt.Sprint(run.Run), run.From + " → " + OrDash(run.To)}
 			for _, ph := range run.Marks.Phases() {
 				row = append(row, ph.String())
 			}
 			result := "ok"
 			switch {
 			case run.Failure != "":
-				result = "FAILED: " + firstLine(run.Failure)
+				result = "FAILED: " + FirstLine(run.Failure)
 			case run.DoubleRun():
 				result = "DOUBLE RUN"
 			}
@@ -252,7 +252,7 @@ func failoverSection(b *strings.Builder, r Report) {
 		mdTable(b, []string{"Fault", "Run", "Nodes", "Detection", "Fencing wait", "Restart", "Boot", "Total", "Guest gap",
 			"Samples with 2 QEMUs", "Result"}, rows)
 		if len(res.Runs) > 0 {
-			fmt.Fprintf(b, "%s\n\n", targetVerdict(*res))
+			fmt.Fprintf(b, "%s\n\n", TargetVerdict(*res))
 		}
 	}
 	embedPlots(b, r, partFailover)
@@ -273,18 +273,18 @@ func falseFencingSection(b *strings.Builder, p FalseFencingPart) {
 		for _, x := range res.Results {
 			age := "-"
 			if x.MaxLeaseAge > 0 {
-				age = fmt.Sprintf("%s (%s)", ms(x.MaxLeaseAge), x.MaxLeaseNode)
+				age = fmt.Sprintf("%s (%s)", Millis(x.MaxLeaseAge), x.MaxLeaseNode)
 			}
 			result := "ok"
 			switch {
 			case x.Failure != "":
-				result = "FAILED: " + firstLine(x.Failure)
+				result = "FAILED: " + FirstLine(x.Failure)
 			case x.Fenced > 0 || x.Removed > 0:
 				result = "FALSE FENCING"
 			case x.Resets > 0:
 				result = "WATCHDOG RESET"
 			}
-			rows = append(rows, []string{x.Profile, ms(x.Timing.Timeout), ms(x.Timing.LeaseInterval), ms(x.Timing.FenceAfter()),
+			rows = append(rows, []string{x.Profile, Millis(x.Timing.Timeout), Millis(x.Timing.LeaseInterval), Millis(x.Timing.FenceAfter()),
 				fmt.Sprintf("%.0f", x.Observed.Seconds()), fmt.Sprint(x.Pauses), age, fmt.Sprint(x.Fenced), fmt.Sprint(x.Removed),
 				fmt.Sprint(x.Resets), fmt.Sprint(x.Unfed), fmt.Sprint(x.StormPaused), result})
 		}
@@ -364,7 +364,7 @@ func partState(p Part) string {
 	case p.Skipped != "":
 		return "skipped (" + p.Skipped + ")"
 	case p.Err != "":
-		return fmt.Sprintf("FAILED after %s: %s", p.Elapsed.Round(time.Second), firstLine(p.Err))
+		return fmt.Sprintf("FAILED after %s: %s", p.Elapsed.Round(time.Second), FirstLine(p.Err))
 	}
 	return fmt.Sprintf("ran %s", p.Elapsed.Round(time.Second))
 }

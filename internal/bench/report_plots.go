@@ -48,9 +48,9 @@ func WritePlots(dir string, r Report) []Plot {
 		}
 		plots = append(plots, pl)
 	}
-	add(partMigration, "migration-e2e.png", "Live migration end to end (median)", migrationPlot(r.Migration, e2eOf, "seconds", time.Second))
-	add(partMigration, "migration-transfer.png", "QEMU transfer time of a live migration (median)", migrationPlot(r.Migration, transferOf, "seconds", time.Second))
-	add(partMigration, "migration-downtime.png", "Switchover downtime of a live migration (median)", migrationPlot(r.Migration, downtimeOf, "milliseconds", time.Millisecond))
+	add(partMigration, "migration-e2e.png", "Live migration end to end (median)", migrationPlot(r.Migration, E2EOf, "seconds", time.Second))
+	add(partMigration, "migration-transfer.png", "QEMU transfer time of a live migration (median)", migrationPlot(r.Migration, TransferOf, "seconds", time.Second))
+	add(partMigration, "migration-downtime.png", "Switchover downtime of a live migration (median)", migrationPlot(r.Migration, DowntimeOf, "milliseconds", time.Millisecond))
 	add(partFailover, "failover-phases.png", "Failover phases per run", failoverPlot(r.Failover.Result))
 	add(partScale, "scale-reconcile.png", "VM controller reconcile time (bucket upper bound)", scaleReconcilePlot(r.Scale))
 	add(partScale, "scale-per-vm.png", "Per-VM time of evacuations and failures", scalePerVMPlot(r.Scale))

@@ -356,3 +356,16 @@ func TestMachineParsing(t *testing.T) {
 		t.Errorf("parseMemTotal of nothing = %q", got)
 	}
 }
+
+func TestNearestRank(t *testing.T) {
+	ds := msd(5, 1, 4, 2, 3)
+	if got := nearestRank(ds, 0.5); got != 3*time.Millisecond {
+		t.Errorf("p50 %s", got)
+	}
+	if got := nearestRank(ds, 0.99); got != 5*time.Millisecond {
+		t.Errorf("p99 %s", got)
+	}
+	if Pct(ds) != "p50 0s, p99 10ms, max 10ms" { // pct rounds to 10 ms; the same ranks
+		t.Errorf("pct %s", Pct(ds))
+	}
+}

@@ -109,11 +109,11 @@ func fitDirty(memMiB int64, dirty int) int {
 // (VM, cluster, QEMU processes) also when ctx is cancelled. Once it has measured, it
 // returns what it measured also with an error (the run stopped early).
 func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr error) {
-	out, say := reporter(o.Out)
+	out, say := Reporter(o.Out)
 	if o.Runs < 1 {
 		return nil, errors.New("--runs must be at least 1")
 	}
-	mem, err := guestMemory(o.Memory)
+	mem, err := GuestMemory(o.Memory)
 	if err != nil {
 		return nil, err
 	}
@@ -153,12 +153,12 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 		}
 		bin = abs
 	}
-	cl, err := openCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fb-", o.Port, 2, o.WaitOther, say)
+	cl, err := OpenCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fb-", o.Port, 2, o.WaitOther, say)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { cl.close(failures > 0 || retErr != nil, say) }()
-	kubeconfig, stateDir, logsDir := cl.kubeconfig, cl.stateDir, cl.logsDir
+	defer func() { cl.Close(failures > 0 || retErr != nil, say) }()
+	kubeconfig, stateDir, logsDir := cl.Kubeconfig, cl.StateDir, cl.LogsDir
 	workDir := filepath.Join(stateDir, "bench")
 	if o.Kubeconfig != "" && o.StateDir == "" {
 		if workDir, err = os.MkdirTemp("", "ferry-bench-raw-"); err != nil {
@@ -167,20 +167,20 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 		defer os.RemoveAll(workDir)
 	}
 
-	image, c, err := guestAndClient(ctx, kubeconfig)
+	image, c, err := GuestAndClient(ctx, kubeconfig)
 	if err != nil {
 		return nil, err
 	}
-	fb := &ferryBench{c: c, ns: o.Namespace, vm: o.VMName, disk: o.VMName + "-root", logsDir: logsDir,
-		timeout: o.MigrationTimeout, say: say, imageURL: "file://" + image, noPing: o.NoPing}
-	if err := fb.ensureImage(ctx); err != nil {
+	fb := &FerryVM{C: c, NS: o.Namespace, VM: o.VMName, Disk: o.VMName + "-root", LogsDir: logsDir,
+		Timeout: o.MigrationTimeout, Say: say, ImageURL: "file://" + image, NoPing: o.NoPing}
+	if err := fb.EnsureImage(ctx); err != nil {
 		return nil, err
 	}
-	say("Creating VM %s/%s (%s, 1 core) from %s", o.Namespace, o.VMName, o.Memory, imageName)
+	say("Creating VM %s/%s (%s, 1 core) from %s", o.Namespace, o.VMName, o.Memory, ImageName)
 	cleanupVM := func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
-		if err := fb.deleteVM(cctx); err != nil {
+		if err := fb.DeleteVM(cctx); err != nil {
 			say("Could not delete the benchmark VM: %v", err)
 		}
 	}
@@ -191,15 +191,15 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 			cleanupVM()
 		}
 	}()
-	if err := fb.createVM(ctx, mem, v1alpha2.AlwaysOnUnlessStoppedManually); err != nil {
+	if err := fb.CreateVM(ctx, mem, v1alpha2.AlwaysOnUnlessStoppedManually); err != nil {
 		return nil, err
 	}
 	t := time.Now()
-	p, err := fb.waitReady(ctx, 5*time.Minute)
+	p, err := fb.WaitReady(ctx, 5*time.Minute)
 	if err != nil {
 		return nil, err
 	}
-	say("VM running on %s (pod %s) with a heartbeat after %.1fs", p.node, p.pod, time.Since(t).Seconds())
+	say("VM running on %s (pod %s) with a heartbeat after %.1fs", p.Node, p.Pod, time.Since(t).Seconds())
 
 	// Each scenario's runs interleave, Ferry then raw, so that whatever else loads the
 	// machine loads both alike; both guests live through the scenario (idle, or both
@@ -226,9 +226,9 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 				continue
 			}
 			if rb == nil {
-				if fb.params != nil {
-					params = hypervisor.MigrationParams{MaxBandwidth: fb.params.MaxBandwidthBytes,
-						DowntimeLimit: time.Duration(fb.params.DowntimeLimitMs) * time.Millisecond, AutoConverge: fb.params.AutoConverge}
+				if fb.Params != nil {
+					params = hypervisor.MigrationParams{MaxBandwidth: fb.Params.MaxBandwidthBytes,
+						DowntimeLimit: time.Duration(fb.Params.DowntimeLimitMs) * time.Millisecond, AutoConverge: fb.Params.AutoConverge}
 				}
 				say("[raw %s] bare QEMU, %d MiB/s, downtime limit %s, auto-converge %v, TLS %v", sc.name, params.MaxBandwidth>>20, params.DowntimeLimit, params.AutoConverge, o.RawTLS)
 				rb = &rawBench{image: image, dir: filepath.Join(workDir, "raw-"+sc.name), memKiB: hypervisor.SafeMemoryKiB(mem.Value() >> 10),
@@ -243,7 +243,7 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 				break
 			}
 			results[i].Raw.Samples = append(results[i].Raw.Samples, s)
-			report(say, "raw "+sc.name, run, o.Runs, s)
+			SaySample(say, "raw "+sc.name, run, o.Runs, s)
 		}
 		if rb != nil {
 			rb.close()
@@ -254,14 +254,14 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 			say("[ferry %s] could not stop the dirtying: %v", sc.name, err)
 		}
 	}
-	if fb.params != nil {
-		say("Ferry's controller asked for: bandwidth %d MiB/s, downtime limit %d ms, auto-converge %v", fb.params.MaxBandwidthBytes>>20, fb.params.DowntimeLimitMs, fb.params.AutoConverge)
+	if fb.Params != nil {
+		say("Ferry's controller asked for: bandwidth %d MiB/s, downtime limit %d ms, auto-converge %v", fb.Params.MaxBandwidthBytes>>20, fb.Params.DowntimeLimitMs, fb.Params.AutoConverge)
 	}
 	say("Deleting VM %s…", o.VMName)
 	cleanupVM()
 	vmDeleted = true
 
-	res = &MigrationResult{Memory: o.Memory, MemoryMiB: memMiB, Runs: o.Runs, Params: params, ParamsFromController: fb.params != nil, Scenarios: results}
+	res = &MigrationResult{Memory: o.Memory, MemoryMiB: memMiB, Runs: o.Runs, Params: params, ParamsFromController: fb.Params != nil, Scenarios: results}
 	for _, sc := range scenarios {
 		res.DirtyMiB = max(res.DirtyMiB, sc.dirty)
 	}
@@ -302,7 +302,7 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 
 // ferryRunner runs one scenario's Evict operations of the benchmark VM, one step at a time.
 type ferryRunner struct {
-	fb       *ferryBench
+	fb       *FerryVM
 	sc       scenario
 	o        Options
 	series   *Series
@@ -314,21 +314,21 @@ type ferryRunner struct {
 // waiting o.DirtyWarmup) in a dirtying scenario.
 func (f *ferryRunner) step(ctx context.Context, run int) error {
 	if f.sc.dirty > 0 && !f.dirtying {
-		p, err := f.fb.waitReady(ctx, 3*time.Minute)
+		p, err := f.fb.WaitReady(ctx, 3*time.Minute)
 		if err != nil {
 			return err
 		}
 		n := fmt.Sprint(f.sc.dirty)
-		if err := typeLine(ctx, p.runDir, "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
+		if err := TypeLine(ctx, p.RunDir, "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
 			return err
 		}
 		f.say("[ferry %s] guest dirtying %s MiB; warming up %s", f.sc.name, n, f.o.DirtyWarmup)
-		if err := sleep(ctx, f.o.DirtyWarmup); err != nil {
+		if err := Sleep(ctx, f.o.DirtyWarmup); err != nil {
 			return err
 		}
 		f.dirtying = true
 	}
-	s, _, err := f.fb.migrate(ctx)
+	s, _, err := f.fb.Migrate(ctx)
 	if err != nil {
 		return err
 	}
@@ -336,7 +336,7 @@ func (f *ferryRunner) step(ctx context.Context, run int) error {
 		f.dirtying = false // the guest may have rebooted; type dirty again
 	}
 	f.series.Samples = append(f.series.Samples, s)
-	report(f.say, "ferry "+f.sc.name, run, f.o.Runs, s)
+	SaySample(f.say, "ferry "+f.sc.name, run, f.o.Runs, s)
 	return nil
 }
 
@@ -345,24 +345,9 @@ func (f *ferryRunner) finish(ctx context.Context) error {
 	if f.sc.dirty == 0 {
 		return nil
 	}
-	p, err := f.fb.waitReady(ctx, 3*time.Minute)
+	p, err := f.fb.WaitReady(ctx, 3*time.Minute)
 	if err != nil {
 		return err
 	}
-	return typeLine(ctx, p.runDir, "stop", "DIRTY STOPPED")
-}
-
-// checkSocketPath refuses a state directory whose launcher sockets
-// (STATE/nodes/node-N/pods/POD-UID/launcher.sock) would not fit the 107 bytes of a unix
-// socket path: the launcher could not start then.
-func checkSocketPath(stateDir string) error {
-	abs, err := filepath.Abs(stateDir)
-	if err != nil {
-		return err
-	}
-	p := filepath.Join(abs, "nodes", "node-2", "pods", "00000000-0000-0000-0000-000000000000", "launcher.sock")
-	if len(p) > 107 {
-		return fmt.Errorf("launcher sockets would be %d bytes long, more than a unix socket path allows (107): use a shorter --state-dir (%s)", len(p), p)
-	}
-	return nil
+	return TypeLine(ctx, p.RunDir, "stop", "DIRTY STOPPED")
 }

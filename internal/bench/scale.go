@@ -67,32 +67,32 @@ type ScalePhase struct {
 // VMs in memory) against `ferry up`'s control plane and the real controllers. Once the
 // cluster is up, it returns what it measured also with an error.
 func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error) {
-	w, say := reporter(o.Out)
+	w, say := Reporter(o.Out)
 	bin, err := filepath.Abs(o.Ferry)
 	if err != nil {
 		return nil, err
 	}
 	// A /16 of VM addresses: the default ranges (three /24s) hold 759 VMs.
-	cl, err := openCluster(ctx, bin, "", o.StateDir, "fs-", o.Port, 0, o.WaitOther, say, "--netns=false", "--fencing-profile", "Fast", "--ip-range", "10.80.0.0/16")
+	cl, err := OpenCluster(ctx, bin, "", o.StateDir, "fs-", o.Port, 0, o.WaitOther, say, "--netns=false", "--fencing-profile", "Fast", "--ip-range", "10.80.0.0/16")
 	if err != nil {
 		return nil, err
 	}
-	defer func() { cl.close(retErr != nil, say) }()
+	defer func() { cl.Close(retErr != nil, say) }()
 	res := &ScaleResult{Nodes: o.Nodes, VMsPerNode: o.VMsPerNode}
 	// The watchdogs are armed and fed but never fire: a hundred simulated nodes share two
 	// cores here, and late renewals would reset nodes no real machine would.
-	sim, err := startSimNodes(ctx, bin, cl, o.Nodes, say, "--watchdog-resets=false")
+	sim, err := StartSimNodes(ctx, bin, cl, o.Nodes, say, "--watchdog-resets=false")
 	if err != nil {
 		return res, err
 	}
-	defer sim.stop()
+	defer sim.Stop()
 
-	cfg, err := clientcmd.BuildConfigFromFlags("", cl.kubeconfig)
+	cfg, err := clientcmd.BuildConfigFromFlags("", cl.Kubeconfig)
 	if err != nil {
 		return res, err
 	}
 	cfg.QPS, cfg.Burst = 100, 200
-	c, err := newClient(cl.kubeconfig)
+	c, err := NewClient(cl.Kubeconfig)
 	if err != nil {
 		return res, err
 	}
@@ -104,16 +104,16 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	if err != nil {
 		return res, err
 	}
-	m := &scaleMeter{c: c, vmCache: vmCache, cs: cs, metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", o.Port+2000), say: say, kubeconfig: cl.kubeconfig}
+	m := &scaleMeter{c: c, vmCache: vmCache, cs: cs, metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", o.Port+2000), say: say, kubeconfig: cl.Kubeconfig}
 	if err := m.waitNodes(ctx, o.Nodes, 5*time.Minute); err != nil {
 		return res, err
 	}
-	image, _, err := guestAndClient(ctx, cl.kubeconfig)
+	image, _, err := GuestAndClient(ctx, cl.Kubeconfig)
 	if err != nil {
 		return res, err
 	}
-	fb := &ferryBench{c: c, ns: "default", say: say, imageURL: "file://" + image}
-	if err := fb.ensureImage(ctx); err != nil {
+	fb := &FerryVM{C: c, NS: "default", Say: say, ImageURL: "file://" + image}
+	if err := fb.EnsureImage(ctx); err != nil {
 		return res, err
 	}
 	var rows [][2]string
@@ -154,10 +154,10 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 		errs := make([]error, len(names))
 		for i, n := range names {
 			wg.Go(func() {
-				out, err := exec.CommandContext(ctx, bin, "k", "--kubeconfig", cl.kubeconfig, "drain", n, "--ignore-daemonsets",
+				out, err := exec.CommandContext(ctx, bin, "k", "--kubeconfig", cl.Kubeconfig, "drain", n, "--ignore-daemonsets",
 					"--delete-emptydir-data", "--pod-selector", v1alpha2.LabelVMName, "--timeout", drainTimeout.String()).CombinedOutput()
 				if err != nil {
-					errs[i] = fmt.Errorf("drain %s: %v: %s", n, err, lastLine(string(out)))
+					errs[i] = fmt.Errorf("drain %s: %v: %s", n, err, LastLine(string(out)))
 				}
 			})
 		}
@@ -179,7 +179,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 		return res, err
 	}
 	res.Drain = &ScalePhase{Nodes: len(one), VMs: len(per), Took: took, PerVM: per, Load: m.load()}
-	add("drain 1 node", fmt.Sprintf("%d VMs moved in %s; per migration (vmop created → Completed) %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), pct(per), float64(len(per))/took.Minutes()))
+	add("drain 1 node", fmt.Sprintf("%d VMs moved in %s; per migration (vmop created → Completed) %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), Pct(per), float64(len(per))/took.Minutes()))
 	add("drain 1 node: control plane", res.Drain.Load.String())
 	add("drain 1 node: cost", res.Drain.Load.PerOp(res.Drain.VMs))
 	quarter := max(1, int(math.Round(o.Evacuate*float64(o.Nodes))))
@@ -189,7 +189,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 		return res, err
 	}
 	res.Evacuate = &ScalePhase{Nodes: len(many), VMs: len(per), Took: took, PerVM: per, Load: m.load()}
-	add(fmt.Sprintf("evacuate %d nodes at once", len(many)), fmt.Sprintf("%d VMs moved in %s; per migration %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), pct(per), float64(len(per))/took.Minutes()))
+	add(fmt.Sprintf("evacuate %d nodes at once", len(many)), fmt.Sprintf("%d VMs moved in %s; per migration %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), Pct(per), float64(len(per))/took.Minutes()))
 	add("evacuate: control plane", res.Evacuate.Load.String())
 	add("evacuate: cost", res.Evacuate.Load.PerOp(res.Evacuate.VMs))
 
@@ -218,7 +218,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	m.mark()
 	t := time.Now()
 	for _, n := range victims {
-		if err := os.WriteFile(filepath.Join(sim.dir, "failed", n), nil, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(sim.Dir, "failed", n), nil, 0o644); err != nil {
 			return res, err
 		}
 	}
@@ -228,7 +228,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	}
 	took = time.Since(t)
 	res.Failure = &ScalePhase{Nodes: len(victims), VMs: len(back), Took: took, PerVM: back, Load: m.load()}
-	add(fmt.Sprintf("fail %d nodes", len(victims)), fmt.Sprintf("%d VMs Running elsewhere; per VM (fault → Running on another node) %s", len(back), pct(back)))
+	add(fmt.Sprintf("fail %d nodes", len(victims)), fmt.Sprintf("%d VMs Running elsewhere; per VM (fault → Running on another node) %s", len(back), Pct(back)))
 	add("fail: control plane", res.Failure.Load.String())
 	add("fail: cost", res.Failure.Load.PerOp(res.Failure.VMs))
 	if st, err := failoverStages(ctx, c, "default", byNode, victims, t); err == nil {
@@ -263,12 +263,12 @@ func createScaleVMs(ctx context.Context, c client.Client, n int) error {
 		wg.Go(func() {
 			for i := range work {
 				vm := &v1alpha2.VirtualMachine{
-					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%05d", i), Namespace: "default", Labels: map[string]string{labelBench: benchMarker}},
+					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%05d", i), Namespace: "default", Labels: map[string]string{LabelBench: BenchMarker}},
 					Spec: v1alpha2.VirtualMachineSpec{
 						RunPolicy:       v1alpha2.AlwaysOn,
 						CPU:             v1alpha2.CPUSpec{Cores: 1, CoreFraction: "10%"},
 						Memory:          v1alpha2.MemorySpec{Size: resource.MustParse("128Mi")},
-						BlockDeviceRefs: []v1alpha2.BlockDeviceRef{{Kind: v1alpha2.ClusterImageDevice, Name: imageName}},
+						BlockDeviceRefs: []v1alpha2.BlockDeviceRef{{Kind: v1alpha2.ClusterImageDevice, Name: ImageName}},
 					},
 				}
 				if err := c.Create(ctx, vm); err != nil && !strings.Contains(err.Error(), "already exists") {

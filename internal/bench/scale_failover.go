@@ -93,7 +93,7 @@ func failoverStages(ctx context.Context, c client.Client, ns string, byNode map[
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "fault → node Fencing event %s; → new launcher pod %s; → pod Ready %s; → VM Running condition %s (to the second)",
-		pct(toFence), pct(toPod), pct(toReady), pct(toRunning))
+		Pct(toFence), Pct(toPod), Pct(toReady), Pct(toRunning))
 	if len(hopped) > 0 {
 		fmt.Fprintf(&b, "; at least %d VMs were first restarted on another failed node, not yet fenced", len(hopped))
 	}

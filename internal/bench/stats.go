@@ -128,9 +128,9 @@ func (s Series) Stat(f func(Sample) time.Duration) Summary {
 	return Summarize(ds)
 }
 
-func e2eOf(s Sample) time.Duration      { return s.E2E }
-func transferOf(s Sample) time.Duration { return s.Transfer }
-func downtimeOf(s Sample) time.Duration { return s.Downtime }
+func E2EOf(s Sample) time.Duration      { return s.E2E }
+func TransferOf(s Sample) time.Duration { return s.Transfer }
+func DowntimeOf(s Sample) time.Duration { return s.Downtime }
 
 // ScenarioResult is what one scenario measured.
 type ScenarioResult struct {
@@ -139,13 +139,13 @@ type ScenarioResult struct {
 	Raw   Series
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
+func Millis(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
 
-func medMax(s Summary) (string, string) {
+func MedMax(s Summary) (string, string) {
 	if s.N == 0 {
 		return "-", "-"
 	}
-	return ms(s.Median), ms(s.Max)
+	return Millis(s.Median), Millis(s.Max)
 }
 
 // Table writes the results: one row per scenario and system with medians and maxima in
@@ -164,8 +164,8 @@ func Table(w io.Writer, results []ScenarioResult) error {
 				continue
 			}
 			row := []string{r.Name, sys.name, fmt.Sprint(len(sys.s.Completed()))}
-			for _, f := range []func(Sample) time.Duration{e2eOf, transferOf, downtimeOf} {
-				m, x := medMax(sys.s.Stat(f))
+			for _, f := range []func(Sample) time.Duration{E2EOf, TransferOf, DowntimeOf} {
+				m, x := MedMax(sys.s.Stat(f))
 				row = append(row, m, x)
 			}
 			total := len(sys.s.Samples)
@@ -178,16 +178,16 @@ func Table(w io.Writer, results []ScenarioResult) error {
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "SCENARIO\tFERRY E2E / RAW TRANSFER (MEDIANS)\tFERRY E2E - RAW TRANSFER (MEDIANS, ms)\tFERRY E2E - RAW E2E (MEDIANS, ms)")
 	for _, r := range results {
-		fe, rt, re := r.Ferry.Stat(e2eOf), r.Raw.Stat(transferOf), r.Raw.Stat(e2eOf)
+		fe, rt, re := r.Ferry.Stat(E2EOf), r.Raw.Stat(TransferOf), r.Raw.Stat(E2EOf)
 		ratio, diff, diffE2E := "-", "-", "-"
 		if fe.N > 0 && rt.N > 0 {
 			if rt.Median > 0 {
 				ratio = fmt.Sprintf("%.1fx", float64(fe.Median)/float64(rt.Median))
 			}
-			diff = ms(fe.Median - rt.Median)
+			diff = Millis(fe.Median - rt.Median)
 		}
 		if fe.N > 0 && re.N > 0 {
-			diffE2E = ms(fe.Median - re.Median)
+			diffE2E = Millis(fe.Median - re.Median)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, ratio, diff, diffE2E)
 	}
@@ -226,7 +226,7 @@ func netTable(w io.Writer, results []ScenarioResult) error {
 	}
 	fmt.Fprintf(w, "\nNetwork during Ferry's migrations (ICMP echo every 10 ms from the host to the VM's address, from the operation's creation until it answered on the target; ms):\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tN\tLOST MED\tLOST MAX\tNET DOWNTIME MED\tNET DOWNTIME MAX\tSILENCE MED\tSILENCE MAX\tQEMU DOWNTIME MED\tNET - QEMU MED\tNET - QEMU MAX\tNET <= QEMU + "+ms(NetTarget))
+	fmt.Fprintln(tw, "SCENARIO\tN\tLOST MED\tLOST MAX\tNET DOWNTIME MED\tNET DOWNTIME MAX\tSILENCE MED\tSILENCE MAX\tQEMU DOWNTIME MED\tNET - QEMU MED\tNET - QEMU MAX\tNET <= QEMU + "+Millis(NetTarget))
 	for _, r := range results {
 		var lost, outage, silence, over, qemu []time.Duration
 		within, n := 0, 0
@@ -250,7 +250,7 @@ func netTable(w io.Writer, results []ScenarioResult) error {
 		}
 		l, ou, sl, q, o := Summarize(lost), Summarize(outage), Summarize(silence), Summarize(qemu), Summarize(over)
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\n", r.Name, n, int64(l.Median), int64(l.Max),
-			ms(ou.Median), ms(ou.Max), ms(sl.Median), ms(sl.Max), ms(q.Median), ms(o.Median), ms(o.Max), within, n)
+			Millis(ou.Median), Millis(ou.Max), Millis(sl.Median), Millis(sl.Max), Millis(q.Median), Millis(o.Median), Millis(o.Max), within, n)
 	}
 	return tw.Flush()
 }
@@ -258,7 +258,7 @@ func netTable(w io.Writer, results []ScenarioResult) error {
 // NetTarget is how much longer than QEMU's downtime the network may be silent.
 const NetTarget = 100 * time.Millisecond
 
-func report(say func(string, ...any), what string, i, n int, s Sample) {
+func SaySample(say func(string, ...any), what string, i, n int, s Sample) {
 	msg := fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms: %s", what, i+1, n,
 		s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Outcome)
 	if s.Net != nil {
@@ -272,25 +272,25 @@ func report(say func(string, ...any), what string, i, n int, s Sample) {
 		msg += "\n    stages (ms from the vmop's creation, step in brackets): " + s.Timeline.String()
 	}
 	if s.Detail != "" {
-		msg += ": " + firstLine(s.Detail)
+		msg += ": " + FirstLine(s.Detail)
 	}
 	say("%s", msg)
 }
 
-func orDash(s string) string {
+func OrDash(s string) string {
 	if s == "" {
 		return "-"
 	}
 	return s
 }
 
-func lastLine(s string) string {
+func LastLine(s string) string {
 	l := strings.Split(strings.TrimSpace(s), "\n")
 	return l[len(l)-1]
 }
 
-// pct is "p50 X, p99 Y, max Z" of ds.
-func pct(ds []time.Duration) string {
+// Pct is "p50 X, p99 Y, max Z" of ds.
+func Pct(ds []time.Duration) string {
 	if len(ds) == 0 {
 		return "-"
 	}

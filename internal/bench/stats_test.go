@@ -102,16 +102,3 @@ func TestTable(t *testing.T) {
 		t.Errorf("totals line missing or wrong:\n%s", out)
 	}
 }
-
-func TestNearestRank(t *testing.T) {
-	ds := msd(5, 1, 4, 2, 3)
-	if got := nearestRank(ds, 0.5); got != 3*time.Millisecond {
-		t.Errorf("p50 %s", got)
-	}
-	if got := nearestRank(ds, 0.99); got != 5*time.Millisecond {
-		t.Errorf("p99 %s", got)
-	}
-	if pct(ds) != "p50 0s, p99 10ms, max 10ms" { // pct rounds to 10 ms; the same ranks
-		t.Errorf("pct %s", pct(ds))
-	}
-}
