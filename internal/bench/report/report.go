@@ -1,4 +1,4 @@
-package bench
+package report
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // The parts of a report, as --skip names them.
@@ -73,7 +75,7 @@ type ReportOptions struct {
 
 // DefaultReportOptions are the command's defaults: a full run.
 func DefaultReportOptions() ReportOptions {
-	fo, ffo, so := DefaultFailoverOptions(), DefaultFalseFencingOptions(), DefaultScaleOptions()
+	fo, ffo, so := bench.DefaultFailoverOptions(), bench.DefaultFalseFencingOptions(), bench.DefaultScaleOptions()
 	return ReportOptions{
 		Out:                  "docs/benchmarks.md",
 		Port:                 17443,
@@ -129,7 +131,7 @@ type Part struct {
 type MigrationPart struct {
 	Part
 	Memory string
-	Result *MigrationResult
+	Result *bench.MigrationResult
 }
 
 // DrainPart is the report's `ferry-bench drain`.
@@ -137,27 +139,27 @@ type DrainPart struct {
 	Part
 	VMs    int
 	Memory string
-	Result *DrainResult
+	Result *bench.DrainResult
 }
 
 // FailoverPart is the report's `ferry-bench failover`.
 type FailoverPart struct {
 	Part
 	Memory string
-	Result *FailoverReport
+	Result *bench.FailoverReport
 }
 
 // FalseFencingPart is the report's `ferry-bench false-fencing`.
 type FalseFencingPart struct {
 	Part
-	Result *FalseFencingReport
+	Result *bench.FalseFencingReport
 }
 
 // ScalePart is one `ferry-bench scale` of a report.
 type ScalePart struct {
 	Part
 	Nodes, VMsPerNode int
-	Result            *ScaleResult
+	Result            *bench.ScaleResult
 }
 
 // Failed counts the parts that failed.
@@ -198,7 +200,7 @@ type reportStep struct {
 // the report holds no figure that a benchmark did not measure in this run. The error says
 // how many parts failed.
 func RunReport(ctx context.Context, o ReportOptions) (*Report, error) {
-	log, say := Reporter(o.Log)
+	log, say := bench.Reporter(o.Log)
 	o.Log = log
 	for _, s := range o.Skip {
 		if !slices.Contains(reportParts, s) {
@@ -217,7 +219,7 @@ func RunReport(ctx context.Context, o ReportOptions) (*Report, error) {
 		return nil, err
 	}
 	if !skipsAll(o.Skip) {
-		if err := WaitNoOtherCluster(ctx, o.Port, o.WaitOther, say); err != nil {
+		if err := bench.WaitNoOtherCluster(ctx, o.Port, o.WaitOther, say); err != nil {
 			return nil, err
 		}
 	}
@@ -238,7 +240,7 @@ func RunReport(ctx context.Context, o ReportOptions) (*Report, error) {
 		s.part.Elapsed = time.Since(t)
 		if err != nil {
 			s.part.Err = err.Error()
-			say("Report part %s FAILED after %s: %s", s.name, s.part.Elapsed.Round(time.Second), FirstLine(s.part.Err))
+			say("Report part %s FAILED after %s: %s", s.name, s.part.Elapsed.Round(time.Second), bench.FirstLine(s.part.Err))
 		} else {
 			say("Report part %s done in %s", s.name, s.part.Elapsed.Round(time.Second))
 		}
@@ -262,7 +264,7 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 	bin := o.FerryBin
 	if !skipsAll(o.Skip) {
 		var err error
-		if bin, err = FerryBinary(o.FerryBin); err != nil {
+		if bin, err = bench.FerryBinary(o.FerryBin); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -273,7 +275,7 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 	var steps []reportStep
 	// command is the line that runs one part on its own.
 	command := func(sub string, args ...string) string {
-		if o.Port != DefaultOptions().Port {
+		if o.Port != bench.DefaultOptions().Port {
 			args = append(args, "--port", strconv.Itoa(o.Port))
 		}
 		if o.FerryBin != "" {
@@ -283,49 +285,49 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 	}
 
 	for _, mem := range append(slices.Clone(o.MemorySizes), o.DrainMemory) {
-		if _, err := GuestMemory(mem); err != nil {
+		if _, err := bench.GuestMemory(mem); err != nil {
 			return nil, nil, err
 		}
 	}
 	for i, mem := range o.MemorySizes {
-		mo := DefaultOptions()
+		mo := bench.DefaultOptions()
 		mo.FerryBin, mo.Port, mo.WaitOther, mo.Out = bin, o.Port, wait, o.Log
 		mo.Memory, mo.Runs, mo.DirtyMiB = mem, o.Runs, o.DirtyMiB
 		p := &r.Migration[i]
 		p.Memory = mem
 		p.Command = command(partMigration, "--memory", mem, "--runs", strconv.Itoa(o.Runs), "--dirty-mib", strconv.Itoa(o.DirtyMiB))
 		steps = append(steps, reportStep{kind: partMigration, name: "migration " + mem, part: &p.Part, run: func(ctx context.Context) (err error) {
-			p.Result, err = RunMigration(ctx, mo)
+			p.Result, err = bench.RunMigration(ctx, mo)
 			return err
 		}})
 	}
 
-	do := DefaultDrainOptions()
+	do := bench.DefaultDrainOptions()
 	do.FerryBin, do.Port, do.WaitOther, do.Out = bin, o.Port, wait, o.Log
 	do.VMs, do.Memory = o.DrainVMs, o.DrainMemory
 	r.Drain.VMs, r.Drain.Memory = do.VMs, do.Memory
 	r.Drain.Command = command(partDrain, "--vms", strconv.Itoa(do.VMs), "--memory", do.Memory)
 	steps = append(steps, reportStep{kind: partDrain, name: partDrain, part: &r.Drain.Part, run: func(ctx context.Context) (err error) {
-		r.Drain.Result, err = RunDrain(ctx, do)
+		r.Drain.Result, err = bench.RunDrain(ctx, do)
 		return err
 	}})
 
-	fo := DefaultFailoverOptions()
+	fo := bench.DefaultFailoverOptions()
 	fo.FerryBin, fo.Port, fo.WaitOther, fo.Out = bin, o.Port, wait, o.Log
 	fo.Profile, fo.Faults, fo.Runs = o.FailoverProfile, o.FailoverFaults, o.FailoverRuns
 	r.Failover.Memory = fo.Memory
 	r.Failover.Command = command(partFailover, "--profile", fo.Profile, "--faults", strings.Join(fo.Faults, ","), "--runs", strconv.Itoa(fo.Runs))
 	steps = append(steps, reportStep{kind: partFailover, name: partFailover, part: &r.Failover.Part, run: func(ctx context.Context) (err error) {
-		r.Failover.Result, err = RunFailover(ctx, fo)
+		r.Failover.Result, err = bench.RunFailover(ctx, fo)
 		return err
 	}})
 
-	ffo := DefaultFalseFencingOptions()
+	ffo := bench.DefaultFalseFencingOptions()
 	ffo.FerryBin, ffo.Port, ffo.WaitOther, ffo.Out = bin, o.Port, wait, o.Log
 	ffo.Profiles, ffo.Duration = o.FalseFencingProfiles, o.FalseFencingDuration
 	r.FalseFencing.Command = command(partFalseFencing, "--profiles", strings.Join(ffo.Profiles, ","), "--duration", ffo.Duration.String())
 	steps = append(steps, reportStep{kind: partFalseFencing, name: partFalseFencing, part: &r.FalseFencing.Part, run: func(ctx context.Context) (err error) {
-		r.FalseFencing.Result, err = RunFalseFencing(ctx, ffo)
+		r.FalseFencing.Result, err = bench.RunFalseFencing(ctx, ffo)
 		return err
 	}})
 
@@ -334,7 +336,7 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		so := DefaultScaleOptions()
+		so := bench.DefaultScaleOptions()
 		so.Ferry, so.Port, so.WaitOther, so.Out = bin, o.Port, wait, o.Log
 		so.Nodes, so.VMsPerNode, so.Evacuate, so.Fail = nodes, per, o.ScaleEvacuate, o.ScaleFail
 		p := &r.Scale[i]
@@ -342,7 +344,7 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 		p.Command = command(partScale, "--nodes", strconv.Itoa(nodes), "--vms-per-node", strconv.Itoa(per),
 			"--evacuate", strconv.FormatFloat(so.Evacuate, 'g', -1, 64), "--fail", strconv.Itoa(so.Fail))
 		steps = append(steps, reportStep{kind: partScale, name: "scale " + size, part: &p.Part, run: func(ctx context.Context) (err error) {
-			p.Result, err = RunScale(ctx, so)
+			p.Result, err = bench.RunScale(ctx, so)
 			return err
 		}})
 	}

@@ -1,4 +1,4 @@
-package bench
+package report
 
 import (
 	"cmp"
@@ -14,6 +14,8 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // Plot is one PNG of a report.
@@ -48,9 +50,9 @@ func WritePlots(dir string, r Report) []Plot {
 		}
 		plots = append(plots, pl)
 	}
-	add(partMigration, "migration-e2e.png", "Live migration end to end (median)", migrationPlot(r.Migration, E2EOf, "seconds", time.Second))
-	add(partMigration, "migration-transfer.png", "QEMU transfer time of a live migration (median)", migrationPlot(r.Migration, TransferOf, "seconds", time.Second))
-	add(partMigration, "migration-downtime.png", "Switchover downtime of a live migration (median)", migrationPlot(r.Migration, DowntimeOf, "milliseconds", time.Millisecond))
+	add(partMigration, "migration-e2e.png", "Live migration end to end (median)", migrationPlot(r.Migration, bench.E2EOf, "seconds", time.Second))
+	add(partMigration, "migration-transfer.png", "QEMU transfer time of a live migration (median)", migrationPlot(r.Migration, bench.TransferOf, "seconds", time.Second))
+	add(partMigration, "migration-downtime.png", "Switchover downtime of a live migration (median)", migrationPlot(r.Migration, bench.DowntimeOf, "milliseconds", time.Millisecond))
 	add(partFailover, "failover-phases.png", "Failover phases per run", failoverPlot(r.Failover.Result))
 	add(partScale, "scale-reconcile.png", "VM controller reconcile time (bucket upper bound)", scaleReconcilePlot(r.Scale))
 	add(partScale, "scale-per-vm.png", "Per-VM time of evacuations and failures", scalePerVMPlot(r.Scale))
@@ -133,7 +135,7 @@ func legendRoom(p *plot.Plot, entries int, log bool) {
 
 // migrationPlot is one duration of Ferry's and the raw migrations against guest memory,
 // one line per scenario and system.
-func migrationPlot(parts []MigrationPart, f func(Sample) time.Duration, unitName string, unit time.Duration) *plot.Plot {
+func migrationPlot(parts []MigrationPart, f func(bench.Sample) time.Duration, unitName string, unit time.Duration) *plot.Plot {
 	var names []string
 	pts := map[string]plotter.XYs{}
 	for _, p := range parts {
@@ -143,7 +145,7 @@ func migrationPlot(parts []MigrationPart, f func(Sample) time.Duration, unitName
 		for _, sc := range p.Result.Scenarios {
 			for _, sys := range []struct {
 				name string
-				s    Series
+				s    bench.Series
 			}{{"Ferry", sc.Ferry}, {"raw QEMU", sc.Raw}} {
 				name := sc.Name + ", " + sys.name
 				if !slices.Contains(names, name) {
@@ -163,15 +165,15 @@ func migrationPlot(parts []MigrationPart, f func(Sample) time.Duration, unitName
 }
 
 // failoverPlot stacks the phases of each run that got to the new guest's heartbeat.
-func failoverPlot(rep *FailoverReport) *plot.Plot {
+func failoverPlot(rep *bench.FailoverReport) *plot.Plot {
 	if rep == nil {
 		return nil
 	}
 	var labels []string
-	var phases [PhaseBoot + 1]plotter.Values
+	var phases [bench.PhaseBoot + 1]plotter.Values
 	for _, run := range rep.Runs {
 		ph := run.Marks.Phases()
-		if !ph[PhaseTotal].OK {
+		if !ph[bench.PhaseTotal].OK {
 			continue
 		}
 		labels = append(labels, fmt.Sprintf("%s #%d", run.Fault, run.Run))
@@ -211,7 +213,7 @@ func failoverPlot(rep *FailoverReport) *plot.Plot {
 	return p
 }
 
-var phaseLabels = [PhaseBoot + 1]string{"detection", "fencing wait", "restart", "boot"}
+var phaseLabels = [bench.PhaseBoot + 1]string{"detection", "fencing wait", "restart", "boot"}
 
 // scaleReconcilePlot is the VM controller's reconcile p50 and p99 while the VMs start and
 // while nodes are evacuated, against the number of VMs; on a log scale, as the buckets are.
@@ -219,8 +221,8 @@ func scaleReconcilePlot(parts []ScalePart) *plot.Plot {
 	var lines []plotLine
 	for _, ph := range []struct {
 		name string
-		of   func(*ScaleResult) *ScalePhase
-	}{{"start", func(r *ScaleResult) *ScalePhase { return r.Start }}, {"evacuate", func(r *ScaleResult) *ScalePhase { return r.Evacuate }}} {
+		of   func(*bench.ScaleResult) *bench.ScalePhase
+	}{{"start", func(r *bench.ScaleResult) *bench.ScalePhase { return r.Start }}, {"evacuate", func(r *bench.ScaleResult) *bench.ScalePhase { return r.Evacuate }}} {
 		p50, p99 := plotLine{name: ph.name + " p50"}, plotLine{name: ph.name + " p99"}
 		for _, p := range parts {
 			if p.Result == nil || ph.of(p.Result) == nil {
@@ -230,7 +232,7 @@ func scaleReconcilePlot(parts []ScalePart) *plot.Plot {
 			x := float64(p.Nodes * p.VMsPerNode)
 			for _, q := range []struct {
 				l *plotLine
-				b BucketBound
+				b bench.BucketBound
 			}{{&p50, rt.P50}, {&p99, rt.P99}} {
 				if rt.N > 0 && q.b.OK && !q.b.Inf && q.b.Le > 0 {
 					q.l.pts = append(q.l.pts, plotter.XY{X: x, Y: float64(q.b.Le) / float64(time.Millisecond)})
@@ -260,11 +262,11 @@ func scalePerVMPlot(parts []ScalePart) *plot.Plot {
 	var lines []plotLine
 	for _, ph := range []struct {
 		name string
-		of   func(*ScaleResult) *ScalePhase
+		of   func(*bench.ScaleResult) *bench.ScalePhase
 	}{
-		{"drain 1 node", func(r *ScaleResult) *ScalePhase { return r.Drain }},
-		{"evacuate", func(r *ScaleResult) *ScalePhase { return r.Evacuate }},
-		{"fail (to Running elsewhere)", func(r *ScaleResult) *ScalePhase { return r.Failure }},
+		{"drain 1 node", func(r *bench.ScaleResult) *bench.ScalePhase { return r.Drain }},
+		{"evacuate", func(r *bench.ScaleResult) *bench.ScalePhase { return r.Evacuate }},
+		{"fail (to Running elsewhere)", func(r *bench.ScaleResult) *bench.ScalePhase { return r.Failure }},
 	} {
 		p50, p99 := plotLine{name: ph.name + " p50"}, plotLine{name: ph.name + " p99"}
 		for _, p := range parts {

@@ -1,4 +1,4 @@
-package bench
+package report
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferryvm/ferry/internal/bench"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -48,7 +49,7 @@ func readMachine(ctx context.Context) Machine {
 	if out, err := runShort(ctx, "qemu-system-x86_64", "--version"); err != nil {
 		m.QEMU = unknownBecause(err)
 	} else {
-		m.QEMU = FirstLine(strings.TrimSpace(out))
+		m.QEMU = bench.FirstLine(strings.TrimSpace(out))
 	}
 	m.KVM = kvmState()
 	m.Commit = gitCommit(ctx)
@@ -65,7 +66,7 @@ func runShort(ctx context.Context, name string, args ...string) (string, error) 
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
-			err = fmt.Errorf("%w: %s", err, FirstLine(strings.TrimSpace(string(ee.Stderr))))
+			err = fmt.Errorf("%w: %s", err, bench.FirstLine(strings.TrimSpace(string(ee.Stderr))))
 		}
 		return "", fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
 	}

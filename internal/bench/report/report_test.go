@@ -1,4 +1,4 @@
-package bench
+package report
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	"github.com/ferryvm/ferry/internal/bench"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -19,31 +20,31 @@ import (
 // part (measured, failed with and without figures, skipped). Its figures are test data and
 // appear in no report.
 func testReport() Report {
-	series := func(ss ...Sample) Series { return Series{Samples: ss} }
+	series := func(ss ...bench.Sample) bench.Series { return bench.Series{Samples: ss} }
 	migration := func(mem string, mib int64, scale int) MigrationPart {
 		return MigrationPart{
 			Part:   Part{Command: "bin/ferry-bench migration --memory " + mem + " --runs 3 --dirty-mib 32", Elapsed: 200 * time.Second},
 			Memory: mem,
-			Result: &MigrationResult{Memory: mem, MemoryMiB: mib, Runs: 3, DirtyMiB: 32, ParamsFromController: true,
+			Result: &bench.MigrationResult{Memory: mem, MemoryMiB: mib, Runs: 3, DirtyMiB: 32, ParamsFromController: true,
 				Params: hypervisor.MigrationParams{MaxBandwidth: 1 << 30, DowntimeLimit: 300 * time.Millisecond},
-				Scenarios: []ScenarioResult{
+				Scenarios: []bench.ScenarioResult{
 					{Name: "idle",
-						Ferry: series(sample(4000*scale, 900*scale, 40, OK), sample(5000*scale, 1000*scale, 50, OK), sample(6000*scale, 1100*scale, 60, OK)),
-						Raw:   series(sample(1500*scale, 800*scale, 30, OK), sample(1600*scale, 850*scale, 35, OK), sample(1700*scale, 900*scale, 40, OK))},
+						Ferry: series(sample(4000*scale, 900*scale, 40, bench.OK), sample(5000*scale, 1000*scale, 50, bench.OK), sample(6000*scale, 1100*scale, 60, bench.OK)),
+						Raw:   series(sample(1500*scale, 800*scale, 30, bench.OK), sample(1600*scale, 850*scale, 35, bench.OK), sample(1700*scale, 900*scale, 40, bench.OK))},
 					{Name: "dirty-32MiB",
-						Ferry: series(sample(7000*scale, 2000*scale, 90, OK), sample(0, 0, 0, MigrationFailed), sample(8000*scale, 2500*scale, 120, PostFailure)),
-						Raw:   Series{Skipped: true}},
+						Ferry: series(sample(7000*scale, 2000*scale, 90, bench.OK), sample(0, 0, 0, bench.MigrationFailed), sample(8000*scale, 2500*scale, 120, bench.PostFailure)),
+						Raw:   bench.Series{Skipped: true}},
 				}},
 		}
 	}
 	failed := MigrationPart{Memory: "1Gi", Part: Part{Command: "bin/ferry-bench migration --memory 1Gi --runs 3 --dirty-mib 32",
 		Err: "benchmark stopped early: VM not ready\nsecond line of the error", Elapsed: 90 * time.Second}}
-	run := func(fault string, n int, marks FailoverMarks) FailoverRun {
-		return FailoverRun{Fault: fault, Run: n, From: "node-1", To: "node-2", Marks: marks, OldLast: -time.Second, OldLastOK: true, Samples: 300}
+	run := func(fault string, n int, marks bench.FailoverMarks) bench.FailoverRun {
+		return bench.FailoverRun{Fault: fault, Run: n, From: "node-1", To: "node-2", Marks: marks, OldLast: -time.Second, OldLastOK: true, Samples: 300}
 	}
-	phase := func(pc, p50, p99 time.Duration, n int64) ControlPlaneLoad {
-		return ControlPlaneLoad{CPUPercent: pc.Seconds(), RSS: 300 << 20, RequestsPerSec: 42,
-			Reconcile: ReconcileTimes{N: n, P50: BucketBound{Le: p50, OK: true}, P99: BucketBound{Le: p99, OK: true}}}
+	phase := func(pc, p50, p99 time.Duration, n int64) bench.ControlPlaneLoad {
+		return bench.ControlPlaneLoad{CPUPercent: pc.Seconds(), RSS: 300 << 20, RequestsPerSec: 42,
+			Reconcile: bench.ReconcileTimes{N: n, P50: bench.BucketBound{Le: p50, OK: true}, P99: bench.BucketBound{Le: p99, OK: true}}}
 	}
 	return Report{
 		Date:    time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC),
@@ -53,27 +54,27 @@ func testReport() Report {
 			KVM: "no (no /dev/kvm): guests run under TCG, QEMU's emulator", Go: "go1.26.0", Commit: "abc123"},
 		Migration: []MigrationPart{migration("128Mi", 128, 1), migration("512Mi", 512, 2), failed},
 		Drain: DrainPart{VMs: 2, Memory: "128Mi", Part: Part{Command: "bin/ferry-bench drain --vms 2 --memory 128Mi"},
-			Result: &DrainResult{Node: "node-1", ClusterNodes: 3, Webhook: "ferry-eviction", Drain: 41 * time.Second,
-				Single: series(sample(9000, 0, 0, OK), sample(11000, 0, 0, OK)),
-				VMs: []DrainVM{{Name: "drain-bench-1", From: "node-1", To: "node-2", IPBefore: "10.66.10.2", IPAfter: "10.66.10.2", Moved: 12 * time.Second},
+			Result: &bench.DrainResult{Node: "node-1", ClusterNodes: 3, Webhook: "ferry-eviction", Drain: 41 * time.Second,
+				Single: series(sample(9000, 0, 0, bench.OK), sample(11000, 0, 0, bench.OK)),
+				VMs: []bench.DrainVM{{Name: "drain-bench-1", From: "node-1", To: "node-2", IPBefore: "10.66.10.2", IPAfter: "10.66.10.2", Moved: 12 * time.Second},
 					{Name: "drain-bench-2", From: "node-1", To: "node-3", IPBefore: "10.66.10.3", IPAfter: "10.66.10.3", Moved: 30 * time.Second, Failure: "the guest rebooted"}}}},
 		Failover: FailoverPart{Memory: "128Mi", Part: Part{Command: "bin/ferry-bench failover --profile Fast --faults poweroff,freeze --runs 1"},
-			Result: &FailoverReport{Profile: "Fast", Timing: deckhousev1.Timing{Timeout: 5 * time.Second, LeaseInterval: time.Second, Margin: 2 * time.Second},
-				Runs: []FailoverRun{
-					run("poweroff", 1, FailoverMarks{Detected: 3 * time.Second, Fenced: 8 * time.Second, Restarted: 10 * time.Second, Booted: 30 * time.Second}),
+			Result: &bench.FailoverReport{Profile: "Fast", Timing: deckhousev1.Timing{Timeout: 5 * time.Second, LeaseInterval: time.Second, Margin: 2 * time.Second},
+				Runs: []bench.FailoverRun{
+					run("poweroff", 1, bench.FailoverMarks{Detected: 3 * time.Second, Fenced: 8 * time.Second, Restarted: 10 * time.Second, Booted: 30 * time.Second}),
 					{Fault: "freeze", Run: 1, From: "node-2", Failure: "no heartbeat of a new instance within 5m0s"},
 				}}},
 		FalseFencing: FalseFencingPart{Part: Part{Command: "bin/ferry-bench false-fencing --profiles Fast --duration 1m0s", Skipped: "--skip false-fencing"}},
 		Scale: []ScalePart{
 			{Nodes: 10, VMsPerNode: 10, Part: Part{Command: "bin/ferry-bench scale --nodes 10 --vms-per-node 10 --evacuate 0.25 --fail 2"},
-				Result: &ScaleResult{Nodes: 10, VMsPerNode: 10,
-					Start:    &ScalePhase{Nodes: 10, VMs: 100, Took: 50 * time.Second, Load: phase(35*time.Second, 5*time.Millisecond, 250*time.Millisecond, 900)},
-					Drain:    &ScalePhase{Nodes: 1, VMs: 3, Took: 9 * time.Second, PerVM: msd(2000, 3000, 4000), Load: phase(20*time.Second, 5*time.Millisecond, 100*time.Millisecond, 60)},
-					Evacuate: &ScalePhase{Nodes: 3, VMs: 3, Took: 12 * time.Second, PerVM: msd(4000, 5000, 6000), Load: phase(50*time.Second, 10*time.Millisecond, time.Second, 300)},
-					Failure:  &ScalePhase{Nodes: 2, VMs: 2, Took: 20 * time.Second, PerVM: msd(15000, 18000), Load: phase(10*time.Second, 5*time.Millisecond, 50*time.Millisecond, 80)}}},
+				Result: &bench.ScaleResult{Nodes: 10, VMsPerNode: 10,
+					Start:    &bench.ScalePhase{Nodes: 10, VMs: 100, Took: 50 * time.Second, Load: phase(35*time.Second, 5*time.Millisecond, 250*time.Millisecond, 900)},
+					Drain:    &bench.ScalePhase{Nodes: 1, VMs: 3, Took: 9 * time.Second, PerVM: msd(2000, 3000, 4000), Load: phase(20*time.Second, 5*time.Millisecond, 100*time.Millisecond, 60)},
+					Evacuate: &bench.ScalePhase{Nodes: 3, VMs: 3, Took: 12 * time.Second, PerVM: msd(4000, 5000, 6000), Load: phase(50*time.Second, 10*time.Millisecond, time.Second, 300)},
+					Failure:  &bench.ScalePhase{Nodes: 2, VMs: 2, Took: 20 * time.Second, PerVM: msd(15000, 18000), Load: phase(10*time.Second, 5*time.Millisecond, 50*time.Millisecond, 80)}}},
 			{Nodes: 25, VMsPerNode: 10, Part: Part{Command: "bin/ferry-bench scale --nodes 25 --vms-per-node 10 --evacuate 0.25 --fail 2",
 				Err: "100 of 250 VMs Running after 15m0s", Elapsed: 16 * time.Minute},
-				Result: &ScaleResult{Nodes: 25, VMsPerNode: 10}},
+				Result: &bench.ScaleResult{Nodes: 25, VMsPerNode: 10}},
 		},
 		PlotsDir: "benchmarks",
 	}
@@ -365,7 +366,7 @@ func TestNearestRank(t *testing.T) {
 	if got := nearestRank(ds, 0.99); got != 5*time.Millisecond {
 		t.Errorf("p99 %s", got)
 	}
-	if Pct(ds) != "p50 0s, p99 10ms, max 10ms" { // pct rounds to 10 ms; the same ranks
-		t.Errorf("pct %s", Pct(ds))
+	if bench.Pct(ds) != "p50 0s, p99 10ms, max 10ms" { // pct rounds to 10 ms; the same ranks
+		t.Errorf("pct %s", bench.Pct(ds))
 	}
 }

@@ -1,4 +1,4 @@
-package bench
+package report
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // RenderMarkdown writes a report as markdown. It reads nothing but r: every figure in it
@@ -63,38 +65,38 @@ func migrationSection(b *strings.Builder, r Report) {
 		for _, sc := range p.Result.Scenarios {
 			for _, sys := range []struct {
 				name string
-				s    Series
+				s    bench.Series
 			}{{"Ferry", sc.Ferry}, {"raw", sc.Raw}} {
 				if sys.s.Skipped {
 					rows = append(rows, padRow([]string{p.Memory, sc.Name, sys.name, "skipped"}, 12))
 					continue
 				}
 				row := []string{p.Memory, sc.Name, sys.name, fmt.Sprint(len(sys.s.Completed()))}
-				for _, f := range []func(Sample) time.Duration{E2EOf, TransferOf, DowntimeOf} {
-					m, x := MedMax(sys.s.Stat(f))
+				for _, f := range []func(bench.Sample) time.Duration{bench.E2EOf, bench.TransferOf, bench.DowntimeOf} {
+					m, x := bench.MedMax(sys.s.Stat(f))
 					row = append(row, m, x)
 				}
-				row = append(row, fmt.Sprintf("%d/%d", sys.s.Count(MigrationFailed), len(sys.s.Samples)),
-					fmt.Sprintf("%d/%d", sys.s.Count(PostFailure), len(sys.s.Completed())))
+				row = append(row, fmt.Sprintf("%d/%d", sys.s.Count(bench.MigrationFailed), len(sys.s.Samples)),
+					fmt.Sprintf("%d/%d", sys.s.Count(bench.PostFailure), len(sys.s.Completed())))
 				rows = append(rows, row)
 				for i, s := range sys.s.Samples {
-					if s.Outcome != OK {
+					if s.Outcome != bench.OK {
 						f := fmt.Sprintf("%s %s %s #%d: %s", p.Memory, sys.name, sc.Name, i+1, s.Outcome)
 						if s.Detail != "" {
-							f += ": " + FirstLine(s.Detail)
+							f += ": " + bench.FirstLine(s.Detail)
 						}
 						failures = append(failures, f)
 					}
 					net = net || s.Net != nil
 				}
 			}
-			fe, rt, re := sc.Ferry.Stat(E2EOf), sc.Raw.Stat(TransferOf), sc.Raw.Stat(E2EOf)
+			fe, rt, re := sc.Ferry.Stat(bench.E2EOf), sc.Raw.Stat(bench.TransferOf), sc.Raw.Stat(bench.E2EOf)
 			ratio, diff := "-", "-"
 			if fe.N > 0 && rt.N > 0 && rt.Median > 0 {
 				ratio = fmt.Sprintf("%.1fx", float64(fe.Median)/float64(rt.Median))
 			}
 			if fe.N > 0 && re.N > 0 {
-				diff = Millis(fe.Median - re.Median)
+				diff = bench.Millis(fe.Median - re.Median)
 			}
 			overhead = append(overhead, []string{p.Memory, sc.Name, ratio, diff})
 		}
@@ -110,7 +112,7 @@ func migrationSection(b *strings.Builder, r Report) {
 	}
 	for _, p := range r.Migration {
 		if p.Result != nil {
-			TimelineTable(b, p.Result.Scenarios)
+			bench.TimelineTable(b, p.Result.Scenarios)
 		}
 	}
 	b.WriteString("\n")
@@ -160,9 +162,9 @@ func migrationNetTable(b *strings.Builder, parts []MigrationPart) {
 			if len(lost) == 0 {
 				continue
 			}
-			om, ox := MedMax(Summarize(outage))
-			qm, _ := MedMax(Summarize(qemu))
-			rows = append(rows, []string{p.Memory, sc.Name, fmt.Sprint(len(lost)), fmt.Sprint(int64(Summarize(lost).Median)), om, ox, qm})
+			om, ox := bench.MedMax(bench.Summarize(outage))
+			qm, _ := bench.MedMax(bench.Summarize(qemu))
+			rows = append(rows, []string{p.Memory, sc.Name, fmt.Sprint(len(lost)), fmt.Sprint(int64(bench.Summarize(lost).Median)), om, ox, qm})
 		}
 	}
 	b.WriteString("Network during Ferry's migrations (ICMP echo every 10 ms from the host to the VM's address; network downtime is the longest run of unanswered probes):\n\n")
@@ -177,45 +179,45 @@ func drainSection(b *strings.Builder, p DrainPart) {
 		"guest that counted on.\n\n", p.VMs, p.Memory)
 	if res := p.Result; res != nil {
 		n := len(res.VMs)
-		single := res.Single.Stat(E2EOf)
+		single := res.Single.Stat(bench.E2EOf)
 		drain, ratio, post, nSingle := "-", "-", "-", "-"
 		if res.DrainFailed != "" {
 			drain = "FAILED"
 		} else if res.Drain > 0 {
-			drain, post = Millis(res.Drain), fmt.Sprintf("%d/%d", res.PostDrainFailures(), n)
+			drain, post = bench.Millis(res.Drain), fmt.Sprintf("%d/%d", res.PostDrainFailures(), n)
 		}
 		if single.N > 0 {
 			total := time.Duration(n) * single.Median
-			nSingle = Millis(total)
+			nSingle = bench.Millis(total)
 			if drain != "-" && drain != "FAILED" && total > 0 {
 				ratio = fmt.Sprintf("%.2fx", float64(res.Drain)/float64(total))
 			}
 		}
-		med, mx := MedMax(single)
+		med, mx := bench.MedMax(single)
 		mdTable(b, []string{"VMs", "Cluster nodes", "Eviction webhook", "Drain", "Single med", "Single max", "N × single med",
 			"Drain / (N × single med)", "Single migrations failed", "Single post-migration failures", "Post-drain failures"},
-			[][]string{{fmt.Sprint(n), fmt.Sprint(res.ClusterNodes), WebhookName(res.Webhook), drain, med, mx, nSingle, ratio,
-				fmt.Sprintf("%d/%d", res.Single.Count(MigrationFailed), len(res.Single.Samples)),
-				fmt.Sprintf("%d/%d", res.Single.Count(PostFailure), len(res.Single.Completed())), post}})
+			[][]string{{fmt.Sprint(n), fmt.Sprint(res.ClusterNodes), bench.WebhookName(res.Webhook), drain, med, mx, nSingle, ratio,
+				fmt.Sprintf("%d/%d", res.Single.Count(bench.MigrationFailed), len(res.Single.Samples)),
+				fmt.Sprintf("%d/%d", res.Single.Count(bench.PostFailure), len(res.Single.Completed())), post}})
 		if n > 0 {
 			var rows [][]string
 			for _, v := range res.VMs {
 				moved, result := "-", "ok"
 				if v.Moved > 0 {
-					moved = Millis(v.Moved)
+					moved = bench.Millis(v.Moved)
 				}
 				if v.Failure != "" {
-					result = "POST-DRAIN FAILURE: " + FirstLine(v.Failure)
+					result = "POST-DRAIN FAILURE: " + bench.FirstLine(v.Failure)
 				}
 				if res.DrainFailed != "" || res.Drain == 0 {
 					result = "-"
 				}
-				rows = append(rows, []string{v.Name, OrDash(v.From), OrDash(v.To), OrDash(v.IPBefore), OrDash(v.IPAfter), moved, result})
+				rows = append(rows, []string{v.Name, bench.OrDash(v.From), bench.OrDash(v.To), bench.OrDash(v.IPBefore), bench.OrDash(v.IPAfter), moved, result})
 			}
-			mdTable(b, []string{"VM", "From", "To", "IP before", "IP after", "Running off " + OrDash(res.Node) + " after", "Result"}, rows)
+			mdTable(b, []string{"VM", "From", "To", "IP before", "IP after", "Running off " + bench.OrDash(res.Node) + " after", "Result"}, rows)
 		}
 		if res.DrainFailed != "" {
-			fmt.Fprintf(b, "The drain failed: %s\n\n", mdInline(FirstLine(res.DrainFailed)))
+			fmt.Fprintf(b, "The drain failed: %s\n\n", mdInline(bench.FirstLine(res.DrainFailed)))
 		}
 		listFailures(b, "Other findings", res.Problems)
 	}
@@ -233,17 +235,17 @@ func failoverSection(b *strings.Builder, r Report) {
 		"total is T0 to that heartbeat. Guest gap: the old guest's last heartbeat to the new one's first. A double run is "+
 		"two instances of the VM seen at once.\n\n", p.Memory)
 	if res := p.Result; res != nil {
-		fmt.Fprintf(b, "Fencing profile %s: %s.\n\n", OrDash(res.Profile), res.Timing)
+		fmt.Fprintf(b, "Fencing profile %s: %s.\n\n", bench.OrDash(res.Profile), res.Timing)
 		var rows [][]string
 		for _, run := range res.Runs {
-			row := []string{run.Fault, fmt.Sprint(run.Run), run.From + " → " + OrDash(run.To)}
+			row := []string{run.Fault, fmt.Sprint(run.Run), run.From + " → " + bench.OrDash(run.To)}
 			for _, ph := range run.Marks.Phases() {
 				row = append(row, ph.String())
 			}
 			result := "ok"
 			switch {
 			case run.Failure != "":
-				result = "FAILED: " + FirstLine(run.Failure)
+				result = "FAILED: " + bench.FirstLine(run.Failure)
 			case run.DoubleRun():
 				result = "DOUBLE RUN"
 			}
@@ -252,7 +254,7 @@ func failoverSection(b *strings.Builder, r Report) {
 		mdTable(b, []string{"Fault", "Run", "Nodes", "Detection", "Fencing wait", "Restart", "Boot", "Total", "Guest gap",
 			"Samples with 2 QEMUs", "Result"}, rows)
 		if len(res.Runs) > 0 {
-			fmt.Fprintf(b, "%s\n\n", TargetVerdict(*res))
+			fmt.Fprintf(b, "%s\n\n", bench.TargetVerdict(*res))
 		}
 	}
 	embedPlots(b, r, partFailover)
@@ -273,18 +275,18 @@ func falseFencingSection(b *strings.Builder, p FalseFencingPart) {
 		for _, x := range res.Results {
 			age := "-"
 			if x.MaxLeaseAge > 0 {
-				age = fmt.Sprintf("%s (%s)", Millis(x.MaxLeaseAge), x.MaxLeaseNode)
+				age = fmt.Sprintf("%s (%s)", bench.Millis(x.MaxLeaseAge), x.MaxLeaseNode)
 			}
 			result := "ok"
 			switch {
 			case x.Failure != "":
-				result = "FAILED: " + FirstLine(x.Failure)
+				result = "FAILED: " + bench.FirstLine(x.Failure)
 			case x.Fenced > 0 || x.Removed > 0:
 				result = "FALSE FENCING"
 			case x.Resets > 0:
 				result = "WATCHDOG RESET"
 			}
-			rows = append(rows, []string{x.Profile, Millis(x.Timing.Timeout), Millis(x.Timing.LeaseInterval), Millis(x.Timing.FenceAfter()),
+			rows = append(rows, []string{x.Profile, bench.Millis(x.Timing.Timeout), bench.Millis(x.Timing.LeaseInterval), bench.Millis(x.Timing.FenceAfter()),
 				fmt.Sprintf("%.0f", x.Observed.Seconds()), fmt.Sprint(x.Pauses), age, fmt.Sprint(x.Fenced), fmt.Sprint(x.Removed),
 				fmt.Sprint(x.Resets), fmt.Sprint(x.Unfed), fmt.Sprint(x.StormPaused), result})
 		}
@@ -314,7 +316,7 @@ func scaleSection(b *strings.Builder, r Report) {
 		}
 		for _, ph := range []struct {
 			name string
-			p    *ScalePhase
+			p    *bench.ScalePhase
 		}{{"start", res.Start}, {"drain 1 node", res.Drain}, {"evacuate", res.Evacuate}, {"fail", res.Failure}} {
 			if ph.p == nil {
 				rows = append(rows, padRow([]string{cluster, ph.name, "not reached"}, 14))
@@ -364,7 +366,7 @@ func partState(p Part) string {
 	case p.Skipped != "":
 		return "skipped (" + p.Skipped + ")"
 	case p.Err != "":
-		return fmt.Sprintf("FAILED after %s: %s", p.Elapsed.Round(time.Second), FirstLine(p.Err))
+		return fmt.Sprintf("FAILED after %s: %s", p.Elapsed.Round(time.Second), bench.FirstLine(p.Err))
 	}
 	return fmt.Sprintf("ran %s", p.Elapsed.Round(time.Second))
 }
