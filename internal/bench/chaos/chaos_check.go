@@ -1,4 +1,4 @@
-package bench
+package chaos
 
 // What a chaos trial checks once the cluster settled, and what it logs meanwhile.
 
@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // check tests the invariants; final also asks the driver whether a VM ran in two places
@@ -91,7 +92,7 @@ func diskOf(vm string) string { return vm + "-disk" }
 
 func (r *chaosRun) listVMs(ctx context.Context) (map[string]*v1alpha2.VirtualMachine, error) {
 	var l v1alpha2.VirtualMachineList
-	if err := r.c.List(ctx, &l, client.InNamespace(r.ns), client.MatchingLabels{LabelBench: BenchMarker}); err != nil {
+	if err := r.c.List(ctx, &l, client.InNamespace(r.ns), client.MatchingLabels{bench.LabelBench: bench.BenchMarker}); err != nil {
 		return nil, err
 	}
 	out := map[string]*v1alpha2.VirtualMachine{}
@@ -108,7 +109,7 @@ func (r *chaosRun) readyNodes(ctx context.Context) (map[string]bool, error) {
 	}
 	out := map[string]bool{}
 	for i := range l.Items {
-		if NodeReady(&l.Items[i]) {
+		if bench.NodeReady(&l.Items[i]) {
 			out[l.Items[i].Name] = true
 		}
 	}
@@ -130,7 +131,7 @@ func (r *chaosRun) waitFor(ctx context.Context, deadline time.Time, cond func() 
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
-		if Sleep(ctx, 250*time.Millisecond) != nil {
+		if bench.Sleep(ctx, 250*time.Millisecond) != nil {
 			return false
 		}
 	}
@@ -169,7 +170,7 @@ func (r *chaosRun) watch(ctx context.Context, t *chaosTrial) {
 			for i := range nodes.Items {
 				n := &nodes.Items[i]
 				s := "NotReady"
-				if NodeReady(n) {
+				if bench.NodeReady(n) {
 					s = "Ready"
 				}
 				if n.Spec.Unschedulable {
@@ -201,7 +202,7 @@ func (r *chaosRun) watch(ctx context.Context, t *chaosTrial) {
 			}
 			last = now
 		}
-		if Sleep(ctx, 250*time.Millisecond) != nil {
+		if bench.Sleep(ctx, 250*time.Millisecond) != nil {
 			return
 		}
 	}
@@ -210,7 +211,7 @@ func (r *chaosRun) watch(ctx context.Context, t *chaosTrial) {
 // pruneOperations deletes the benchmark's final operations created before t.
 func (r *chaosRun) pruneOperations(ctx context.Context, t time.Time) {
 	var ops v1alpha2.VirtualMachineOperationList
-	if err := r.c.List(ctx, &ops, client.InNamespace(r.ns), client.MatchingLabels{LabelBench: BenchMarker}); err != nil {
+	if err := r.c.List(ctx, &ops, client.InNamespace(r.ns), client.MatchingLabels{bench.LabelBench: bench.BenchMarker}); err != nil {
 		return
 	}
 	for i := range ops.Items {

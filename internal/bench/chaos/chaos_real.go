@@ -1,4 +1,4 @@
-package bench
+package chaos
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 func clientKey(ns, name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: name} }
@@ -21,10 +23,10 @@ func clientKey(ns, name string) client.ObjectKey { return client.ObjectKey{Names
 // QEMU) and watches the guests' serial logs.
 type realDriver struct {
 	bin, stateDir, ns string
-	up                *UpProcess
+	up                *bench.UpProcess
 
 	mu      sync.Mutex
-	watches map[string]*InstanceWatch // VM name → its serial logs since the last overlaps call
+	watches map[string]*bench.InstanceWatch // VM name → its serial logs since the last overlaps call
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -39,7 +41,7 @@ func (d *realDriver) startWatching(ctx context.Context) {
 		for ctx.Err() == nil {
 			now := time.Now()
 			d.mu.Lock()
-			ws := make([]*InstanceWatch, 0, len(d.watches))
+			ws := make([]*bench.InstanceWatch, 0, len(d.watches))
 			for _, w := range d.watches {
 				ws = append(ws, w)
 			}
@@ -47,7 +49,7 @@ func (d *realDriver) startWatching(ctx context.Context) {
 			for _, w := range ws {
 				w.Poll(now)
 			}
-			_ = Sleep(ctx, 200*time.Millisecond)
+			_ = bench.Sleep(ctx, 200*time.Millisecond)
 		}
 	}()
 }
@@ -63,15 +65,15 @@ func (d *realDriver) resetWatches() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for name := range d.watches {
-		d.watches[name] = NewInstanceWatch(d.stateDir, d.ns, name)
+		d.watches[name] = bench.NewInstanceWatch(d.stateDir, d.ns, name)
 	}
 }
 
 func (d *realDriver) powerOff(ctx context.Context, n string) error {
-	return FerryNode(ctx, d.bin, d.stateDir, "poweroff", n)
+	return bench.FerryNode(ctx, d.bin, d.stateDir, "poweroff", n)
 }
 func (d *realDriver) powerOn(ctx context.Context, n string) error {
-	return FerryNode(ctx, d.bin, d.stateDir, "poweron", n)
+	return bench.FerryNode(ctx, d.bin, d.stateDir, "poweron", n)
 }
 
 // killAgent kills the node's agent with SIGKILL; ferry up starts it again. Its launchers
@@ -86,18 +88,18 @@ func (d *realDriver) killAgent(_ context.Context, n string) error {
 }
 
 func (d *realDriver) freeze(ctx context.Context, n string, t time.Duration) error {
-	if err := FerryNode(ctx, d.bin, d.stateDir, "freeze", n); err != nil {
+	if err := bench.FerryNode(ctx, d.bin, d.stateDir, "freeze", n); err != nil {
 		return err
 	}
-	time.AfterFunc(t, func() { _ = FerryNode(context.Background(), d.bin, d.stateDir, "thaw", n) })
+	time.AfterFunc(t, func() { _ = bench.FerryNode(context.Background(), d.bin, d.stateDir, "thaw", n) })
 	return nil
 }
 
 func (d *realDriver) cut(ctx context.Context, n string, t time.Duration) error {
-	if err := FerryNode(ctx, d.bin, d.stateDir, "disconnect", n); err != nil {
+	if err := bench.FerryNode(ctx, d.bin, d.stateDir, "disconnect", n); err != nil {
 		return err
 	}
-	time.AfterFunc(t, func() { _ = FerryNode(context.Background(), d.bin, d.stateDir, "connect", n) })
+	time.AfterFunc(t, func() { _ = bench.FerryNode(context.Background(), d.bin, d.stateDir, "connect", n) })
 	return nil
 }
 
@@ -134,7 +136,7 @@ func (d *realDriver) running(context.Context) (map[string]int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for name := range d.watches {
-		out[d.ns+"/"+name] = QEMUCount(d.ns, name)
+		out[d.ns+"/"+name] = bench.QEMUCount(d.ns, name)
 	}
 	return out, nil
 }
@@ -160,7 +162,7 @@ func (d *realDriver) overlaps(context.Context) ([]string, error) {
 				from, to := later(a.First, b.First), earlier(a.Last, b.Last)
 				if to.Sub(from) >= minOverlap {
 					out = append(out, fmt.Sprintf("%s: %s on %s (CNT %s–%s) and %s on %s (CNT %s–%s)", name,
-						filepath.Base(a.Dir), a.Node, Clock(a.First), Clock(a.Last), filepath.Base(b.Dir), b.Node, Clock(b.First), Clock(b.Last)))
+						filepath.Base(a.Dir), a.Node, bench.Clock(a.First), bench.Clock(a.Last), filepath.Base(b.Dir), b.Node, bench.Clock(b.First), bench.Clock(b.Last)))
 				}
 			}
 		}

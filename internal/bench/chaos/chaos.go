@@ -1,4 +1,4 @@
-package bench
+package chaos
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // ChaosOptions configure RunChaos.
@@ -148,7 +149,7 @@ func plan(seed uint64, i int, latest, longest time.Duration) *chaosTrial {
 // RunChaos runs the trials and prints the counts and, for each violation, the trial's seed
 // and event log.
 func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, retErr error) {
-	w, say := Reporter(o.Out)
+	w, say := bench.Reporter(o.Out)
 	for _, p := range o.Plan {
 		op, fault, _ := strings.Cut(p, "+")
 		if !slices.Contains(chaosOps, op) || !slices.Contains(chaosFaults, fault) {
@@ -204,7 +205,7 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, retErr err
 		kind = "real guests (QEMU)"
 	}
 	fmt.Fprintf(w, "\nChaos: %d trials on %d %s with %d VMs, seed %d: %d with an invariant violated\n", res.Trials, o.Nodes, kind, o.VMs, o.Seed, res.Violations)
-	fmt.Fprintf(w, "  operations: %s\n  faults:     %s\n  settle (trial start → invariants hold): %s\n", counts(res.ByOp), counts(res.ByFault), Pct(res.Settle))
+	fmt.Fprintf(w, "  operations: %s\n  faults:     %s\n  settle (trial start → invariants hold): %s\n", counts(res.ByOp), counts(res.ByFault), bench.Pct(res.Settle))
 	for _, f := range res.Failed {
 		fmt.Fprintf(w, "  violated: %s\n", f)
 	}
@@ -272,7 +273,7 @@ func (r *chaosRun) trial(ctx context.Context, t *chaosTrial) (violations []strin
 	switch t.op {
 	case "migrate":
 		op := &v1alpha2.VirtualMachineOperation{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "chaos-", Namespace: r.ns, Labels: map[string]string{LabelBench: BenchMarker}},
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "chaos-", Namespace: r.ns, Labels: map[string]string{bench.LabelBench: bench.BenchMarker}},
 			Spec:       v1alpha2.VirtualMachineOperationSpec{Type: v1alpha2.OpEvict, VirtualMachineName: vm.Name},
 		}
 		if err := r.c.Create(ctx, op); err != nil {
@@ -288,7 +289,7 @@ func (r *chaosRun) trial(ctx context.Context, t *chaosTrial) (violations []strin
 			out, err := exec.CommandContext(dctx, r.bin, "k", "--kubeconfig", r.kube, "drain", node, "--ignore-daemonsets",
 				"--delete-emptydir-data", "--pod-selector", v1alpha2.LabelVMName, "--timeout", r.o.Settle.String()).CombinedOutput()
 			if err != nil {
-				opErr = fmt.Errorf("%v: %s", err, LastLine(string(out)))
+				opErr = fmt.Errorf("%v: %s", err, bench.LastLine(string(out)))
 			}
 			t.logf("drain %s ended: %v", node, err)
 		})
@@ -301,7 +302,7 @@ func (r *chaosRun) trial(ctx context.Context, t *chaosTrial) (violations []strin
 	}
 
 	// The fault, after its delay.
-	if err := Sleep(ctx, t.delay); err != nil {
+	if err := bench.Sleep(ctx, t.delay); err != nil {
 		return nil, 0, err
 	}
 	if err := r.inject(ctx, t, vm, node, opStart); err != nil {
@@ -367,7 +368,7 @@ func (r *chaosRun) trial(ctx context.Context, t *chaosTrial) (violations []strin
 func (r *chaosRun) uncordon(ctx context.Context, node string) error {
 	var err error
 	r.waitFor(ctx, time.Now().Add(time.Minute), func() (bool, string) {
-		err = SetUnschedulable(ctx, r.c, node, false)
+		err = bench.SetUnschedulable(ctx, r.c, node, false)
 		return err == nil, fmt.Sprint(err)
 	})
 	if err != nil {

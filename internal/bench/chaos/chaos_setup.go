@@ -1,4 +1,4 @@
-package bench
+package chaos
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // openChaos starts the cluster of a chaos run and its VMs; close stops it (keeping its
@@ -35,7 +36,7 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 		nodes = 0
 		upArgs = append(upArgs, "--netns=false")
 	}
-	cl, err := OpenCluster(ctx, bin, "", o.StateDir, "fc-", o.Port, nodes, o.WaitOther, say, upArgs...)
+	cl, err := bench.OpenCluster(ctx, bin, "", o.StateDir, "fc-", o.Port, nodes, o.WaitOther, say, upArgs...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -48,7 +49,7 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 	}
 	r := &chaosRun{o: o, bin: bin, kube: cl.Kubeconfig, say: say, ns: "default", vms: map[string]vmIdentity{}}
 	if o.Real {
-		rd := &realDriver{bin: bin, stateDir: cl.StateDir, up: cl.Up, ns: r.ns, watches: map[string]*InstanceWatch{}}
+		rd := &realDriver{bin: bin, stateDir: cl.StateDir, up: cl.Up, ns: r.ns, watches: map[string]*bench.InstanceWatch{}}
 		r.drv = rd
 		for i := 1; i <= o.VMs; i++ {
 			rd.watches[fmt.Sprintf("c%02d", i)] = nil
@@ -66,7 +67,7 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 		if o.BrokenWatchdog {
 			args = append(args, "--watchdog-resets=false")
 		}
-		sim, err := StartSimNodes(ctx, bin, cl, o.Nodes, say, args...)
+		sim, err := bench.StartSimNodes(ctx, bin, cl, o.Nodes, say, args...)
 		if err != nil {
 			closeRun(true)
 			return nil, nil, err
@@ -83,12 +84,12 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 		closeRun(true)
 		return nil, nil, err
 	}
-	image, c, err := GuestAndClient(ctx, cl.Kubeconfig)
+	image, c, err := bench.GuestAndClient(ctx, cl.Kubeconfig)
 	if err != nil {
 		return fail(err)
 	}
 	r.c = c
-	if err := WaitNodesReady(ctx, c, say, o.Nodes, 5*time.Minute); err != nil {
+	if err := bench.WaitNodesReady(ctx, c, say, o.Nodes, 5*time.Minute); err != nil {
 		return fail(err)
 	}
 	var nl corev1.NodeList
@@ -98,7 +99,7 @@ func openChaos(ctx context.Context, o ChaosOptions, say func(string, ...any)) (*
 	for _, n := range nl.Items {
 		r.nodes = append(r.nodes, n.Name)
 	}
-	fb := &FerryVM{C: c, NS: r.ns, Say: say, ImageURL: "file://" + image}
+	fb := &bench.FerryVM{C: c, NS: r.ns, Say: say, ImageURL: "file://" + image}
 	if err := fb.EnsureImage(ctx); err != nil {
 		return fail(err)
 	}
@@ -120,11 +121,11 @@ func (r *chaosRun) createVMs(ctx context.Context) error {
 		if i%2 == 0 {
 			policy = v1alpha2.AlwaysOnUnlessStoppedManually
 		}
-		labels := map[string]string{LabelBench: BenchMarker}
+		labels := map[string]string{bench.LabelBench: bench.BenchMarker}
 		disk := &v1alpha2.VirtualDisk{
 			ObjectMeta: metav1.ObjectMeta{Name: diskOf(name), Namespace: r.ns, Labels: labels},
 			Spec: v1alpha2.VirtualDiskSpec{DataSource: &v1alpha2.DataSource{Type: v1alpha2.SourceObjectRef,
-				ObjectRef: &v1alpha2.ObjectRefSource{Kind: "ClusterVirtualImage", Name: ImageName}}},
+				ObjectRef: &v1alpha2.ObjectRefSource{Kind: "ClusterVirtualImage", Name: bench.ImageName}}},
 		}
 		vm := &v1alpha2.VirtualMachine{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns, Labels: labels},
@@ -184,7 +185,7 @@ func waitFile(ctx context.Context, path string, timeout time.Duration) (string, 
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("%s not written within %s", path, timeout)
 		}
-		if err := Sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := bench.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return "", err
 		}
 	}
@@ -200,7 +201,7 @@ func killController(stateDir string) error {
 }
 
 // restartUpAPIServer asks `ferry up` to restart its apiserver and etcd (SIGUSR1).
-func restartUpAPIServer(up *UpProcess) error {
+func restartUpAPIServer(up *bench.UpProcess) error {
 	if up == nil || up.Cmd.Process == nil {
 		return fmt.Errorf("the run did not start ferry up: cannot restart its apiserver")
 	}
@@ -211,7 +212,7 @@ func restartUpAPIServer(up *UpProcess) error {
 type simDriver struct {
 	base     string
 	stateDir string
-	up       *UpProcess
+	up       *bench.UpProcess
 	mu       sync.Mutex
 	seen     int // overlaps already reported
 }
