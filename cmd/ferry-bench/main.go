@@ -19,6 +19,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
 func main() {
@@ -326,7 +327,7 @@ when a node was fenced or reset, or something failed, or with --keep).`,
 }
 
 func scaleCommand() *cobra.Command {
-	o := bench.DefaultScaleOptions()
+	o := scale.DefaultScaleOptions()
 	cmd := &cobra.Command{
 		Use:   "scale",
 		Short: "Measure the control plane with simulated nodes: start, drain, evacuate, fail",
@@ -351,7 +352,7 @@ request rate (apiserver_request_total), and the VM controller's reconcile time p
   ferry-bench scale --nodes 100 --vms-per-node 30 --fail 5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := bench.RunScale(cmd.Context(), o)
+			_, err := scale.RunScale(cmd.Context(), o)
 			return err
 		},
 	}

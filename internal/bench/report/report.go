@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
 // The parts of a report, as --skip names them.
@@ -75,7 +76,7 @@ type ReportOptions struct {
 
 // DefaultReportOptions are the command's defaults: a full run.
 func DefaultReportOptions() ReportOptions {
-	fo, ffo, so := bench.DefaultFailoverOptions(), bench.DefaultFalseFencingOptions(), bench.DefaultScaleOptions()
+	fo, ffo, so := bench.DefaultFailoverOptions(), bench.DefaultFalseFencingOptions(), scale.DefaultScaleOptions()
 	return ReportOptions{
 		Out:                  "docs/benchmarks.md",
 		Port:                 17443,
@@ -159,7 +160,7 @@ type FalseFencingPart struct {
 type ScalePart struct {
 	Part
 	Nodes, VMsPerNode int
-	Result            *bench.ScaleResult
+	Result            *scale.ScaleResult
 }
 
 // Failed counts the parts that failed.
@@ -336,7 +337,7 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		so := bench.DefaultScaleOptions()
+		so := scale.DefaultScaleOptions()
 		so.Ferry, so.Port, so.WaitOther, so.Out = bin, o.Port, wait, o.Log
 		so.Nodes, so.VMsPerNode, so.Evacuate, so.Fail = nodes, per, o.ScaleEvacuate, o.ScaleFail
 		p := &r.Scale[i]
@@ -344,7 +345,7 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 		p.Command = command(partScale, "--nodes", strconv.Itoa(nodes), "--vms-per-node", strconv.Itoa(per),
 			"--evacuate", strconv.FormatFloat(so.Evacuate, 'g', -1, 64), "--fail", strconv.Itoa(so.Fail))
 		steps = append(steps, reportStep{kind: partScale, name: "scale " + size, part: &p.Part, run: func(ctx context.Context) (err error) {
-			p.Result, err = bench.RunScale(ctx, so)
+			p.Result, err = scale.RunScale(ctx, so)
 			return err
 		}})
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
 // RenderMarkdown writes a report as markdown. It reads nothing but r: every figure in it
@@ -316,7 +317,7 @@ func scaleSection(b *strings.Builder, r Report) {
 		}
 		for _, ph := range []struct {
 			name string
-			p    *bench.ScalePhase
+			p    *scale.ScalePhase
 		}{{"start", res.Start}, {"drain 1 node", res.Drain}, {"evacuate", res.Evacuate}, {"fail", res.Failure}} {
 			if ph.p == nil {
 				rows = append(rows, padRow([]string{cluster, ph.name, "not reached"}, 14))

@@ -16,6 +16,7 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
 // Plot is one PNG of a report.
@@ -221,8 +222,8 @@ func scaleReconcilePlot(parts []ScalePart) *plot.Plot {
 	var lines []plotLine
 	for _, ph := range []struct {
 		name string
-		of   func(*bench.ScaleResult) *bench.ScalePhase
-	}{{"start", func(r *bench.ScaleResult) *bench.ScalePhase { return r.Start }}, {"evacuate", func(r *bench.ScaleResult) *bench.ScalePhase { return r.Evacuate }}} {
+		of   func(*scale.ScaleResult) *scale.ScalePhase
+	}{{"start", func(r *scale.ScaleResult) *scale.ScalePhase { return r.Start }}, {"evacuate", func(r *scale.ScaleResult) *scale.ScalePhase { return r.Evacuate }}} {
 		p50, p99 := plotLine{name: ph.name + " p50"}, plotLine{name: ph.name + " p99"}
 		for _, p := range parts {
 			if p.Result == nil || ph.of(p.Result) == nil {
@@ -232,7 +233,7 @@ func scaleReconcilePlot(parts []ScalePart) *plot.Plot {
 			x := float64(p.Nodes * p.VMsPerNode)
 			for _, q := range []struct {
 				l *plotLine
-				b bench.BucketBound
+				b scale.BucketBound
 			}{{&p50, rt.P50}, {&p99, rt.P99}} {
 				if rt.N > 0 && q.b.OK && !q.b.Inf && q.b.Le > 0 {
 					q.l.pts = append(q.l.pts, plotter.XY{X: x, Y: float64(q.b.Le) / float64(time.Millisecond)})
@@ -262,11 +263,11 @@ func scalePerVMPlot(parts []ScalePart) *plot.Plot {
 	var lines []plotLine
 	for _, ph := range []struct {
 		name string
-		of   func(*bench.ScaleResult) *bench.ScalePhase
+		of   func(*scale.ScaleResult) *scale.ScalePhase
 	}{
-		{"drain 1 node", func(r *bench.ScaleResult) *bench.ScalePhase { return r.Drain }},
-		{"evacuate", func(r *bench.ScaleResult) *bench.ScalePhase { return r.Evacuate }},
-		{"fail (to Running elsewhere)", func(r *bench.ScaleResult) *bench.ScalePhase { return r.Failure }},
+		{"drain 1 node", func(r *scale.ScaleResult) *scale.ScalePhase { return r.Drain }},
+		{"evacuate", func(r *scale.ScaleResult) *scale.ScalePhase { return r.Evacuate }},
+		{"fail (to Running elsewhere)", func(r *scale.ScaleResult) *scale.ScalePhase { return r.Failure }},
 	} {
 		p50, p99 := plotLine{name: ph.name + " p50"}, plotLine{name: ph.name + " p99"}
 		for _, p := range parts {

@@ -13,6 +13,7 @@ import (
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/scale"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -42,9 +43,9 @@ func testReport() Report {
 	run := func(fault string, n int, marks bench.FailoverMarks) bench.FailoverRun {
 		return bench.FailoverRun{Fault: fault, Run: n, From: "node-1", To: "node-2", Marks: marks, OldLast: -time.Second, OldLastOK: true, Samples: 300}
 	}
-	phase := func(pc, p50, p99 time.Duration, n int64) bench.ControlPlaneLoad {
-		return bench.ControlPlaneLoad{CPUPercent: pc.Seconds(), RSS: 300 << 20, RequestsPerSec: 42,
-			Reconcile: bench.ReconcileTimes{N: n, P50: bench.BucketBound{Le: p50, OK: true}, P99: bench.BucketBound{Le: p99, OK: true}}}
+	phase := func(pc, p50, p99 time.Duration, n int64) scale.ControlPlaneLoad {
+		return scale.ControlPlaneLoad{CPUPercent: pc.Seconds(), RSS: 300 << 20, RequestsPerSec: 42,
+			Reconcile: scale.ReconcileTimes{N: n, P50: scale.BucketBound{Le: p50, OK: true}, P99: scale.BucketBound{Le: p99, OK: true}}}
 	}
 	return Report{
 		Date:    time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC),
@@ -67,14 +68,14 @@ func testReport() Report {
 		FalseFencing: FalseFencingPart{Part: Part{Command: "bin/ferry-bench false-fencing --profiles Fast --duration 1m0s", Skipped: "--skip false-fencing"}},
 		Scale: []ScalePart{
 			{Nodes: 10, VMsPerNode: 10, Part: Part{Command: "bin/ferry-bench scale --nodes 10 --vms-per-node 10 --evacuate 0.25 --fail 2"},
-				Result: &bench.ScaleResult{Nodes: 10, VMsPerNode: 10,
-					Start:    &bench.ScalePhase{Nodes: 10, VMs: 100, Took: 50 * time.Second, Load: phase(35*time.Second, 5*time.Millisecond, 250*time.Millisecond, 900)},
-					Drain:    &bench.ScalePhase{Nodes: 1, VMs: 3, Took: 9 * time.Second, PerVM: msd(2000, 3000, 4000), Load: phase(20*time.Second, 5*time.Millisecond, 100*time.Millisecond, 60)},
-					Evacuate: &bench.ScalePhase{Nodes: 3, VMs: 3, Took: 12 * time.Second, PerVM: msd(4000, 5000, 6000), Load: phase(50*time.Second, 10*time.Millisecond, time.Second, 300)},
-					Failure:  &bench.ScalePhase{Nodes: 2, VMs: 2, Took: 20 * time.Second, PerVM: msd(15000, 18000), Load: phase(10*time.Second, 5*time.Millisecond, 50*time.Millisecond, 80)}}},
+				Result: &scale.ScaleResult{Nodes: 10, VMsPerNode: 10,
+					Start:    &scale.ScalePhase{Nodes: 10, VMs: 100, Took: 50 * time.Second, Load: phase(35*time.Second, 5*time.Millisecond, 250*time.Millisecond, 900)},
+					Drain:    &scale.ScalePhase{Nodes: 1, VMs: 3, Took: 9 * time.Second, PerVM: msd(2000, 3000, 4000), Load: phase(20*time.Second, 5*time.Millisecond, 100*time.Millisecond, 60)},
+					Evacuate: &scale.ScalePhase{Nodes: 3, VMs: 3, Took: 12 * time.Second, PerVM: msd(4000, 5000, 6000), Load: phase(50*time.Second, 10*time.Millisecond, time.Second, 300)},
+					Failure:  &scale.ScalePhase{Nodes: 2, VMs: 2, Took: 20 * time.Second, PerVM: msd(15000, 18000), Load: phase(10*time.Second, 5*time.Millisecond, 50*time.Millisecond, 80)}}},
 			{Nodes: 25, VMsPerNode: 10, Part: Part{Command: "bin/ferry-bench scale --nodes 25 --vms-per-node 10 --evacuate 0.25 --fail 2",
 				Err: "100 of 250 VMs Running after 15m0s", Elapsed: 16 * time.Minute},
-				Result: &bench.ScaleResult{Nodes: 25, VMsPerNode: 10}},
+				Result: &scale.ScaleResult{Nodes: 25, VMsPerNode: 10}},
 		},
 		PlotsDir: "benchmarks",
 	}

@@ -1,4 +1,4 @@
-package bench
+package scale
 
 // What the scale benchmark reads from the cluster and from its control plane.
 
@@ -28,13 +28,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // watchVMs starts a cache of the bench's VMs (one watch), so that waiting on thousands of
 // them does not list them all every second: that load on the apiserver, not Ferry's, would
 // then be what a phase measures.
 func watchVMs(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme) (client.Reader, error) {
-	sel := labels.SelectorFromSet(labels.Set{LabelBench: BenchMarker})
+	sel := labels.SelectorFromSet(labels.Set{bench.LabelBench: bench.BenchMarker})
 	c, err := cache.New(cfg, cache.Options{Scheme: scheme, ByObject: map[client.Object]cache.ByObject{&v1alpha2.VirtualMachine{}: {Label: sel}}})
 	if err != nil {
 		return nil, err
@@ -104,12 +105,12 @@ func eventsSince(before, now map[string]eventCount) map[string]float64 {
 }
 
 func (m *scaleMeter) waitNodes(ctx context.Context, n int, timeout time.Duration) error {
-	return WaitNodesReady(ctx, m.c, m.say, n, timeout)
+	return bench.WaitNodesReady(ctx, m.c, m.say, n, timeout)
 }
 
 func (m *scaleMeter) vms(ctx context.Context) ([]v1alpha2.VirtualMachine, error) {
 	var l v1alpha2.VirtualMachineList
-	err := m.vmCache.List(ctx, &l, client.MatchingLabels{LabelBench: BenchMarker})
+	err := m.vmCache.List(ctx, &l, client.MatchingLabels{bench.LabelBench: bench.BenchMarker})
 	return l.Items, err
 }
 
@@ -136,7 +137,7 @@ func (m *scaleMeter) waitVMsRunning(ctx context.Context, n int, timeout time.Dur
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%d of %d VMs Running after %s", running, n, timeout)
 		}
-		if err := Sleep(ctx, time.Second); err != nil {
+		if err := bench.Sleep(ctx, time.Second); err != nil {
 			return err
 		}
 	}
@@ -200,7 +201,7 @@ func (m *scaleMeter) waitRestarted(ctx context.Context, names, failed []string, 
 		if time.Since(t) > timeout {
 			return nil, fmt.Errorf("%d of %d VMs of the failed nodes Running elsewhere after %s", len(seen), len(names), timeout)
 		}
-		if err := Sleep(ctx, 500*time.Millisecond); err != nil {
+		if err := bench.Sleep(ctx, 500*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}

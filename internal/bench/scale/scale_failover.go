@@ -1,4 +1,4 @@
-package bench
+package scale
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // failoverStages splits each restarted VM's failover into stages, from what the cluster
@@ -93,7 +94,7 @@ func failoverStages(ctx context.Context, c client.Client, ns string, byNode map[
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "fault → node Fencing event %s; → new launcher pod %s; → pod Ready %s; → VM Running condition %s (to the second)",
-		Pct(toFence), Pct(toPod), Pct(toReady), Pct(toRunning))
+		bench.Pct(toFence), bench.Pct(toPod), bench.Pct(toReady), bench.Pct(toRunning))
 	if len(hopped) > 0 {
 		fmt.Fprintf(&b, "; at least %d VMs were first restarted on another failed node, not yet fenced", len(hopped))
 	}

@@ -1,4 +1,4 @@
-package bench
+package scale
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 	"github.com/ferryvm/ferry/internal/controller/fencing"
 )
 
@@ -67,13 +68,13 @@ type ScalePhase struct {
 // VMs in memory) against `ferry up`'s control plane and the real controllers. Once the
 // cluster is up, it returns what it measured also with an error.
 func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error) {
-	w, say := Reporter(o.Out)
+	w, say := bench.Reporter(o.Out)
 	bin, err := filepath.Abs(o.Ferry)
 	if err != nil {
 		return nil, err
 	}
 	// A /16 of VM addresses: the default ranges (three /24s) hold 759 VMs.
-	cl, err := OpenCluster(ctx, bin, "", o.StateDir, "fs-", o.Port, 0, o.WaitOther, say, "--netns=false", "--fencing-profile", "Fast", "--ip-range", "10.80.0.0/16")
+	cl, err := bench.OpenCluster(ctx, bin, "", o.StateDir, "fs-", o.Port, 0, o.WaitOther, say, "--netns=false", "--fencing-profile", "Fast", "--ip-range", "10.80.0.0/16")
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +82,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	res := &ScaleResult{Nodes: o.Nodes, VMsPerNode: o.VMsPerNode}
 	// The watchdogs are armed and fed but never fire: a hundred simulated nodes share two
 	// cores here, and late renewals would reset nodes no real machine would.
-	sim, err := StartSimNodes(ctx, bin, cl, o.Nodes, say, "--watchdog-resets=false")
+	sim, err := bench.StartSimNodes(ctx, bin, cl, o.Nodes, say, "--watchdog-resets=false")
 	if err != nil {
 		return res, err
 	}
@@ -92,7 +93,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 		return res, err
 	}
 	cfg.QPS, cfg.Burst = 100, 200
-	c, err := NewClient(cl.Kubeconfig)
+	c, err := bench.NewClient(cl.Kubeconfig)
 	if err != nil {
 		return res, err
 	}
@@ -108,11 +109,11 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	if err := m.waitNodes(ctx, o.Nodes, 5*time.Minute); err != nil {
 		return res, err
 	}
-	image, _, err := GuestAndClient(ctx, cl.Kubeconfig)
+	image, _, err := bench.GuestAndClient(ctx, cl.Kubeconfig)
 	if err != nil {
 		return res, err
 	}
-	fb := &FerryVM{C: c, NS: "default", Say: say, ImageURL: "file://" + image}
+	fb := &bench.FerryVM{C: c, NS: "default", Say: say, ImageURL: "file://" + image}
 	if err := fb.EnsureImage(ctx); err != nil {
 		return res, err
 	}
@@ -157,7 +158,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 				out, err := exec.CommandContext(ctx, bin, "k", "--kubeconfig", cl.Kubeconfig, "drain", n, "--ignore-daemonsets",
 					"--delete-emptydir-data", "--pod-selector", v1alpha2.LabelVMName, "--timeout", drainTimeout.String()).CombinedOutput()
 				if err != nil {
-					errs[i] = fmt.Errorf("drain %s: %v: %s", n, err, LastLine(string(out)))
+					errs[i] = fmt.Errorf("drain %s: %v: %s", n, err, bench.LastLine(string(out)))
 				}
 			})
 		}
@@ -179,7 +180,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 		return res, err
 	}
 	res.Drain = &ScalePhase{Nodes: len(one), VMs: len(per), Took: took, PerVM: per, Load: m.load()}
-	add("drain 1 node", fmt.Sprintf("%d VMs moved in %s; per migration (vmop created → Completed) %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), Pct(per), float64(len(per))/took.Minutes()))
+	add("drain 1 node", fmt.Sprintf("%d VMs moved in %s; per migration (vmop created → Completed) %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), bench.Pct(per), float64(len(per))/took.Minutes()))
 	add("drain 1 node: control plane", res.Drain.Load.String())
 	add("drain 1 node: cost", res.Drain.Load.PerOp(res.Drain.VMs))
 	quarter := max(1, int(math.Round(o.Evacuate*float64(o.Nodes))))
@@ -189,7 +190,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 		return res, err
 	}
 	res.Evacuate = &ScalePhase{Nodes: len(many), VMs: len(per), Took: took, PerVM: per, Load: m.load()}
-	add(fmt.Sprintf("evacuate %d nodes at once", len(many)), fmt.Sprintf("%d VMs moved in %s; per migration %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), Pct(per), float64(len(per))/took.Minutes()))
+	add(fmt.Sprintf("evacuate %d nodes at once", len(many)), fmt.Sprintf("%d VMs moved in %s; per migration %s; %.0f migrations/min", len(per), took.Round(100*time.Millisecond), bench.Pct(per), float64(len(per))/took.Minutes()))
 	add("evacuate: control plane", res.Evacuate.Load.String())
 	add("evacuate: cost", res.Evacuate.Load.PerOp(res.Evacuate.VMs))
 
@@ -228,7 +229,7 @@ func RunScale(ctx context.Context, o ScaleOptions) (_ *ScaleResult, retErr error
 	}
 	took = time.Since(t)
 	res.Failure = &ScalePhase{Nodes: len(victims), VMs: len(back), Took: took, PerVM: back, Load: m.load()}
-	add(fmt.Sprintf("fail %d nodes", len(victims)), fmt.Sprintf("%d VMs Running elsewhere; per VM (fault → Running on another node) %s", len(back), Pct(back)))
+	add(fmt.Sprintf("fail %d nodes", len(victims)), fmt.Sprintf("%d VMs Running elsewhere; per VM (fault → Running on another node) %s", len(back), bench.Pct(back)))
 	add("fail: control plane", res.Failure.Load.String())
 	add("fail: cost", res.Failure.Load.PerOp(res.Failure.VMs))
 	if st, err := failoverStages(ctx, c, "default", byNode, victims, t); err == nil {
@@ -263,12 +264,12 @@ func createScaleVMs(ctx context.Context, c client.Client, n int) error {
 		wg.Go(func() {
 			for i := range work {
 				vm := &v1alpha2.VirtualMachine{
-					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%05d", i), Namespace: "default", Labels: map[string]string{LabelBench: BenchMarker}},
+					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%05d", i), Namespace: "default", Labels: map[string]string{bench.LabelBench: bench.BenchMarker}},
 					Spec: v1alpha2.VirtualMachineSpec{
 						RunPolicy:       v1alpha2.AlwaysOn,
 						CPU:             v1alpha2.CPUSpec{Cores: 1, CoreFraction: "10%"},
 						Memory:          v1alpha2.MemorySpec{Size: resource.MustParse("128Mi")},
-						BlockDeviceRefs: []v1alpha2.BlockDeviceRef{{Kind: v1alpha2.ClusterImageDevice, Name: ImageName}},
+						BlockDeviceRefs: []v1alpha2.BlockDeviceRef{{Kind: v1alpha2.ClusterImageDevice, Name: bench.ImageName}},
 					},
 				}
 				if err := c.Create(ctx, vm); err != nil && !strings.Contains(err.Error(), "already exists") {
