@@ -19,6 +19,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/failover"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
@@ -194,7 +195,7 @@ cluster's own settings, let the drain migrate several VMs at a time.`,
 }
 
 func failoverCommand() *cobra.Command {
-	o := bench.DefaultFailoverOptions()
+	o := failover.DefaultFailoverOptions()
 	cmd := &cobra.Command{
 		Use:   "failover",
 		Short: "Time how a VM comes back on another node after its node fails (power, network, agent)",
@@ -243,7 +244,7 @@ when something failed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			_, err := bench.RunFailover(cmd.Context(), o)
+			_, err := failover.RunFailover(cmd.Context(), o)
 			return err
 		},
 	}
@@ -267,7 +268,7 @@ when something failed.`,
 }
 
 func falseFencingCommand() *cobra.Command {
-	o := bench.DefaultFalseFencingOptions()
+	o := failover.DefaultFalseFencingOptions()
 	cmd := &cobra.Command{
 		Use:   "false-fencing",
 		Short: "Count healthy nodes fenced under load (busy CPUs, slow network, frozen control plane), per fencing profile",
@@ -305,7 +306,7 @@ when a node was fenced or reset, or something failed, or with --keep).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			_, err := bench.RunFalseFencing(cmd.Context(), o)
+			_, err := failover.RunFalseFencing(cmd.Context(), o)
 			return err
 		},
 	}

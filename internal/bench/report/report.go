@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/failover"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
@@ -76,7 +77,7 @@ type ReportOptions struct {
 
 // DefaultReportOptions are the command's defaults: a full run.
 func DefaultReportOptions() ReportOptions {
-	fo, ffo, so := bench.DefaultFailoverOptions(), bench.DefaultFalseFencingOptions(), scale.DefaultScaleOptions()
+	fo, ffo, so := failover.DefaultFailoverOptions(), failover.DefaultFalseFencingOptions(), scale.DefaultScaleOptions()
 	return ReportOptions{
 		Out:                  "docs/benchmarks.md",
 		Port:                 17443,
@@ -147,13 +148,13 @@ type DrainPart struct {
 type FailoverPart struct {
 	Part
 	Memory string
-	Result *bench.FailoverReport
+	Result *failover.FailoverReport
 }
 
 // FalseFencingPart is the report's `ferry-bench false-fencing`.
 type FalseFencingPart struct {
 	Part
-	Result *bench.FalseFencingReport
+	Result *failover.FalseFencingReport
 }
 
 // ScalePart is one `ferry-bench scale` of a report.
@@ -313,22 +314,22 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 		return err
 	}})
 
-	fo := bench.DefaultFailoverOptions()
+	fo := failover.DefaultFailoverOptions()
 	fo.FerryBin, fo.Port, fo.WaitOther, fo.Out = bin, o.Port, wait, o.Log
 	fo.Profile, fo.Faults, fo.Runs = o.FailoverProfile, o.FailoverFaults, o.FailoverRuns
 	r.Failover.Memory = fo.Memory
 	r.Failover.Command = command(partFailover, "--profile", fo.Profile, "--faults", strings.Join(fo.Faults, ","), "--runs", strconv.Itoa(fo.Runs))
 	steps = append(steps, reportStep{kind: partFailover, name: partFailover, part: &r.Failover.Part, run: func(ctx context.Context) (err error) {
-		r.Failover.Result, err = bench.RunFailover(ctx, fo)
+		r.Failover.Result, err = failover.RunFailover(ctx, fo)
 		return err
 	}})
 
-	ffo := bench.DefaultFalseFencingOptions()
+	ffo := failover.DefaultFalseFencingOptions()
 	ffo.FerryBin, ffo.Port, ffo.WaitOther, ffo.Out = bin, o.Port, wait, o.Log
 	ffo.Profiles, ffo.Duration = o.FalseFencingProfiles, o.FalseFencingDuration
 	r.FalseFencing.Command = command(partFalseFencing, "--profiles", strings.Join(ffo.Profiles, ","), "--duration", ffo.Duration.String())
 	steps = append(steps, reportStep{kind: partFalseFencing, name: partFalseFencing, part: &r.FalseFencing.Part, run: func(ctx context.Context) (err error) {
-		r.FalseFencing.Result, err = bench.RunFalseFencing(ctx, ffo)
+		r.FalseFencing.Result, err = failover.RunFalseFencing(ctx, ffo)
 		return err
 	}})
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/failover"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
@@ -255,7 +256,7 @@ func failoverSection(b *strings.Builder, r Report) {
 		mdTable(b, []string{"Fault", "Run", "Nodes", "Detection", "Fencing wait", "Restart", "Boot", "Total", "Guest gap",
 			"Samples with 2 QEMUs", "Result"}, rows)
 		if len(res.Runs) > 0 {
-			fmt.Fprintf(b, "%s\n\n", bench.TargetVerdict(*res))
+			fmt.Fprintf(b, "%s\n\n", failover.TargetVerdict(*res))
 		}
 	}
 	embedPlots(b, r, partFailover)

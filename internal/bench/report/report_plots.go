@@ -16,6 +16,7 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/failover"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
@@ -166,15 +167,15 @@ func migrationPlot(parts []MigrationPart, f func(bench.Sample) time.Duration, un
 }
 
 // failoverPlot stacks the phases of each run that got to the new guest's heartbeat.
-func failoverPlot(rep *bench.FailoverReport) *plot.Plot {
+func failoverPlot(rep *failover.FailoverReport) *plot.Plot {
 	if rep == nil {
 		return nil
 	}
 	var labels []string
-	var phases [bench.PhaseBoot + 1]plotter.Values
+	var phases [failover.PhaseBoot + 1]plotter.Values
 	for _, run := range rep.Runs {
 		ph := run.Marks.Phases()
-		if !ph[bench.PhaseTotal].OK {
+		if !ph[failover.PhaseTotal].OK {
 			continue
 		}
 		labels = append(labels, fmt.Sprintf("%s #%d", run.Fault, run.Run))
@@ -214,7 +215,7 @@ func failoverPlot(rep *bench.FailoverReport) *plot.Plot {
 	return p
 }
 
-var phaseLabels = [bench.PhaseBoot + 1]string{"detection", "fencing wait", "restart", "boot"}
+var phaseLabels = [failover.PhaseBoot + 1]string{"detection", "fencing wait", "restart", "boot"}
 
 // scaleReconcilePlot is the VM controller's reconcile p50 and p99 while the VMs start and
 // while nodes are evacuated, against the number of VMs; on a log scale, as the buckets are.

@@ -13,6 +13,7 @@ import (
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/failover"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
@@ -40,8 +41,8 @@ func testReport() Report {
 	}
 	failed := MigrationPart{Memory: "1Gi", Part: Part{Command: "bin/ferry-bench migration --memory 1Gi --runs 3 --dirty-mib 32",
 		Err: "benchmark stopped early: VM not ready\nsecond line of the error", Elapsed: 90 * time.Second}}
-	run := func(fault string, n int, marks bench.FailoverMarks) bench.FailoverRun {
-		return bench.FailoverRun{Fault: fault, Run: n, From: "node-1", To: "node-2", Marks: marks, OldLast: -time.Second, OldLastOK: true, Samples: 300}
+	run := func(fault string, n int, marks failover.FailoverMarks) failover.FailoverRun {
+		return failover.FailoverRun{Fault: fault, Run: n, From: "node-1", To: "node-2", Marks: marks, OldLast: -time.Second, OldLastOK: true, Samples: 300}
 	}
 	phase := func(pc, p50, p99 time.Duration, n int64) scale.ControlPlaneLoad {
 		return scale.ControlPlaneLoad{CPUPercent: pc.Seconds(), RSS: 300 << 20, RequestsPerSec: 42,
@@ -60,9 +61,9 @@ func testReport() Report {
 				VMs: []bench.DrainVM{{Name: "drain-bench-1", From: "node-1", To: "node-2", IPBefore: "10.66.10.2", IPAfter: "10.66.10.2", Moved: 12 * time.Second},
 					{Name: "drain-bench-2", From: "node-1", To: "node-3", IPBefore: "10.66.10.3", IPAfter: "10.66.10.3", Moved: 30 * time.Second, Failure: "the guest rebooted"}}}},
 		Failover: FailoverPart{Memory: "128Mi", Part: Part{Command: "bin/ferry-bench failover --profile Fast --faults poweroff,freeze --runs 1"},
-			Result: &bench.FailoverReport{Profile: "Fast", Timing: deckhousev1.Timing{Timeout: 5 * time.Second, LeaseInterval: time.Second, Margin: 2 * time.Second},
-				Runs: []bench.FailoverRun{
-					run("poweroff", 1, bench.FailoverMarks{Detected: 3 * time.Second, Fenced: 8 * time.Second, Restarted: 10 * time.Second, Booted: 30 * time.Second}),
+			Result: &failover.FailoverReport{Profile: "Fast", Timing: deckhousev1.Timing{Timeout: 5 * time.Second, LeaseInterval: time.Second, Margin: 2 * time.Second},
+				Runs: []failover.FailoverRun{
+					run("poweroff", 1, failover.FailoverMarks{Detected: 3 * time.Second, Fenced: 8 * time.Second, Restarted: 10 * time.Second, Booted: 30 * time.Second}),
 					{Fault: "freeze", Run: 1, From: "node-2", Failure: "no heartbeat of a new instance within 5m0s"},
 				}}},
 		FalseFencing: FalseFencingPart{Part: Part{Command: "bin/ferry-bench false-fencing --profiles Fast --duration 1m0s", Skipped: "--skip false-fencing"}},

@@ -1,4 +1,4 @@
-package bench
+package failover
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // FailoverMarks are the moments one failover passed its steps, measured from T0 (the fault
@@ -34,7 +35,7 @@ func (p Phase) String() string {
 	if !p.OK {
 		return "-"
 	}
-	return Millis(p.D)
+	return bench.Millis(p.D)
 }
 
 // The phases of a failover, in the order Phases returns them.
@@ -131,7 +132,7 @@ func FailoverTable(w io.Writer, r FailoverReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "FAULT\tRUN\tNODES\t%s\tOLD LAST CNT\tGUEST GAP\t2×QEMU SAMPLES\tCNT ORDER\tRESULT\n", strings.Join(phaseNames[:], "\t"))
 	for _, run := range r.Runs {
-		row := []string{run.Fault, fmt.Sprint(run.Run), run.From + " → " + OrDash(run.To)}
+		row := []string{run.Fault, fmt.Sprint(run.Run), run.From + " → " + bench.OrDash(run.To)}
 		for _, p := range run.Marks.Phases() {
 			row = append(row, p.String())
 		}
@@ -187,7 +188,7 @@ func FailoverTable(w io.Writer, r FailoverReport) error {
 		return err
 	}
 
-	fmt.Fprintf(w, "\nFencing profile %s: %s.\n", OrDash(r.Profile), r.Timing)
+	fmt.Fprintf(w, "\nFencing profile %s: %s.\n", bench.OrDash(r.Profile), r.Timing)
 	fmt.Fprintf(w, "\n%s\n\n", failoverAnchors)
 	_, err := fmt.Fprintln(w, TargetVerdict(r))
 	return err
@@ -197,7 +198,7 @@ func FailoverTable(w io.Writer, r FailoverReport) error {
 func TargetVerdict(r FailoverReport) string {
 	limit, ok := failoverTargets[r.Profile]
 	if !ok {
-		return fmt.Sprintf("Target: none set for profile %s (Fast: under 15 s plus guest boot; Critical: under 5 s plus boot, zero double runs).", OrDash(r.Profile))
+		return fmt.Sprintf("Target: none set for profile %s (Fast: under 15 s plus guest boot; Critical: under 5 s plus boot, zero double runs).", bench.OrDash(r.Profile))
 	}
 	met, measured, double := 0, 0, 0
 	var restarts []time.Duration
@@ -219,7 +220,7 @@ func TargetVerdict(r FailoverReport) string {
 		verdict = "MISSED"
 	}
 	med := "-"
-	if s := Summarize(restarts); s.N > 0 {
+	if s := bench.Summarize(restarts); s.N > 0 {
 		med = fmt.Sprintf("%.1f s", s.Median.Seconds())
 	}
 	return fmt.Sprintf("Target (%s): the VM restarted elsewhere under %s plus guest boot (T0 → new launcher pod Running; median %s): %d of %d runs; double runs: %d of %d (zero allowed). %s.",
@@ -245,11 +246,11 @@ func medianOf(runs []FailoverRun, f func(FailoverRun) Phase) string {
 			ds = append(ds, p.D)
 		}
 	}
-	s := Summarize(ds)
+	s := bench.Summarize(ds)
 	if s.N == 0 {
 		return "-"
 	}
-	return Millis(s.Median)
+	return bench.Millis(s.Median)
 }
 
 // FalseFencingResult is what one profile went through under load without a fault.
@@ -279,7 +280,7 @@ func FalseFencingTable(w io.Writer, results []FalseFencingResult, defaultProfile
 	for _, r := range results {
 		age := "-"
 		if r.MaxLeaseAge > 0 {
-			age = fmt.Sprintf("%s (%s)", Millis(r.MaxLeaseAge), r.MaxLeaseNode)
+			age = fmt.Sprintf("%s (%s)", bench.Millis(r.MaxLeaseAge), r.MaxLeaseNode)
 		}
 		result := "ok"
 		switch {
@@ -290,8 +291,8 @@ func FalseFencingTable(w io.Writer, results []FalseFencingResult, defaultProfile
 		case r.Resets > 0:
 			result = "WATCHDOG RESET"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Profile, Millis(r.Timing.Timeout), Millis(r.Timing.LeaseInterval),
-			Millis(r.Timing.FenceAfter()), fmt.Sprintf("%.0f", r.Observed.Seconds()), r.Pauses, age, r.Fenced, r.Removed, r.Resets, r.Unfed, r.StormPaused, result)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Profile, bench.Millis(r.Timing.Timeout), bench.Millis(r.Timing.LeaseInterval),
+			bench.Millis(r.Timing.FenceAfter()), fmt.Sprintf("%.0f", r.Observed.Seconds()), r.Pauses, age, r.Fenced, r.Removed, r.Resets, r.Unfed, r.StormPaused, result)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

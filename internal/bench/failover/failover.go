@@ -1,4 +1,4 @@
-package bench
+package failover
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // failoverNodes is the size of the cluster the failover benchmark starts: one failed node
@@ -76,7 +77,7 @@ func DefaultFailoverOptions() FailoverOptions {
 // failed node and cleans up (VM, cluster) also when ctx is cancelled. Once it has measured,
 // it returns what it measured also with an error.
 func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, retErr error) {
-	out, say := Reporter(o.Out)
+	out, say := bench.Reporter(o.Out)
 	if o.Runs < 1 {
 		return nil, errors.New("--runs must be at least 1")
 	}
@@ -94,11 +95,11 @@ func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, ret
 	if len(faults) == 0 {
 		return nil, errors.New("no fault to inject")
 	}
-	mem, err := GuestMemory(o.Memory)
+	mem, err := bench.GuestMemory(o.Memory)
 	if err != nil {
 		return nil, err
 	}
-	bin, err := FerryBinary(o.FerryBin)
+	bin, err := bench.FerryBinary(o.FerryBin)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +109,7 @@ func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, ret
 	if o.Kubeconfig == "" {
 		upArgs = []string{"--fencing-profile", o.Profile}
 	}
-	cl, err := OpenCluster(ctx, bin, o.Kubeconfig, o.StateDir, "ff-", o.Port, failoverNodes, o.WaitOther, say, upArgs...)
+	cl, err := bench.OpenCluster(ctx, bin, o.Kubeconfig, o.StateDir, "ff-", o.Port, failoverNodes, o.WaitOther, say, upArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +118,7 @@ func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, ret
 	if err != nil {
 		return nil, err
 	}
-	image, c, err := GuestAndClient(ctx, cl.Kubeconfig)
+	image, c, err := bench.GuestAndClient(ctx, cl.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +139,7 @@ func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, ret
 	}
 	say("Fencing profile %s: %s", rep.Profile, rep.Timing)
 
-	fb := &FerryVM{C: c, NS: o.Namespace, VM: o.VMName, Disk: o.VMName + "-root", LogsDir: cl.LogsDir,
+	fb := &bench.FerryVM{C: c, NS: o.Namespace, VM: o.VMName, Disk: o.VMName + "-root", LogsDir: cl.LogsDir,
 		Say: say, ImageURL: "file://" + image}
 	if err := fb.EnsureImage(ctx); err != nil {
 		return nil, err
@@ -155,7 +156,7 @@ func RunFailover(ctx context.Context, o FailoverOptions) (_ *FailoverReport, ret
 			say("Could not delete the benchmark VM: %v", err)
 		}
 	}()
-	say("Creating VM %s/%s (%s, 1 core, runPolicy AlwaysOn) from %s", o.Namespace, o.VMName, o.Memory, ImageName)
+	say("Creating VM %s/%s (%s, 1 core, runPolicy AlwaysOn) from %s", o.Namespace, o.VMName, o.Memory, bench.ImageName)
 	if err := fb.CreateVM(ctx, mem, v1alpha2.AlwaysOn); err != nil {
 		return nil, err
 	}
@@ -218,7 +219,7 @@ runs:
 // failoverBench fails the benchmark VM's node and watches the VM come back.
 type failoverBench struct {
 	c          client.Client
-	fb         *FerryVM
+	fb         *bench.FerryVM
 	bin        string
 	stateDir   string
 	runTimeout time.Duration
@@ -244,13 +245,13 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 	oldUID := node.UID
 
 	// Watch the QEMU processes and serial logs from before the fault until the node is back.
-	insts := NewInstanceWatch(f.stateDir, f.fb.NS, f.fb.VM)
+	insts := bench.NewInstanceWatch(f.stateDir, f.fb.NS, f.fb.VM)
 	insts.Poll(time.Now()) // the baseline
-	procs := &ProcessWatch{}
+	procs := &bench.ProcessWatch{}
 	wctx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		t := time.NewTicker(WatchInterval)
+		t := time.NewTicker(bench.WatchInterval)
 		defer t.Stop()
 		for {
 			insts.Poll(time.Now())
@@ -273,7 +274,7 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 			f.say("%s Note: no heartbeat in %s for 10s before the fault", tag, p.RunDir)
 			break
 		}
-		if err := Sleep(ctx, WatchInterval); err != nil {
+		if err := bench.Sleep(ctx, bench.WatchInterval); err != nil {
 			return run, err
 		}
 	}
@@ -282,7 +283,7 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 	restored := false
 	restore := func(ctx context.Context) error {
 		restored = true
-		return FerryNode(ctx, f.bin, f.stateDir, faultRestore[fault], p.Node)
+		return bench.FerryNode(ctx, f.bin, f.stateDir, faultRestore[fault], p.Node)
 	}
 	defer func() {
 		if !restored {
@@ -294,7 +295,7 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 		}
 	}()
 	f.say("%s %s of %s, which runs the VM (pod %s)", tag, fault, p.Node, p.Pod)
-	if err := FerryNode(ctx, f.bin, f.stateDir, fault, p.Node); err != nil {
+	if err := bench.FerryNode(ctx, f.bin, f.stateDir, fault, p.Node); err != nil {
 		return run, err
 	}
 	t0 := time.Now()
@@ -327,7 +328,7 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 	stopWatch()
 	wg.Wait()
 	run.Samples, run.Double, _ = procs.Counts()
-	run.Overlaps = Overlaps(insts.Spans())
+	run.Overlaps = bench.Overlaps(insts.Spans())
 	if span, ok := insts.Span(p.RunDir); ok && !span.Last.IsZero() {
 		run.OldLast, run.OldLastOK = span.Last.Sub(t0), true
 	}
@@ -337,7 +338,7 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 
 // follow polls the VM, the failed Node and the launcher pods every watchInterval and
 // records the marks, until the new instance's first heartbeat or the run's timeout.
-func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, was Placement, oldUID types.UID, insts *InstanceWatch, run *FailoverRun) error {
+func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, was bench.Placement, oldUID types.UID, insts *bench.InstanceWatch, run *FailoverRun) error {
 	m := &run.Marks
 	deadline := t0.Add(f.runTimeout)
 	var newDir, newPod string
@@ -386,10 +387,10 @@ func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, wa
 		}
 		if time.Now().After(deadline) {
 			run.Failure = f.describe(ctx, fmt.Sprintf("no heartbeat of a new instance within %s of the %s of %s", f.runTimeout, run.Fault, was.Node), newPod)
-			f.say("%s FAILED: %s", tag, FirstLine(run.Failure))
+			f.say("%s FAILED: %s", tag, bench.FirstLine(run.Failure))
 			return nil
 		}
-		if err := Sleep(ctx, WatchInterval); err != nil {
+		if err := bench.Sleep(ctx, bench.WatchInterval); err != nil {
 			return err
 		}
 	}
@@ -404,7 +405,7 @@ func (f *failoverBench) describe(ctx context.Context, why, newPod string) string
 	sb.WriteString(why)
 	vm := &v1alpha2.VirtualMachine{}
 	if err := f.c.Get(ctx, client.ObjectKey{Namespace: f.fb.NS, Name: f.fb.VM}, vm); err == nil {
-		fmt.Fprintf(&sb, "\n    VM phase %s on %s, restartCount %d", vm.Status.Phase, OrDash(vm.Status.NodeName), vm.Status.RestartCount)
+		fmt.Fprintf(&sb, "\n    VM phase %s on %s, restartCount %d", vm.Status.Phase, bench.OrDash(vm.Status.NodeName), vm.Status.RestartCount)
 		for _, c := range vm.Status.Conditions {
 			fmt.Fprintf(&sb, "\n    condition %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
 		}
@@ -412,7 +413,7 @@ func (f *failoverBench) describe(ctx context.Context, why, newPod string) string
 	var pods corev1.PodList
 	if err := f.c.List(ctx, &pods, client.InNamespace(f.fb.NS), client.MatchingLabels{v1alpha2.LabelVMName: f.fb.VM}); err == nil {
 		for _, p := range pods.Items {
-			fmt.Fprintf(&sb, "\n    pod %s on %s: %s %s", p.Name, OrDash(p.Spec.NodeName), p.Status.Phase, p.Status.Reason)
+			fmt.Fprintf(&sb, "\n    pod %s on %s: %s %s", p.Name, bench.OrDash(p.Spec.NodeName), p.Status.Phase, p.Status.Reason)
 		}
 	}
 	if newPod != "" {
@@ -429,7 +430,7 @@ func (f *failoverBench) describe(ctx context.Context, why, newPod string) string
 // runSummary says what one run measured, in seconds.
 func runSummary(r FailoverRun) string {
 	if r.Failure != "" {
-		return "FAILED: " + FirstLine(r.Failure)
+		return "FAILED: " + bench.FirstLine(r.Failure)
 	}
 	ph := r.Marks.Phases()
 	sec := func(p Phase) string {
@@ -439,7 +440,7 @@ func runSummary(r FailoverRun) string {
 		return fmt.Sprintf("%.1fs", p.D.Seconds())
 	}
 	s := fmt.Sprintf("%s → %s: detection %s, fencing wait %s, restart %s, boot %s, total %s; guest gap %s; >1 QEMU in %d of %d samples",
-		r.From, OrDash(r.To), sec(ph[PhaseDetection]), sec(ph[PhaseFencingWait]), sec(ph[PhaseRestart]), sec(ph[PhaseBoot]), sec(ph[PhaseTotal]),
+		r.From, bench.OrDash(r.To), sec(ph[PhaseDetection]), sec(ph[PhaseFencingWait]), sec(ph[PhaseRestart]), sec(ph[PhaseBoot]), sec(ph[PhaseTotal]),
 		sec(r.GuestGap()), r.Double, r.Samples)
 	if len(r.Overlaps) > 0 {
 		s += "; HEARTBEATS OVERLAP: " + strings.Join(r.Overlaps, "; ")

@@ -1,4 +1,4 @@
-package bench
+package failover
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // The faults `ferry node` injects, each with the verb that undoes it.
@@ -64,7 +65,7 @@ func waitNodesArmed(ctx context.Context, c client.Client, want int, timeout time
 				n := &nodes.Items[i]
 				t, armed := v1alpha2.ArmedTiming(n.Annotations)
 				switch {
-				case !NodeReady(n):
+				case !bench.NodeReady(n):
 					why = "node " + n.Name + " not Ready"
 				case !armed:
 					why = "node " + n.Name + " has not armed its watchdog"
@@ -80,7 +81,7 @@ func waitNodesArmed(ctx context.Context, c client.Client, want int, timeout time
 		if time.Now().After(deadline) {
 			return deckhousev1.Timing{}, fmt.Errorf("nodes not Ready with armed watchdogs within %s: %s", timeout, why)
 		}
-		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
+		if err := bench.Sleep(ctx, 250*time.Millisecond); err != nil {
 			return deckhousev1.Timing{}, err
 		}
 	}
@@ -103,7 +104,7 @@ func waitNodeBack(ctx context.Context, c client.Client, name string, gone types.
 			why = err.Error()
 		case gone != "" && n.UID == gone:
 			why = "not fenced (the same Node object)"
-		case !NodeReady(n):
+		case !bench.NodeReady(n):
 			why = "not Ready"
 		case armed && !isArmed:
 			why = "watchdog not armed"
@@ -114,7 +115,7 @@ func waitNodeBack(ctx context.Context, c client.Client, name string, gone types.
 		if time.Now().After(deadline) {
 			return fmt.Errorf("node %s not back within %s: %s", name, timeout, why)
 		}
-		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
+		if err := bench.Sleep(ctx, 250*time.Millisecond); err != nil {
 			return err
 		}
 	}

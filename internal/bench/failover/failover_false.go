@@ -1,4 +1,4 @@
-package bench
+package failover
 
 import (
 	"bytes"
@@ -23,6 +23,7 @@ import (
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // FalseFencingOptions configure RunFalseFencing.
@@ -85,7 +86,7 @@ type FalseFencingReport struct {
 // (processes, qdiscs, frozen control plane) also on error or when ctx is cancelled. Once
 // it has measured, it returns what it measured also with an error.
 func RunFalseFencing(ctx context.Context, o FalseFencingOptions) (*FalseFencingReport, error) {
-	out, say := Reporter(o.Out)
+	out, say := bench.Reporter(o.Out)
 	if o.Duration <= 0 {
 		return nil, errors.New("--duration must be positive")
 	}
@@ -106,7 +107,7 @@ func RunFalseFencing(ctx context.Context, o FalseFencingOptions) (*FalseFencingR
 	if o.Busy == 0 {
 		o.Busy = 2 * runtime.NumCPU()
 	}
-	bin, err := FerryBinary(o.FerryBin)
+	bin, err := bench.FerryBinary(o.FerryBin)
 	if err != nil {
 		return nil, err
 	}
@@ -175,12 +176,12 @@ type falseFencing struct {
 func (ff *falseFencing) profile(ctx context.Context, res *FalseFencingResult) (retErr error) {
 	tag := "[" + res.Profile + "]"
 	say := func(format string, args ...any) { ff.say(tag+" "+format, args...) }
-	cl, err := OpenCluster(ctx, ff.bin, "", "", "fff-", ff.o.Port, failoverNodes, ff.waitOther, ff.say, "--fencing-profile", res.Profile)
+	cl, err := bench.OpenCluster(ctx, ff.bin, "", "", "fff-", ff.o.Port, failoverNodes, ff.waitOther, ff.say, "--fencing-profile", res.Profile)
 	if err != nil {
 		return err
 	}
 	defer func() { cl.Close(ff.o.Keep || retErr != nil || res.Fenced > 0 || res.Resets > 0, ff.say) }()
-	c, err := NewClient(cl.Kubeconfig)
+	c, err := bench.NewClient(cl.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -245,14 +246,14 @@ func (ff *falseFencing) profile(ctx context.Context, res *FalseFencingResult) (r
 	say("Load on for %s: %d busy loops, netem %s, control plane (pid %d) frozen %s every %s", ff.o.Duration, len(busy), ff.netem, pid, ff.o.Pause, ff.o.PauseEvery)
 
 	start := time.Now()
-	err = Sleep(ctx, ff.o.Duration)
+	err = bench.Sleep(ctx, ff.o.Duration)
 	unload.run()
 	if err != nil {
 		return err
 	}
 	tail := res.Timing.FenceAfter() + 2*time.Second
 	say("Load off after %s (%d pauses); watching %s more", time.Since(start).Round(time.Second), res.Pauses, tail)
-	if err := Sleep(ctx, tail); err != nil {
+	if err := bench.Sleep(ctx, tail); err != nil {
 		return err
 	}
 	res.Observed = time.Since(start)
@@ -267,7 +268,7 @@ func (ff *falseFencing) profile(ctx context.Context, res *FalseFencingResult) (r
 		}
 	}
 	say("%d fenced, %d nodes removed, %d watchdog resets, %d unfed renewals, storm guard %d times; max Lease age %s (%s)",
-		res.Fenced, res.Removed, res.Resets, res.Unfed, res.StormPaused, res.MaxLeaseAge.Round(time.Millisecond), OrDash(res.MaxLeaseNode))
+		res.Fenced, res.Removed, res.Resets, res.Unfed, res.StormPaused, res.MaxLeaseAge.Round(time.Millisecond), bench.OrDash(res.MaxLeaseNode))
 	return nil
 }
 
@@ -442,7 +443,7 @@ func (w *fencingWatch) run(ctx context.Context) {
 			}
 		}
 		cancel()
-		_ = Sleep(ctx, WatchInterval)
+		_ = bench.Sleep(ctx, bench.WatchInterval)
 	}
 }
 
