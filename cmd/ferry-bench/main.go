@@ -19,6 +19,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/drain"
 	"github.com/ferryvm/ferry/internal/bench/failover"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 )
@@ -117,7 +118,7 @@ migration starts a target beside them.`,
 }
 
 func drainCommand() *cobra.Command {
-	o := bench.DefaultDrainOptions()
+	o := drain.DefaultDrainOptions()
 	cmd := &cobra.Command{
 		Use:   "drain",
 		Short: "Time `kubectl drain` of a node running VMs against single live migrations",
@@ -170,7 +171,7 @@ cluster's own settings, let the drain migrate several VMs at a time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			_, err := bench.RunDrain(cmd.Context(), o)
+			_, err := drain.RunDrain(cmd.Context(), o)
 			return err
 		},
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/drain"
 	"github.com/ferryvm/ferry/internal/bench/failover"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 )
@@ -141,7 +142,7 @@ type DrainPart struct {
 	Part
 	VMs    int
 	Memory string
-	Result *bench.DrainResult
+	Result *drain.DrainResult
 }
 
 // FailoverPart is the report's `ferry-bench failover`.
@@ -304,13 +305,13 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 		}})
 	}
 
-	do := bench.DefaultDrainOptions()
+	do := drain.DefaultDrainOptions()
 	do.FerryBin, do.Port, do.WaitOther, do.Out = bin, o.Port, wait, o.Log
 	do.VMs, do.Memory = o.DrainVMs, o.DrainMemory
 	r.Drain.VMs, r.Drain.Memory = do.VMs, do.Memory
 	r.Drain.Command = command(partDrain, "--vms", strconv.Itoa(do.VMs), "--memory", do.Memory)
 	steps = append(steps, reportStep{kind: partDrain, name: partDrain, part: &r.Drain.Part, run: func(ctx context.Context) (err error) {
-		r.Drain.Result, err = bench.RunDrain(ctx, do)
+		r.Drain.Result, err = drain.RunDrain(ctx, do)
 		return err
 	}})
 

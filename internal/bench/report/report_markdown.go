@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/drain"
 	"github.com/ferryvm/ferry/internal/bench/failover"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 )
@@ -182,23 +183,23 @@ func drainSection(b *strings.Builder, p DrainPart) {
 	if res := p.Result; res != nil {
 		n := len(res.VMs)
 		single := res.Single.Stat(bench.E2EOf)
-		drain, ratio, post, nSingle := "-", "-", "-", "-"
+		took, ratio, post, nSingle := "-", "-", "-", "-"
 		if res.DrainFailed != "" {
-			drain = "FAILED"
+			took = "FAILED"
 		} else if res.Drain > 0 {
-			drain, post = bench.Millis(res.Drain), fmt.Sprintf("%d/%d", res.PostDrainFailures(), n)
+			took, post = bench.Millis(res.Drain), fmt.Sprintf("%d/%d", res.PostDrainFailures(), n)
 		}
 		if single.N > 0 {
 			total := time.Duration(n) * single.Median
 			nSingle = bench.Millis(total)
-			if drain != "-" && drain != "FAILED" && total > 0 {
+			if took != "-" && took != "FAILED" && total > 0 {
 				ratio = fmt.Sprintf("%.2fx", float64(res.Drain)/float64(total))
 			}
 		}
 		med, mx := bench.MedMax(single)
 		mdTable(b, []string{"VMs", "Cluster nodes", "Eviction webhook", "Drain", "Single med", "Single max", "N × single med",
 			"Drain / (N × single med)", "Single migrations failed", "Single post-migration failures", "Post-drain failures"},
-			[][]string{{fmt.Sprint(n), fmt.Sprint(res.ClusterNodes), bench.WebhookName(res.Webhook), drain, med, mx, nSingle, ratio,
+			[][]string{{fmt.Sprint(n), fmt.Sprint(res.ClusterNodes), drain.WebhookName(res.Webhook), took, med, mx, nSingle, ratio,
 				fmt.Sprintf("%d/%d", res.Single.Count(bench.MigrationFailed), len(res.Single.Samples)),
 				fmt.Sprintf("%d/%d", res.Single.Count(bench.PostFailure), len(res.Single.Completed())), post}})
 		if n > 0 {

@@ -13,6 +13,7 @@ import (
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/drain"
 	"github.com/ferryvm/ferry/internal/bench/failover"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 	"github.com/ferryvm/ferry/internal/hypervisor"
@@ -56,9 +57,9 @@ func testReport() Report {
 			KVM: "no (no /dev/kvm): guests run under TCG, QEMU's emulator", Go: "go1.26.0", Commit: "abc123"},
 		Migration: []MigrationPart{migration("128Mi", 128, 1), migration("512Mi", 512, 2), failed},
 		Drain: DrainPart{VMs: 2, Memory: "128Mi", Part: Part{Command: "bin/ferry-bench drain --vms 2 --memory 128Mi"},
-			Result: &bench.DrainResult{Node: "node-1", ClusterNodes: 3, Webhook: "ferry-eviction", Drain: 41 * time.Second,
+			Result: &drain.DrainResult{Node: "node-1", ClusterNodes: 3, Webhook: "ferry-eviction", Drain: 41 * time.Second,
 				Single: series(sample(9000, 0, 0, bench.OK), sample(11000, 0, 0, bench.OK)),
-				VMs: []bench.DrainVM{{Name: "drain-bench-1", From: "node-1", To: "node-2", IPBefore: "10.66.10.2", IPAfter: "10.66.10.2", Moved: 12 * time.Second},
+				VMs: []drain.DrainVM{{Name: "drain-bench-1", From: "node-1", To: "node-2", IPBefore: "10.66.10.2", IPAfter: "10.66.10.2", Moved: 12 * time.Second},
 					{Name: "drain-bench-2", From: "node-1", To: "node-3", IPBefore: "10.66.10.3", IPAfter: "10.66.10.3", Moved: 30 * time.Second, Failure: "the guest rebooted"}}}},
 		Failover: FailoverPart{Memory: "128Mi", Part: Part{Command: "bin/ferry-bench failover --profile Fast --faults poweroff,freeze --runs 1"},
 			Result: &failover.FailoverReport{Profile: "Fast", Timing: deckhousev1.Timing{Timeout: 5 * time.Second, LeaseInterval: time.Second, Margin: 2 * time.Second},

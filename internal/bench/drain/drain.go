@@ -1,4 +1,4 @@
-package bench
+package drain
 
 import (
 	"bufio"
@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -97,7 +98,7 @@ func DefaultDrainOptions() DrainOptions {
 // cordons, configuration, cluster) also when ctx is cancelled. Once it has measured, it
 // returns what it measured also with an error.
 func RunDrain(ctx context.Context, o DrainOptions) (res *DrainResult, retErr error) {
-	out, say := Reporter(o.Out)
+	out, say := bench.Reporter(o.Out)
 	if o.VMs < 1 {
 		return nil, errors.New("--vms must be at least 1")
 	}
@@ -107,32 +108,32 @@ func RunDrain(ctx context.Context, o DrainOptions) (res *DrainResult, retErr err
 	if o.Outbound < 0 {
 		return nil, errors.New("--outbound must not be negative")
 	}
-	mem, err := GuestMemory(o.Memory)
+	mem, err := bench.GuestMemory(o.Memory)
 	if err != nil {
 		return nil, err
 	}
-	bin, err := FerryBinary(o.FerryBin)
+	bin, err := bench.FerryBinary(o.FerryBin)
 	if err != nil {
 		return nil, err
 	}
 
 	// Where the cluster lives.
 	failed := false // keeps a temporary state directory
-	cl, err := OpenCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fd-", o.Port, o.Nodes, o.WaitOther, say)
+	cl, err := bench.OpenCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fd-", o.Port, o.Nodes, o.WaitOther, say)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { cl.Close(failed || o.Keep || retErr != nil, say) }()
 	kubeconfig, logsDir := cl.Kubeconfig, cl.LogsDir
 
-	image, c, err := GuestAndClient(ctx, kubeconfig)
+	image, c, err := bench.GuestAndClient(ctx, kubeconfig)
 	if err != nil {
 		return nil, err
 	}
 	d := &drainBench{c: c, o: o, bin: bin, kubeconfig: kubeconfig, logsDir: logsDir, say: say}
 	for i := 1; i <= o.VMs; i++ {
 		name := fmt.Sprintf("%s-%d", o.VMPrefix, i)
-		d.fbs = append(d.fbs, &FerryVM{C: c, NS: o.Namespace, VM: name, Disk: name + "-root", LogsDir: logsDir,
+		d.fbs = append(d.fbs, &bench.FerryVM{C: c, NS: o.Namespace, VM: name, Disk: name + "-root", LogsDir: logsDir,
 			Timeout: o.MigrationTimeout, Say: say, ImageURL: "file://" + image})
 	}
 	// Everything below undoes itself on the way out, in reverse order; with a context
@@ -182,7 +183,7 @@ func RunDrain(ctx context.Context, o DrainOptions) (res *DrainResult, retErr err
 		cctx, cancel := cleanupCtx()
 		defer cancel()
 		for _, n := range d.cordoned {
-			if err := SetUnschedulable(cctx, c, n, false); err != nil {
+			if err := bench.SetUnschedulable(cctx, c, n, false); err != nil {
 				say("Could not uncordon %s: %v", n, err)
 			}
 		}
@@ -233,7 +234,7 @@ func RunDrain(ctx context.Context, o DrainOptions) (res *DrainResult, retErr err
 	}
 	var details []string
 	for i, s := range res.Single.Samples {
-		if s.Outcome != OK {
+		if s.Outcome != bench.OK {
 			details = append(details, fmt.Sprintf("single migration #%d: %s: %s", i+1, s.Outcome, s.Detail))
 		}
 	}
@@ -301,7 +302,7 @@ func (d *drainBench) drain(ctx context.Context, res *DrainResult) (string, error
 				}
 				mu.Unlock()
 			}
-			_ = Sleep(fctx, 250*time.Millisecond)
+			_ = bench.Sleep(fctx, 250*time.Millisecond)
 		}
 	}()
 
@@ -335,7 +336,7 @@ func (d *drainBench) drain(ctx context.Context, res *DrainResult) (string, error
 		if v.Failure == "" {
 			d.say("VM %s: %s → %s, address %s, guest counted on", fb.VM, v.From, v.To, v.IPAfter)
 		} else {
-			d.say("VM %s: POST-DRAIN FAILURE: %s", fb.VM, FirstLine(v.Failure))
+			d.say("VM %s: POST-DRAIN FAILURE: %s", fb.VM, bench.FirstLine(v.Failure))
 		}
 	}
 	stopFollowing()
@@ -348,9 +349,9 @@ func (d *drainBench) drain(ctx context.Context, res *DrainResult) (string, error
 
 // check says where a VM runs after the drain, with which address, and why it did not keep
 // running and counting ("" when it did).
-func (d *drainBench) check(ctx context.Context, fb *FerryVM, was before) (node, ip, failure string) {
+func (d *drainBench) check(ctx context.Context, fb *bench.FerryVM, was before) (node, ip, failure string) {
 	deadline := time.Now().Add(postDrainWait)
-	var p Placement
+	var p bench.Placement
 	for {
 		var why string
 		p, why = fb.Ready(ctx)
@@ -360,7 +361,7 @@ func (d *drainBench) check(ctx context.Context, fb *FerryVM, was before) (node, 
 		if why == "" {
 			break
 		}
-		if time.Now().After(deadline) || Sleep(ctx, 250*time.Millisecond) != nil {
+		if time.Now().After(deadline) || bench.Sleep(ctx, 250*time.Millisecond) != nil {
 			return "", "", d.describe(ctx, fb, was, fmt.Sprintf("not running off %s with a heartbeat within %s after the drain: %s", was.node, postDrainWait, why))
 		}
 	}
@@ -371,11 +372,11 @@ func (d *drainBench) check(ctx context.Context, fb *FerryVM, was before) (node, 
 	ip = vm.Status.IPAddress
 	var problems []string
 	if ip != was.ip {
-		problems = append(problems, fmt.Sprintf("address changed from %s to %s", was.ip, OrDash(ip)))
+		problems = append(problems, fmt.Sprintf("address changed from %s to %s", was.ip, bench.OrDash(ip)))
 	}
 	was.serial.Poll()
 	last, _, _ := was.serial.Heartbeat()
-	if why := HeartbeatCheck(ctx, filepath.Join(p.RunDir, hypervisor.SerialLogName), last, PostMigrationWindow); why != "" {
+	if why := bench.HeartbeatCheck(ctx, filepath.Join(p.RunDir, hypervisor.SerialLogName), last, bench.PostMigrationWindow); why != "" {
 		problems = append(problems, why)
 	}
 	if len(problems) == 0 {
@@ -386,7 +387,7 @@ func (d *drainBench) check(ctx context.Context, fb *FerryVM, was before) (node, 
 
 // describe adds to why the VM's migration state and operations and the log lines naming
 // its source pod.
-func (d *drainBench) describe(ctx context.Context, fb *FerryVM, was before, why string) string {
+func (d *drainBench) describe(ctx context.Context, fb *bench.FerryVM, was before, why string) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	var sb strings.Builder
@@ -395,7 +396,7 @@ func (d *drainBench) describe(ctx context.Context, fb *FerryVM, was before, why 
 	if err := d.c.Get(ctx, client.ObjectKey{Namespace: fb.NS, Name: fb.VM}, vm); err == nil {
 		fmt.Fprintf(&sb, "\n    VM phase %s, restartCount %d", vm.Status.Phase, vm.Status.RestartCount)
 		if ms := vm.Status.MigrationState; ms != nil {
-			fmt.Fprintf(&sb, ", last migration %s → %s: %s", ms.Source.Node, ms.Target.Node, OrDash(string(ms.Result)))
+			fmt.Fprintf(&sb, ", last migration %s → %s: %s", ms.Source.Node, ms.Target.Node, bench.OrDash(string(ms.Result)))
 		} else {
 			sb.WriteString(", never migrated")
 		}
@@ -403,13 +404,13 @@ func (d *drainBench) describe(ctx context.Context, fb *FerryVM, was before, why 
 	var ops v1alpha2.VirtualMachineOperationList
 	if err := d.c.List(ctx, &ops, client.InNamespace(fb.NS)); err == nil {
 		for _, op := range ops.Items {
-			if op.Spec.VirtualMachineName == fb.VM && op.Labels[LabelBench] != BenchMarker {
+			if op.Spec.VirtualMachineName == fb.VM && op.Labels[bench.LabelBench] != bench.BenchMarker {
 				fmt.Fprintf(&sb, "\n    vmop %s %s: %s %s", op.Name, op.Spec.Type, op.Status.Phase, op.Status.Progress)
 			}
 		}
 	}
 	if d.logsDir != "" {
-		for _, l := range GrepLogs(d.logsDir, 6, was.pod) {
+		for _, l := range bench.GrepLogs(d.logsDir, 6, was.pod) {
 			if len(l) > 240 {
 				l = l[:240] + "…"
 			}
@@ -478,7 +479,7 @@ func (d *drainBench) deleteVMs(ctx context.Context, leftovers bool) error {
 	}
 	if leftovers {
 		var vms v1alpha2.VirtualMachineList
-		if err := d.c.List(ctx, &vms, client.InNamespace(ns), client.MatchingLabels{LabelBench: BenchMarker}); err != nil {
+		if err := d.c.List(ctx, &vms, client.InNamespace(ns), client.MatchingLabels{bench.LabelBench: bench.BenchMarker}); err != nil {
 			return fmt.Errorf("listing VMs: %w", err)
 		}
 		for _, vm := range vms.Items {
@@ -518,7 +519,7 @@ func (d *drainBench) deleteVMs(ctx context.Context, leftovers bool) error {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("%s still there after its deletion", o.GetName())
 			}
-			if err := Sleep(ctx, 250*time.Millisecond); err != nil {
+			if err := bench.Sleep(ctx, 250*time.Millisecond); err != nil {
 				return err
 			}
 		}

@@ -1,21 +1,23 @@
-package bench
+package drain
 
 import (
 	"bytes"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 func TestDrainTable(t *testing.T) {
 	r := DrainResult{
 		Node:  "node-1",
 		Drain: 41 * time.Second,
-		Single: Series{Samples: []Sample{
-			sample(9000, 0, 0, OK),
-			sample(11000, 0, 0, PostFailure),
-			sample(10000, 0, 0, OK),
-			sample(0, 0, 0, MigrationFailed), // not timed
+		Single: bench.Series{Samples: []bench.Sample{
+			sample(9000, 0, 0, bench.OK),
+			sample(11000, 0, 0, bench.PostFailure),
+			sample(10000, 0, 0, bench.OK),
+			sample(0, 0, 0, bench.MigrationFailed), // not timed
 		}},
 		VMs: []DrainVM{
 			{Name: "drain-bench-1", From: "node-1", To: "node-3", IPBefore: "10.66.10.2", IPAfter: "10.66.10.2", Moved: 12500 * time.Millisecond},
@@ -56,7 +58,7 @@ func TestDrainTableFailedDrain(t *testing.T) {
 	r := DrainResult{
 		Node:        "node-1",
 		DrainFailed: "did not finish within 10m",
-		Single:      Series{Samples: []Sample{sample(8000, 0, 0, OK)}},
+		Single:      bench.Series{Samples: []bench.Sample{sample(8000, 0, 0, bench.OK)}},
 		VMs:         []DrainVM{{Name: "drain-bench-1", From: "node-1", IPBefore: "10.66.10.2"}},
 	}
 	var buf bytes.Buffer

@@ -1,4 +1,4 @@
-package bench
+package drain
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // drainBench holds the drain benchmark's VMs and cluster.
@@ -25,7 +26,7 @@ type drainBench struct {
 	kubeconfig string
 	logsDir    string
 	say        func(string, ...any)
-	fbs        []*FerryVM
+	fbs        []*bench.FerryVM
 	// cordoned are the nodes the benchmark cordoned and has yet to uncordon.
 	cordoned []string
 }
@@ -114,12 +115,12 @@ func (d *drainBench) createOnDrainNode(ctx context.Context, mem resource.Quantit
 		if nd.Spec.Unschedulable {
 			continue // not ours to uncordon
 		}
-		if err := SetUnschedulable(ctx, d.c, n, true); err != nil {
+		if err := bench.SetUnschedulable(ctx, d.c, n, true); err != nil {
 			return fmt.Errorf("cordoning %s: %w", n, err)
 		}
 		d.cordoned = append(d.cordoned, n)
 	}
-	d.say("Cordoned %s; creating %d VM(s) (%s, 1 core) from %s on %s", strings.Join(others, ", "), len(d.fbs), d.o.Memory, ImageName, drainNode)
+	d.say("Cordoned %s; creating %d VM(s) (%s, 1 core) from %s on %s", strings.Join(others, ", "), len(d.fbs), d.o.Memory, bench.ImageName, drainNode)
 	for _, fb := range d.fbs {
 		if err := fb.CreateVM(ctx, mem, v1alpha2.AlwaysOnUnlessStoppedManually); err != nil {
 			return err
@@ -139,7 +140,7 @@ func (d *drainBench) createOnDrainNode(ctx context.Context, mem resource.Quantit
 	}
 	for len(d.cordoned) > 0 {
 		n := d.cordoned[0]
-		if err := SetUnschedulable(ctx, d.c, n, false); err != nil {
+		if err := bench.SetUnschedulable(ctx, d.c, n, false); err != nil {
 			return fmt.Errorf("uncordoning %s: %w", n, err)
 		}
 		d.cordoned = d.cordoned[1:]
@@ -171,7 +172,7 @@ func (d *drainBench) warnOthersOnNode(ctx context.Context) {
 }
 
 // baseline migrates each VM to baselineNode and back, one migration at a time.
-func (d *drainBench) baseline(ctx context.Context, series *Series) error {
+func (d *drainBench) baseline(ctx context.Context, series *bench.Series) error {
 	total := 2 * len(d.fbs)
 	for _, fb := range d.fbs {
 		for _, target := range []string{baselineNode, drainNode} {
@@ -190,7 +191,7 @@ func (d *drainBench) baseline(ctx context.Context, series *Series) error {
 				return err
 			}
 			series.Samples = append(series.Samples, s)
-			SaySample(d.say, fmt.Sprintf("single %s → %s", fb.VM, target), len(series.Samples)-1, total, s)
+			bench.SaySample(d.say, fmt.Sprintf("single %s → %s", fb.VM, target), len(series.Samples)-1, total, s)
 		}
 		p, err := fb.WaitReady(ctx, 3*time.Minute)
 		if err != nil {

@@ -1,4 +1,4 @@
-package bench
+package drain
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ferryvm/ferry/internal/bench"
 )
 
 // DrainVM is what the drain did to one VM.
@@ -34,7 +36,7 @@ type DrainResult struct {
 	// DrainFailed says why the drain did not exit 0 in time; "" when it did.
 	DrainFailed string
 	// Single is the baseline: one Migrate operation at a time.
-	Single Series
+	Single bench.Series
 	// VMs are the drained VMs, checked after the drain.
 	VMs []DrainVM
 	// Problems are post-drain findings that concern no single VM (the node not cordoned).
@@ -56,21 +58,21 @@ func (r DrainResult) PostDrainFailures() int {
 // row per VM.
 func DrainTable(w io.Writer, r DrainResult) error {
 	n := len(r.VMs)
-	single := r.Single.Stat(E2EOf)
+	single := r.Single.Stat(bench.E2EOf)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "VMS\tDRAIN\tSINGLE MED\tSINGLE MAX\tN × SINGLE MED\tDRAIN / (N × SINGLE MED)\tPOST-DRAIN FAILURES")
 	drain, ratio, post := "-", "-", "-"
 	if r.DrainFailed != "" {
 		drain = "FAILED"
 	} else if r.Drain > 0 {
-		drain = Millis(r.Drain)
+		drain = bench.Millis(r.Drain)
 		post = fmt.Sprintf("%d/%d", r.PostDrainFailures(), n)
 	}
-	med, mx := MedMax(single)
+	med, mx := bench.MedMax(single)
 	nSingle := "-"
 	if single.N > 0 {
 		total := time.Duration(n) * single.Median
-		nSingle = Millis(total)
+		nSingle = bench.Millis(total)
 		if r.DrainFailed == "" && r.Drain > 0 && total > 0 {
 			ratio = fmt.Sprintf("%.2fx", float64(r.Drain)/float64(total))
 		}
@@ -80,17 +82,17 @@ func DrainTable(w io.Writer, r DrainResult) error {
 		return err
 	}
 	fmt.Fprintf(w, "\nSingle migrations: %d completed of %d, %d failed, %d post-migration failures.\n",
-		len(r.Single.Completed()), len(r.Single.Samples), r.Single.Count(MigrationFailed), r.Single.Count(PostFailure))
+		len(r.Single.Completed()), len(r.Single.Samples), r.Single.Count(bench.MigrationFailed), r.Single.Count(bench.PostFailure))
 	if n == 0 {
 		return nil
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "VM\tFROM\tTO\tIP BEFORE\tIP AFTER\tOFF %s AFTER\tRESULT\n", strings.ToUpper(OrDash(r.Node)))
+	fmt.Fprintf(tw, "VM\tFROM\tTO\tIP BEFORE\tIP AFTER\tOFF %s AFTER\tRESULT\n", strings.ToUpper(bench.OrDash(r.Node)))
 	for _, v := range r.VMs {
 		moved, result := "-", "ok"
 		if v.Moved > 0 {
-			moved = Millis(v.Moved)
+			moved = bench.Millis(v.Moved)
 		}
 		if v.Failure != "" {
 			result = "POST-DRAIN FAILURE"
@@ -98,7 +100,7 @@ func DrainTable(w io.Writer, r DrainResult) error {
 		if r.DrainFailed != "" || r.Drain == 0 {
 			result = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, OrDash(v.From), OrDash(v.To), OrDash(v.IPBefore), OrDash(v.IPAfter), moved, result)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, bench.OrDash(v.From), bench.OrDash(v.To), bench.OrDash(v.IPBefore), bench.OrDash(v.IPAfter), moved, result)
 	}
 	return tw.Flush()
 }
