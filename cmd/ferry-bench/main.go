@@ -18,9 +18,9 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/ferryvm/ferry/internal/bench"
 	"github.com/ferryvm/ferry/internal/bench/drain"
 	"github.com/ferryvm/ferry/internal/bench/failover"
+	"github.com/ferryvm/ferry/internal/bench/migration"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
@@ -45,7 +45,7 @@ func main() {
 }
 
 func migrationCommand() *cobra.Command {
-	o := bench.DefaultOptions()
+	o := migration.DefaultOptions()
 	cmd := &cobra.Command{
 		Use:   "migration",
 		Short: "Compare Ferry's live migration with bare QEMU migrations of the same guest",
@@ -91,7 +91,7 @@ migration starts a target beside them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			_, err := bench.RunMigration(cmd.Context(), o)
+			_, err := migration.RunMigration(cmd.Context(), o)
 			return err
 		},
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ferryvm/ferry/internal/bench"
 	"github.com/ferryvm/ferry/internal/bench/drain"
 	"github.com/ferryvm/ferry/internal/bench/failover"
+	"github.com/ferryvm/ferry/internal/bench/migration"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
@@ -134,7 +135,7 @@ type Part struct {
 type MigrationPart struct {
 	Part
 	Memory string
-	Result *bench.MigrationResult
+	Result *migration.MigrationResult
 }
 
 // DrainPart is the report's `ferry-bench drain`.
@@ -278,7 +279,7 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 	var steps []reportStep
 	// command is the line that runs one part on its own.
 	command := func(sub string, args ...string) string {
-		if o.Port != bench.DefaultOptions().Port {
+		if o.Port != migration.DefaultOptions().Port {
 			args = append(args, "--port", strconv.Itoa(o.Port))
 		}
 		if o.FerryBin != "" {
@@ -293,14 +294,14 @@ func planReport(o ReportOptions) (*Report, []reportStep, error) {
 		}
 	}
 	for i, mem := range o.MemorySizes {
-		mo := bench.DefaultOptions()
+		mo := migration.DefaultOptions()
 		mo.FerryBin, mo.Port, mo.WaitOther, mo.Out = bin, o.Port, wait, o.Log
 		mo.Memory, mo.Runs, mo.DirtyMiB = mem, o.Runs, o.DirtyMiB
 		p := &r.Migration[i]
 		p.Memory = mem
 		p.Command = command(partMigration, "--memory", mem, "--runs", strconv.Itoa(o.Runs), "--dirty-mib", strconv.Itoa(o.DirtyMiB))
 		steps = append(steps, reportStep{kind: partMigration, name: "migration " + mem, part: &p.Part, run: func(ctx context.Context) (err error) {
-			p.Result, err = bench.RunMigration(ctx, mo)
+			p.Result, err = migration.RunMigration(ctx, mo)
 			return err
 		}})
 	}

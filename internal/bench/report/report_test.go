@@ -15,6 +15,7 @@ import (
 	"github.com/ferryvm/ferry/internal/bench"
 	"github.com/ferryvm/ferry/internal/bench/drain"
 	"github.com/ferryvm/ferry/internal/bench/failover"
+	"github.com/ferryvm/ferry/internal/bench/migration"
 	"github.com/ferryvm/ferry/internal/bench/scale"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
@@ -28,7 +29,7 @@ func testReport() Report {
 		return MigrationPart{
 			Part:   Part{Command: "bin/ferry-bench migration --memory " + mem + " --runs 3 --dirty-mib 32", Elapsed: 200 * time.Second},
 			Memory: mem,
-			Result: &bench.MigrationResult{Memory: mem, MemoryMiB: mib, Runs: 3, DirtyMiB: 32, ParamsFromController: true,
+			Result: &migration.MigrationResult{Memory: mem, MemoryMiB: mib, Runs: 3, DirtyMiB: 32, ParamsFromController: true,
 				Params: hypervisor.MigrationParams{MaxBandwidth: 1 << 30, DowntimeLimit: 300 * time.Millisecond},
 				Scenarios: []bench.ScenarioResult{
 					{Name: "idle",

@@ -1,4 +1,4 @@
-package bench
+package migration
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ferryvm/ferry/internal/bench"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 	"github.com/ferryvm/ferry/internal/migrationtls"
 )
@@ -78,38 +79,38 @@ func (r *rawBench) setup(ctx context.Context) error {
 	if r.src, err = r.start(ctx, r.disk, false); err != nil {
 		return err
 	}
-	return WaitCounting(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), 2, 3*time.Minute)
+	return bench.WaitCounting(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), 2, 3*time.Minute)
 }
 
 // step migrates the guest once between two QEMU processes and measures it; with
 // dirtyMiB > 0 the guest dirties that much memory meanwhile (started, and given warmup,
 // before the first step and again after a guest that may have rebooted).
-func (r *rawBench) step(ctx context.Context, dirtyMiB int, warmup time.Duration) (Sample, error) {
+func (r *rawBench) step(ctx context.Context, dirtyMiB int, warmup time.Duration) (bench.Sample, error) {
 	if dirtyMiB > 0 && !r.dirtying {
 		n := strconv.Itoa(dirtyMiB)
-		if err := TypeLine(ctx, r.src.RunDir(), "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
-			return Sample{}, err
+		if err := bench.TypeLine(ctx, r.src.RunDir(), "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
+			return bench.Sample{}, err
 		}
-		if err := Sleep(ctx, warmup); err != nil {
-			return Sample{}, err
+		if err := bench.Sleep(ctx, warmup); err != nil {
+			return bench.Sample{}, err
 		}
 		r.dirtying = true
 	}
 	s, err := r.migrateOnce(ctx, r.disk)
-	if s.Outcome == PostFailure {
+	if s.Outcome == bench.PostFailure {
 		r.dirtying = false // the guest may have rebooted
 	}
 	return s, err
 }
 
-func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error) {
+func (r *rawBench) migrateOnce(ctx context.Context, disk string) (bench.Sample, error) {
 	var err error
 	if r.dst, err = r.start(ctx, disk, true); err != nil {
-		return Sample{}, fmt.Errorf("starting the destination QEMU: %w", err)
+		return bench.Sample{}, fmt.Errorf("starting the destination QEMU: %w", err)
 	}
 	port, err := freePort()
 	if err != nil {
-		return Sample{}, err
+		return bench.Sample{}, err
 	}
 	uri := "tcp:127.0.0.1:" + strconv.Itoa(port)
 	params := r.params
@@ -117,17 +118,17 @@ func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error)
 	if r.tls {
 		dir, err := r.credentials()
 		if err != nil {
-			return Sample{}, err
+			return bench.Sample{}, err
 		}
 		in = &hypervisor.MigrationTLS{Dir: dir, AllowedPeers: []string{migrationtls.AllowedPeers}}
 		params.TLS = &hypervisor.MigrationTLS{Dir: dir, Hostname: rawTLSNode}
 	}
 	if err := r.dst.PrepareIncoming(ctx, uri, in); err != nil {
-		return Sample{}, fmt.Errorf("migrate-incoming: %w", err)
+		return bench.Sample{}, fmt.Errorf("migrate-incoming: %w", err)
 	}
 	srcF := hypervisor.NewSerialFollower(filepath.Join(r.src.RunDir(), hypervisor.SerialLogName))
 	srcF.Poll()
-	failed := func(format string, args ...any) (Sample, error) {
+	failed := func(format string, args ...any) (bench.Sample, error) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		_ = r.src.CancelMigration(cctx)
@@ -136,7 +137,7 @@ func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error)
 		}
 		stopInstance(r.dst)
 		r.dst = nil
-		return Sample{Outcome: MigrationFailed, Detail: fmt.Sprintf(format, args...)}, ctx.Err()
+		return bench.Sample{Outcome: bench.MigrationFailed, Detail: fmt.Sprintf(format, args...)}, ctx.Err()
 	}
 
 	t0 := time.Now()
@@ -160,11 +161,11 @@ func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error)
 		if time.Since(t0) > r.timeout {
 			return failed("destination not running after the migration (status %q, %v)", st, err)
 		}
-		if err := Sleep(ctx, 20*time.Millisecond); err != nil {
-			return Sample{}, err
+		if err := bench.Sleep(ctx, 20*time.Millisecond); err != nil {
+			return bench.Sample{}, err
 		}
 	}
-	s := Sample{E2E: time.Since(t0), Transfer: info.TotalTime, Downtime: info.Downtime, Outcome: OK}
+	s := bench.Sample{E2E: time.Since(t0), Transfer: info.TotalTime, Downtime: info.Downtime, Outcome: bench.OK}
 	srcF.Poll()
 	last, _, _ := srcF.Heartbeat()
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -172,8 +173,8 @@ func (r *rawBench) migrateOnce(ctx context.Context, disk string) (Sample, error)
 	cancel()
 	r.src.Wait()
 	r.src, r.dst = r.dst, nil
-	if why := HeartbeatCheck(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), last, PostMigrationWindow); why != "" {
-		s.Outcome, s.Detail = PostFailure, "raw: "+why
+	if why := bench.HeartbeatCheck(ctx, filepath.Join(r.src.RunDir(), hypervisor.SerialLogName), last, bench.PostMigrationWindow); why != "" {
+		s.Outcome, s.Detail = bench.PostFailure, "raw: "+why
 	}
 	return s, ctx.Err()
 }

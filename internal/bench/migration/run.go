@@ -1,4 +1,4 @@
-package bench
+package migration
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/bench"
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
@@ -94,7 +95,7 @@ type MigrationResult struct {
 	// migration showed them (ParamsFromController), else the options'.
 	Params               hypervisor.MigrationParams
 	ParamsFromController bool
-	Scenarios            []ScenarioResult
+	Scenarios            []bench.ScenarioResult
 }
 
 // fitDirty is how many MiB a guest of memMiB can rewrite: the buffer lives in the guest's
@@ -109,11 +110,11 @@ func fitDirty(memMiB int64, dirty int) int {
 // (VM, cluster, QEMU processes) also when ctx is cancelled. Once it has measured, it
 // returns what it measured also with an error (the run stopped early).
 func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr error) {
-	out, say := Reporter(o.Out)
+	out, say := bench.Reporter(o.Out)
 	if o.Runs < 1 {
 		return nil, errors.New("--runs must be at least 1")
 	}
-	mem, err := GuestMemory(o.Memory)
+	mem, err := bench.GuestMemory(o.Memory)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +154,7 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 		}
 		bin = abs
 	}
-	cl, err := OpenCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fb-", o.Port, 2, o.WaitOther, say)
+	cl, err := bench.OpenCluster(ctx, bin, o.Kubeconfig, o.StateDir, "fb-", o.Port, 2, o.WaitOther, say)
 	if err != nil {
 		return nil, err
 	}
@@ -167,16 +168,16 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 		defer os.RemoveAll(workDir)
 	}
 
-	image, c, err := GuestAndClient(ctx, kubeconfig)
+	image, c, err := bench.GuestAndClient(ctx, kubeconfig)
 	if err != nil {
 		return nil, err
 	}
-	fb := &FerryVM{C: c, NS: o.Namespace, VM: o.VMName, Disk: o.VMName + "-root", LogsDir: logsDir,
+	fb := &bench.FerryVM{C: c, NS: o.Namespace, VM: o.VMName, Disk: o.VMName + "-root", LogsDir: logsDir,
 		Timeout: o.MigrationTimeout, Say: say, ImageURL: "file://" + image, NoPing: o.NoPing}
 	if err := fb.EnsureImage(ctx); err != nil {
 		return nil, err
 	}
-	say("Creating VM %s/%s (%s, 1 core) from %s", o.Namespace, o.VMName, o.Memory, ImageName)
+	say("Creating VM %s/%s (%s, 1 core) from %s", o.Namespace, o.VMName, o.Memory, bench.ImageName)
 	cleanupVM := func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
@@ -205,7 +206,7 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 	// machine loads both alike; both guests live through the scenario (idle, or both
 	// dirtying). The raw baseline migrates with what Ferry's controller asked for, known
 	// after the first Ferry migration.
-	results := make([]ScenarioResult, len(scenarios))
+	results := make([]bench.ScenarioResult, len(scenarios))
 	for i, sc := range scenarios {
 		results[i].Name = sc.name
 	}
@@ -237,13 +238,13 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 					break
 				}
 			}
-			var s Sample
+			var s bench.Sample
 			s, runErr = rb.step(ctx, sc.dirty, o.DirtyWarmup)
 			if runErr != nil {
 				break
 			}
 			results[i].Raw.Samples = append(results[i].Raw.Samples, s)
-			SaySample(say, "raw "+sc.name, run, o.Runs, s)
+			bench.SaySample(say, "raw "+sc.name, run, o.Runs, s)
 		}
 		if rb != nil {
 			rb.close()
@@ -270,18 +271,18 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 		rawTLS = " over TLS"
 	}
 	fmt.Fprintf(out, "\nMigration benchmark: %s guest, %d run(s) per scenario, Ferry = Evict operations on `ferry up --nodes 2`, raw = bare QEMU on loopback%s, runs interleaved (Ferry, raw, …). Times in ms.\n\n", o.Memory, o.Runs, rawTLS)
-	if err := Table(out, results); err != nil {
+	if err := bench.Table(out, results); err != nil {
 		return res, err
 	}
-	TimelineTable(out, results)
+	bench.TimelineTable(out, results)
 	var details []string
 	for _, r := range results {
 		for _, sys := range []struct {
 			name string
-			s    Series
+			s    bench.Series
 		}{{"ferry", r.Ferry}, {"raw", r.Raw}} {
 			for i, s := range sys.s.Samples {
-				if s.Outcome != OK {
+				if s.Outcome != bench.OK {
 					failures++
 					details = append(details, fmt.Sprintf("%s %s #%d: %s: %s", sys.name, r.Name, i+1, s.Outcome, s.Detail))
 				}
@@ -302,10 +303,10 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 
 // ferryRunner runs one scenario's Evict operations of the benchmark VM, one step at a time.
 type ferryRunner struct {
-	fb       *FerryVM
+	fb       *bench.FerryVM
 	sc       scenario
 	o        Options
-	series   *Series
+	series   *bench.Series
 	say      func(string, ...any)
 	dirtying bool
 }
@@ -319,11 +320,11 @@ func (f *ferryRunner) step(ctx context.Context, run int) error {
 			return err
 		}
 		n := fmt.Sprint(f.sc.dirty)
-		if err := TypeLine(ctx, p.RunDir, "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
+		if err := bench.TypeLine(ctx, p.RunDir, "dirty "+n, "DIRTY "+n+" STARTED"); err != nil {
 			return err
 		}
 		f.say("[ferry %s] guest dirtying %s MiB; warming up %s", f.sc.name, n, f.o.DirtyWarmup)
-		if err := Sleep(ctx, f.o.DirtyWarmup); err != nil {
+		if err := bench.Sleep(ctx, f.o.DirtyWarmup); err != nil {
 			return err
 		}
 		f.dirtying = true
@@ -332,11 +333,11 @@ func (f *ferryRunner) step(ctx context.Context, run int) error {
 	if err != nil {
 		return err
 	}
-	if s.Outcome == PostFailure {
+	if s.Outcome == bench.PostFailure {
 		f.dirtying = false // the guest may have rebooted; type dirty again
 	}
 	f.series.Samples = append(f.series.Samples, s)
-	SaySample(f.say, "ferry "+f.sc.name, run, f.o.Runs, s)
+	bench.SaySample(f.say, "ferry "+f.sc.name, run, f.o.Runs, s)
 	return nil
 }
 
@@ -349,5 +350,5 @@ func (f *ferryRunner) finish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return TypeLine(ctx, p.RunDir, "stop", "DIRTY STOPPED")
+	return bench.TypeLine(ctx, p.RunDir, "stop", "DIRTY STOPPED")
 }
