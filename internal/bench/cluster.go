@@ -300,7 +300,7 @@ func FerryBinary(flag string) (string, error) {
 	if path == "" {
 		path = "bin/ferry"
 		if exe, err := os.Executable(); err == nil {
-			if next := filepath.Join(filepath.Dir(exe), "ferry"); FileExists(next) {
+			if next := filepath.Join(filepath.Dir(exe), "ferry"); fileExists(next) {
 				path = next
 			}
 		}
@@ -309,13 +309,13 @@ func FerryBinary(flag string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !FileExists(abs) {
+	if !fileExists(abs) {
 		return "", fmt.Errorf("ferry binary %s not found (run `make build`, or pass --ferry-bin)", abs)
 	}
 	return abs, nil
 }
 
-func FileExists(path string) bool {
+func fileExists(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && !fi.IsDir()
 }

@@ -271,7 +271,7 @@ func RunMigration(ctx context.Context, o Options) (res *MigrationResult, retErr 
 		rawTLS = " over TLS"
 	}
 	fmt.Fprintf(out, "\nMigration benchmark: %s guest, %d run(s) per scenario, Ferry = Evict operations on `ferry up --nodes 2`, raw = bare QEMU on loopback%s, runs interleaved (Ferry, raw, …). Times in ms.\n\n", o.Memory, o.Runs, rawTLS)
-	if err := bench.Table(out, results); err != nil {
+	if err := table(out, results); err != nil {
 		return res, err
 	}
 	bench.TimelineTable(out, results)
