@@ -3,7 +3,7 @@
 // same guest; `ferry-bench drain` times `kubectl drain` of a node running VMs against
 // single live migrations; `ferry-bench failover` times how a VM comes back after its node
 // fails, and `ferry-bench false-fencing` counts nodes fenced without a fault under load;
-// see package internal/bench.
+// see package internal/bench and the package of each benchmark below it.
 package main
 
 import (

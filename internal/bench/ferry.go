@@ -63,14 +63,14 @@ type FerryVM struct {
 	ImageURL string
 	// Params is the migration request Ferry's controller sent to a source node.
 	Params *v1alpha2.MigrationRequest
-	// TargetNode, when set, makes migrate create Migrate operations to that node
+	// TargetNode, when set, makes Migrate create Migrate operations to that node
 	// (spec.migrate.nodeSelector kubernetes.io/hostname) instead of Evict operations.
 	TargetNode string
-	// NoPing: no pinger (Options.NoPing).
+	// NoPing: no pinger (migration.Options.NoPing).
 	NoPing bool
 }
 
-// newOperation is the operation migrate creates: Evict, or Migrate to b.targetNode.
+// newOperation is the operation Migrate creates: Evict, or Migrate to b.TargetNode.
 func (b *FerryVM) newOperation() *v1alpha2.VirtualMachineOperation {
 	op := &v1alpha2.VirtualMachineOperation{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: b.VM + "-evict-", Namespace: b.NS, Labels: b.labels()},
@@ -98,7 +98,7 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// EnsureImage creates the ClusterVirtualImage ferry-guest from imageURL unless it exists,
+// EnsureImage creates the ClusterVirtualImage ferry-guest from ImageURL unless it exists,
 // and waits until it is Ready.
 func (b *FerryVM) EnsureImage(ctx context.Context) error {
 	img := &v1alpha2.ClusterVirtualImage{}
@@ -265,7 +265,7 @@ func (b *FerryVM) Ready(ctx context.Context) (Placement, string) {
 	return p, ""
 }
 
-// Migrate evicts the VM once (or migrates it to targetNode) and measures it. The error is
+// Migrate evicts the VM once (or migrates it to TargetNode) and measures it. The error is
 // for what stops the benchmark (interrupt, a VM that does not come back); a failed
 // migration is a Sample.
 func (b *FerryVM) Migrate(ctx context.Context) (Sample, Placement, error) {

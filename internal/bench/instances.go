@@ -15,7 +15,7 @@ import (
 )
 
 // The failover benchmark watches the VM from outside the cluster, as its owner would: the
-// QEMU processes on the machine and the guests' serial logs, every watchInterval.
+// QEMU processes on the machine and the guests' serial logs, every WatchInterval.
 const WatchInterval = 100 * time.Millisecond
 
 // QEMUCount counts the live QEMU processes of the VM ns/name: those whose command line
@@ -174,7 +174,7 @@ func (w *InstanceWatch) Span(dir string) (InstanceSpan, bool) {
 	return in.span, true
 }
 
-// ProcessWatch counts, every watchInterval, the QEMU processes of the VM.
+// ProcessWatch counts, every WatchInterval, the QEMU processes of the VM.
 type ProcessWatch struct {
 	mu              sync.Mutex
 	samples, double int

@@ -336,7 +336,7 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 	return run, nil
 }
 
-// follow polls the VM, the failed Node and the launcher pods every watchInterval and
+// follow polls the VM, the failed Node and the launcher pods every bench.WatchInterval and
 // records the marks, until the new instance's first heartbeat or the run's timeout.
 func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, was bench.Placement, oldUID types.UID, insts *bench.InstanceWatch, run *FailoverRun) error {
 	m := &run.Marks

@@ -393,7 +393,7 @@ func (f *freezer) stop() int {
 	return f.pauses
 }
 
-// fencingWatch polls the Leases and Nodes of a cluster every watchInterval.
+// fencingWatch polls the Leases and Nodes of a cluster every bench.WatchInterval.
 type fencingWatch struct {
 	c     client.Client
 	since time.Time

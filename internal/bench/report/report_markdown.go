@@ -355,7 +355,7 @@ func scaleSection(b *strings.Builder, r Report) {
 	b.WriteString("\n")
 }
 
-// nearestRank is the f-quantile of ds as pct computes it (nearest rank).
+// nearestRank is the f-quantile of ds as bench.Pct computes it (nearest rank).
 func nearestRank(ds []time.Duration, f float64) time.Duration {
 	s := slices.Sorted(slices.Values(ds))
 	return s[max(0, min(len(s)-1, int(math.Ceil(f*float64(len(s))))-1))]

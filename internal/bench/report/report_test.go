@@ -370,7 +370,7 @@ func TestNearestRank(t *testing.T) {
 	if got := nearestRank(ds, 0.99); got != 5*time.Millisecond {
 		t.Errorf("p99 %s", got)
 	}
-	if bench.Pct(ds) != "p50 0s, p99 10ms, max 10ms" { // pct rounds to 10 ms; the same ranks
+	if bench.Pct(ds) != "p50 0s, p99 10ms, max 10ms" { // Pct rounds to 10 ms; the same ranks
 		t.Errorf("pct %s", bench.Pct(ds))
 	}
 }
