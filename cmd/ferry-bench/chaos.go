@@ -6,11 +6,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/chaos"
 )
 
 func chaosCommand() *cobra.Command {
-	o := bench.DefaultChaosOptions()
+	o := chaos.DefaultChaosOptions()
 	cmd := &cobra.Command{
 		Use:   "chaos",
 		Short: "Inject random faults during migrations, drains and failovers, and check the invariants",
@@ -53,7 +53,7 @@ and every change of the VMs, pods, operations and nodes it saw (polled every 250
 			if o.Trials < 1 || o.Nodes < 2 || o.VMs < 1 {
 				return fmt.Errorf("need --trials ≥ 1, --nodes ≥ 2 and --vms ≥ 1")
 			}
-			res, err := bench.RunChaos(cmd.Context(), o)
+			res, err := chaos.RunChaos(cmd.Context(), o)
 			if err != nil {
 				return err
 			}

@@ -3,7 +3,7 @@
 // same guest; `ferry-bench drain` times `kubectl drain` of a node running VMs against
 // single live migrations; `ferry-bench failover` times how a VM comes back after its node
 // fails, and `ferry-bench false-fencing` counts nodes fenced without a fault under load;
-// see package internal/bench.
+// see package internal/bench and the package of each benchmark below it.
 package main
 
 import (
@@ -18,7 +18,10 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/drain"
+	"github.com/ferryvm/ferry/internal/bench/failover"
+	"github.com/ferryvm/ferry/internal/bench/migration"
+	"github.com/ferryvm/ferry/internal/bench/scale"
 )
 
 func main() {
@@ -42,7 +45,7 @@ func main() {
 }
 
 func migrationCommand() *cobra.Command {
-	o := bench.DefaultOptions()
+	o := migration.DefaultOptions()
 	cmd := &cobra.Command{
 		Use:   "migration",
 		Short: "Compare Ferry's live migration with bare QEMU migrations of the same guest",
@@ -88,7 +91,7 @@ migration starts a target beside them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			_, err := bench.RunMigration(cmd.Context(), o)
+			_, err := migration.RunMigration(cmd.Context(), o)
 			return err
 		},
 	}
@@ -115,7 +118,7 @@ migration starts a target beside them.`,
 }
 
 func drainCommand() *cobra.Command {
-	o := bench.DefaultDrainOptions()
+	o := drain.DefaultDrainOptions()
 	cmd := &cobra.Command{
 		Use:   "drain",
 		Short: "Time `kubectl drain` of a node running VMs against single live migrations",
@@ -168,7 +171,7 @@ cluster's own settings, let the drain migrate several VMs at a time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			_, err := bench.RunDrain(cmd.Context(), o)
+			_, err := drain.RunDrain(cmd.Context(), o)
 			return err
 		},
 	}
@@ -193,7 +196,7 @@ cluster's own settings, let the drain migrate several VMs at a time.`,
 }
 
 func failoverCommand() *cobra.Command {
-	o := bench.DefaultFailoverOptions()
+	o := failover.DefaultFailoverOptions()
 	cmd := &cobra.Command{
 		Use:   "failover",
 		Short: "Time how a VM comes back on another node after its node fails (power, network, agent)",
@@ -242,7 +245,7 @@ when something failed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			_, err := bench.RunFailover(cmd.Context(), o)
+			_, err := failover.RunFailover(cmd.Context(), o)
 			return err
 		},
 	}
@@ -266,7 +269,7 @@ when something failed.`,
 }
 
 func falseFencingCommand() *cobra.Command {
-	o := bench.DefaultFalseFencingOptions()
+	o := failover.DefaultFalseFencingOptions()
 	cmd := &cobra.Command{
 		Use:   "false-fencing",
 		Short: "Count healthy nodes fenced under load (busy CPUs, slow network, frozen control plane), per fencing profile",
@@ -304,7 +307,7 @@ when a node was fenced or reset, or something failed, or with --keep).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
-			_, err := bench.RunFalseFencing(cmd.Context(), o)
+			_, err := failover.RunFalseFencing(cmd.Context(), o)
 			return err
 		},
 	}
@@ -326,7 +329,7 @@ when a node was fenced or reset, or something failed, or with --keep).`,
 }
 
 func scaleCommand() *cobra.Command {
-	o := bench.DefaultScaleOptions()
+	o := scale.DefaultScaleOptions()
 	cmd := &cobra.Command{
 		Use:   "scale",
 		Short: "Measure the control plane with simulated nodes: start, drain, evacuate, fail",
@@ -351,7 +354,7 @@ request rate (apiserver_request_total), and the VM controller's reconcile time p
   ferry-bench scale --nodes 100 --vms-per-node 30 --fail 5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := bench.RunScale(cmd.Context(), o)
+			_, err := scale.RunScale(cmd.Context(), o)
 			return err
 		},
 	}

@@ -7,11 +7,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/report"
 )
 
 func reportCommand() *cobra.Command {
-	o := bench.DefaultReportOptions()
+	o := report.DefaultReportOptions()
 	cmd := &cobra.Command{
 		Use:   "report",
 		Short: "Run every benchmark, one after another, and write docs/benchmarks.md with PNG plots",
@@ -48,7 +48,7 @@ standard output as they run.`,
 			o.Log = cmd.OutOrStdout()
 			o.Self = selfPath()
 			o.Args = append([]string{o.Self}, os.Args[1:]...)
-			_, err := bench.RunReport(cmd.Context(), o)
+			_, err := report.RunReport(cmd.Context(), o)
 			return err
 		},
 	}

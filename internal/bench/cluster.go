@@ -21,9 +21,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// upProcess is a `ferry up` that the benchmark started.
-type upProcess struct {
-	cmd  *exec.Cmd
+// UpProcess is a `ferry up` that the benchmark started.
+type UpProcess struct {
+	Cmd  *exec.Cmd
 	done chan struct{}
 	log  string // where its output goes
 }
@@ -48,7 +48,7 @@ func otherFerryUp(port int) string {
 // printed "Ferry is up". Its output goes to stateDir/ferry-up.log. It runs in its own process
 // group (a Ctrl-C reaches only the benchmark, which then cleans up and stops it) and gets
 // SIGTERM if the benchmark dies.
-func startUpNodes(ctx context.Context, bin, stateDir string, port, nodes int, say func(string, ...any), extra ...string) (*upProcess, error) {
+func startUpNodes(ctx context.Context, bin, stateDir string, port, nodes int, say func(string, ...any), extra ...string) (*UpProcess, error) {
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func startUpNodes(ctx context.Context, bin, stateDir string, port, nodes int, sa
 		logf.Close()
 		return nil, fmt.Errorf("starting %s up: %w", bin, err)
 	}
-	p := &upProcess{cmd: cmd, done: make(chan struct{}), log: logPath}
+	p := &UpProcess{Cmd: cmd, done: make(chan struct{}), log: logPath}
 	up := make(chan struct{})
 	var once sync.Once
 	go func() {
@@ -106,7 +106,7 @@ func startUpNodes(ctx context.Context, bin, stateDir string, port, nodes int, sa
 }
 
 // stop sends SIGTERM and waits for the process to end (SIGKILL after 60 s).
-func (p *upProcess) stop() { stopProcess(p.cmd, p.done, 60*time.Second) }
+func (p *UpProcess) stop() { stopProcess(p.Cmd, p.done, 60*time.Second) }
 
 // stopProcess sends cmd SIGTERM and waits until done is closed, with SIGKILL after grace.
 func stopProcess(cmd *exec.Cmd, done <-chan struct{}, grace time.Duration) {
@@ -132,9 +132,9 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// grepLogs returns the lines of dir/*.log that contain any of words, at most max of them
+// GrepLogs returns the lines of dir/*.log that contain any of words, at most max of them
 // (the last ones), each prefixed with its file's name.
-func grepLogs(dir string, max int, words ...string) []string {
+func GrepLogs(dir string, max int, words ...string) []string {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 	var out []string
 	for _, f := range files {
@@ -162,73 +162,73 @@ func grepLogs(dir string, max int, words ...string) []string {
 
 var errStopped = errors.New("interrupted")
 
-// benchCluster is where a benchmark runs: a cluster it started, or one given by kubeconfig.
-type benchCluster struct {
-	kubeconfig, stateDir, logsDir string
-	up                            *upProcess
+// Cluster is where a benchmark runs: a cluster it started, or one given by kubeconfig.
+type Cluster struct {
+	Kubeconfig, StateDir, LogsDir string
+	Up                            *UpProcess
 	temp                          bool
 }
 
-// openCluster attaches to the cluster of kubeconfig or, when it is empty, starts
+// OpenCluster attaches to the cluster of kubeconfig or, when it is empty, starts
 // `ferry up --nodes nodes [upArgs...]` (bin) in stateDir, a temporary directory named
 // prefix* when empty, after waiting for any other cluster on this machine to end.
-func openCluster(ctx context.Context, bin, kubeconfig, stateDir, prefix string, port, nodes int, waitOther time.Duration, say func(string, ...any), upArgs ...string) (*benchCluster, error) {
-	c := &benchCluster{kubeconfig: kubeconfig, stateDir: stateDir}
+func OpenCluster(ctx context.Context, bin, kubeconfig, stateDir, prefix string, port, nodes int, waitOther time.Duration, say func(string, ...any), upArgs ...string) (*Cluster, error) {
+	c := &Cluster{Kubeconfig: kubeconfig, StateDir: stateDir}
 	if kubeconfig == "" {
-		if err := waitNoOtherCluster(ctx, port, waitOther, say); err != nil {
+		if err := WaitNoOtherCluster(ctx, port, waitOther, say); err != nil {
 			return nil, err
 		}
-		if c.stateDir == "" {
+		if c.StateDir == "" {
 			// Short: launcher sockets live below it (see checkSocketPath).
 			dir, err := os.MkdirTemp("", prefix)
 			if err != nil {
 				return nil, err
 			}
-			c.stateDir, c.temp = dir, true
+			c.StateDir, c.temp = dir, true
 		}
-		if err := checkSocketPath(c.stateDir); err != nil {
-			c.close(false, say)
+		if err := checkSocketPath(c.StateDir); err != nil {
+			c.Close(false, say)
 			return nil, err
 		}
-		up, err := startUpNodes(ctx, bin, c.stateDir, port, nodes, say, upArgs...)
+		up, err := startUpNodes(ctx, bin, c.StateDir, port, nodes, say, upArgs...)
 		if err != nil {
-			c.close(true, say)
+			c.Close(true, say)
 			return nil, err
 		}
-		c.up = up
-		c.kubeconfig = filepath.Join(c.stateDir, "control-plane", "admin.kubeconfig")
+		c.Up = up
+		c.Kubeconfig = filepath.Join(c.StateDir, "control-plane", "admin.kubeconfig")
 		say("Cluster is up")
-	} else if c.stateDir == "" {
+	} else if c.StateDir == "" {
 		// `ferry up` keeps its kubeconfig in STATE/control-plane/.
-		c.stateDir = filepath.Dir(filepath.Dir(kubeconfig))
+		c.StateDir = filepath.Dir(filepath.Dir(kubeconfig))
 	}
-	c.logsDir = filepath.Join(c.stateDir, "logs")
-	if _, err := os.Stat(c.logsDir); err != nil {
-		c.logsDir = ""
+	c.LogsDir = filepath.Join(c.StateDir, "logs")
+	if _, err := os.Stat(c.LogsDir); err != nil {
+		c.LogsDir = ""
 	}
 	return c, nil
 }
 
-// close stops a cluster the benchmark started and removes its temporary state directory
+// Close stops a cluster the benchmark started and removes its temporary state directory
 // unless keep (something failed, or the user asked).
-func (c *benchCluster) close(keep bool, say func(string, ...any)) {
-	if c.up != nil {
+func (c *Cluster) Close(keep bool, say func(string, ...any)) {
+	if c.Up != nil {
 		say("Stopping ferry up…")
-		c.up.stop()
-		c.up = nil
+		c.Up.stop()
+		c.Up = nil
 	}
 	if !c.temp {
 		return
 	}
 	if keep {
-		say("State and logs kept in %s", c.stateDir)
+		say("State and logs kept in %s", c.StateDir)
 		return
 	}
-	os.RemoveAll(c.stateDir)
+	os.RemoveAll(c.StateDir)
 }
 
-// guestAndClient builds (or finds cached) the guest image and connects to the cluster.
-func guestAndClient(ctx context.Context, kubeconfig string) (string, client.Client, error) {
+// GuestAndClient builds (or finds cached) the guest image and connects to the cluster.
+func GuestAndClient(ctx context.Context, kubeconfig string) (string, client.Client, error) {
 	cacheDir, err := os.UserCacheDir()
 	if err != nil {
 		cacheDir = os.TempDir()
@@ -237,13 +237,13 @@ func guestAndClient(ctx context.Context, kubeconfig string) (string, client.Clie
 	if err != nil {
 		return "", nil, err
 	}
-	c, err := newClient(kubeconfig)
+	c, err := NewClient(kubeconfig)
 	return image, c, err
 }
 
-// reporter is where a benchmark prints (w, else stdout) and its say, which stamps each line
+// Reporter is where a benchmark prints (w, else stdout) and its say, which stamps each line
 // with the time.
-func reporter(w io.Writer) (io.Writer, func(string, ...any)) {
+func Reporter(w io.Writer) (io.Writer, func(string, ...any)) {
 	if w == nil {
 		w = os.Stdout
 	}
@@ -252,8 +252,8 @@ func reporter(w io.Writer) (io.Writer, func(string, ...any)) {
 	}
 }
 
-// guestMemory parses a --memory value; a guest needs at least 96 MiB.
-func guestMemory(s string) (resource.Quantity, error) {
+// GuestMemory parses a --memory value; a guest needs at least 96 MiB.
+func GuestMemory(s string) (resource.Quantity, error) {
 	mem, err := resource.ParseQuantity(s)
 	if err != nil {
 		return mem, fmt.Errorf("--memory: %w", err)
@@ -262,4 +262,75 @@ func guestMemory(s string) (resource.Quantity, error) {
 		return mem, fmt.Errorf("--memory %s: a guest needs at least 96Mi", s)
 	}
 	return mem, nil
+}
+
+func FirstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// WaitNoOtherCluster waits up to wait for another `ferry up` on this machine to end.
+func WaitNoOtherCluster(ctx context.Context, port int, wait time.Duration, say func(string, ...any)) error {
+	deadline := time.Now().Add(wait)
+	announced := false
+	for {
+		why := otherFerryUp(port)
+		if why == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another `ferry up` seems to run on this machine (%s); only one can run at a time: wait for it (--wait-other) or benchmark it with --kubeconfig", why)
+		}
+		if !announced {
+			say("Another `ferry up` runs (%s); waiting up to %s for it to end…", why, wait)
+			announced = true
+		}
+		if err := Sleep(ctx, 5*time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+// FerryBinary is the absolute path of the ferry binary: flag, or ferry next to this
+// executable, or bin/ferry.
+func FerryBinary(flag string) (string, error) {
+	path := flag
+	if path == "" {
+		path = "bin/ferry"
+		if exe, err := os.Executable(); err == nil {
+			if next := filepath.Join(filepath.Dir(exe), "ferry"); fileExists(next) {
+				path = next
+			}
+		}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if !fileExists(abs) {
+		return "", fmt.Errorf("ferry binary %s not found (run `make build`, or pass --ferry-bin)", abs)
+	}
+	return abs, nil
+}
+
+func fileExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.IsDir()
+}
+
+// checkSocketPath refuses a state directory whose launcher sockets
+// (STATE/nodes/node-N/pods/POD-UID/launcher.sock) would not fit the 107 bytes of a unix
+// socket path: the launcher could not start then.
+func checkSocketPath(stateDir string) error {
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(abs, "nodes", "node-2", "pods", "00000000-0000-0000-0000-000000000000", "launcher.sock")
+	if len(p) > 107 {
+		return fmt.Errorf("launcher sockets would be %d bytes long, more than a unix socket path allows (107): use a shorter --state-dir (%s)", len(p), p)
+	}
+	return nil
 }

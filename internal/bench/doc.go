@@ -1,32 +1,18 @@
-// Package bench measures Ferry's live migration against bare QEMU.
+// Package bench is the shared core of Ferry's benchmarks (`ferry-bench`); each benchmark
+// is a package below it:
 //
-// RunMigration (the `ferry-bench migration` command) starts its own `ferry up --nodes 2`
-// unless given a kubeconfig, creates a benchmark VM from the ferry-guest image and, for an
-// idle guest and a guest that keeps rewriting some MiB of its memory, evicts it back and
-// forth a number of times. For each Evict operation it records:
+//   - migration: Ferry's live migration against bare QEMU (`ferry-bench migration`);
+//   - drain: `kubectl drain` of a node running VMs against single migrations;
+//   - failover: a VM's return after its node fails, and false fencing under load;
+//   - scale: the control plane with simulated nodes;
+//   - chaos: random faults during migrations, drains and failovers, and the invariants;
+//   - report: all of them in turn, written to docs/benchmarks.md.
 //
-//   - end-to-end time: from just before the VirtualMachineOperation is created until the
-//     benchmark sees it Completed (polled every 100 ms, so within about 0.1 s);
-//   - QEMU's total migration time and downtime, from status.migration.transferMs and
-//     downtimeMs;
-//   - whether the guest went on counting: its heartbeat ("CNT n" on the serial console)
-//     must pass the last value the source printed within 10 s of completion, and the
-//     target's serial log must not show "FERRY-GUEST BOOTED". Otherwise the migration is a
-//     post-migration failure.
-//
-// It then deletes the VM and migrates a guest of the same size between two bare QEMU
-// processes on loopback (package hypervisor), with the parameters Ferry's controller sent
-// to the source node (bandwidth, downtime limit, auto-converge) and the same dirtying, the
-// same number of times. The raw "end-to-end" time is from the migrate command until the
-// destination runs.
-//
-// The results are printed as a table (Table) with medians and maxima, the ratio of Ferry's
-// end-to-end time to the raw transfer time, their difference, and failure counts.
-//
-// RunDrain (the `ferry-bench drain` command) starts `ferry up --nodes 3` unless given a
-// kubeconfig, creates N VMs on node-1 (the other nodes cordoned meanwhile), times one
-// Migrate operation per VM to node-2 and one back as the single-migration baseline, then
-// times `kubectl drain node-1` and checks that every VM runs elsewhere with the same
-// address and a guest that counted on. DrainTable prints the drain time against N × the
-// single median, with one row per VM.
+// What they share is here: a cluster to run on (Cluster, OpenCluster: a `ferry up` the
+// benchmark starts, or one given by kubeconfig; StartSimNodes; FerryNode's node faults),
+// a benchmark VM driven through Ferry (FerryVM: image, VM and disk, Evict or Migrate
+// operations, each measured as a Sample with its stage Timeline), the guest's serial
+// console (TypeLine, WaitCounting, HeartbeatCheck), the VM's instances and QEMU processes
+// on the machine (InstanceWatch, ProcessWatch), and the figures (Series, Summarize,
+// TimelineTable, Pct).
 package bench

@@ -12,10 +12,10 @@ import (
 	"github.com/ferryvm/ferry/internal/hypervisor"
 )
 
-// typeLine types line on the guest console at runDir/serial.sock and keeps the connection
+// TypeLine types line on the guest console at runDir/serial.sock and keeps the connection
 // until expect appears in runDir/serial.log after what it held before (QEMU drops input
 // still queued when the client hangs up).
-func typeLine(ctx context.Context, runDir, line, expect string) error {
+func TypeLine(ctx context.Context, runDir, line, expect string) error {
 	logPath := filepath.Join(runDir, hypervisor.SerialLogName)
 	var off int64
 	if fi, err := os.Stat(logPath); err == nil {
@@ -52,10 +52,10 @@ func logContainsAfter(path string, off int64, s string) bool {
 	return bytes.Contains(b[off:], []byte(s))
 }
 
-// heartbeatCheck follows the guest's serial log at path after a migration for up to
+// HeartbeatCheck follows the guest's serial log at path after a migration for up to
 // window and says why the guest did not go on: it must print a counter above last and no
 // boot line. It returns "" when the guest counted on.
-func heartbeatCheck(ctx context.Context, path string, last int64, window time.Duration) string {
+func HeartbeatCheck(ctx context.Context, path string, last int64, window time.Duration) string {
 	f := hypervisor.NewSerialFollower(path)
 	deadline := time.Now().Add(window)
 	for {
@@ -77,8 +77,8 @@ func heartbeatCheck(ctx context.Context, path string, last int64, window time.Du
 	}
 }
 
-// waitCounting waits until the guest whose serial log is at path printed CNT >= min.
-func waitCounting(ctx context.Context, path string, min int64, timeout time.Duration) error {
+// WaitCounting waits until the guest whose serial log is at path printed CNT >= min.
+func WaitCounting(ctx context.Context, path string, min int64, timeout time.Duration) error {
 	f := hypervisor.NewSerialFollower(path)
 	deadline := time.Now().Add(timeout)
 	for {

@@ -2,10 +2,9 @@ package bench
 
 import (
 	"fmt"
-	"io"
+	"math"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -127,9 +126,9 @@ func (s Series) Stat(f func(Sample) time.Duration) Summary {
 	return Summarize(ds)
 }
 
-func e2eOf(s Sample) time.Duration      { return s.E2E }
-func transferOf(s Sample) time.Duration { return s.Transfer }
-func downtimeOf(s Sample) time.Duration { return s.Downtime }
+func E2EOf(s Sample) time.Duration      { return s.E2E }
+func TransferOf(s Sample) time.Duration { return s.Transfer }
+func DowntimeOf(s Sample) time.Duration { return s.Downtime }
 
 // ScenarioResult is what one scenario measured.
 type ScenarioResult struct {
@@ -138,121 +137,56 @@ type ScenarioResult struct {
 	Raw   Series
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
+func Millis(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
 
-func medMax(s Summary) (string, string) {
+func MedMax(s Summary) (string, string) {
 	if s.N == 0 {
 		return "-", "-"
 	}
-	return ms(s.Median), ms(s.Max)
-}
-
-// Table writes the results: one row per scenario and system with medians and maxima in
-// milliseconds, then Ferry's end-to-end median against the raw transfer median, then the
-// failure totals.
-func Table(w io.Writer, results []ScenarioResult) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tSYSTEM\tN\tE2E MED\tE2E MAX\tTRANSFER MED\tTRANSFER MAX\tDOWNTIME MED\tDOWNTIME MAX\tMIGRATION FAILED\tPOST-MIGRATION FAILURES")
-	for _, r := range results {
-		for _, sys := range []struct {
-			name string
-			s    Series
-		}{{"ferry", r.Ferry}, {"raw", r.Raw}} {
-			if sys.s.Skipped {
-				fmt.Fprintf(tw, "%s\t%s\t-\t(skipped)\t\t\t\t\t\t\t\n", r.Name, sys.name)
-				continue
-			}
-			row := []string{r.Name, sys.name, fmt.Sprint(len(sys.s.Completed()))}
-			for _, f := range []func(Sample) time.Duration{e2eOf, transferOf, downtimeOf} {
-				m, x := medMax(sys.s.Stat(f))
-				row = append(row, m, x)
-			}
-			total := len(sys.s.Samples)
-			row = append(row,
-				fmt.Sprintf("%d/%d", sys.s.Count(MigrationFailed), total),
-				fmt.Sprintf("%d/%d", sys.s.Count(PostFailure), len(sys.s.Completed())))
-			fmt.Fprintln(tw, strings.Join(row, "\t"))
-		}
-	}
-	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "SCENARIO\tFERRY E2E / RAW TRANSFER (MEDIANS)\tFERRY E2E - RAW TRANSFER (MEDIANS, ms)\tFERRY E2E - RAW E2E (MEDIANS, ms)")
-	for _, r := range results {
-		fe, rt, re := r.Ferry.Stat(e2eOf), r.Raw.Stat(transferOf), r.Raw.Stat(e2eOf)
-		ratio, diff, diffE2E := "-", "-", "-"
-		if fe.N > 0 && rt.N > 0 {
-			if rt.Median > 0 {
-				ratio = fmt.Sprintf("%.1fx", float64(fe.Median)/float64(rt.Median))
-			}
-			diff = ms(fe.Median - rt.Median)
-		}
-		if fe.N > 0 && re.N > 0 {
-			diffE2E = ms(fe.Median - re.Median)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, ratio, diff, diffE2E)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	var ferryPost, ferryDone, ferryFailed, ferryTotal, rawPost, rawDone int
-	for _, r := range results {
-		ferryPost += r.Ferry.Count(PostFailure)
-		ferryDone += len(r.Ferry.Completed())
-		ferryFailed += r.Ferry.Count(MigrationFailed)
-		ferryTotal += len(r.Ferry.Samples)
-		rawPost += r.Raw.Count(PostFailure)
-		rawDone += len(r.Raw.Completed())
-	}
-	if _, err := fmt.Fprintf(w, "\nPost-migration failures: Ferry %d/%d completed migrations, raw %d/%d. Failed Ferry migrations: %d/%d.\n",
-		ferryPost, ferryDone, rawPost, rawDone, ferryFailed, ferryTotal); err != nil {
-		return err
-	}
-	return netTable(w, results)
-}
-
-// netTable writes the network side of Ferry's migrations: probes lost, network downtime
-// (longest silence) against QEMU's downtime, and how many stayed within QEMU's downtime
-// plus NetTarget.
-func netTable(w io.Writer, results []ScenarioResult) error {
-	measured := false
-	for _, r := range results {
-		for _, x := range r.Ferry.Completed() {
-			measured = measured || x.Net != nil
-		}
-	}
-	if !measured {
-		_, err := fmt.Fprintln(w, "\nNetwork: not measured (needs root and a VM with a NIC: ferry up with node namespaces).")
-		return err
-	}
-	fmt.Fprintf(w, "\nNetwork during Ferry's migrations (ICMP echo every 10 ms from the host to the VM's address, from the operation's creation until it answered on the target; ms):\n")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tN\tLOST MED\tLOST MAX\tNET DOWNTIME MED\tNET DOWNTIME MAX\tSILENCE MED\tSILENCE MAX\tQEMU DOWNTIME MED\tNET - QEMU MED\tNET - QEMU MAX\tNET <= QEMU + "+ms(NetTarget))
-	for _, r := range results {
-		var lost, outage, silence, over, qemu []time.Duration
-		within, n := 0, 0
-		for _, x := range r.Ferry.Completed() {
-			if x.Net == nil {
-				continue
-			}
-			n++
-			lost = append(lost, time.Duration(x.Net.Lost))
-			outage = append(outage, x.Net.Outage)
-			silence = append(silence, x.Net.Silence)
-			qemu = append(qemu, x.Downtime)
-			over = append(over, x.Net.Outage-x.Downtime)
-			if x.Net.Outage <= x.Downtime+NetTarget {
-				within++
-			}
-		}
-		if n == 0 {
-			fmt.Fprintf(tw, "%s\t0\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", r.Name)
-			continue
-		}
-		l, ou, sl, q, o := Summarize(lost), Summarize(outage), Summarize(silence), Summarize(qemu), Summarize(over)
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\n", r.Name, n, int64(l.Median), int64(l.Max),
-			ms(ou.Median), ms(ou.Max), ms(sl.Median), ms(sl.Max), ms(q.Median), ms(o.Median), ms(o.Max), within, n)
-	}
-	return tw.Flush()
+	return Millis(s.Median), Millis(s.Max)
 }
 
 // NetTarget is how much longer than QEMU's downtime the network may be silent.
 const NetTarget = 100 * time.Millisecond
+
+func SaySample(say func(string, ...any), what string, i, n int, s Sample) {
+	msg := fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms: %s", what, i+1, n,
+		s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Outcome)
+	if s.Net != nil {
+		msg = fmt.Sprintf("[%s %d/%d] e2e %d ms, transfer %d ms, downtime %d ms, network: %d of %d pings lost, down %d ms, silent %d ms: %s", what, i+1, n,
+			s.E2E.Milliseconds(), s.Transfer.Milliseconds(), s.Downtime.Milliseconds(), s.Net.Lost, s.Net.Sent, s.Net.Outage.Milliseconds(), s.Net.Silence.Milliseconds(), s.Outcome)
+	}
+	if s.Outcome == MigrationFailed {
+		msg = fmt.Sprintf("[%s %d/%d] %s", what, i+1, n, s.Outcome)
+	}
+	if len(s.Timeline) > 0 {
+		msg += "\n    stages (ms from the vmop's creation, step in brackets): " + s.Timeline.String()
+	}
+	if s.Detail != "" {
+		msg += ": " + FirstLine(s.Detail)
+	}
+	say("%s", msg)
+}
+
+func OrDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func LastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}
+
+// Pct is "p50 X, p99 Y, max Z" of ds.
+func Pct(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	q := func(f float64) time.Duration { return s[min(len(s)-1, int(math.Ceil(f*float64(len(s))))-1)] }
+	return fmt.Sprintf("p50 %s, p99 %s, max %s", q(0.5).Round(10*time.Millisecond), q(0.99).Round(10*time.Millisecond), s[len(s)-1].Round(10*time.Millisecond))
+}

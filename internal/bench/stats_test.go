@@ -1,10 +1,6 @@
 package bench
 
 import (
-	"bytes"
-	"maps"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 )
@@ -39,86 +35,5 @@ func TestSummarize(t *testing.T) {
 	Summarize(in)
 	if in[0] != 3*time.Millisecond {
 		t.Error("Summarize reordered its argument")
-	}
-}
-
-func sample(e2e, xfer, down int, o Outcome) Sample {
-	return Sample{E2E: time.Duration(e2e) * time.Millisecond, Transfer: time.Duration(xfer) * time.Millisecond,
-		Downtime: time.Duration(down) * time.Millisecond, Outcome: o}
-}
-
-// fields returns the whitespace-separated cells of the table line that starts with prefix.
-func fields(t *testing.T, out, prefix string) []string {
-	t.Helper()
-	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, prefix) {
-			return strings.Fields(l)
-		}
-	}
-	t.Fatalf("no line starting with %q in:\n%s", prefix, out)
-	return nil
-}
-
-func TestTable(t *testing.T) {
-	results := []ScenarioResult{
-		{
-			Name: "idle",
-			Ferry: Series{Samples: []Sample{
-				sample(4000, 600, 30, OK),
-				sample(5000, 800, 50, PostFailure),
-				sample(4500, 700, 40, OK),
-				sample(0, 0, 0, MigrationFailed), // not timed
-			}},
-			Raw: Series{Samples: []Sample{sample(900, 500, 20, OK), sample(700, 300, 10, OK)}},
-		},
-		{
-			Name:  "dirty-64MiB",
-			Ferry: Series{Samples: []Sample{sample(6000, 2000, 250, OK)}},
-			Raw:   Series{Skipped: true},
-		},
-	}
-	var buf bytes.Buffer
-	if err := Table(&buf, results); err != nil {
-		t.Fatal(err)
-	}
-	out := buf.String()
-	t.Log("\n" + out)
-
-	want := map[string][]string{
-		"idle         ferry": {"idle", "ferry", "3", "4500", "5000", "700", "800", "40", "50", "1/4", "1/3"},
-		"idle         raw":   {"idle", "raw", "2", "800", "900", "400", "500", "15", "20", "0/2", "0/2"},
-		"dirty-64MiB  ferry": {"dirty-64MiB", "ferry", "1", "6000", "6000", "2000", "2000", "250", "250", "0/1", "0/1"},
-		"dirty-64MiB  raw":   {"dirty-64MiB", "raw", "-", "(skipped)"},
-		// 4500 / 400 = 11.25; 4500 - 400; 4500 - 800
-		"idle         11": {"idle", "11.2x", "4100", "3700"},
-		"dirty-64MiB  -":  {"dirty-64MiB", "-", "-", "-"},
-	}
-	for prefix, cells := range want {
-		got := fields(t, out, prefix)
-		if strings.Join(got, " ") != strings.Join(cells, " ") {
-			t.Errorf("row %q = %v, want %v", prefix, got, cells)
-		}
-	}
-	if !regexp.MustCompile(`Post-migration failures: Ferry 1/4 completed migrations, raw 0/2\. Failed Ferry migrations: 1/5\.`).MatchString(out) {
-		t.Errorf("totals line missing or wrong:\n%s", out)
-	}
-}
-
-// TestCountRequests sums apiserver_request_total and the writes among it, less the
-// nodes' Lease renewals.
-func TestCountRequests(t *testing.T) {
-	m := `# HELP apiserver_request_total x
-apiserver_request_total{code="200",component="apiserver",verb="GET",resource="pods"} 10
-apiserver_request_total{code="201",component="apiserver",verb="POST",resource="pods"} 3
-apiserver_request_total{code="200",component="apiserver",verb="PATCH",resource="pods",subresource="status"} 2.5e+01
-apiserver_request_total{code="200",component="apiserver",verb="WATCH",resource="pods"} 4
-apiserver_request_total{code="200",component="apiserver",verb="DELETE",resource="pods"} 1
-apiserver_request_total{code="200",component="apiserver",verb="PUT",resource="leases"} 7
-apiserver_request_duration_seconds_count{verb="PATCH"} 99
-`
-	all, writes := countRequests(m)
-	want := map[string]float64{"pods": 4, "pods/status": 25}
-	if all != 50 || !maps.Equal(writes, want) {
-		t.Errorf("countRequests = %v requests, writes %v; want 50, %v (Lease renewals not counted as writes)", all, writes, want)
 	}
 }

@@ -277,7 +277,7 @@ func timelineRows(tls []Timeline) [][3]string {
 	var rows [][3]string
 	var prev time.Duration
 	for _, st := range med.ordered() {
-		rows = append(rows, [3]string{st, ms(med[st]), ms(med[st] - prev)})
+		rows = append(rows, [3]string{st, Millis(med[st]), Millis(med[st] - prev)})
 		prev = med[st]
 	}
 	for _, st := range unseen {

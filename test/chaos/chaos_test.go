@@ -14,7 +14,7 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/chaos"
 )
 
 func TestMain(m *testing.M) {
@@ -26,12 +26,12 @@ func TestMain(m *testing.M) {
 
 // options are a chaos run on 3 simulated nodes of the ferry binary FERRY_BIN, printing
 // into out.
-func options(t *testing.T, out *bytes.Buffer) bench.ChaosOptions {
+func options(t *testing.T, out *bytes.Buffer) chaos.ChaosOptions {
 	bin := os.Getenv("FERRY_BIN")
 	if bin == "" {
 		t.Fatal("FERRY_BIN must name the ferry binary (make build; scripts/test.sh sets it)")
 	}
-	o := bench.DefaultChaosOptions()
+	o := chaos.DefaultChaosOptions()
 	o.Ferry, o.Port, o.Nodes, o.Out = bin, 18743, 3, out
 	return o
 }
@@ -44,7 +44,7 @@ func TestEveryFaultOnce(t *testing.T) {
 	o.Plan = []string{"migrate+kill-source-launcher", "migrate+kill-target-launcher", "drain+kill-agent",
 		"failover+freeze-agent", "migrate+cut-network", "drain+restart-controller", "failover+restart-apiserver", "drain+none"}
 	o.Trials = len(o.Plan)
-	res, err := bench.RunChaos(t.Context(), o)
+	res, err := chaos.RunChaos(t.Context(), o)
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestBrokenWatchdogIsCaught(t *testing.T) {
 	o.Settle, o.Hold, o.Delay, o.BrokenWatchdog = 90*time.Second, 20*time.Second, time.Millisecond, true
 	o.Plan = []string{"migrate+cut-network"}
 	o.Trials = 1
-	res, err := bench.RunChaos(t.Context(), o)
+	res, err := chaos.RunChaos(t.Context(), o)
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)
