@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/internal/bench/benchtest"
+
 	"github.com/ferryvm/ferry/internal/bench"
 )
 
@@ -14,10 +16,10 @@ func TestDrainTable(t *testing.T) {
 		Node:  "node-1",
 		Drain: 41 * time.Second,
 		Single: bench.Series{Samples: []bench.Sample{
-			sample(9000, 0, 0, bench.OK),
-			sample(11000, 0, 0, bench.PostFailure),
-			sample(10000, 0, 0, bench.OK),
-			sample(0, 0, 0, bench.MigrationFailed), // not timed
+			benchtest.Sample(9000, 0, 0, bench.OK),
+			benchtest.Sample(11000, 0, 0, bench.PostFailure),
+			benchtest.Sample(10000, 0, 0, bench.OK),
+			benchtest.Sample(0, 0, 0, bench.MigrationFailed), // not timed
 		}},
 		VMs: []DrainVM{
 			{Name: "drain-bench-1", From: "node-1", To: "node-3", IPBefore: "10.66.10.2", IPAfter: "10.66.10.2", Moved: 12500 * time.Millisecond},
@@ -41,7 +43,7 @@ func TestDrainTable(t *testing.T) {
 		"drain-bench-2": {"drain-bench-2", "node-1", "node-2", "10.66.10.3", "10.66.10.3", "30000", "POST-DRAIN", "FAILURE"},
 	}
 	for prefix, cells := range want {
-		got := fields(t, out, prefix)
+		got := benchtest.Fields(t, out, prefix)
 		if strings.Join(got, " ") != strings.Join(cells, " ") {
 			t.Errorf("row %q = %v, want %v", prefix, got, cells)
 		}
@@ -58,7 +60,7 @@ func TestDrainTableFailedDrain(t *testing.T) {
 	r := DrainResult{
 		Node:        "node-1",
 		DrainFailed: "did not finish within 10m",
-		Single:      bench.Series{Samples: []bench.Sample{sample(8000, 0, 0, bench.OK)}},
+		Single:      bench.Series{Samples: []bench.Sample{benchtest.Sample(8000, 0, 0, bench.OK)}},
 		VMs:         []DrainVM{{Name: "drain-bench-1", From: "node-1", IPBefore: "10.66.10.2"}},
 	}
 	var buf bytes.Buffer
@@ -68,10 +70,10 @@ func TestDrainTableFailedDrain(t *testing.T) {
 	out := buf.String()
 	t.Log("\n" + out)
 	// No ratio and no post-drain verdict without a finished drain.
-	if got, want := strings.Join(fields(t, out, "1 "), " "), "1 FAILED 8000 8000 8000 - -"; got != want {
+	if got, want := strings.Join(benchtest.Fields(t, out, "1 "), " "), "1 FAILED 8000 8000 8000 - -"; got != want {
 		t.Errorf("summary row = %q, want %q", got, want)
 	}
-	if got, want := strings.Join(fields(t, out, "drain-bench-1"), " "), "drain-bench-1 node-1 - 10.66.10.2 - - -"; got != want {
+	if got, want := strings.Join(benchtest.Fields(t, out, "drain-bench-1"), " "), "drain-bench-1 node-1 - 10.66.10.2 - - -"; got != want {
 		t.Errorf("VM row = %q, want %q", got, want)
 	}
 }
@@ -81,7 +83,7 @@ func TestDrainTableNoSingle(t *testing.T) {
 	if err := DrainTable(&buf, DrainResult{Node: "node-1", Drain: time.Second, VMs: []DrainVM{{Name: "a", From: "node-1", To: "node-2"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(fields(t, buf.String(), "1 "), " "), "1 1000 - - - - 0/1"; got != want {
+	if got, want := strings.Join(benchtest.Fields(t, buf.String(), "1 "), " "), "1 1000 - - - - 0/1"; got != want {
 		t.Errorf("summary row = %q, want %q", got, want)
 	}
 }

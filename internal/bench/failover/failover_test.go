@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/internal/bench/benchtest"
+
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 )
 
@@ -66,7 +68,7 @@ func TestFailoverTable(t *testing.T) {
 		"freeze      1": "freeze 1 node-3 → node-1 1500 5000 500 7000 14000 5100 8900 2/190 ok DOUBLE RUN",
 		"disconnect  1": "disconnect 1 node-1 → - - - - - - - - 0/3000 - FAILED",
 	} {
-		if got := strings.Join(fields(t, runs, prefix), " "); got != line {
+		if got := strings.Join(benchtest.Fields(t, runs, prefix), " "); got != line {
 			t.Errorf("row %q = %q, want %q", prefix, got, line)
 		}
 	}
@@ -76,7 +78,7 @@ func TestFailoverTable(t *testing.T) {
 		"freeze":     "freeze 1 1500 5000 500 7000 14000 8900 1/1 0/1",
 		"disconnect": "disconnect 1 - - - - - - 0/1 1/1",
 	} {
-		if got := strings.Join(fields(t, medians, prefix), " "); got != line {
+		if got := strings.Join(benchtest.Fields(t, medians, prefix), " "); got != line {
 			t.Errorf("median row %q = %q, want %q", prefix, got, line)
 		}
 	}
@@ -126,7 +128,7 @@ func TestFalseFencingTable(t *testing.T) {
 		"Fast":     "Fast 5000 1000 7000 99 9 2100 (node-1) 0 0 0 4 9 ok",
 		"Balanced": "Balanced 10000 2000 14000 0 0 - 0 0 0 0 0 FAILED",
 	} {
-		if got := strings.Join(fields(t, out, prefix), " "); got != line {
+		if got := strings.Join(benchtest.Fields(t, out, prefix), " "); got != line {
 			t.Errorf("row %q = %q, want %q", prefix, got, line)
 		}
 	}

@@ -5,43 +5,27 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/ferryvm/ferry/internal/bench/benchtest"
 
 	"github.com/ferryvm/ferry/internal/bench"
 )
-
-func sample(e2e, xfer, down int, o bench.Outcome) bench.Sample {
-	return bench.Sample{E2E: time.Duration(e2e) * time.Millisecond, Transfer: time.Duration(xfer) * time.Millisecond,
-		Downtime: time.Duration(down) * time.Millisecond, Outcome: o}
-}
-
-// fields returns the whitespace-separated cells of the table line that starts with prefix.
-func fields(t *testing.T, out, prefix string) []string {
-	t.Helper()
-	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, prefix) {
-			return strings.Fields(l)
-		}
-	}
-	t.Fatalf("no line starting with %q in:\n%s", prefix, out)
-	return nil
-}
 
 func TestTable(t *testing.T) {
 	results := []bench.ScenarioResult{
 		{
 			Name: "idle",
 			Ferry: bench.Series{Samples: []bench.Sample{
-				sample(4000, 600, 30, bench.OK),
-				sample(5000, 800, 50, bench.PostFailure),
-				sample(4500, 700, 40, bench.OK),
-				sample(0, 0, 0, bench.MigrationFailed), // not timed
+				benchtest.Sample(4000, 600, 30, bench.OK),
+				benchtest.Sample(5000, 800, 50, bench.PostFailure),
+				benchtest.Sample(4500, 700, 40, bench.OK),
+				benchtest.Sample(0, 0, 0, bench.MigrationFailed), // not timed
 			}},
-			Raw: bench.Series{Samples: []bench.Sample{sample(900, 500, 20, bench.OK), sample(700, 300, 10, bench.OK)}},
+			Raw: bench.Series{Samples: []bench.Sample{benchtest.Sample(900, 500, 20, bench.OK), benchtest.Sample(700, 300, 10, bench.OK)}},
 		},
 		{
 			Name:  "dirty-64MiB",
-			Ferry: bench.Series{Samples: []bench.Sample{sample(6000, 2000, 250, bench.OK)}},
+			Ferry: bench.Series{Samples: []bench.Sample{benchtest.Sample(6000, 2000, 250, bench.OK)}},
 			Raw:   bench.Series{Skipped: true},
 		},
 	}
@@ -62,7 +46,7 @@ func TestTable(t *testing.T) {
 		"dirty-64MiB  -":  {"dirty-64MiB", "-", "-", "-"},
 	}
 	for prefix, cells := range want {
-		got := fields(t, out, prefix)
+		got := benchtest.Fields(t, out, prefix)
 		if strings.Join(got, " ") != strings.Join(cells, " ") {
 			t.Errorf("row %q = %v, want %v", prefix, got, cells)
 		}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/internal/bench/benchtest"
+
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	"github.com/ferryvm/ferry/internal/bench"
 	"github.com/ferryvm/ferry/internal/bench/drain"
@@ -33,10 +35,10 @@ func testReport() Report {
 				Params: hypervisor.MigrationParams{MaxBandwidth: 1 << 30, DowntimeLimit: 300 * time.Millisecond},
 				Scenarios: []bench.ScenarioResult{
 					{Name: "idle",
-						Ferry: series(sample(4000*scale, 900*scale, 40, bench.OK), sample(5000*scale, 1000*scale, 50, bench.OK), sample(6000*scale, 1100*scale, 60, bench.OK)),
-						Raw:   series(sample(1500*scale, 800*scale, 30, bench.OK), sample(1600*scale, 850*scale, 35, bench.OK), sample(1700*scale, 900*scale, 40, bench.OK))},
+						Ferry: series(benchtest.Sample(4000*scale, 900*scale, 40, bench.OK), benchtest.Sample(5000*scale, 1000*scale, 50, bench.OK), benchtest.Sample(6000*scale, 1100*scale, 60, bench.OK)),
+						Raw:   series(benchtest.Sample(1500*scale, 800*scale, 30, bench.OK), benchtest.Sample(1600*scale, 850*scale, 35, bench.OK), benchtest.Sample(1700*scale, 900*scale, 40, bench.OK))},
 					{Name: "dirty-32MiB",
-						Ferry: series(sample(7000*scale, 2000*scale, 90, bench.OK), sample(0, 0, 0, bench.MigrationFailed), sample(8000*scale, 2500*scale, 120, bench.PostFailure)),
+						Ferry: series(benchtest.Sample(7000*scale, 2000*scale, 90, bench.OK), benchtest.Sample(0, 0, 0, bench.MigrationFailed), benchtest.Sample(8000*scale, 2500*scale, 120, bench.PostFailure)),
 						Raw:   bench.Series{Skipped: true}},
 				}},
 		}
@@ -59,7 +61,7 @@ func testReport() Report {
 		Migration: []MigrationPart{migration("128Mi", 128, 1), migration("512Mi", 512, 2), failed},
 		Drain: DrainPart{VMs: 2, Memory: "128Mi", Part: Part{Command: "bin/ferry-bench drain --vms 2 --memory 128Mi"},
 			Result: &drain.DrainResult{Node: "node-1", ClusterNodes: 3, Webhook: "ferry-eviction", Drain: 41 * time.Second,
-				Single: series(sample(9000, 0, 0, bench.OK), sample(11000, 0, 0, bench.OK)),
+				Single: series(benchtest.Sample(9000, 0, 0, bench.OK), benchtest.Sample(11000, 0, 0, bench.OK)),
 				VMs: []drain.DrainVM{{Name: "drain-bench-1", From: "node-1", To: "node-2", IPBefore: "10.66.10.2", IPAfter: "10.66.10.2", Moved: 12 * time.Second},
 					{Name: "drain-bench-2", From: "node-1", To: "node-3", IPBefore: "10.66.10.3", IPAfter: "10.66.10.3", Moved: 30 * time.Second, Failure: "the guest rebooted"}}}},
 		Failover: FailoverPart{Memory: "128Mi", Part: Part{Command: "bin/ferry-bench failover --profile Fast --faults poweroff,freeze --runs 1"},
@@ -73,9 +75,9 @@ func testReport() Report {
 			{Nodes: 10, VMsPerNode: 10, Part: Part{Command: "bin/ferry-bench scale --nodes 10 --vms-per-node 10 --evacuate 0.25 --fail 2"},
 				Result: &scale.ScaleResult{Nodes: 10, VMsPerNode: 10,
 					Start:    &scale.ScalePhase{Nodes: 10, VMs: 100, Took: 50 * time.Second, Load: phase(35*time.Second, 5*time.Millisecond, 250*time.Millisecond, 900)},
-					Drain:    &scale.ScalePhase{Nodes: 1, VMs: 3, Took: 9 * time.Second, PerVM: msd(2000, 3000, 4000), Load: phase(20*time.Second, 5*time.Millisecond, 100*time.Millisecond, 60)},
-					Evacuate: &scale.ScalePhase{Nodes: 3, VMs: 3, Took: 12 * time.Second, PerVM: msd(4000, 5000, 6000), Load: phase(50*time.Second, 10*time.Millisecond, time.Second, 300)},
-					Failure:  &scale.ScalePhase{Nodes: 2, VMs: 2, Took: 20 * time.Second, PerVM: msd(15000, 18000), Load: phase(10*time.Second, 5*time.Millisecond, 50*time.Millisecond, 80)}}},
+					Drain:    &scale.ScalePhase{Nodes: 1, VMs: 3, Took: 9 * time.Second, PerVM: benchtest.Millis(2000, 3000, 4000), Load: phase(20*time.Second, 5*time.Millisecond, 100*time.Millisecond, 60)},
+					Evacuate: &scale.ScalePhase{Nodes: 3, VMs: 3, Took: 12 * time.Second, PerVM: benchtest.Millis(4000, 5000, 6000), Load: phase(50*time.Second, 10*time.Millisecond, time.Second, 300)},
+					Failure:  &scale.ScalePhase{Nodes: 2, VMs: 2, Took: 20 * time.Second, PerVM: benchtest.Millis(15000, 18000), Load: phase(10*time.Second, 5*time.Millisecond, 50*time.Millisecond, 80)}}},
 			{Nodes: 25, VMsPerNode: 10, Part: Part{Command: "bin/ferry-bench scale --nodes 25 --vms-per-node 10 --evacuate 0.25 --fail 2",
 				Err: "100 of 250 VMs Running after 15m0s", Elapsed: 16 * time.Minute},
 				Result: &scale.ScaleResult{Nodes: 25, VMsPerNode: 10}},
@@ -363,7 +365,7 @@ func TestMachineParsing(t *testing.T) {
 }
 
 func TestNearestRank(t *testing.T) {
-	ds := msd(5, 1, 4, 2, 3)
+	ds := benchtest.Millis(5, 1, 4, 2, 3)
 	if got := nearestRank(ds, 0.5); got != 3*time.Millisecond {
 		t.Errorf("p50 %s", got)
 	}
