@@ -6,9 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryvm/ferry/internal/bench/benchtest"
-
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/benchtest"
 )
 
 func TestDrainTable(t *testing.T) {

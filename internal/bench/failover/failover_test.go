@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryvm/ferry/internal/bench/benchtest"
-
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
+	"github.com/ferryvm/ferry/internal/bench/benchtest"
 )
 
 func millis(n int) time.Duration { return time.Duration(n) * time.Millisecond }

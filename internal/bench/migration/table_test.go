@@ -6,9 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferryvm/ferry/internal/bench/benchtest"
-
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/benchtest"
 )
 
 func TestTable(t *testing.T) {

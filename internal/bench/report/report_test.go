@@ -11,10 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryvm/ferry/internal/bench/benchtest"
-
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	"github.com/ferryvm/ferry/internal/bench"
+	"github.com/ferryvm/ferry/internal/bench/benchtest"
 	"github.com/ferryvm/ferry/internal/bench/drain"
 	"github.com/ferryvm/ferry/internal/bench/failover"
 	"github.com/ferryvm/ferry/internal/bench/migration"
