@@ -69,7 +69,19 @@ func (r *Reconciler) deriveStatus(s *scope) {
 		switch {
 		case len(s.terminating) > 0:
 			st.Phase = v1alpha2.MachineStopping
-			set(v1alpha2.VMConditionRunning, false, v1alpha2.ReasonPodNotRunning, "the VM's launcher pod is shutting down")
+			reason, msg := v1alpha2.ReasonPodNotRunning, "the VM's launcher pod is shutting down"
+			// A pod that had ended (its node fenced, the guest off, a crash) and is being
+			// removed keeps saying why the VM stopped: said over, the reason was lost for
+			// good once the pod was gone (a Manual VM of a fenced node showed Stopped, not
+			// NodeFenced).
+			if c := meta.FindStatusCondition(st.Conditions, v1alpha2.VMConditionRunning); allEnded(s.terminating) && c != nil &&
+				c.Status == metav1.ConditionFalse && endReason(c.Reason) {
+				reason, msg = c.Reason, c.Message
+			}
+			if s.lastEnd != "" && allEnded(s.terminating) {
+				reason, msg = s.lastEnd, s.lastEndCause
+			}
+			set(v1alpha2.VMConditionRunning, false, reason, msg)
 		case s.wantRun:
 			st.Phase = v1alpha2.MachinePending
 			reason, msg := v1alpha2.ReasonPodNotRunning, "waiting to start"
@@ -96,7 +108,7 @@ func (r *Reconciler) deriveStatus(s *scope) {
 			if s.lastEnd != "" {
 				reason, msg = s.lastEnd, s.lastEndCause
 			} else if c := meta.FindStatusCondition(st.Conditions, v1alpha2.VMConditionRunning); c != nil &&
-				c.Status == metav1.ConditionFalse && (c.Reason == v1alpha2.ReasonGuestShutdown || c.Reason == v1alpha2.ReasonCrashed || c.Reason == v1alpha2.ReasonNodeFenced) {
+				c.Status == metav1.ConditionFalse && endReason(c.Reason) {
 				// The pod that told why the VM stopped is gone; keep saying why.
 				reason, msg = c.Reason, c.Message
 			}
@@ -149,4 +161,19 @@ func stoppedMessage(vm *v1alpha2.VirtualMachine) string {
 		return "runPolicy Manual: start the VM with a Start VirtualMachineOperation (ferry v start)"
 	}
 	return "the VM was stopped; start it with a Start VirtualMachineOperation (ferry v start)"
+}
+
+// endReason tells whether a Running condition's reason says how the VM's last pod ended.
+func endReason(reason string) bool {
+	return reason == v1alpha2.ReasonGuestShutdown || reason == v1alpha2.ReasonCrashed || reason == v1alpha2.ReasonNodeFenced
+}
+
+// allEnded tells whether every pod had ended (Succeeded or Failed) before its removal.
+func allEnded(pods []*corev1.Pod) bool {
+	for _, p := range pods {
+		if _, ended := podEnded(p); !ended {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,41 @@
+package vm
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+)
+
+// While the ended pod of a VM that stays off is being removed, the VM keeps saying why it
+// stopped; a pod shut down from running says it is shutting down.
+func TestRemovedEndedPodKeepsWhy(t *testing.T) {
+	now := metav1.Now()
+	pod := func(phase corev1.PodPhase, reason string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-vm-x", DeletionTimestamp: &now},
+			Status: corev1.PodStatus{Phase: phase, Reason: reason}}
+	}
+	for _, tc := range []struct {
+		name       string
+		terminated *corev1.Pod
+		want       string
+	}{
+		{"fenced", pod(corev1.PodFailed, v1alpha2.ReasonNodeFenced), v1alpha2.ReasonNodeFenced},
+		{"shutting down", pod(corev1.PodRunning, ""), v1alpha2.ReasonPodNotRunning},
+	} {
+		vm := &v1alpha2.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "vm", Generation: 2},
+			Spec: v1alpha2.VirtualMachineSpec{RunPolicy: v1alpha2.Manual}}
+		meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: v1alpha2.VMConditionRunning, Status: metav1.ConditionFalse,
+			Reason: v1alpha2.ReasonNodeFenced, Message: "node node-1 was fenced"})
+		s := &scope{vm: vm, terminating: []*corev1.Pod{tc.terminated}}
+		r := &Reconciler{}
+		r.deriveStatus(s)
+		c := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionRunning)
+		if vm.Status.Phase != v1alpha2.MachineStopping || c == nil || c.Reason != tc.want {
+			t.Errorf("%s: phase %s, Running %+v; want Stopping, reason %s", tc.name, vm.Status.Phase, c, tc.want)
+		}
+	}
+}
