@@ -99,7 +99,7 @@ func TestInstanceWatch(t *testing.T) {
 func TestQEMUCount(t *testing.T) {
 	sh, err := os.ReadFile("/bin/sh")
 	if err != nil {
-		t.Skip("no /bin/sh to pose as QEMU")
+		t.Fatalf("no /bin/sh to pose as QEMU: %v", err)
 	}
 	fake := filepath.Join(t.TempDir(), "qemu-system-fake")
 	if err := os.WriteFile(fake, sh, 0o755); err != nil {
