@@ -222,9 +222,13 @@ For each fault (--faults) and run (--runs), it injects the fault into the VM's n
 T0 is when that command returned. Then it polls (every 100 ms) and records:
   detection     T0 → the VM's condition NodeReachable=False, reason FencingPending
   fencing wait  → the node's Node object gone (the fencing controller deleted it)
-  restart       → a new launcher pod of the VM Running
+  new pod       → a new launcher pod of the VM seen (not the failed one)
+  scheduled     → that pod seen with a node (spec.nodeName)
+  pod running   → that pod Running
   boot          → the first CNT line in the new instance's serial log
   total         T0 → that first CNT
+  VM running    T0 → the VM's status.phase Running on the new pod's node (before or
+                after the first CNT; polled up to 10 s past it, - when not seen)
 Each phase runs from the previous mark seen. Meanwhile it counts, every 100 ms, the QEMU
 processes whose command line has -name guest=NAMESPACE/VM (a sample with more than one
 is a double run), and follows the serial log of every instance of the VM

@@ -184,7 +184,8 @@ runs:
 
 	fmt.Fprintf(out, "\nFailover benchmark: VM %s (%s, 1 core, runPolicy AlwaysOn) on %d nodes, fencing profile %s; each fault hits the VM's node at T0. "+
 		"Phases run from the previous step (ms): detection (T0 → VM NodeReachable=False FencingPending), fencing wait (→ Node gone), "+
-		"restart (→ new launcher pod Running), boot (→ first CNT of the new instance); total = T0 → that CNT. "+
+		"new pod (→ a new launcher pod seen), scheduled (→ it has a node), pod running (→ it is Running), boot (→ first CNT of the new instance); "+
+		"total = T0 → that CNT. VM RUNNING: T0 → the VM's phase Running on the new node (before or after the CNT; - when not seen). "+
 		"OLD LAST CNT: T0 → the failed instance's last heartbeat; GUEST GAP: its last CNT → the new one's first.\n\n",
 		o.VMName, o.Memory, failoverNodes, rep.Profile)
 	if err := FailoverTable(out, rep); err != nil {
@@ -336,17 +337,27 @@ func (f *failoverBench) once(ctx context.Context, fault string, n, of int) (Fail
 	return run, nil
 }
 
+// vmRunningAfterBoot bounds how long follow keeps polling for the VM's phase Running once
+// the new instance's first heartbeat came first.
+const vmRunningAfterBoot = 10 * time.Second
+
 // follow polls the VM, the failed Node and the launcher pods every bench.WatchInterval and
-// records the marks, until the new instance's first heartbeat or the run's timeout.
+// records the marks, until the new instance's first heartbeat and the VM's phase Running on
+// the new node (at most vmRunningAfterBoot after that heartbeat was seen), or the run's
+// timeout. Only a heartbeat not seen by the timeout fails the run.
 func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, was bench.Placement, oldUID types.UID, insts *bench.InstanceWatch, run *FailoverRun) error {
 	m := &run.Marks
 	deadline := t0.Add(f.runTimeout)
-	var newDir, newPod string
+	var newDir, newPod, newNode string
+	// leftOld: the VM seen other than Running on the failed node since T0, so that its
+	// phase Running on a node of that name is the new instance's, not the old one's.
+	leftOld := false
 	otherReasons := map[string]bool{}
 	for {
 		since := time.Since(t0)
 		vm := &v1alpha2.VirtualMachine{}
-		if err := f.c.Get(ctx, client.ObjectKey{Namespace: f.fb.NS, Name: f.fb.VM}, vm); err == nil && m.Detected == 0 {
+		vmErr := f.c.Get(ctx, client.ObjectKey{Namespace: f.fb.NS, Name: f.fb.VM}, vm)
+		if vmErr == nil && m.Detected == 0 {
 			if c := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionNodeReachable); c != nil && c.Status == metav1.ConditionFalse {
 				if c.Reason == v1alpha2.ReasonFencingPending {
 					m.Detected = since
@@ -356,6 +367,9 @@ func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, wa
 					f.say("%s +%.1fs VM NodeReachable=False (%s): %s", tag, since.Seconds(), c.Reason, c.Message)
 				}
 			}
+		}
+		if vmErr == nil && (vm.Status.Phase != v1alpha2.MachineRunning || vm.Status.NodeName != was.Node) {
+			leftOld = true
 		}
 		if m.Fenced == 0 {
 			n := &corev1.Node{}
@@ -368,24 +382,58 @@ func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, wa
 		if m.Restarted == 0 {
 			var pods corev1.PodList
 			if err := f.c.List(ctx, &pods, client.InNamespace(f.fb.NS), client.MatchingLabels{v1alpha2.LabelVMName: f.fb.VM}); err == nil {
-				for _, pod := range pods.Items {
-					if pod.Name != was.Pod && pod.Status.Phase == corev1.PodRunning && pod.Spec.NodeName != "" && pod.DeletionTimestamp.IsZero() {
+				if pod := newLauncherPod(pods.Items, was.Pod, newPod); pod != nil {
+					if pod.Name != newPod {
+						if newPod != "" {
+							f.say("%s +%.1fs launcher pod %s gone or ended before Running; following %s", tag, since.Seconds(), newPod, pod.Name)
+						}
+						newPod = pod.Name
+					}
+					if m.PodCreated == 0 {
+						m.PodCreated = since
+						f.say("%s +%.1fs new launcher pod %s", tag, since.Seconds(), newPod)
+					}
+					newNode = pod.Spec.NodeName
+					if newNode != "" && m.Scheduled == 0 {
+						m.Scheduled = since
+						f.say("%s +%.1fs launcher pod %s scheduled on %s", tag, since.Seconds(), newPod, newNode)
+					}
+					if newNode != "" && pod.Status.Phase == corev1.PodRunning {
 						m.Restarted = since
-						newPod, newDir, run.To = pod.Name, pod.Annotations[v1alpha2.AnnotationRunDir], pod.Spec.NodeName
+						newDir, run.To = pod.Annotations[v1alpha2.AnnotationRunDir], newNode
 						f.say("%s +%.1fs launcher pod %s Running on %s", tag, since.Seconds(), newPod, run.To)
-						break
 					}
 				}
 			}
 		}
-		if newDir != "" {
+		// After the pods, so that a VM Running on a node the same poll found the pod
+		// scheduled on counts in this poll.
+		if vmErr == nil && m.VMRunning == 0 && newNode != "" && vm.Status.Phase == v1alpha2.MachineRunning &&
+			vm.Status.NodeName == newNode && (newNode != was.Node || leftOld) {
+			m.VMRunning = since
+			f.say("%s +%.1fs VM phase Running on %s", tag, since.Seconds(), newNode)
+		}
+		if newDir != "" && m.Booted == 0 {
 			if span, ok := insts.Span(newDir); ok && !span.First.IsZero() {
 				m.Booted = span.First.Sub(t0)
 				f.say("%s +%.1fs first heartbeat of the new instance", tag, m.Booted.Seconds())
-				return nil
+				if m.VMRunning == 0 {
+					// Wait a little for the VM's phase, not past the run's timeout.
+					if d := time.Now().Add(vmRunningAfterBoot); d.Before(deadline) {
+						deadline = d
+					}
+				}
 			}
 		}
+		if m.Booted != 0 && m.VMRunning != 0 {
+			return nil
+		}
 		if time.Now().After(deadline) {
+			if m.Booted != 0 {
+				f.say("%s Note: VM phase not Running on %s by +%.1fs (%s after the first heartbeat was seen, or the run's timeout)",
+					tag, bench.OrDash(newNode), time.Since(t0).Seconds(), vmRunningAfterBoot)
+				return nil
+			}
 			run.Failure = f.describe(ctx, fmt.Sprintf("no heartbeat of a new instance within %s of the %s of %s", f.runTimeout, run.Fault, was.Node), newPod)
 			f.say("%s FAILED: %s", tag, bench.FirstLine(run.Failure))
 			return nil
@@ -394,6 +442,26 @@ func (f *failoverBench) follow(ctx context.Context, tag string, t0 time.Time, wa
 			return err
 		}
 	}
+}
+
+// newLauncherPod picks among the VM's launcher pods the new one to follow: following when
+// it is still there and neither terminating nor ended, else the first other such pod not
+// named old (the failed instance's); nil when there is none.
+func newLauncherPod(pods []corev1.Pod, old, following string) *corev1.Pod {
+	var first *corev1.Pod
+	for i := range pods {
+		pod := &pods[i]
+		if pod.Name == old || !pod.DeletionTimestamp.IsZero() || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		if pod.Name == following {
+			return pod
+		}
+		if first == nil {
+			first = pod
+		}
+	}
+	return first
 }
 
 // describe adds to why the VM's phase and conditions, its pods and the log lines naming
@@ -439,9 +507,9 @@ func runSummary(r FailoverRun) string {
 		}
 		return fmt.Sprintf("%.1fs", p.D.Seconds())
 	}
-	s := fmt.Sprintf("%s → %s: detection %s, fencing wait %s, restart %s, boot %s, total %s; guest gap %s; >1 QEMU in %d of %d samples",
-		r.From, bench.OrDash(r.To), sec(ph[PhaseDetection]), sec(ph[PhaseFencingWait]), sec(ph[PhaseRestart]), sec(ph[PhaseBoot]), sec(ph[PhaseTotal]),
-		sec(r.GuestGap()), r.Double, r.Samples)
+	s := fmt.Sprintf("%s → %s: detection %s, fencing wait %s, new pod %s, scheduled %s, pod running %s, boot %s, total %s; VM Running at %s; guest gap %s; >1 QEMU in %d of %d samples",
+		r.From, bench.OrDash(r.To), sec(ph[PhaseDetection]), sec(ph[PhaseFencingWait]), sec(ph[PhaseNewPod]), sec(ph[PhaseScheduled]), sec(ph[PhasePodRunning]),
+		sec(ph[PhaseBoot]), sec(ph[PhaseTotal]), sec(r.Marks.VMRunningPhase()), sec(r.GuestGap()), r.Double, r.Samples)
 	if len(r.Overlaps) > 0 {
 		s += "; HEARTBEATS OVERLAP: " + strings.Join(r.Overlaps, "; ")
 	}

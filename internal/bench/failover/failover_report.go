@@ -13,16 +13,28 @@ import (
 )
 
 // FailoverMarks are the moments one failover passed its steps, measured from T0 (the fault
-// in force); 0 when the step was not seen.
+// in force) to the poll that first saw them (every bench.WatchInterval); 0 when the step
+// was not seen.
 type FailoverMarks struct {
 	// Detected: the VM's condition NodeReachable=False with reason FencingPending first seen.
 	Detected time.Duration
 	// Fenced: the failed node's Node object gone (deleted, or recreated with another UID).
 	Fenced time.Duration
-	// Restarted: a new launcher pod of the VM Running.
+	// PodCreated: a new launcher pod of the VM (another name than the failed one's) first
+	// seen; the poll's time, as the pod's creationTimestamp has whole seconds only.
+	PodCreated time.Duration
+	// Scheduled: the new launcher pod first seen with a node (spec.nodeName). Should that
+	// pod end or go before Running, the next new one is followed; marks already recorded
+	// stay the first pod's.
+	Scheduled time.Duration
+	// Restarted: the new launcher pod Running.
 	Restarted time.Duration
 	// Booted: the first CNT line in the new instance's serial log.
 	Booted time.Duration
+	// VMRunning: the VM's status.phase Running on the new launcher pod's node, the moment
+	// the platform reports the VM running again. Not one of the steps Phases chains: it may
+	// come before or after Booted.
+	VMRunning time.Duration
 }
 
 // Phase is one measured stretch of a failover; OK is false when its end was not seen.
@@ -42,22 +54,28 @@ func (p Phase) String() string {
 const (
 	PhaseDetection = iota
 	PhaseFencingWait
-	PhaseRestart
+	PhaseNewPod
+	PhaseScheduled
+	PhasePodRunning
 	PhaseBoot
 	PhaseTotal
 	phaseCount
 )
 
-var phaseNames = [phaseCount]string{"DETECTION", "FENCING WAIT", "RESTART", "BOOT", "TOTAL"}
+var phaseNames = [phaseCount]string{"DETECTION", "FENCING WAIT", "NEW POD", "SCHEDULED", "POD RUNNING", "BOOT", "TOTAL"}
 
-// Phases splits the marks into detection (T0 → Detected), fencing wait (→ Fenced), restart
-// (→ Restarted), boot (→ Booted) and total (T0 → Booted). A phase runs from the latest
-// mark before it that was seen (T0 when none was), so a missed mark leaves one phase
-// unknown and the next one longer, never both unknown.
+// vmRunningName heads the column of FailoverMarks.VMRunningPhase, after the phases.
+const vmRunningName = "VM RUNNING"
+
+// Phases splits the marks into detection (T0 → Detected), fencing wait (→ Fenced), new pod
+// (→ PodCreated), scheduled (→ Scheduled), pod running (→ Restarted), boot (→ Booted) and
+// total (T0 → Booted). A phase runs from the latest mark before it that was seen (T0 when
+// none was), so a missed mark leaves one phase unknown and the next one longer, never both
+// unknown. VMRunning is in none of them (see VMRunningPhase).
 func (m FailoverMarks) Phases() [phaseCount]Phase {
 	var out [phaseCount]Phase
 	var from time.Duration
-	for i, end := range []time.Duration{m.Detected, m.Fenced, m.Restarted, m.Booted} {
+	for i, end := range []time.Duration{m.Detected, m.Fenced, m.PodCreated, m.Scheduled, m.Restarted, m.Booted} {
 		if end == 0 {
 			continue
 		}
@@ -68,6 +86,12 @@ func (m FailoverMarks) Phases() [phaseCount]Phase {
 		out[PhaseTotal] = Phase{D: m.Booted, OK: true}
 	}
 	return out
+}
+
+// VMRunningPhase is T0 → VMRunning: from the fault, not from the step before, as the VM's
+// phase may turn Running before or after the new guest's first heartbeat.
+func (m FailoverMarks) VMRunningPhase() Phase {
+	return Phase{D: m.VMRunning, OK: m.VMRunning != 0}
 }
 
 // FailoverRun is what one fault did to the benchmark VM.
@@ -130,12 +154,13 @@ const failoverAnchors = `Anchors (how long other platforms take):
 // the target's verdict.
 func FailoverTable(w io.Writer, r FailoverReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "FAULT\tRUN\tNODES\t%s\tOLD LAST CNT\tGUEST GAP\t2×QEMU SAMPLES\tCNT ORDER\tRESULT\n", strings.Join(phaseNames[:], "\t"))
+	fmt.Fprintf(tw, "FAULT\tRUN\tNODES\t%s\t%s\tOLD LAST CNT\tGUEST GAP\t2×QEMU SAMPLES\tCNT ORDER\tRESULT\n", strings.Join(phaseNames[:], "\t"), vmRunningName)
 	for _, run := range r.Runs {
 		row := []string{run.Fault, fmt.Sprint(run.Run), run.From + " → " + bench.OrDash(run.To)}
 		for _, p := range run.Marks.Phases() {
 			row = append(row, p.String())
 		}
+		row = append(row, run.Marks.VMRunningPhase().String())
 		old := Phase{D: run.OldLast, OK: run.OldLastOK}
 		order := "ok"
 		if len(run.Overlaps) > 0 {
@@ -159,7 +184,7 @@ func FailoverTable(w io.Writer, r FailoverReport) error {
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "FAULT\tRUNS\tMEDIAN %s\tMEDIAN GUEST GAP\tDOUBLE RUNS\tFAILED\n", strings.Join(phaseNames[:], "\tMEDIAN "))
+	fmt.Fprintf(tw, "FAULT\tRUNS\tMEDIAN %s\tMEDIAN %s\tMEDIAN GUEST GAP\tDOUBLE RUNS\tFAILED\n", strings.Join(phaseNames[:], "\tMEDIAN "), vmRunningName)
 	for _, fault := range faultsOf(r.Runs) {
 		var runs []FailoverRun
 		for _, run := range r.Runs {
@@ -171,6 +196,7 @@ func FailoverTable(w io.Writer, r FailoverReport) error {
 		for i := range phaseCount {
 			row = append(row, medianOf(runs, func(run FailoverRun) Phase { return run.Marks.Phases()[i] }))
 		}
+		row = append(row, medianOf(runs, func(run FailoverRun) Phase { return run.Marks.VMRunningPhase() }))
 		row = append(row, medianOf(runs, FailoverRun.GuestGap))
 		double, failed := 0, 0
 		for _, run := range runs {

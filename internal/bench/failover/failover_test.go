@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	deckhousev1 "github.com/ferryvm/ferry/api/deckhouse/v1"
 	"github.com/ferryvm/ferry/internal/bench/benchtest"
@@ -15,23 +19,35 @@ import (
 func millis(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 
 func TestPhases(t *testing.T) {
+	all := FailoverMarks{Detected: millis(1600), Fenced: millis(6800), PodCreated: millis(6900), Scheduled: millis(7000), Restarted: millis(7500),
+		Booted: millis(15200), VMRunning: millis(14800)}
 	for _, tc := range []struct {
 		name  string
 		marks FailoverMarks
-		want  string // detection fencing-wait restart boot total
+		want  string // detection fencing-wait new-pod scheduled pod-running boot total | VM running
 	}{
-		{"all seen", FailoverMarks{Detected: millis(1600), Fenced: millis(6800), Restarted: millis(7500), Booted: millis(15200)}, "1600 5200 700 7700 15200"},
+		{"all seen", all, "1600 5200 100 100 500 7700 15200 | 14800"},
 		// A missed detection leaves it unknown; the fencing wait then runs from T0.
-		{"no detection", FailoverMarks{Fenced: millis(6800), Restarted: millis(7500), Booted: millis(15200)}, "- 6800 700 7700 15200"},
-		{"not booted", FailoverMarks{Detected: millis(1600), Fenced: millis(6800), Restarted: millis(7500)}, "1600 5200 700 - -"},
-		{"nothing", FailoverMarks{}, "- - - - -"},
-		// A restart seen before the fencing shows as a negative phase, not hidden.
-		{"out of order", FailoverMarks{Detected: millis(1000), Fenced: millis(5000), Restarted: millis(4000), Booted: millis(9000)}, "1000 4000 -1000 5000 9000"},
+		{"no detection", FailoverMarks{Fenced: millis(6800), PodCreated: millis(6900), Scheduled: millis(7000), Restarted: millis(7500), Booted: millis(15200)},
+			"- 6800 100 100 500 7700 15200 | -"},
+		// A pod first seen already scheduled: scheduled unknown, pod running from the new pod.
+		{"no scheduled", FailoverMarks{Detected: millis(1600), Fenced: millis(6800), PodCreated: millis(6900), Restarted: millis(7500), Booted: millis(15200), VMRunning: millis(16000)},
+			"1600 5200 100 - 600 7700 15200 | 16000"},
+		// A pod first seen Running in one poll: all three marks at once.
+		{"one poll", FailoverMarks{Detected: millis(1600), Fenced: millis(6800), PodCreated: millis(7500), Scheduled: millis(7500), Restarted: millis(7500), Booted: millis(15200)},
+			"1600 5200 700 0 0 7700 15200 | -"},
+		{"not booted", FailoverMarks{Detected: millis(1600), Fenced: millis(6800), PodCreated: millis(6900), Scheduled: millis(7000), Restarted: millis(7500), VMRunning: millis(9000)},
+			"1600 5200 100 100 500 - - | 9000"},
+		{"nothing", FailoverMarks{}, "- - - - - - - | -"},
+		// A new pod seen before the fencing shows as a negative phase, not hidden.
+		{"out of order", FailoverMarks{Detected: millis(1000), Fenced: millis(5000), PodCreated: millis(4000), Scheduled: millis(4500), Restarted: millis(6000), Booted: millis(9000)},
+			"1000 4000 -1000 500 1500 3000 9000 | -"},
 	} {
 		var got []string
 		for _, p := range tc.marks.Phases() {
 			got = append(got, p.String())
 		}
+		got = append(got, "|", tc.marks.VMRunningPhase().String())
 		if strings.Join(got, " ") != tc.want {
 			t.Errorf("%s: phases %v, want %s", tc.name, got, tc.want)
 		}
@@ -44,11 +60,12 @@ func TestFailoverTable(t *testing.T) {
 		Timing:  deckhousev1.TimingFor(5 * time.Second),
 		Runs: []FailoverRun{
 			{Fault: "poweroff", Run: 1, From: "node-1", To: "node-2", OldLast: millis(-300), OldLastOK: true, Samples: 200,
-				Marks: FailoverMarks{Detected: millis(1600), Fenced: millis(6800), Restarted: millis(7500), Booted: millis(15200)}},
+				Marks: FailoverMarks{Detected: millis(1600), Fenced: millis(6800), PodCreated: millis(6900), Scheduled: millis(7000), Restarted: millis(7500), Booted: millis(15200), VMRunning: millis(14800)}},
 			{Fault: "poweroff", Run: 2, From: "node-2", To: "node-3", OldLast: millis(-100), OldLastOK: true, Samples: 210,
-				Marks: FailoverMarks{Detected: millis(2000), Fenced: millis(7200), Restarted: millis(8100), Booted: millis(16000)}},
+				Marks: FailoverMarks{Detected: millis(2000), Fenced: millis(7200), PodCreated: millis(7500), Scheduled: millis(7600), Restarted: millis(8100), Booted: millis(16000), VMRunning: millis(16400)}},
 			{Fault: "freeze", Run: 1, From: "node-3", To: "node-1", OldLast: millis(5100), OldLastOK: true, Samples: 190, Double: 2,
-				Marks: FailoverMarks{Detected: millis(1500), Fenced: millis(6500), Restarted: millis(7000), Booted: millis(14000)}},
+				// The VM's phase Running never seen; the pod first seen already scheduled.
+				Marks: FailoverMarks{Detected: millis(1500), Fenced: millis(6500), PodCreated: millis(6600), Restarted: millis(7000), Booted: millis(14000)}},
 			{Fault: "disconnect", Run: 1, From: "node-1", Failure: "no heartbeat of a new instance within 5m0s", Samples: 3000},
 		},
 	}
@@ -62,10 +79,21 @@ func TestFailoverTable(t *testing.T) {
 	if !ok {
 		t.Fatal("no blank line between the tables")
 	}
+	// The headers name each phase, then VM RUNNING, in their order (the cells split on
+	// runs of at least two spaces, as the headers have spaces).
+	for _, h := range []struct{ table, want string }{
+		{runs, "FAULT|RUN|NODES|DETECTION|FENCING WAIT|NEW POD|SCHEDULED|POD RUNNING|BOOT|TOTAL|VM RUNNING|OLD LAST CNT|GUEST GAP|2×QEMU SAMPLES|CNT ORDER|RESULT"},
+		{medians, "FAULT|RUNS|MEDIAN DETECTION|MEDIAN FENCING WAIT|MEDIAN NEW POD|MEDIAN SCHEDULED|MEDIAN POD RUNNING|MEDIAN BOOT|MEDIAN TOTAL|MEDIAN VM RUNNING|MEDIAN GUEST GAP|DOUBLE RUNS|FAILED"},
+	} {
+		header, _, _ := strings.Cut(strings.TrimLeft(h.table, "\n"), "\n")
+		if got := strings.Join(regexp.MustCompile(` {2,}`).Split(strings.TrimSpace(header), -1), "|"); got != h.want {
+			t.Errorf("header %q, want %q", got, h.want)
+		}
+	}
 	for prefix, line := range map[string]string{
-		"poweroff    1": "poweroff 1 node-1 → node-2 1600 5200 700 7700 15200 -300 15500 0/200 ok ok",
-		"freeze      1": "freeze 1 node-3 → node-1 1500 5000 500 7000 14000 5100 8900 2/190 ok DOUBLE RUN",
-		"disconnect  1": "disconnect 1 node-1 → - - - - - - - - 0/3000 - FAILED",
+		"poweroff    1": "poweroff 1 node-1 → node-2 1600 5200 100 100 500 7700 15200 14800 -300 15500 0/200 ok ok",
+		"freeze      1": "freeze 1 node-3 → node-1 1500 5000 100 - 400 7000 14000 - 5100 8900 2/190 ok DOUBLE RUN",
+		"disconnect  1": "disconnect 1 node-1 → - - - - - - - - - - - 0/3000 - FAILED",
 	} {
 		if got := strings.Join(benchtest.Fields(t, runs, prefix), " "); got != line {
 			t.Errorf("row %q = %q, want %q", prefix, got, line)
@@ -73,9 +101,9 @@ func TestFailoverTable(t *testing.T) {
 	}
 	// Medians of 2 runs: the mean of the middle two.
 	for prefix, line := range map[string]string{
-		"poweroff":   "poweroff 2 1800 5200 800 7800 15600 15800 0/2 0/2",
-		"freeze":     "freeze 1 1500 5000 500 7000 14000 8900 1/1 0/1",
-		"disconnect": "disconnect 1 - - - - - - 0/1 1/1",
+		"poweroff":   "poweroff 2 1800 5200 200 100 500 7800 15600 15600 15800 0/2 0/2",
+		"freeze":     "freeze 1 1500 5000 100 - 400 7000 14000 - 8900 1/1 0/1",
+		"disconnect": "disconnect 1 - - - - - - - - - 0/1 1/1",
 	} {
 		if got := strings.Join(benchtest.Fields(t, medians, prefix), " "); got != line {
 			t.Errorf("median row %q = %q, want %q", prefix, got, line)
@@ -90,6 +118,49 @@ func TestFailoverTable(t *testing.T) {
 		if !strings.Contains(out, s) {
 			t.Errorf("output lacks %q", s)
 		}
+	}
+}
+
+func TestNewLauncherPod(t *testing.T) {
+	pod := func(name string, phase corev1.PodPhase, deleting bool) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.PodStatus{Phase: phase}}
+		if deleting {
+			p.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name      string
+		pods      []corev1.Pod
+		following string
+		want      string // "" for none
+	}{
+		{"only the old", []corev1.Pod{pod("old", corev1.PodRunning, false)}, "", ""},
+		{"a new one", []corev1.Pod{pod("old", corev1.PodRunning, true), pod("new", corev1.PodPending, false)}, "", "new"},
+		{"keeps following", []corev1.Pod{pod("a", corev1.PodPending, false), pod("b", corev1.PodPending, false)}, "b", "b"},
+		{"followed one ended", []corev1.Pod{pod("a", corev1.PodFailed, false), pod("b", corev1.PodPending, false)}, "a", "b"},
+		{"followed one terminating", []corev1.Pod{pod("a", corev1.PodRunning, true)}, "a", ""},
+	} {
+		got := ""
+		if p := newLauncherPod(tc.pods, "old", tc.following); p != nil {
+			got = p.Name
+		}
+		if got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestRunSummary(t *testing.T) {
+	run := FailoverRun{Fault: "poweroff", Run: 1, From: "node-1", To: "node-2", OldLast: millis(-300), OldLastOK: true, Samples: 200,
+		Marks: FailoverMarks{Detected: millis(1600), Fenced: millis(6800), PodCreated: millis(6900), Scheduled: millis(7000), Restarted: millis(7500), Booted: millis(15200)}}
+	want := "node-1 → node-2: detection 1.6s, fencing wait 5.2s, new pod 0.1s, scheduled 0.1s, pod running 0.5s, boot 7.7s, total 15.2s; VM Running at -; guest gap 15.5s; >1 QEMU in 0 of 200 samples"
+	if got := runSummary(run); got != want {
+		t.Errorf("runSummary:\n got %s\nwant %s", got, want)
+	}
+	run.Marks.VMRunning = millis(14800)
+	if got := runSummary(run); !strings.Contains(got, "; VM Running at 14.8s;") {
+		t.Errorf("runSummary with VMRunning: %s", got)
 	}
 }
 

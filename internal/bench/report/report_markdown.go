@@ -234,9 +234,11 @@ func failoverSection(b *strings.Builder, r Report) {
 	b.WriteString("## Failover\n\n")
 	fmt.Fprintf(b, "`ferry-bench failover` fails the node of a VM (%s, 1 core, runPolicy AlwaysOn) on `ferry up --nodes 3` "+
 		"and times, from the fault (T0): detection (the VM's NodeReachable=False, FencingPending), fencing wait (the Node "+
-		"deleted), restart (a new launcher pod Running), boot (the new guest's first heartbeat); each from the step before; "+
-		"total is T0 to that heartbeat. Guest gap: the old guest's last heartbeat to the new one's first. A double run is "+
-		"two instances of the VM seen at once.\n\n", p.Memory)
+		"deleted), new pod (a new launcher pod seen), scheduled (that pod given a node), pod running (that pod Running), "+
+		"boot (the new guest's first heartbeat); each from the step before, as polled every 100 ms; total is T0 to that "+
+		"heartbeat. VM Running is T0 to the VM's phase Running on the new node, which may come before or after the "+
+		"heartbeat. Guest gap: the old guest's last heartbeat to the new one's first. A double run is two instances of "+
+		"the VM seen at once.\n\n", p.Memory)
 	if res := p.Result; res != nil {
 		fmt.Fprintf(b, "Fencing profile %s: %s.\n\n", bench.OrDash(res.Profile), res.Timing)
 		var rows [][]string
@@ -245,6 +247,7 @@ func failoverSection(b *strings.Builder, r Report) {
 			for _, ph := range run.Marks.Phases() {
 				row = append(row, ph.String())
 			}
+			row = append(row, run.Marks.VMRunningPhase().String())
 			result := "ok"
 			switch {
 			case run.Failure != "":
@@ -254,8 +257,8 @@ func failoverSection(b *strings.Builder, r Report) {
 			}
 			rows = append(rows, append(row, run.GuestGap().String(), fmt.Sprintf("%d/%d", run.Double, run.Samples), result))
 		}
-		mdTable(b, []string{"Fault", "Run", "Nodes", "Detection", "Fencing wait", "Restart", "Boot", "Total", "Guest gap",
-			"Samples with 2 QEMUs", "Result"}, rows)
+		mdTable(b, []string{"Fault", "Run", "Nodes", "Detection", "Fencing wait", "New pod", "Scheduled", "Pod running", "Boot", "Total",
+			"VM Running", "Guest gap", "Samples with 2 QEMUs", "Result"}, rows)
 		if len(res.Runs) > 0 {
 			fmt.Fprintf(b, "%s\n\n", failover.TargetVerdict(*res))
 		}

@@ -166,7 +166,9 @@ func migrationPlot(parts []MigrationPart, f func(bench.Sample) time.Duration, un
 	return linePlot(lines, "guest memory (MiB)", unitName, func(x float64) string { return fmt.Sprintf("%.0f", x) })
 }
 
-// failoverPlot stacks the phases of each run that got to the new guest's heartbeat.
+// failoverPlot stacks the phases of each run that got to the new guest's heartbeat, each
+// one of them (new pod, scheduled and pod running too, however short). The VM's phase
+// Running is no step of the stack (it may come before or after the heartbeat): not drawn.
 func failoverPlot(rep *failover.FailoverReport) *plot.Plot {
 	if rep == nil {
 		return nil
@@ -215,7 +217,7 @@ func failoverPlot(rep *failover.FailoverReport) *plot.Plot {
 	return p
 }
 
-var phaseLabels = [failover.PhaseBoot + 1]string{"detection", "fencing wait", "restart", "boot"}
+var phaseLabels = [failover.PhaseBoot + 1]string{"detection", "fencing wait", "new pod", "scheduled", "pod running", "boot"}
 
 // scaleReconcilePlot is the VM controller's reconcile p50 and p99 while the VMs start and
 // while nodes are evacuated, against the number of VMs; on a log scale, as the buckets are.

@@ -66,7 +66,8 @@ func testReport() Report {
 		Failover: FailoverPart{Memory: "128Mi", Part: Part{Command: "bin/ferry-bench failover --profile Fast --faults poweroff,freeze --runs 1"},
 			Result: &failover.FailoverReport{Profile: "Fast", Timing: deckhousev1.Timing{Timeout: 5 * time.Second, LeaseInterval: time.Second, Margin: 2 * time.Second},
 				Runs: []failover.FailoverRun{
-					run("poweroff", 1, failover.FailoverMarks{Detected: 3 * time.Second, Fenced: 8 * time.Second, Restarted: 10 * time.Second, Booted: 30 * time.Second}),
+					run("poweroff", 1, failover.FailoverMarks{Detected: 3 * time.Second, Fenced: 8 * time.Second, PodCreated: 8500 * time.Millisecond,
+						Scheduled: 8700 * time.Millisecond, Restarted: 10 * time.Second, Booted: 30 * time.Second, VMRunning: 29 * time.Second}),
 					{Fault: "freeze", Run: 1, From: "node-2", Failure: "no heartbeat of a new instance within 5m0s"},
 				}}},
 		FalseFencing: FalseFencingPart{Part: Part{Command: "bin/ferry-bench false-fencing --profiles Fast --duration 1m0s", Skipped: "--skip false-fencing"}},
@@ -142,8 +143,9 @@ func TestRenderMarkdown(t *testing.T) {
 		// Drain: 41000 against 2 × 10000.
 		{[]string{"2", "3", "ferry-eviction", "41000", "10000", "11000", "20000", "2.05x"}, []string{"0/2", "0/2", "1/2"}},
 		{[]string{"drain-bench-2", "node-1", "node-3"}, []string{"10.66.10.3", "10.66.10.3", "30000", "POST-DRAIN FAILURE: the guest rebooted"}},
-		{[]string{"poweroff", "1", "node-1 → node-2"}, []string{"3000", "5000", "2000", "20000", "30000", "31000", "0/300", "ok"}},
-		{[]string{"freeze", "1", "node-2 → -"}, []string{"-", "-", "-", "-", "-", "-", "0/0", "FAILED: no heartbeat of a new instance within 5m0s"}},
+		{[]string{"Fault", "Run", "Nodes"}, []string{"Detection", "Fencing wait", "New pod", "Scheduled", "Pod running", "Boot", "Total", "VM Running", "Guest gap", "Samples with 2 QEMUs", "Result"}},
+		{[]string{"poweroff", "1", "node-1 → node-2"}, []string{"3000", "5000", "500", "200", "1300", "20000", "30000", "29000", "31000", "0/300", "ok"}},
+		{[]string{"freeze", "1", "node-2 → -"}, []string{"-", "-", "-", "-", "-", "-", "-", "-", "-", "0/0", "FAILED: no heartbeat of a new instance within 5m0s"}},
 		{[]string{"10 × 10", "evacuate", "3", "3", "12.0"}, []string{"5.0", "6.0", "6.0", "50", "300", "42", "≤ 10ms", "≤ 1s", "300"}},
 		{[]string{"25 × 10", "start"}, []string{"not reached"}},
 	} {
