@@ -23,6 +23,7 @@ import (
 	"github.com/ferryvm/ferry/internal/agent/kubelet"
 	"github.com/ferryvm/ferry/internal/controller/fencing"
 	"github.com/ferryvm/ferry/internal/launcher"
+	"github.com/ferryvm/ferry/internal/logtime"
 	"github.com/ferryvm/ferry/internal/simnode"
 )
 
@@ -44,7 +45,7 @@ func simNodesCommand() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := zap.New(zap.UseDevMode(false))
+			log := zap.New(zap.UseDevMode(false), func(o *zap.Options) { o.TimeEncoder = logtime.Encoder })
 			ctrl.SetLogger(log)
 			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 			if err != nil {

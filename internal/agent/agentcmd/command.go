@@ -17,6 +17,7 @@ import (
 	"github.com/ferryvm/ferry/internal/agent"
 	"github.com/ferryvm/ferry/internal/agent/kubelet"
 	"github.com/ferryvm/ferry/internal/ipam"
+	"github.com/ferryvm/ferry/internal/logtime"
 )
 
 // New is the agent command named use.
@@ -28,7 +29,7 @@ func New(use string) *cobra.Command {
 		Short: "Run a node's agent (a DaemonSet on a real cluster; a process per node under ferry up)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Log = zap.New().WithValues("node", o.NodeName)
+			o.Log = zap.New(func(o *zap.Options) { o.TimeEncoder = logtime.Encoder }).WithValues("node", o.NodeName)
 			ctrl.SetLogger(o.Log)
 			if o.NodeName == "" || o.NodeIP == "" {
 				return fmt.Errorf("--node-name and --node-ip are required")

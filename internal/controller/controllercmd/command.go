@@ -16,6 +16,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/ferryvm/ferry/internal/logtime"
+
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
 	"github.com/ferryvm/ferry/internal/controller"
 	"github.com/ferryvm/ferry/internal/controller/fencing"
@@ -54,7 +56,7 @@ func New(use string) *cobra.Command {
 			if err := storage.CheckSourceDirs(o.ImageSourceDirs); err != nil {
 				return err
 			}
-			ctrl.SetLogger(zap.New())
+			ctrl.SetLogger(zap.New(func(o *zap.Options) { o.TimeEncoder = logtime.Encoder }))
 			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 			if err != nil {
 				return err

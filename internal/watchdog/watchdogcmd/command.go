@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ferryvm/ferry/internal/logtime"
 	"github.com/ferryvm/ferry/internal/watchdog"
 )
 
@@ -57,10 +58,10 @@ func New(use string) *cobra.Command {
 }
 
 // newLogger logs as controller-runtime's zap.New() does by default (JSON lines on stderr,
-// RFC 3339 times, info and up), without linking controller-runtime.
+// RFC 3339 times to the millisecond, info and up), without linking controller-runtime.
 func newLogger() logr.Logger {
 	ec := zap.NewProductionEncoderConfig()
-	ec.EncodeTime = zapcore.RFC3339TimeEncoder
+	ec.EncodeTime = logtime.Encoder
 	sink := zapcore.Lock(os.Stderr)
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(ec), sink, zap.InfoLevel)
 	return zapr.NewLogger(zap.New(core, zap.ErrorOutput(sink), zap.AddStacktrace(zap.ErrorLevel)))
