@@ -139,6 +139,9 @@ func evictionWebhook(port int, caPEM []byte) *admissionregistrationv1.Validating
 	}
 }
 
+// vmSpecChanged matches the creates of VMs and the updates that change their spec.
+var vmSpecChanged = admissionregistrationv1.MatchCondition{Name: "spec-changed", Expression: "request.operation != 'UPDATE' || object.spec != oldObject.spec"}
+
 // vmWebhook points the apiserver's VirtualMachine creates and updates at the controller.
 // It fails closed: no VM is stored unchecked.
 func vmWebhook(port int, caPEM []byte) *admissionregistrationv1.ValidatingWebhookConfiguration {
@@ -153,8 +156,13 @@ func vmWebhook(port int, caPEM []byte) *admissionregistrationv1.ValidatingWebhoo
 			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caPEM},
 			Rules:        []admissionregistrationv1.RuleWithOperations{{Operations: ops, Rule: admissionregistrationv1.Rule{APIGroups: []string{"virtualization.deckhouse.io"}, APIVersions: []string{"v1alpha2"}, Resources: []string{"virtualmachines"}, Scope: ptr.To(admissionregistrationv1.NamespacedScope)}}},
 			// A VM being deleted is not checked: removing its finalizer must not wait for
-			// the controller.
-			MatchConditions:         []admissionregistrationv1.MatchCondition{{Name: "not-being-deleted", Expression: "!has(object.metadata.deletionTimestamp)"}},
+			// the controller. Nor is an update that leaves the spec as it was (the
+			// controller's annotations and finalizer): the webhook checks only the spec, and
+			// the fencing token a restart after a failover writes would wait on its round trip.
+			MatchConditions: []admissionregistrationv1.MatchCondition{
+				{Name: "not-being-deleted", Expression: "!has(object.metadata.deletionTimestamp)"},
+				{Name: vmSpecChanged.Name, Expression: vmSpecChanged.Expression},
+			},
 			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
 			AdmissionReviewVersions: []string{"v1"},
