@@ -90,6 +90,11 @@ type scope struct {
 	class        classView
 	passthrough  passthroughView // spec.usbDevices and spec.gpus (devices.go)
 	requeue      time.Duration
+	// handover: the VM's pod ended as migrated and its target is not promoted yet (the
+	// migration controller does it on the same end). The status is left as it is
+	// meanwhile: derived now it would show the VM without a pod (no resources, disks
+	// detached, not Migratable) for the moment until the promotion, and cost two writes.
+	handover bool
 
 	// ipNotAssigned: the guest does not show the address it holds (the condition only).
 	ipNotAssigned bool
@@ -156,6 +161,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	s := &scope{vm: vm}
 	orig := vm.DeepCopy()
 	defer func() {
+		if s.handover && err == nil {
+			// The target's promotion, a pod change, reconciles the VM again.
+			return
+		}
 		// Also when a phase stopped early: the status must not show a VM that should run
 		// as Stopped.
 		s.wantRun = shouldRun(vm.Spec.RunPolicy, vm.Annotations[v1alpha2.AnnotationPowerState])

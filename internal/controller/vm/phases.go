@@ -80,6 +80,7 @@ func (r *Reconciler) handleEndedPods(ctx context.Context, s *scope) error {
 			if watched, err := r.migrationReads(ctx, vm, p.Name); err != nil {
 				return err
 			} else if watched {
+				s.handover = s.active == nil && len(s.targets) > 0
 				continue
 			}
 			if err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
