@@ -64,10 +64,16 @@ func (r *Reconciler) deriveRunningStatus(s *scope) {
 }
 
 // deriveMigrating: True (InProgress) while a migration transfers the VM, False (Pending)
-// while an Evict or Migrate operation waits to start one, absent otherwise.
+// while an Evict or Migrate operation waits to start one, absent otherwise. An operation
+// whose migration the VM's status shows ended (it only waits for the VM's status to name
+// the new node before it completes) waits for nothing: it would show as Pending for one
+// write, between the VM's Running on its new node and the operation's end.
 func deriveMigrating(st *v1alpha2.VirtualMachineStatus, op *v1alpha2.VirtualMachineOperation, gen int64) {
 	ms := st.MigrationState
 	open := ms != nil && ms.StartTimestamp != nil && ms.EndTimestamp == nil
+	if op != nil && ms != nil && ms.EndTimestamp != nil && op.Status.Migration != nil && op.Status.Migration.TargetPod != "" && ms.Target.Pod == op.Status.Migration.TargetPod {
+		op = nil
+	}
 	switch {
 	case open:
 		msg := "the VM is being migrated from node " + ms.Source.Node
