@@ -125,8 +125,10 @@ func upCommand(stateDir *string) *cobra.Command {
 	f.StringSliceVar(&o.ImageSourceDirs, "image-source-dirs", nil, "directories the controller reads file:// images from (its --image-source-dirs; empty: none). Default: the state directory's guest, $FERRY_GUEST_CACHE or /var/cache/ferry/guests (make debian-guest), and ~/.cache/ferry/guest (the benchmarks')")
 	// The control plane's heap (the apiserver's OpenAPI specs and caches, etcd, the
 	// scheduler and controller-manager) is most of ferry up's memory, and Go lets a heap
-	// grow to twice what is live before it collects. With 50: 66 MiB less at idle (3 nodes,
-	// the sample VM) for 0.7% of a core more (measured on a 2-core machine).
+	// grow to twice what is live before it collects. With 50 (measured on a 2-core machine):
+	// 3 idle nodes with the sample VM take 65-90 MiB less, for 0.7-1.3% of a core more;
+	// under load the collector costs more (250 VMs starting on 25 simulated nodes took
+	// 38 s instead of 32 s), so a cluster for scale tests may want 100.
 	f.IntVar(&gcPercent, "gc-percent", 50, "Go's GC target (GOGC) for ferry up's own process, which runs the control plane: how far its heap grows past what is live before a collection (Go's default is 100: more memory, a little less CPU; $GOGC applies when this flag is not given)")
 	f.StringVar(&o.Kubelet, "kubelet", up.KubeletStandIn, "what runs each node's pods: stand-in (Ferry's own, as processes: fast) or real (a kubelet with containerd and kube-proxy in the node's namespaces, Ferry installed from deploy/base; root, make node-bins)")
 	return cmd
