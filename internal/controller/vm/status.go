@@ -74,12 +74,8 @@ func (r *Reconciler) deriveStatus(s *scope) {
 			// removed keeps saying why the VM stopped: said over, the reason was lost for
 			// good once the pod was gone (a Manual VM of a fenced node showed Stopped, not
 			// NodeFenced).
-			if c := meta.FindStatusCondition(st.Conditions, v1alpha2.VMConditionRunning); allEnded(s.terminating) && c != nil &&
-				c.Status == metav1.ConditionFalse && endReason(c.Reason) {
-				reason, msg = c.Reason, c.Message
-			}
-			if s.lastEnd != "" && allEnded(s.terminating) {
-				reason, msg = s.lastEnd, s.lastEndCause
+			if why, whyMsg, ok := stoppedWhy(s); ok && allEnded(s.terminating) {
+				reason, msg = why, whyMsg
 			}
 			set(v1alpha2.VMConditionRunning, false, reason, msg)
 		case s.wantRun:
@@ -105,12 +101,8 @@ func (r *Reconciler) deriveStatus(s *scope) {
 		default:
 			st.Phase = v1alpha2.MachineStopped
 			reason, msg := v1alpha2.ReasonVMStopped, stoppedMessage(vm)
-			if s.lastEnd != "" {
-				reason, msg = s.lastEnd, s.lastEndCause
-			} else if c := meta.FindStatusCondition(st.Conditions, v1alpha2.VMConditionRunning); c != nil &&
-				c.Status == metav1.ConditionFalse && endReason(c.Reason) {
-				// The pod that told why the VM stopped is gone; keep saying why.
-				reason, msg = c.Reason, c.Message
+			if why, whyMsg, ok := stoppedWhy(s); ok {
+				reason, msg = why, whyMsg
 			}
 			set(v1alpha2.VMConditionRunning, false, reason, msg)
 		}
@@ -161,6 +153,19 @@ func stoppedMessage(vm *v1alpha2.VirtualMachine) string {
 		return "runPolicy Manual: start the VM with a Start VirtualMachineOperation (ferry v start)"
 	}
 	return "the VM was stopped; start it with a Start VirtualMachineOperation (ferry v start)"
+}
+
+// stoppedWhy is why the VM last stopped: how the pod this reconcile found ended, else
+// what the status kept from an ended pod that is gone since (the pod told why; the status
+// must keep saying it). ok is false when neither says.
+func stoppedWhy(s *scope) (reason, msg string, ok bool) {
+	if s.lastEnd != "" {
+		return s.lastEnd, s.lastEndCause, true
+	}
+	if c := meta.FindStatusCondition(s.vm.Status.Conditions, v1alpha2.VMConditionRunning); c != nil && c.Status == metav1.ConditionFalse && endReason(c.Reason) {
+		return c.Reason, c.Message, true
+	}
+	return "", "", false
 }
 
 // endReason tells whether a Running condition's reason says how the VM's last pod ended.
