@@ -30,7 +30,9 @@
 //	condition EvictionRequired             set by the eviction webhook (evacuation/        retried on a fresh read;
 //	                                       webhook.go), removed by the evacuation          requeue (error back-off)
 //	                                       controller
-//	condition NodeReachable                fencing controller (fencing/controller.go)      marked again within 1 s
+//	condition NodeReachable                fencing controller (fencing/vms.go); the VM     marked again within 1 s
+//	                                       controller removes it with the VM's last
+//	                                       live pod (vm/status.go)
 //
 // Other kinds:
 //

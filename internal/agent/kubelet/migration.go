@@ -84,7 +84,9 @@ func (k *Kubelet) syncMigration(ctx context.Context, pod *corev1.Pod, p *process
 	var current v1alpha2.MigrationRequest
 	_ = json.Unmarshal([]byte(started), &current)
 	// Only the migration asked for now is reported: the launcher keeps an earlier one's end.
-	if g.Migration != nil && g.Migration.URI == current.URI && current.URI != "" {
+	// QEMU's "setup" (before the first byte goes) is not: it says no more than the request
+	// does, and lasts a few milliseconds; "active" follows with the first figures.
+	if g.Migration != nil && g.Migration.URI == current.URI && current.URI != "" && g.Migration.Status != "setup" {
 		if b, _ := json.Marshal(g.Migration); pod.Annotations[v1alpha2.AnnotationMigrationStatus] != string(b) {
 			if wait := p.progressWait(pod.Annotations[v1alpha2.AnnotationMigrationStatus], g.Migration, time.Now()); wait > 0 {
 				k.queue.AddAfter(p.uid, wait)

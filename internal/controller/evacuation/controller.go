@@ -339,7 +339,7 @@ func (r *Reconciler) clear(ctx context.Context, vm *v1alpha2.VirtualMachine, why
 func (r *Reconciler) setMigratable(ctx context.Context, vm *v1alpha2.VirtualMachine, s State) error {
 	orig := vm.DeepCopy()
 	ok, reason, msg := s.migratable()
-	if reason == ReasonNotRunning && s.Pod == nil {
+	if reason == ReasonNotRunning && s.Pod == nil && NotMeantToRun(vm) {
 		meta.RemoveStatusCondition(&vm.Status.Conditions, v1alpha2.VMConditionMigratable)
 	} else {
 		status := metav1.ConditionFalse

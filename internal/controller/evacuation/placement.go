@@ -48,15 +48,19 @@ func Assess(vm *v1alpha2.VirtualMachine, pod *corev1.Pod, nodes []corev1.Node, p
 		a.Source = pod.Spec.NodeName
 	}
 	switch {
-	case pod == nil || a.Source == "" || vm.Status.Phase == v1alpha2.MachineStopped || vm.Status.Phase == v1alpha2.MachineStopping ||
-		vm.Status.Phase == v1alpha2.MachinePending || vm.Status.Phase == v1alpha2.MachineTerminating || vm.Status.Phase == "":
+	case NotMeantToRun(vm):
 		a.Reason, a.Message = ReasonNotRunning, fmt.Sprintf("the VM is %s, not running on a node", orNone(string(vm.Status.Phase)))
 		return a
-	case vm.Status.Phase == v1alpha2.MachineDegraded:
+	case pod != nil && a.Source != "" && vm.Status.Phase == v1alpha2.MachineDegraded:
 		a.Reason, a.Message = ReasonGuestFault, "the guest is Degraded (it panicked, or QEMU paused it on a disk I/O error): a live migration would carry a dead guest; restart or stop the VM"
 		return a
-	case vm.Status.Phase == v1alpha2.MachineStarting || !launcherpod.GuestRunning(pod) && vm.Status.Phase != v1alpha2.MachineMigrating:
-		a.Reason, a.Message = ReasonNotRunning, "the guest is still starting: it can move once it runs"
+	case pod == nil || a.Source == "" || vm.Status.Phase == v1alpha2.MachinePending || vm.Status.Phase == v1alpha2.MachineStarting ||
+		!launcherpod.GuestRunning(pod) && vm.Status.Phase != v1alpha2.MachineMigrating:
+		// One message from the VM's pod ending until its guest runs again, whichever of
+		// those steps the VM is at: a restart after a node failure changed the condition
+		// three times (removed with the pod, "starting", then True), a write each, at the
+		// moment every VM of the node restarts.
+		a.Reason, a.Message = ReasonNotRunning, "the guest is starting: it can move once it runs"
 		return a
 	}
 	need := podMemory(pod)
@@ -100,6 +104,16 @@ func Assess(vm *v1alpha2.VirtualMachine, pod *corev1.Pod, nodes []corev1.Node, p
 	// 3,000 VMs that was a status write storm during a drain). Targets has it.
 	a.Message = "another node fits the VM"
 	return a
+}
+
+// NotMeantToRun tells whether the VM is stopped or on its way to be (its Migratable
+// condition goes once it has no pod), as against one that is starting or restarting.
+func NotMeantToRun(vm *v1alpha2.VirtualMachine) bool {
+	switch vm.Status.Phase {
+	case v1alpha2.MachineStopped, v1alpha2.MachineStopping, v1alpha2.MachineTerminating, "":
+		return true
+	}
+	return false
 }
 
 func unfit(n *corev1.Node, vm *v1alpha2.VirtualMachine, affinity nodeaffinity.RequiredNodeAffinity, need resource.Quantity, used *resource.Quantity) string {

@@ -115,3 +115,38 @@ func TestBackoffDoublesUpToMax(t *testing.T) {
 		}
 	}
 }
+
+// A VM restarting after its node failed reads the same from its pod's end until its guest
+// runs again, so its Migratable condition is written once on the way, not at each step.
+func TestRestartReadsTheSameUntilRunning(t *testing.T) {
+	nodes := []corev1.Node{node("n1"), node("n2")}
+	starting := launcher("virt-launcher-vm-fghij", "n2", "512Mi")
+	starting.Status.Conditions = nil
+	steps := []struct {
+		name  string
+		phase v1alpha2.MachinePhase
+		pod   *corev1.Pod
+	}{
+		{"pod ended, status not yet changed", v1alpha2.MachineRunning, nil},
+		{"restart pending", v1alpha2.MachinePending, nil},
+		{"new pod placed", v1alpha2.MachinePending, &starting},
+		{"guest starting", v1alpha2.MachineStarting, &starting},
+	}
+	var first Assessment
+	for i, st := range steps {
+		vm := runningVM(func(vm *v1alpha2.VirtualMachine) { vm.Status.Phase = st.phase })
+		a := Assess(vm, st.pod, nodes, nil)
+		if a.Migratable || a.Reason != ReasonNotRunning || NotMeantToRun(vm) {
+			t.Fatalf("%s: migratable %v, reason %s, not meant to run %v", st.name, a.Migratable, a.Reason, NotMeantToRun(vm))
+		}
+		if i == 0 {
+			first = a
+		} else if a.Message != first.Message {
+			t.Errorf("%s: message %q, before %q", st.name, a.Message, first.Message)
+		}
+	}
+	stopped := runningVM(func(vm *v1alpha2.VirtualMachine) { vm.Status.Phase = v1alpha2.MachineStopped })
+	if !NotMeantToRun(stopped) {
+		t.Error("a Stopped VM is meant to run")
+	}
+}

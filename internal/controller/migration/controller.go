@@ -232,7 +232,19 @@ func redo(err error) (ctrl.Result, error) {
 	return ctrl.Result{}, err
 }
 
-// record writes the step to the operation's status, with an event when the reason changes.
+// routine are the reasons every migration steps through: the VM's MigrationStarted and
+// Migrated events and the operation's first and last say as much. An event each was four
+// of a migration's ~55 API writes.
+var routine = map[string]bool{
+	v1alpha2.ReasonTargetScheduling: true,
+	v1alpha2.ReasonTargetPreparing:  true,
+	v1alpha2.ReasonSyncing:          true,
+	v1alpha2.ReasonSourceSuspended:  true,
+	v1alpha2.ReasonTargetResumed:    true,
+}
+
+// record writes the step to the operation's status, with an event when the operation
+// starts or ends, or its reason changes to one that is not routine.
 func (r *Reconciler) record(ctx context.Context, op, orig *v1alpha2.VirtualMachineOperation, s step) (ctrl.Result, error) {
 	status := metav1.ConditionFalse
 	if s.opPhase == v1alpha2.OpCompleted {
@@ -240,6 +252,9 @@ func (r *Reconciler) record(ctx context.Context, op, orig *v1alpha2.VirtualMachi
 	}
 	prev := meta.FindStatusCondition(op.Status.Conditions, v1alpha2.OpConditionCompleted)
 	changed := prev == nil || prev.Reason != s.reason || op.Status.Phase != s.opPhase
+	// An event when the operation starts, ends, or waits on something unusual; not for
+	// each routine step between (they are in the status while they last, and in the log).
+	newsworthy := changed && (prev == nil || op.Status.Phase != s.opPhase || !routine[s.reason])
 	op.Status.Phase = s.opPhase
 	op.Status.Progress = progressAfter(s, op.Status.Progress)
 	op.Status.ObservedGeneration = op.Generation
@@ -257,12 +272,14 @@ func (r *Reconciler) record(ctx context.Context, op, orig *v1alpha2.VirtualMachi
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if changed {
+	if newsworthy {
 		kind := corev1.EventTypeNormal
 		if s.opPhase == v1alpha2.OpFailed {
 			kind = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(op, kind, s.reason, "%s", s.message)
+	}
+	if changed {
 		ctrl.LoggerFrom(ctx).Info("Migration stepped", "phase", op.Status.Migration.Phase, "reason", s.reason, "message", s.message)
 	}
 	if op.Finished() {

@@ -196,7 +196,7 @@ func (r *Reconciler) scheduling(ctx context.Context, op *v1alpha2.VirtualMachine
 	if target.Spec.NodeName != "" {
 		ms.TargetNode = target.Spec.NodeName
 		ms.Phase = v1alpha2.MigrationPreparing
-		return wait(v1alpha2.ReasonTargetPreparing, fmt.Sprintf("target pod %s starting on node %s", target.Name, target.Spec.NodeName), time.Second), nil
+		return wait(v1alpha2.ReasonTargetPreparing, preparingText(target), time.Second), nil
 	}
 	why, reason := "waiting for the scheduler", v1alpha2.ReasonTargetScheduling
 	for _, c := range target.Status.Conditions {
@@ -229,7 +229,7 @@ func (r *Reconciler) preparing(ctx context.Context, op *v1alpha2.VirtualMachineO
 		if r.Now().Sub(ms.StartTime.Time) > r.Config.SchedulingTimeout+r.Config.ProgressTimeout {
 			return fail(v1alpha2.ReasonTargetFailed, "target pod %s did not get ready to receive", target.Name), nil
 		}
-		return wait(v1alpha2.ReasonTargetPreparing, fmt.Sprintf("waiting for target pod %s on node %s to listen", target.Name, target.Spec.NodeName), time.Second), nil
+		return wait(v1alpha2.ReasonTargetPreparing, preparingText(target), time.Second), nil
 	}
 	if why, err := r.takeInbound(ctx, op, target.Spec.NodeName); err != nil {
 		return step{}, err
@@ -269,7 +269,13 @@ func (r *Reconciler) preparing(ctx context.Context, op *v1alpha2.VirtualMachineO
 	if err := r.patchVMState(ctx, vm, func(st *v1alpha2.MigrationState) { st.Target.Node = target.Spec.NodeName }); err != nil {
 		return step{}, err
 	}
-	return wait(v1alpha2.ReasonSyncing, fmt.Sprintf("transfer to node %s starting", target.Spec.NodeName), time.Second), nil
+	return wait(v1alpha2.ReasonSyncing, sentText(v1alpha2.MigrationProgress{}, target.Spec.NodeName), time.Second), nil
+}
+
+// preparingText is the message while the target pod starts: one text from its placement
+// until its QEMU listens, as each change of it is a write of the operation's status.
+func preparingText(target *corev1.Pod) string {
+	return fmt.Sprintf("target pod %s starting on node %s; the transfer begins once its QEMU listens", target.Name, target.Spec.NodeName)
 }
 
 // completionTimeout scales with the guest's memory, at least one GiB's worth.
@@ -337,7 +343,7 @@ func (r *Reconciler) transferring(ctx context.Context, op *v1alpha2.VirtualMachi
 		// QEMU's last stage: the guest is paused while its devices' state goes across.
 		return wait(v1alpha2.ReasonSourceSuspended, fmt.Sprintf("the source paused the guest to hand it to node %s", ms.TargetNode), time.Second), nil
 	}
-	s := wait(v1alpha2.ReasonSyncing, sentText(prog), 2*time.Second)
+	s := wait(v1alpha2.ReasonSyncing, sentText(prog, ms.TargetNode), 2*time.Second)
 	if notConverging(ms, prog, r.Now()) {
 		s.reason = v1alpha2.ReasonNotConverging
 		s.message = "Migration is not converging: data remaining is not decreasing at maximum throttle; " + s.message

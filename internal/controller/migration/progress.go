@@ -133,10 +133,11 @@ func notConverging(ms *v1alpha2.OperationMigrationStatus, p v1alpha2.MigrationPr
 	return atMax && now.Sub(ms.MinRemainingTime.Time) >= notConvergingWindow
 }
 
-// sentText says how much of the guest's memory the source has sent, for the message.
-func sentText(p v1alpha2.MigrationProgress) string {
+// sentText says how much of the guest's memory the source has sent to node, for the
+// message.
+func sentText(p v1alpha2.MigrationProgress, node string) string {
 	if p.TotalBytes <= 0 {
-		return "transfer starting"
+		return fmt.Sprintf("transfer to node %s starting", node)
 	}
 	done := p.TotalBytes - p.RemainingBytes
 	msg := fmt.Sprintf("%d of %d MiB sent, %d MiB remaining (%d MiB transferred in %.1fs", done>>20, p.TotalBytes>>20, p.RemainingBytes>>20, p.TransferredBytes>>20, float64(p.TotalTimeMs)/1000)

@@ -254,7 +254,7 @@ func (r *Reconciler) syncHotplug(ctx context.Context, s *scope) error {
 	}
 	if p := s.active; p != nil && p.DeletionTimestamp.IsZero() && !launcherpod.Ended(p) && len(s.targets) == 0 && !migrationOpen(vm) && knowsHotplug(p) {
 		want := assignSlots(s.hotplug, p)
-		if cur, ok := launcherpod.HotplugWanted(p); !ok || !slices.Equal(cur, want) {
+		if cur := hotplugAsked(p); !slices.Equal(cur, want) {
 			if err := r.askHotplug(ctx, p, want); err != nil {
 				return err
 			}
@@ -273,6 +273,22 @@ func knowsHotplug(p *corev1.Pod) bool {
 	_, asked := p.Annotations[v1alpha2.AnnotationHotplug]
 	_, reported := p.Annotations[v1alpha2.AnnotationHotplugStatus]
 	return asked || reported || len(p.Spec.Containers) == 0 || len(launcherpod.HotplugDisksOf(p.Spec.Containers[0].Args)) == 0
+}
+
+// hotplugAsked is the set of disks the pod's VM was asked to have: the annotation, or, on a
+// pod the migration controller made (a promoted target, which has none), the disks its
+// launcher started with. Asking that pod again for what it has was a write in every
+// migration.
+func hotplugAsked(p *corev1.Pod) []v1alpha2.HotplugDevice {
+	if cur, ok := launcherpod.HotplugWanted(p); ok {
+		return cur
+	}
+	var started []v1alpha2.HotplugDevice
+	if len(p.Spec.Containers) > 0 {
+		started = slices.Clone(launcherpod.HotplugDisksOf(p.Spec.Containers[0].Args))
+	}
+	slices.SortFunc(started, func(a, b v1alpha2.HotplugDevice) int { return a.Slot - b.Slot })
+	return started
 }
 
 // askHotplug writes the disks the pod's VM is to have in its annotation.

@@ -66,6 +66,10 @@ func (r *Reconciler) deriveStatus(s *scope) {
 	case p == nil:
 		st.NodeName = ""
 		meta.RemoveStatusCondition(&st.Conditions, v1alpha2.VMConditionPodScheduled)
+		// NodeReachable is about the node of the VM's live pod; with none, it goes in this
+		// write rather than in one of the fencing controller's (which keeps it only on VMs
+		// with a live pod on a stale node), one write less per VM of a fenced node.
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha2.VMConditionNodeReachable)
 		switch {
 		case len(s.terminating) > 0:
 			st.Phase = v1alpha2.MachineStopping

@@ -39,3 +39,35 @@ func TestRemovedEndedPodKeepsWhy(t *testing.T) {
 		}
 	}
 }
+
+// A VM whose pod on an unreachable node was ended by fencing loses its NodeReachable
+// condition in the status write that says so, not in a write of its own; a VM whose pod
+// still runs there keeps it.
+func TestNodeReachableGoesWithTheLastLivePod(t *testing.T) {
+	now := metav1.Now()
+	fenced := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-vm-x", DeletionTimestamp: &now},
+		Spec: corev1.PodSpec{NodeName: "node-1"}, Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: v1alpha2.ReasonNodeFenced}}
+	running := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-vm-y"},
+		Spec: corev1.PodSpec{NodeName: "node-1"}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	for _, tc := range []struct {
+		name string
+		s    func(vm *v1alpha2.VirtualMachine) *scope
+		keep bool
+	}{
+		{"pod ended by fencing", func(vm *v1alpha2.VirtualMachine) *scope {
+			return &scope{vm: vm, terminating: []*corev1.Pod{fenced}, wantRun: true}
+		}, false},
+		{"restart pending", func(vm *v1alpha2.VirtualMachine) *scope { return &scope{vm: vm, wantRun: true} }, false},
+		{"pod still on the node", func(vm *v1alpha2.VirtualMachine) *scope { return &scope{vm: vm, active: running, wantRun: true} }, true},
+	} {
+		vm := &v1alpha2.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "vm", Generation: 1},
+			Spec: v1alpha2.VirtualMachineSpec{RunPolicy: v1alpha2.AlwaysOn}}
+		meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: v1alpha2.VMConditionNodeReachable, Status: metav1.ConditionFalse,
+			Reason: v1alpha2.ReasonFencingPending, Message: "node node-1 stopped renewing its Lease"})
+		r := &Reconciler{}
+		r.deriveStatus(tc.s(vm))
+		if got := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionNodeReachable) != nil; got != tc.keep {
+			t.Errorf("%s: NodeReachable kept %v, want %v", tc.name, got, tc.keep)
+		}
+	}
+}
