@@ -32,6 +32,7 @@ import (
 	"github.com/ferryvm/ferry/internal/controller/macaddress"
 	"github.com/ferryvm/ferry/internal/controller/migration"
 	"github.com/ferryvm/ferry/internal/controller/migrationsigner"
+	"github.com/ferryvm/ferry/internal/controller/ownwrites"
 	"github.com/ferryvm/ferry/internal/controller/power"
 	"github.com/ferryvm/ferry/internal/controller/restore"
 	"github.com/ferryvm/ferry/internal/controller/storage"
@@ -212,6 +213,14 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "ferry-controller",
 		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		// Reads from the cache wait for this process's own writes (ownwrites).
+		NewClient: func(cfg *rest.Config, opts client.Options) (client.Client, error) {
+			c, err := client.New(cfg, opts)
+			if err != nil {
+				return nil, err
+			}
+			return ownwrites.Wrap(c), nil
+		},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			// Only launcher pods matter to Ferry; do not cache every pod of the cluster.
 			&corev1.Pod{}: {Label: launcherSelector()},

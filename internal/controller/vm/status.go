@@ -41,6 +41,11 @@ func (r *Reconciler) deriveStatus(s *scope) {
 
 	st.VirtualMachinePods = st.VirtualMachinePods[:0]
 	for _, p := range append(append(append([]*corev1.Pod{s.active}, s.extraActive...), s.targets...), s.terminating...) {
+		// A source pod the VM migrated away from left the list when its target took over;
+		// its removal does not bring it back for a moment (two writes per migration).
+		if p != nil && !p.DeletionTimestamp.IsZero() && launcherpod.MigratedAway(p) {
+			continue
+		}
 		if p != nil && p.Name != "" {
 			st.VirtualMachinePods = append(st.VirtualMachinePods, v1alpha2.VirtualMachinePod{Name: p.Name, Active: p == s.active})
 		}
