@@ -32,6 +32,10 @@ const (
 	// ReasonGuestNotRunning: QEMU is up but does not run the guest (paused, migrating in,
 	// starting).
 	ReasonGuestNotRunning = "GuestNotRunning"
+	// MessageQEMUStarting is the guest-ready gate's message until the launcher has QEMU
+	// running; the VM says the same before the gate is set, so that setting it changes
+	// nothing in the VM's status (a write less per start).
+	MessageQEMUStarting = "waiting for the launcher to start QEMU"
 	ReasonAgentReady      = "AgentReady"
 	ReasonAgentNotReady   = "AgentNotReady"
 	ReasonVMStopped       = "Stopped"

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
@@ -161,4 +163,13 @@ func Index(ctx context.Context, fi client.FieldIndexer) error {
 		}
 		return nil
 	})
+}
+
+// NodeReachableOutdated tells whether the VM's NodeReachable condition is about a pod that
+// is gone: the VM has no live pod (active), or one made after the condition was set (its
+// restart elsewhere). The fencing controller keeps the condition otherwise, and leaves
+// these cases to the VM controller's own status write (vm/status.go).
+func NodeReachableOutdated(conditions []metav1.Condition, active *corev1.Pod) bool {
+	c := meta.FindStatusCondition(conditions, v1alpha2.VMConditionNodeReachable)
+	return c != nil && (active == nil || active.CreationTimestamp.After(c.LastTransitionTime.Time))
 }

@@ -263,7 +263,7 @@ func guestCondition(g GuestState) (corev1.ConditionStatus, string, string) {
 	case g.QEMU == "running":
 		return corev1.ConditionTrue, v1alpha2.ReasonGuestRunning, "QEMU runs the guest's vCPUs"
 	case g.QEMU == "":
-		return corev1.ConditionFalse, v1alpha2.ReasonGuestNotRunning, "waiting for the launcher to start QEMU"
+		return corev1.ConditionFalse, v1alpha2.ReasonGuestNotRunning, v1alpha2.MessageQEMUStarting
 	case g.QEMU == "inmigrate":
 		return corev1.ConditionFalse, v1alpha2.ReasonGuestNotRunning, "QEMU waits for the incoming migration"
 	}

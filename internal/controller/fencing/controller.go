@@ -57,6 +57,9 @@ type Reconciler struct {
 	// them failed since the last reconcile.
 	fencing     map[string]bool
 	fenceFailed bool
+	// fencedAt is when each node's fencing began ending its pods (kept fencedMemory):
+	// markVMs counts its pods made before then as ended, whatever the cache shows yet.
+	fencedAt map[string]time.Time
 	// kick asks for a reconcile when a background pass failed.
 	kick chan event.TypedGenericEvent[*corev1.Node]
 	// spared is the nodes that are stale and that this controller does not fence
@@ -319,6 +322,12 @@ func (r *Reconciler) fence(ctx context.Context, node *corev1.Node, v Verdict) er
 	}
 	r.Recorder.Eventf(node, corev1.EventTypeWarning, "Fencing", "%s; ending its pods and removing the node", v.Why)
 	log.Info("Fencing node", "why", v.Why)
+	r.mu.Lock()
+	if r.fencedAt == nil {
+		r.fencedAt = map[string]time.Time{}
+	}
+	r.fencedAt[node.Name] = r.Now()
+	r.mu.Unlock()
 
 	var pods corev1.PodList
 	if err := r.APIReader.List(ctx, &pods, client.MatchingFields{"spec.nodeName": node.Name}); err != nil {

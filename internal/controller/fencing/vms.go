@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha2 "github.com/ferryvm/ferry/api/v1alpha2"
+	"github.com/ferryvm/ferry/internal/launcherpod"
 )
 
 // markInBackground runs a pass of markVMs beside the reconcile, unless one runs already,
@@ -73,10 +74,35 @@ func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) (ret
 	if err := r.Client.List(ctx, &pods, client.HasLabels{v1alpha2.LabelVMName}, client.UnsafeDisableDeepCopy); err != nil {
 		return false, err
 	}
+	fenced := r.fencedNodes(now)
+	var nodes corev1.NodeList
+	if err := r.Client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+		return false, err
+	}
+	exists := make(map[string]bool, len(nodes.Items))
+	for _, n := range nodes.Items {
+		exists[n.Name] = true
+	}
 	on := map[types.NamespacedName]Verdict{}
-	for _, p := range pods.Items {
-		if v, ok := stale[p.Spec.NodeName]; ok && p.DeletionTimestamp.IsZero() && p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded {
-			on[types.NamespacedName{Namespace: p.Namespace, Name: p.Labels[v1alpha2.LabelVMName]}] = v
+	newest := map[types.NamespacedName]*corev1.Pod{} // each VM's newest live pod
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if !p.DeletionTimestamp.IsZero() || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+			continue
+		}
+		if at, ok := fenced[p.Spec.NodeName]; ok && !p.CreationTimestamp.After(at) || p.Spec.NodeName != "" && !exists[p.Spec.NodeName] {
+			// Its node is being fenced, or was removed: the pod ended, though the cache
+			// may not show it yet (the fencing removes the node's Lease before the Node,
+			// and for that moment the node read as reachable again); the VM controller
+			// takes the condition away in its status write of the pod's end.
+			continue
+		}
+		vm := types.NamespacedName{Namespace: p.Namespace, Name: p.Labels[v1alpha2.LabelVMName]}
+		if n := newest[vm]; n == nil || n.CreationTimestamp.Before(&p.CreationTimestamp) {
+			newest[vm] = p
+		}
+		if v, ok := stale[p.Spec.NodeName]; ok {
+			on[vm] = v
 		}
 	}
 	var vms v1alpha2.VirtualMachineList
@@ -87,9 +113,13 @@ func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) (ret
 	var writes []write
 	for i := range vms.Items {
 		orig := &vms.Items[i] // the cache's: never written
-		v, unreachable := on[types.NamespacedName{Namespace: orig.Namespace, Name: orig.Name}]
+		key := types.NamespacedName{Namespace: orig.Namespace, Name: orig.Name}
+		v, unreachable := on[key]
 		c := meta.FindStatusCondition(orig.Status.Conditions, v1alpha2.VMConditionNodeReachable)
-		if !unreachable && c == nil {
+		if !unreachable && (c == nil || launcherpod.NodeReachableOutdated(orig.Status.Conditions, newest[key])) {
+			// A VM whose pod was ended by fencing loses the condition in the VM
+			// controller's write of that end or of its restart (vm/status.go): a write of
+			// its own here was one more per restarted VM.
 			continue
 		}
 		vm := orig.DeepCopy()
@@ -148,4 +178,22 @@ func vmMessage(vm *v1alpha2.VirtualMachine, v Verdict) string {
 		return v.Why + "; this VM's runPolicy Manual does not restart it: start it again with ferry v start"
 	}
 	return v.Why
+}
+
+// fencedMemory is how long a fenced node's pods count as ended for markVMs.
+const fencedMemory = 10 * time.Minute
+
+// fencedNodes is a copy of fencedAt, without the nodes fenced longer than fencedMemory ago.
+func (r *Reconciler) fencedNodes(now time.Time) map[string]time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]time.Time, len(r.fencedAt))
+	for n, at := range r.fencedAt {
+		if now.Sub(at) > fencedMemory {
+			delete(r.fencedAt, n)
+			continue
+		}
+		out[n] = at
+	}
+	return out
 }

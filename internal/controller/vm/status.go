@@ -52,6 +52,11 @@ func (r *Reconciler) deriveStatus(s *scope) {
 	}
 
 	p := s.active
+	if launcherpod.NodeReachableOutdated(st.Conditions, p) {
+		// It was about the node of a pod that is gone: it goes in this write rather than
+		// in one of the fencing controller's, one write less per VM of a fenced node.
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha2.VMConditionNodeReachable)
+	}
 	if p != nil && p.Status.Phase == corev1.PodRunning {
 		deriveAgent(st, p, gen)
 	} else {
@@ -71,10 +76,6 @@ func (r *Reconciler) deriveStatus(s *scope) {
 	case p == nil:
 		st.NodeName = ""
 		meta.RemoveStatusCondition(&st.Conditions, v1alpha2.VMConditionPodScheduled)
-		// NodeReachable is about the node of the VM's live pod; with none, it goes in this
-		// write rather than in one of the fencing controller's (which keeps it only on VMs
-		// with a live pod on a stale node), one write less per VM of a fenced node.
-		meta.RemoveStatusCondition(&st.Conditions, v1alpha2.VMConditionNodeReachable)
 		switch {
 		case len(s.terminating) > 0:
 			st.Phase = v1alpha2.MachineStopping
@@ -151,7 +152,7 @@ func startingMessage(p *corev1.Pod) string {
 	if c := launcherpod.Condition(p, v1alpha2.PodConditionGuestReady); c != nil && c.Message != "" {
 		return c.Message
 	}
-	return "waiting for QEMU to run the guest"
+	return v1alpha2.MessageQEMUStarting
 }
 
 func stoppedMessage(vm *v1alpha2.VirtualMachine) string {

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -47,8 +48,10 @@ func TestNodeReachableGoesWithTheLastLivePod(t *testing.T) {
 	now := metav1.Now()
 	fenced := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-vm-x", DeletionTimestamp: &now},
 		Spec: corev1.PodSpec{NodeName: "node-1"}, Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: v1alpha2.ReasonNodeFenced}}
-	running := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-vm-y"},
+	running := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-vm-y", CreationTimestamp: metav1.NewTime(now.Add(-time.Minute))},
 		Spec: corev1.PodSpec{NodeName: "node-1"}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	restarted := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "virt-launcher-vm-z", CreationTimestamp: metav1.NewTime(now.Add(5 * time.Second))},
+		Spec: corev1.PodSpec{NodeName: "node-2"}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
 	for _, tc := range []struct {
 		name string
 		s    func(vm *v1alpha2.VirtualMachine) *scope
@@ -59,11 +62,12 @@ func TestNodeReachableGoesWithTheLastLivePod(t *testing.T) {
 		}, false},
 		{"restart pending", func(vm *v1alpha2.VirtualMachine) *scope { return &scope{vm: vm, wantRun: true} }, false},
 		{"pod still on the node", func(vm *v1alpha2.VirtualMachine) *scope { return &scope{vm: vm, active: running, wantRun: true} }, true},
+		{"restarted on another node", func(vm *v1alpha2.VirtualMachine) *scope { return &scope{vm: vm, active: restarted, wantRun: true} }, false},
 	} {
 		vm := &v1alpha2.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "vm", Generation: 1},
 			Spec: v1alpha2.VirtualMachineSpec{RunPolicy: v1alpha2.AlwaysOn}}
 		meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{Type: v1alpha2.VMConditionNodeReachable, Status: metav1.ConditionFalse,
-			Reason: v1alpha2.ReasonFencingPending, Message: "node node-1 stopped renewing its Lease"})
+			Reason: v1alpha2.ReasonFencingPending, Message: "node node-1 stopped renewing its Lease", LastTransitionTime: now})
 		r := &Reconciler{}
 		r.deriveStatus(tc.s(vm))
 		if got := meta.FindStatusCondition(vm.Status.Conditions, v1alpha2.VMConditionNodeReachable) != nil; got != tc.keep {
