@@ -36,15 +36,15 @@ const (
 	// running; the VM says the same before the gate is set, so that setting it changes
 	// nothing in the VM's status (a write less per start).
 	MessageQEMUStarting = "waiting for the launcher to start QEMU"
-	ReasonAgentReady      = "AgentReady"
-	ReasonAgentNotReady   = "AgentNotReady"
-	ReasonVMStopped       = "Stopped"
-	ReasonPodNotRunning   = "PodNotRunning"
-	ReasonDiskNotFound    = "DiskNotFound"
-	ReasonDiskNotReady    = "DiskNotReady"
-	ReasonDiskInUse       = "DiskInUse"
-	ReasonDisksReady      = "DisksReady"
-	ReasonImageFailed     = "ImageFailed"
+	ReasonAgentReady    = "AgentReady"
+	ReasonAgentNotReady = "AgentNotReady"
+	ReasonVMStopped     = "Stopped"
+	ReasonPodNotRunning = "PodNotRunning"
+	ReasonDiskNotFound  = "DiskNotFound"
+	ReasonDiskNotReady  = "DiskNotReady"
+	ReasonDiskInUse     = "DiskInUse"
+	ReasonDisksReady    = "DisksReady"
+	ReasonImageFailed   = "ImageFailed"
 	// ReasonDiskRefused: a disk or image is Ready but is not given to the VM's launcher:
 	// its status.path is not the file the storage derives from its name, or its file is
 	// not an image Ferry imports. The message says which and why.
