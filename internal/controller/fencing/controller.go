@@ -162,6 +162,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 			wake(v.FenceAt.Sub(now) + 10*time.Millisecond)
 		case Fence:
 			fence = append(fence, v)
+			// Its VMs stay marked FencingPending until their pods end: left out, the
+			// node read as no longer stale, and the marking pass that runs beside the
+			// fencing took their condition away one write before the VM controller's
+			// write of the restart would have.
+			pending := v
+			pending.Action = Pending
+			stale[v.Node] = pending
 			continue
 		default:
 			wake(5 * time.Second)

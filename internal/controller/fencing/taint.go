@@ -29,7 +29,9 @@ func (r *Reconciler) taintUnreachable(ctx context.Context, verdicts []Verdict, n
 			continue
 		}
 		want := v.Action != Reachable
-		if hasUnreachableTaint(n) == want {
+		if hasUnreachableTaint(n) == want || !want && r.beingFenced(v.Node) {
+			// A node being fenced reads as reachable once its Leases are removed, a
+			// moment before the Node is: it keeps the taint, so nothing is placed on it.
 			continue
 		}
 		if err := r.setUnreachableTaint(ctx, n, want); err != nil {
@@ -69,4 +71,11 @@ func (r *Reconciler) setUnreachableTaint(ctx context.Context, node *corev1.Node,
 		}
 		return client.IgnoreNotFound(r.Client.Patch(ctx, &n, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})))
 	})
+}
+
+// beingFenced tells whether a fencing of the node runs now.
+func (r *Reconciler) beingFenced(node string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fencing[node]
 }
