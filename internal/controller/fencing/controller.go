@@ -295,6 +295,10 @@ func (r *Reconciler) fenceInBackground(ctx context.Context, verdicts []Verdict, 
 			r.mu.Lock()
 			delete(r.fencing, v.Node)
 			r.fenceFailed = r.fenceFailed || err != nil
+			if err != nil {
+				// Its pods that did not end are live until a retry fences the node.
+				delete(r.fencedAt, v.Node)
+			}
 			r.mu.Unlock()
 			if err != nil {
 				r.wakeUp()
