@@ -87,7 +87,7 @@ func (r *Reconciler) markVMs(ctx context.Context, stale map[string]Verdict) (ret
 	newest := map[types.NamespacedName]*corev1.Pod{} // each VM's newest live pod
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if !p.DeletionTimestamp.IsZero() || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+		if !p.DeletionTimestamp.IsZero() || launcherpod.Ended(p) {
 			continue
 		}
 		if at, ok := fenced[p.Spec.NodeName]; ok && !p.CreationTimestamp.After(at) || p.Spec.NodeName != "" && !exists[p.Spec.NodeName] {
